@@ -1,0 +1,184 @@
+//! The CPU backend: f32 buffers and the kernels of `pagoda_kernels::cpu`.
+
+use super::{AttentionDims, Backend, ForwardBatch};
+use crate::weights::HostTensor;
+use pagoda_kernels::cpu;
+
+#[derive(Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Vec<f32>;
+    type Rope = cpu::RotaryCache;
+    type Inputs = ForwardBatch;
+
+    fn device_name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn element_bytes(&self) -> usize {
+        4
+    }
+
+    fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Vec<f32>> {
+        Ok(tensor.to_f32())
+    }
+
+    fn alloc(&self, len: usize) -> anyhow::Result<Vec<f32>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| anyhow::anyhow!("out of memory allocating {} MiB", len * 4 >> 20))?;
+        v.resize(len, 0.0);
+        Ok(v)
+    }
+
+    fn rope(&self, inv_freq: &[f32], max_position: usize, attention_scaling: f32) -> anyhow::Result<cpu::RotaryCache> {
+        Ok(cpu::RotaryCache::new(inv_freq, max_position, attention_scaling))
+    }
+
+    fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<ForwardBatch> {
+        Ok(batch.clone())
+    }
+
+    fn embedding(&self, inputs: &ForwardBatch, table: &Vec<f32>, out: &mut Vec<f32>, hidden: usize) {
+        let n = inputs.num_tokens() * hidden;
+        cpu::embedding(&inputs.token_ids, table, hidden, &mut out[..n]);
+    }
+
+    fn matmul(&self, x: &Vec<f32>, w: &Vec<f32>, out: &mut Vec<f32>, m: usize, k: usize, n: usize) {
+        cpu::matmul_transb(&x[..m * k], &w[..n * k], &mut out[..m * n], m, k, n);
+    }
+
+    fn add_bias(&self, out: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, n: usize) {
+        cpu::add_bias(&mut out[..rows * n], &bias[..n]);
+    }
+
+    fn rms_norm(&self, x: &Vec<f32>, weight: &Vec<f32>, out: &mut Vec<f32>, rows: usize, dim: usize, eps: f32) {
+        cpu::rms_norm(&x[..rows * dim], &weight[..dim], eps, &mut out[..rows * dim]);
+    }
+
+    fn fused_add_rms_norm(
+        &self,
+        x: &mut Vec<f32>,
+        residual: &mut Vec<f32>,
+        weight: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
+        cpu::fused_add_rms_norm(&mut x[..rows * dim], &mut residual[..rows * dim], &weight[..dim], eps);
+    }
+
+    fn rms_norm_inplace(&self, x: &mut Vec<f32>, weight: &Vec<f32>, rows: usize, dim: usize, eps: f32) {
+        cpu::rms_norm_inplace(&mut x[..rows * dim], &weight[..dim], eps);
+    }
+
+    fn split_qkv(
+        &self,
+        qkv: &Vec<f32>,
+        q: &mut Vec<f32>,
+        k: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        rows: usize,
+        q_dim: usize,
+        kv_dim: usize,
+    ) {
+        let width = q_dim + 2 * kv_dim;
+        for (r, row) in qkv[..rows * width].chunks_exact(width).enumerate() {
+            q[r * q_dim..(r + 1) * q_dim].copy_from_slice(&row[..q_dim]);
+            k[r * kv_dim..(r + 1) * kv_dim].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+            v[r * kv_dim..(r + 1) * kv_dim].copy_from_slice(&row[q_dim + kv_dim..]);
+        }
+    }
+
+    fn rotary(
+        &self,
+        inputs: &ForwardBatch,
+        q: &mut Vec<f32>,
+        k: &mut Vec<f32>,
+        rope: &cpu::RotaryCache,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
+        let t = inputs.num_tokens();
+        cpu::rotary_embedding(
+            &inputs.positions,
+            &mut q[..t * num_heads * head_dim],
+            &mut k[..t * num_kv_heads * head_dim],
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope,
+        );
+    }
+
+    fn silu_and_mul(&self, x: &Vec<f32>, out: &mut Vec<f32>, rows: usize, intermediate: usize) {
+        cpu::silu_and_mul(&x[..rows * 2 * intermediate], &mut out[..rows * intermediate], intermediate);
+    }
+
+    fn reshape_and_cache(
+        &self,
+        inputs: &ForwardBatch,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        k_cache: &mut Vec<f32>,
+        v_cache: &mut Vec<f32>,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
+        let n = inputs.num_tokens() * num_kv_heads * head_dim;
+        cpu::reshape_and_cache(
+            &k[..n],
+            &v[..n],
+            k_cache,
+            v_cache,
+            &inputs.slot_mapping,
+            num_kv_heads,
+            head_dim,
+        );
+    }
+
+    fn paged_attention(
+        &self,
+        inputs: &ForwardBatch,
+        q: &Vec<f32>,
+        k_cache: &Vec<f32>,
+        v_cache: &Vec<f32>,
+        out: &mut Vec<f32>,
+        dims: AttentionDims,
+    ) {
+        let n = inputs.num_tokens() * dims.num_heads * dims.head_dim;
+        let params = cpu::PagedAttentionParams {
+            query_start_loc: &inputs.query_start_loc,
+            seq_lens: &inputs.seq_lens,
+            block_tables: &inputs.block_tables,
+            max_blocks_per_seq: inputs.max_blocks_per_seq,
+            block_size: dims.block_size,
+            num_heads: dims.num_heads,
+            num_kv_heads: dims.num_kv_heads,
+            head_dim: dims.head_dim,
+            scale: dims.scale,
+        };
+        cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);
+    }
+
+    fn gather_rows(&self, x: &Vec<f32>, rows: &[u32], out: &mut Vec<f32>, dim: usize) -> anyhow::Result<()> {
+        for (i, &r) in rows.iter().enumerate() {
+            let src = r as usize * dim;
+            anyhow::ensure!(src + dim <= x.len(), "gather_rows: row {r} out of range");
+            out[i * dim..(i + 1) * dim].copy_from_slice(&x[src..src + dim]);
+        }
+        Ok(())
+    }
+
+    fn to_host(&self, x: &Vec<f32>, len: usize) -> anyhow::Result<Vec<f32>> {
+        Ok(x[..len].to_vec())
+    }
+}

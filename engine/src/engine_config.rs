@@ -1,0 +1,110 @@
+//! Everything needed to start an engine: the model, the device, and the
+//! scheduler's limits. Defaults follow vLLM's.
+
+use std::path::PathBuf;
+
+pub use crate::weights::LoadFormat;
+pub use pagoda_scheduler::SchedulingPolicy;
+
+/// Where the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    /// CUDA when a usable GPU is found, else CPU.
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            "auto" => Ok(Device::Auto),
+            other => Err(format!("unknown device {other:?}: expected cpu, cuda or auto")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// An HF folder, a .gguf file, or a folder holding one .gguf file.
+    pub model: PathBuf,
+    pub load_format: LoadFormat,
+    pub device: Device,
+    pub max_num_seqs: usize,
+    /// `None`: 2048 on CPU (prefill chunks stay short so decodes keep flowing), 8192 on CUDA.
+    pub max_num_batched_tokens: Option<usize>,
+    /// `None`: the model's `max_position_embeddings`.
+    pub max_model_len: Option<usize>,
+    pub block_size: usize,
+    /// Bytes of KV cache on CPU; `None`: a share of the available memory.
+    pub kv_cache_memory: Option<u64>,
+    pub gpu_memory_utilization: f32,
+    pub enable_prefix_caching: bool,
+    /// Requests allowed to wait before new ones are refused; `None`: unbounded.
+    pub max_waiting_requests: Option<usize>,
+    /// Caps one request's prefill chunk per step; 0 = no cap beyond the budget.
+    pub long_prefill_token_threshold: usize,
+    pub scheduling_policy: SchedulingPolicy,
+    pub enforce_eager: bool,
+    /// Seeds the random streams of requests that bring no seed of their own.
+    pub seed: u64,
+    pub served_model_name: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::new(),
+            load_format: LoadFormat::Auto,
+            device: Device::Auto,
+            max_num_seqs: 256,
+            max_num_batched_tokens: None,
+            max_model_len: None,
+            block_size: 16,
+            kv_cache_memory: None,
+            gpu_memory_utilization: 0.9,
+            enable_prefix_caching: true,
+            max_waiting_requests: None,
+            long_prefill_token_threshold: 0,
+            scheduling_policy: SchedulingPolicy::Fcfs,
+            enforce_eager: false,
+            seed: 0,
+            served_model_name: None,
+        }
+    }
+}
+
+/// Default CPU KV-cache size: 30% of available memory, between 256 MiB and 8 GiB.
+pub fn default_cpu_kv_cache_bytes() -> u64 {
+    let available = read_mem_available().unwrap_or(4 << 30);
+    (available * 3 / 10).clamp(256 << 20, 8 << 30)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn read_mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_parses() {
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("auto".parse::<Device>(), Ok(Device::Auto));
+        assert!("tpu".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn default_kv_cache_is_bounded() {
+        let b = default_cpu_kv_cache_bytes();
+        assert!((256 << 20..=8 << 30).contains(&b));
+    }
+}

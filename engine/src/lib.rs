@@ -1,0 +1,26 @@
+//! Pagoda engine: model loading, tokenization, the model runner, the sampler
+//! and the engine loop that drives the scheduler.
+
+pub mod backend;
+pub mod config;
+pub mod engine_builder;
+pub mod engine_config;
+pub mod engine_error;
+pub mod engine_handle;
+pub mod llm_engine;
+pub mod model;
+pub mod model_info;
+pub mod model_runner;
+pub mod outputs;
+pub mod sampler;
+pub mod sampling_params;
+pub mod tokenizer;
+pub mod weights;
+
+pub use engine_config::{Device, EngineConfig};
+pub use engine_error::EngineError;
+pub use engine_handle::{generate_all, EngineHandle, FinalOutput, FinalSample, RequestStream};
+pub use llm_engine::{EngineStats, LlmEngine, RequestOptions};
+pub use model_info::ModelInfo;
+pub use outputs::{CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
+pub use sampling_params::{SamplingParams, SamplingParamsError};

@@ -1,0 +1,516 @@
+//! The synchronous engine: one `step()` schedules, runs the forward pass,
+//! samples, updates the scheduler and detokenizes. `EngineHandle` runs it on
+//! a thread; tests and offline tools may drive it directly.
+
+use crate::engine_error::EngineError;
+use crate::model_info::ModelInfo;
+use crate::model_runner::{Runner, StepLogits};
+use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
+use crate::sampler::{self, ProcessorContext, Sampled};
+use crate::sampling_params::SamplingParams;
+use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
+use pagoda_scheduler::{FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Caller-side options of one request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// Lower values are served first under the priority policy.
+    pub priority: i32,
+    /// Separates prefix-cache entries between tenants.
+    pub cache_salt: Option<String>,
+    /// When the request reached the server; defaults to now.
+    pub arrival_time: Option<Instant>,
+}
+
+/// Counters the engine keeps besides the scheduler's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    pub num_running: usize,
+    pub num_waiting: usize,
+    pub kv_cache_usage: f64,
+    pub num_preemptions_total: u64,
+    pub prefix_cache_queries: u64,
+    pub prefix_cache_hits: u64,
+    pub prompt_tokens_total: u64,
+    pub generation_tokens_total: u64,
+}
+
+/// One of the `n` sequences of a request.
+struct SeqState {
+    parent: u64,
+    index: usize,
+    params: Arc<SamplingParams>,
+    rng: StdRng,
+    detok: Option<IncrementalDetokenizer>,
+    /// EOS and stop_token_ids: masked until min_tokens.
+    stop_ids: Vec<u32>,
+    finished: bool,
+}
+
+/// A request as the caller sees it: `n` sequences and its timings.
+struct ParentState {
+    children: Vec<RequestId>,
+    num_unfinished: usize,
+    num_prompt_tokens: usize,
+    arrival: Instant,
+    first_scheduled: Option<Instant>,
+    first_token: Option<Instant>,
+    /// Prompt logprobs gathered chunk by chunk; sent with the first output.
+    prompt_logprobs: Option<Vec<Option<TokenLogprobs>>>,
+    prompt_logprobs_sent: bool,
+    /// Prompt tokens served from the prefix cache (the first sequence's hit).
+    num_cached_tokens: usize,
+}
+
+pub struct LlmEngine {
+    scheduler: Scheduler,
+    runner: Box<dyn Runner>,
+    tokenizer: Option<Tokenizer>,
+    info: ModelInfo,
+    seqs: HashMap<RequestId, SeqState>,
+    parents: HashMap<u64, ParentState>,
+    next_id: u64,
+    rng: StdRng,
+    max_waiting_requests: Option<usize>,
+    prompt_tokens_total: u64,
+    generation_tokens_total: u64,
+}
+
+impl LlmEngine {
+    pub fn new(
+        scheduler: Scheduler,
+        runner: Box<dyn Runner>,
+        tokenizer: Option<Tokenizer>,
+        info: ModelInfo,
+        seed: u64,
+        max_waiting_requests: Option<usize>,
+    ) -> Self {
+        Self {
+            scheduler,
+            runner,
+            tokenizer,
+            info,
+            seqs: HashMap::new(),
+            parents: HashMap::new(),
+            next_id: 1,
+            rng: StdRng::seed_from_u64(seed),
+            max_waiting_requests,
+            prompt_tokens_total: 0,
+            generation_tokens_total: 0,
+        }
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Checks a request without enqueuing it.
+    pub fn validate(&self, prompt: &[u32], params: &SamplingParams) -> Result<(), EngineError> {
+        params.validate(self.info.vocab_size).map_err(EngineError::InvalidParams)?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+            return Err(EngineError::TokenOutOfVocab {
+                token_id: bad,
+                vocab_size: self.info.vocab_size,
+            });
+        }
+        if prompt.len() >= self.info.max_model_len {
+            return Err(EngineError::PromptTooLong {
+                prompt_len: prompt.len(),
+                max_model_len: self.info.max_model_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Enqueues a request; returns its id.
+    pub fn add_request(
+        &mut self,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        opts: RequestOptions,
+    ) -> Result<u64, EngineError> {
+        self.validate(&prompt, &params)?;
+        if let Some(limit) = self.max_waiting_requests {
+            if self.scheduler.stats().num_waiting >= limit {
+                return Err(EngineError::QueueFull);
+            }
+        }
+        let arrival = opts.arrival_time.unwrap_or_else(Instant::now);
+        let parent_id = self.next_id;
+        let params = Arc::new(params);
+        let max_tokens = params
+            .max_tokens
+            .unwrap_or(self.info.max_model_len - prompt.len())
+            .min(self.info.max_model_len - prompt.len());
+        let mut stop_ids = self.info.eos_token_ids.clone();
+        stop_ids.extend_from_slice(&params.stop_token_ids);
+        // Prompt logprobs need logits of every prompt token, so such a request
+        // must not take its prefix from the cache: a salt of its own keeps it apart.
+        let cache_salt = if params.prompt_logprobs.is_some() {
+            Some(format!("prompt-logprobs-{parent_id}"))
+        } else {
+            opts.cache_salt.clone()
+        };
+        let mut children = Vec::with_capacity(params.n);
+        for index in 0..params.n {
+            let id = self.next_id;
+            self.next_id += 1;
+            let seed = match params.seed {
+                Some(s) => s.wrapping_add(index as u64),
+                None => self.rng.random(),
+            };
+            let stop = StopConditions {
+                eos_token_ids: self.info.eos_token_ids.clone(),
+                stop_token_ids: params.stop_token_ids.clone(),
+                max_tokens,
+                min_tokens: params.min_tokens,
+                ignore_eos: params.ignore_eos,
+            };
+            let request = Request::new(id, prompt.clone(), stop, opts.priority, 0.0, cache_salt.clone());
+            if let Err(e) = self.scheduler.add_request(request) {
+                for c in &children {
+                    self.scheduler.abort_request(*c);
+                    self.seqs.remove(c);
+                }
+                return Err(EngineError::from_add_request(e));
+            }
+            let detok = self.tokenizer.as_ref().map(|_| {
+                IncrementalDetokenizer::new(
+                    &prompt,
+                    params.skip_special_tokens,
+                    params.stop.clone(),
+                    params.include_stop_str_in_output,
+                )
+            });
+            self.seqs.insert(
+                id,
+                SeqState {
+                    parent: parent_id,
+                    index,
+                    params: params.clone(),
+                    rng: StdRng::seed_from_u64(seed),
+                    detok,
+                    stop_ids: stop_ids.clone(),
+                    finished: false,
+                },
+            );
+            children.push(id);
+        }
+        self.parents.insert(
+            parent_id,
+            ParentState {
+                num_unfinished: children.len(),
+                children,
+                num_prompt_tokens: prompt.len(),
+                arrival,
+                first_scheduled: None,
+                first_token: None,
+                prompt_logprobs: params.prompt_logprobs.map(|_| vec![None]),
+                prompt_logprobs_sent: false,
+                num_cached_tokens: 0,
+            },
+        );
+        self.prompt_tokens_total += prompt.len() as u64;
+        Ok(parent_id)
+    }
+
+    /// Aborts every unfinished sequence of a request; frees its blocks.
+    pub fn abort_request(&mut self, parent_id: u64) -> bool {
+        let Some(parent) = self.parents.remove(&parent_id) else {
+            return false;
+        };
+        for id in parent.children {
+            self.scheduler.abort_request(id);
+            self.seqs.remove(&id);
+        }
+        true
+    }
+
+    /// Ids of all requests not yet finished.
+    pub fn unfinished_request_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.parents.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn has_unfinished_requests(&self) -> bool {
+        !self.parents.is_empty()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let s = self.scheduler.stats();
+        EngineStats {
+            num_running: s.num_running,
+            num_waiting: s.num_waiting,
+            kv_cache_usage: s.kv_cache_usage,
+            num_preemptions_total: s.num_preemptions_total as u64,
+            prefix_cache_queries: s.prefix_cache_queries as u64,
+            prefix_cache_hits: s.prefix_cache_hits as u64,
+            prompt_tokens_total: self.prompt_tokens_total,
+            generation_tokens_total: self.generation_tokens_total,
+        }
+    }
+
+    /// One engine step. Returns the progress of every request that made some.
+    pub fn step(&mut self) -> Result<Vec<RequestOutput>, EngineError> {
+        let sched = self.scheduler.schedule();
+        if sched.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Instant::now();
+        let all_rows = self.mark_scheduled(&sched, now);
+        let logits = self
+            .runner
+            .execute(&sched, &all_rows)
+            .map_err(|e| EngineError::Device(format!("{e:#}")))?;
+        self.collect_prompt_logprobs(&sched, &logits, &all_rows);
+        let sampled = self.sample(&sched, &logits);
+        let tokens: Vec<Option<u32>> = sampled.iter().map(|s| s.as_ref().map(|s| s.token_id)).collect();
+        let updates = self.scheduler.update_from_output(&sched, &tokens);
+        let mut by_id: HashMap<RequestId, Sampled> = HashMap::with_capacity(sampled.len());
+        for (r, s) in sched.requests().iter().zip(sampled) {
+            if let Some(s) = s {
+                by_id.insert(r.request_id, s);
+            }
+        }
+        let mut deltas: Vec<(u64, CompletionDelta)> = Vec::with_capacity(updates.len());
+        for u in updates {
+            let first_seq = self.seqs.get(&u.request_id).filter(|s| s.index == 0);
+            if let Some(parent) = first_seq.and_then(|s| self.parents.get_mut(&s.parent)) {
+                parent.num_cached_tokens = u.num_cached_tokens;
+            }
+            let sampled = by_id.remove(&u.request_id);
+            if let Some(delta) = self.process_update(u.request_id, u.new_token_ids, u.finish_reason, sampled) {
+                deltas.push(delta);
+            }
+        }
+        Ok(self.assemble_outputs(deltas, Instant::now()))
+    }
+
+    /// Records first-scheduling times; returns which requests want every row's logits.
+    fn mark_scheduled(&mut self, sched: &SchedulerOutput, now: Instant) -> Vec<bool> {
+        sched
+            .requests()
+            .iter()
+            .map(|r| {
+                let Some(seq) = self.seqs.get(&r.request_id) else {
+                    return false;
+                };
+                if let Some(p) = self.parents.get_mut(&seq.parent) {
+                    p.first_scheduled.get_or_insert(now);
+                }
+                seq.params.prompt_logprobs.is_some() && seq.index == 0 && r.start_position < r.num_prompt_tokens
+            })
+            .collect()
+    }
+
+    /// Logprobs of each prompt token given the tokens before it.
+    fn collect_prompt_logprobs(&mut self, sched: &SchedulerOutput, logits: &StepLogits, all_rows: &[bool]) {
+        for (i, r) in sched.requests().iter().enumerate() {
+            if !all_rows[i] {
+                continue;
+            }
+            let Some(seq) = self.seqs.get(&r.request_id) else { continue };
+            let k = seq.params.prompt_logprobs.unwrap_or(0);
+            let Some(parent) = self.parents.get_mut(&seq.parent) else { continue };
+            let Some(request) = self.scheduler.request(r.request_id) else { continue };
+            let prompt = request.prompt_token_ids();
+            let Some(out) = parent.prompt_logprobs.as_mut() else { continue };
+            for (j, row) in logits.rows[i].clone().enumerate() {
+                let next = r.start_position + j + 1;
+                if next < prompt.len() {
+                    out.push(Some(sampler::top_logprobs(logits.row(row), prompt[next], k)));
+                }
+            }
+        }
+    }
+
+    /// Samples every request that needs a token, in parallel, each from its own stream.
+    fn sample(&mut self, sched: &SchedulerOutput, logits: &StepLogits) -> Vec<Option<Sampled>> {
+        struct Job<'a> {
+            row: &'a [f32],
+            params: Arc<SamplingParams>,
+            prompt: &'a [u32],
+            output: &'a [u32],
+            stop_ids: &'a [u32],
+            rng: StdRng,
+        }
+        let mut jobs: Vec<Option<Job>> = Vec::with_capacity(sched.requests().len());
+        for (i, r) in sched.requests().iter().enumerate() {
+            let (Some(seq), Some(req)) = (self.seqs.get(&r.request_id), self.scheduler.request(r.request_id))
+            else {
+                jobs.push(None);
+                continue;
+            };
+            if !r.sample || logits.rows[i].is_empty() {
+                jobs.push(None);
+                continue;
+            }
+            jobs.push(Some(Job {
+                row: logits.row(logits.rows[i].end - 1),
+                params: seq.params.clone(),
+                prompt: req.prompt_token_ids(),
+                output: req.output_token_ids(),
+                stop_ids: &seq.stop_ids,
+                rng: seq.rng.clone(),
+            }));
+        }
+        let results: Vec<Option<(Sampled, StdRng)>> = jobs
+            .into_par_iter()
+            .map(|job| {
+                job.map(|mut j| {
+                    let ctx = ProcessorContext {
+                        params: &j.params,
+                        prompt_token_ids: j.prompt,
+                        output_token_ids: j.output,
+                        stop_ids: j.stop_ids,
+                    };
+                    (sampler::sample_row(j.row, &ctx, &mut j.rng), j.rng)
+                })
+            })
+            .collect();
+        sched
+            .requests()
+            .iter()
+            .zip(results)
+            .map(|(r, res)| {
+                res.map(|(s, rng)| {
+                    if let Some(seq) = self.seqs.get_mut(&r.request_id) {
+                        seq.rng = rng;
+                    }
+                    s
+                })
+            })
+            .collect()
+    }
+
+    /// Detokenizes a sequence's new tokens and applies stop strings.
+    fn process_update(
+        &mut self,
+        id: RequestId,
+        new_token_ids: Vec<u32>,
+        mut finish: Option<FinishReason>,
+        sampled: Option<Sampled>,
+    ) -> Option<(u64, CompletionDelta)> {
+        let seq = self.seqs.get_mut(&id)?;
+        if seq.finished {
+            return None;
+        }
+        self.generation_tokens_total += new_token_ids.len() as u64;
+        let mut stop_reason = None;
+        let mut text = String::new();
+        if let (Some(detok), Some(tok)) = (seq.detok.as_mut(), self.tokenizer.as_ref()) {
+            let delta = detok.push(tok, &new_token_ids);
+            text = delta.text;
+            if let Some(stop) = delta.stop_matched {
+                if finish.is_none() {
+                    self.scheduler.finish_request(id, FinishReason::Stop);
+                }
+                finish = Some(FinishReason::Stop);
+                stop_reason = Some(StopReason::Text(stop));
+            } else if finish.is_some() {
+                text.push_str(&detok.finish(tok));
+            }
+        }
+        if stop_reason.is_none() && finish == Some(FinishReason::Stop) {
+            if let Some(&last) = new_token_ids.last() {
+                if seq.params.stop_token_ids.contains(&last) {
+                    stop_reason = Some(StopReason::Token(last));
+                }
+            }
+        }
+        let logprobs = if seq.params.logprobs.is_some() {
+            Some(sampled.and_then(|s| s.logprobs).into_iter().collect())
+        } else {
+            None
+        };
+        if finish.is_some() {
+            seq.finished = true;
+        }
+        Some((
+            seq.parent,
+            CompletionDelta {
+                index: seq.index,
+                token_ids: new_token_ids,
+                text,
+                logprobs,
+                finish_reason: finish,
+                stop_reason,
+            },
+        ))
+    }
+
+    /// Groups sequence deltas by request and retires finished requests.
+    fn assemble_outputs(&mut self, deltas: Vec<(u64, CompletionDelta)>, now: Instant) -> Vec<RequestOutput> {
+        let mut order: Vec<u64> = Vec::new();
+        let mut grouped: HashMap<u64, Vec<CompletionDelta>> = HashMap::new();
+        for (parent, delta) in deltas {
+            let entry = grouped.entry(parent).or_default();
+            if entry.is_empty() {
+                order.push(parent);
+            }
+            entry.push(delta);
+        }
+        let mut outputs = Vec::with_capacity(order.len());
+        for parent_id in order {
+            let deltas = grouped.remove(&parent_id).unwrap_or_default();
+            let Some(parent) = self.parents.get_mut(&parent_id) else { continue };
+            parent.first_token.get_or_insert(now);
+            let newly_finished = deltas.iter().filter(|d| d.finish_reason.is_some()).count();
+            parent.num_unfinished = parent.num_unfinished.saturating_sub(newly_finished);
+            let finished = parent.num_unfinished == 0;
+            let prompt_logprobs = if parent.prompt_logprobs_sent {
+                None
+            } else {
+                parent.prompt_logprobs_sent = true;
+                parent.prompt_logprobs.take()
+            };
+            let num_cached_tokens = parent.num_cached_tokens;
+            let metrics = finished.then(|| RequestMetrics {
+                queue_time: parent
+                    .first_scheduled
+                    .map(|t| t.duration_since(parent.arrival).as_secs_f64())
+                    .unwrap_or(0.0),
+                time_to_first_token: parent
+                    .first_token
+                    .map(|t| t.duration_since(parent.arrival).as_secs_f64())
+                    .unwrap_or(0.0),
+                e2e_latency: now.duration_since(parent.arrival).as_secs_f64(),
+            });
+            outputs.push(RequestOutput {
+                request_id: parent_id,
+                num_prompt_tokens: parent.num_prompt_tokens,
+                num_cached_tokens,
+                prompt_logprobs,
+                outputs: deltas,
+                finished,
+                metrics,
+            });
+            if finished {
+                if let Some(p) = self.parents.remove(&parent_id) {
+                    for c in p.children {
+                        self.seqs.remove(&c);
+                    }
+                }
+            }
+        }
+        outputs
+    }
+}

@@ -1,0 +1,159 @@
+//! The decoder-only transformer of Llama, Mistral, Qwen2 and Qwen3, written
+//! once over the device-neutral op set. The architectures differ only in
+//! flags: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), rope scaling and
+//! tied embeddings; the flags come from `ModelConfig`.
+
+mod weights;
+mod workspace;
+
+pub use weights::{DecoderWeights, LayerWeights};
+pub use workspace::{KvCache, Workspace};
+
+use crate::backend::{AttentionDims, Backend};
+use crate::config::ModelConfig;
+
+/// The shapes the forward pass needs, derived once from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelDims {
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub eps: f32,
+    pub qk_norm: bool,
+    pub qkv_bias: bool,
+}
+
+impl ModelDims {
+    pub fn from_config(c: &ModelConfig) -> Self {
+        Self {
+            vocab_size: c.vocab_size,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            num_layers: c.num_hidden_layers,
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            eps: c.rms_norm_eps,
+            qk_norm: c.qk_norm,
+            qkv_bias: c.attention_bias,
+        }
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    pub fn qkv_dim(&self) -> usize {
+        self.q_dim() + 2 * self.kv_dim()
+    }
+
+    /// KV-cache elements per token over all layers (K and V).
+    pub fn kv_elements_per_token(&self) -> usize {
+        2 * self.num_layers * self.kv_dim()
+    }
+}
+
+/// A loaded model: its weights on one backend.
+pub struct DecoderModel<B: Backend> {
+    pub dims: ModelDims,
+    pub weights: DecoderWeights<B>,
+}
+
+impl<B: Backend> DecoderModel<B> {
+    /// Runs every layer over the batch in `inputs` and writes the final
+    /// normalized hidden states into `ws.hidden`. KV of the new tokens is
+    /// written into `kv` before each layer's attention reads it, so tokens of
+    /// one step may attend to each other's KV (prefix-cache hits within a step).
+    pub fn forward_hidden(
+        &self,
+        backend: &B,
+        inputs: &B::Inputs,
+        num_tokens: usize,
+        ws: &mut Workspace<B>,
+        kv: &mut KvCache<B>,
+    ) {
+        let d = self.dims;
+        let t = num_tokens;
+        let w = &self.weights;
+        backend.embedding(inputs, &w.embed_tokens, &mut ws.residual, d.hidden);
+        let attn_dims = AttentionDims {
+            num_heads: d.num_heads,
+            num_kv_heads: d.num_kv_heads,
+            head_dim: d.head_dim,
+            block_size: kv.block_size,
+            scale: 1.0 / (d.head_dim as f32).sqrt(),
+        };
+        for (i, layer) in w.layers.iter().enumerate() {
+            if i == 0 {
+                backend.rms_norm(&ws.residual, &layer.input_layernorm, &mut ws.hidden, t, d.hidden, d.eps);
+            } else {
+                backend.fused_add_rms_norm(
+                    &mut ws.hidden,
+                    &mut ws.residual,
+                    &layer.input_layernorm,
+                    t,
+                    d.hidden,
+                    d.eps,
+                );
+            }
+            backend.matmul(&ws.hidden, &layer.qkv_proj, &mut ws.qkv, t, d.hidden, d.qkv_dim());
+            if let Some(bias) = &layer.qkv_bias {
+                backend.add_bias(&mut ws.qkv, bias, t, d.qkv_dim());
+            }
+            backend.split_qkv(&ws.qkv, &mut ws.q, &mut ws.k, &mut ws.v, t, d.q_dim(), d.kv_dim());
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                backend.rms_norm_inplace(&mut ws.q, qn, t * d.num_heads, d.head_dim, d.eps);
+                backend.rms_norm_inplace(&mut ws.k, kn, t * d.num_kv_heads, d.head_dim, d.eps);
+            }
+            backend.rotary(inputs, &mut ws.q, &mut ws.k, &w.rope, d.num_heads, d.num_kv_heads, d.head_dim);
+            let (k_cache, v_cache) = kv.layer_mut(i);
+            backend.reshape_and_cache(inputs, &ws.k, &ws.v, k_cache, v_cache, d.num_kv_heads, d.head_dim);
+            let (k_cache, v_cache) = kv.layer(i);
+            backend.paged_attention(inputs, &ws.q, k_cache, v_cache, &mut ws.attn, attn_dims);
+            backend.matmul(&ws.attn, &layer.o_proj, &mut ws.hidden, t, d.q_dim(), d.hidden);
+            if let Some(bias) = &layer.o_bias {
+                backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
+            }
+            backend.fused_add_rms_norm(
+                &mut ws.hidden,
+                &mut ws.residual,
+                &layer.post_attention_layernorm,
+                t,
+                d.hidden,
+                d.eps,
+            );
+            backend.matmul(&ws.hidden, &layer.gate_up_proj, &mut ws.gate_up, t, d.hidden, 2 * d.intermediate);
+            if let Some(bias) = &layer.gate_up_bias {
+                backend.add_bias(&mut ws.gate_up, bias, t, 2 * d.intermediate);
+            }
+            backend.silu_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate);
+            backend.matmul(&ws.act, &layer.down_proj, &mut ws.hidden, t, d.intermediate, d.hidden);
+            if let Some(bias) = &layer.down_bias {
+                backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
+            }
+        }
+        backend.fused_add_rms_norm(&mut ws.hidden, &mut ws.residual, &w.norm, t, d.hidden, d.eps);
+    }
+
+    /// Logits (f32, on the host) of the given token rows of `ws.hidden`,
+    /// computed in chunks that fit the workspace.
+    pub fn compute_logits(&self, backend: &B, ws: &mut Workspace<B>, rows: &[u32]) -> anyhow::Result<Vec<f32>> {
+        let d = self.dims;
+        let lm_head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed_tokens);
+        let mut logits = Vec::with_capacity(rows.len() * d.vocab_size);
+        for chunk in rows.chunks(ws.max_logits_rows) {
+            backend.gather_rows(&ws.hidden, chunk, &mut ws.logits_hidden, d.hidden)?;
+            backend.matmul(&ws.logits_hidden, lm_head, &mut ws.logits, chunk.len(), d.hidden, d.vocab_size);
+            logits.extend(backend.to_host(&ws.logits, chunk.len() * d.vocab_size)?);
+        }
+        Ok(logits)
+    }
+}

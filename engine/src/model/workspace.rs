@@ -1,0 +1,82 @@
+//! Buffers allocated once at start-up: activations for the largest step and
+//! the paged KV cache.
+
+use super::ModelDims;
+use crate::backend::Backend;
+
+/// Activation buffers sized for `max_tokens` rows.
+pub struct Workspace<B: Backend> {
+    pub max_tokens: usize,
+    pub max_logits_rows: usize,
+    pub residual: B::Tensor,
+    pub hidden: B::Tensor,
+    pub qkv: B::Tensor,
+    pub q: B::Tensor,
+    pub k: B::Tensor,
+    pub v: B::Tensor,
+    pub attn: B::Tensor,
+    pub gate_up: B::Tensor,
+    pub act: B::Tensor,
+    pub logits_hidden: B::Tensor,
+    pub logits: B::Tensor,
+}
+
+impl<B: Backend> Workspace<B> {
+    pub fn new(backend: &B, d: &ModelDims, max_tokens: usize, max_logits_rows: usize) -> anyhow::Result<Self> {
+        let t = max_tokens;
+        Ok(Self {
+            max_tokens,
+            max_logits_rows,
+            residual: backend.alloc(t * d.hidden)?,
+            hidden: backend.alloc(t * d.hidden)?,
+            qkv: backend.alloc(t * d.qkv_dim())?,
+            q: backend.alloc(t * d.q_dim())?,
+            k: backend.alloc(t * d.kv_dim())?,
+            v: backend.alloc(t * d.kv_dim())?,
+            attn: backend.alloc(t * d.q_dim())?,
+            gate_up: backend.alloc(t * 2 * d.intermediate)?,
+            act: backend.alloc(t * d.intermediate)?,
+            logits_hidden: backend.alloc(max_logits_rows * d.hidden)?,
+            logits: backend.alloc(max_logits_rows * d.vocab_size)?,
+        })
+    }
+}
+
+/// The paged KV cache: per layer, K and V of `[num_blocks, block_size, num_kv_heads, head_dim]`.
+pub struct KvCache<B: Backend> {
+    pub num_blocks: usize,
+    pub block_size: usize,
+    k: Vec<B::Tensor>,
+    v: Vec<B::Tensor>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(backend: &B, d: &ModelDims, num_blocks: usize, block_size: usize) -> anyhow::Result<Self> {
+        let per_layer = num_blocks * block_size * d.kv_dim();
+        let mut k = Vec::with_capacity(d.num_layers);
+        let mut v = Vec::with_capacity(d.num_layers);
+        for _ in 0..d.num_layers {
+            k.push(backend.alloc(per_layer)?);
+            v.push(backend.alloc(per_layer)?);
+        }
+        Ok(Self {
+            num_blocks,
+            block_size,
+            k,
+            v,
+        })
+    }
+
+    /// Bytes one block takes over all layers, K and V.
+    pub fn bytes_per_block(d: &ModelDims, block_size: usize, element_bytes: usize) -> usize {
+        d.kv_elements_per_token() * block_size * element_bytes
+    }
+
+    pub fn layer(&self, i: usize) -> (&B::Tensor, &B::Tensor) {
+        (&self.k[i], &self.v[i])
+    }
+
+    pub fn layer_mut(&mut self, i: usize) -> (&mut B::Tensor, &mut B::Tensor) {
+        (&mut self.k[i], &mut self.v[i])
+    }
+}

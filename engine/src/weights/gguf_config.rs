@@ -1,0 +1,434 @@
+//! `ModelConfig::from_gguf`: the model config from GGUF metadata, reading the
+//! keys llama.cpp's converter writes (and HF transformers' GGUF loader reads,
+//! see transformers/integrations/ggml.py).
+//!
+//! Llama 3 rope scaling has no metadata key in GGUF: the converter stores the
+//! per-frequency divisors as a `rope_freqs.weight` tensor. They are fitted
+//! back to `RopeScaling::Llama3` parameters here, and checked: the fitted
+//! parameters must reproduce the tensor, or loading fails.
+
+use super::gguf::GgufFile;
+use super::LoadError;
+use crate::config::{Architecture, DType, ModelConfig, RopeScaling};
+
+const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3";
+
+impl ModelConfig {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self, LoadError> {
+        let path = g.path();
+        let arch = g.architecture().ok_or_else(|| {
+            LoadError::config(path, "no general.architecture key in the GGUF metadata")
+        })?;
+        let architecture = match arch {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
+            other => {
+                return Err(LoadError::UnsupportedArchitecture {
+                    path: path.to_path_buf(),
+                    arch: other.to_string(),
+                    supported: SUPPORTED_GGUF_ARCHITECTURES,
+                })
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let need = |k: &str| -> Result<usize, LoadError> {
+            let full = key(k);
+            g.get_u64(&full)
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| LoadError::config(path, format!("missing integer key {full:?}")))
+        };
+
+        let hidden_size = need("embedding_length")?;
+        let num_attention_heads = need("attention.head_count")?;
+        let num_key_value_heads = match g.get_u64(&key("attention.head_count_kv")) {
+            Some(v) => v as usize,
+            None => num_attention_heads,
+        };
+        // key_length is the true head dim (Qwen3 may differ from hidden/heads);
+        // llama writes rope.dimension_count, which equals it for full rotary.
+        let head_dim = match (
+            g.get_u64(&key("attention.key_length")),
+            g.get_u64(&key("rope.dimension_count")),
+        ) {
+            (Some(d), _) | (None, Some(d)) => d as usize,
+            (None, None) => hidden_size / num_attention_heads.max(1),
+        };
+        let vocab_size = match g.get_u64(&key("vocab_size")) {
+            Some(v) => v as usize,
+            None => match (
+                g.array_len("tokenizer.ggml.tokens"),
+                g.tensor_info("token_embd.weight"),
+            ) {
+                (Some(n), _) => n,
+                (None, Some(t)) if t.dims.len() == 2 => t.dims[1],
+                _ => return Err(LoadError::config(path, "cannot tell the vocabulary size")),
+            },
+        };
+        let rope_theta = g.get_f32(&key("rope.freq_base")).unwrap_or(10000.0);
+        let max_position_embeddings = need("context_length")?;
+
+        let has = |t: &str| g.tensor_info(t).is_some();
+        let attention_bias = match architecture {
+            Architecture::Qwen2 => true,
+            _ => has("blk.0.attn_q.bias"),
+        };
+        let o_proj_bias = attention_bias && has("blk.0.attn_output.bias");
+
+        let mut eos_token_ids = Vec::new();
+        for k in [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ] {
+            if let Some(id) = g.get_u32(k) {
+                if !eos_token_ids.contains(&id) {
+                    eos_token_ids.push(id);
+                }
+            }
+        }
+
+        let dtype = match g.get_u32("general.file_type") {
+            Some(1) => DType::F16,
+            Some(32) => DType::BF16,
+            // F32, and every quantized file: dequantized weights are f32.
+            _ => DType::F32,
+        };
+
+        let config = ModelConfig {
+            architecture,
+            vocab_size,
+            hidden_size,
+            intermediate_size: need("feed_forward_length")?,
+            num_hidden_layers: need("block_count")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: g
+                .get_f32(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling: rope_scaling(g, arch, rope_theta, head_dim)?,
+            max_position_embeddings,
+            tie_word_embeddings: !has("output.weight"),
+            attention_bias,
+            o_proj_bias,
+            qk_norm: architecture == Architecture::Qwen3,
+            dtype,
+            bos_token_id: g.get_u32("tokenizer.ggml.bos_token_id"),
+            eos_token_ids,
+            sliding_window: None,
+        };
+        config.validate(path)?;
+        Ok(config)
+    }
+}
+
+fn rope_scaling(
+    g: &GgufFile,
+    arch: &str,
+    theta: f32,
+    head_dim: usize,
+) -> Result<RopeScaling, LoadError> {
+    let path = g.path();
+    let key = |k: &str| format!("{arch}.rope.{k}");
+    let scaling_type = g.get_str(&key("scaling.type"));
+    let factor = g
+        .get_f32(&key("scaling.factor"))
+        .or_else(|| g.get_f32(&key("scale_linear")));
+    let from_metadata = match (scaling_type, factor) {
+        (Some("none"), _) | (None, None) => RopeScaling::Default,
+        (Some("linear") | None, Some(1.0)) => RopeScaling::Default,
+        (Some("linear") | None, Some(f)) if f.is_finite() && f > 0.0 => {
+            RopeScaling::Linear { factor: f }
+        }
+        (Some("linear") | None, f) => {
+            return Err(LoadError::config(
+                path,
+                format!("linear rope scaling needs a positive factor, found {f:?}"),
+            ))
+        }
+        (Some(t), _) => {
+            return Err(LoadError::config(
+                path,
+                format!("rope scaling type {t:?} is not supported (none, linear)"),
+            ))
+        }
+    };
+    let Some(info) = g.tensor_info("rope_freqs.weight") else {
+        return Ok(from_metadata);
+    };
+    if !matches!(from_metadata, RopeScaling::Default) {
+        return Err(LoadError::config(
+            path,
+            "both rope scaling metadata and a rope_freqs tensor: not supported",
+        ));
+    }
+    let divisors = g.dequantize(info)?;
+    let original = g
+        .get_u64(&key("scaling.original_context_length"))
+        .map(|v| v as usize)
+        .unwrap_or(8192);
+    fit_llama3(&divisors, theta, head_dim, original).ok_or_else(|| {
+        LoadError::config(
+            path,
+            "tensor \"rope_freqs.weight\" is not a Llama 3 rope scaling (the only kind of \
+             rope frequency factors supported)",
+        )
+    })
+}
+
+/// The rope divisor of frequency `i` under Llama 3 scaling, as the converter
+/// computes it (in f64).
+fn llama3_divisor(i: usize, theta: f64, head_dim: usize, p: (f64, f64, f64, f64)) -> f64 {
+    let (factor, low, high, original) = p;
+    let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < original / high {
+        1.0
+    } else if wavelen > original / low {
+        factor
+    } else {
+        let smooth = (original / wavelen - low) / (high - low);
+        1.0 / ((1.0 - smooth) / factor + smooth)
+    }
+}
+
+/// Recovers (factor, low_freq_factor, high_freq_factor) from the divisors.
+/// Within the smooth band the divisor depends only on original/(high-low)
+/// and low/(high-low), so `original` is kept as given and the two factors
+/// are solved from two points of the band; with fewer than two points the
+/// standard Llama 3 values (1, 4) are tried. The result is verified.
+fn fit_llama3(
+    divisors: &[f32],
+    theta: f32,
+    head_dim: usize,
+    original: usize,
+) -> Option<RopeScaling> {
+    if divisors.len() != head_dim / 2 || divisors.is_empty() {
+        return None;
+    }
+    let theta = theta as f64;
+    let orig = original as f64;
+    let d: Vec<f64> = divisors.iter().map(|&v| v as f64).collect();
+    let factor = d.iter().cloned().fold(f64::MIN, f64::max);
+    if !(factor.is_finite() && factor >= 1.0) {
+        return None;
+    }
+    let inv_wavelen = |i: usize| {
+        let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+        freq / (2.0 * std::f64::consts::PI)
+    };
+    let tol = 1e-4 * factor;
+    let band: Vec<usize> = (0..d.len())
+        .filter(|&i| d[i] > 1.0 + tol && d[i] < factor - tol)
+        .collect();
+    let (low, high) = if band.len() >= 2 {
+        // smooth = a / wavelen + b, with a = orig/(high-low), b = -low/(high-low)
+        let smooth = |i: usize| (1.0 / d[i] - 1.0 / factor) / (1.0 - 1.0 / factor);
+        let (i, j) = (band[0], band[band.len() - 1]);
+        let a = (smooth(i) - smooth(j)) / (inv_wavelen(i) - inv_wavelen(j));
+        let b = smooth(i) - a * inv_wavelen(i);
+        let width = orig / a;
+        let low = -b * width;
+        let snap = |v: f64| {
+            let r = (v * 1000.0).round() / 1000.0;
+            if (r - v).abs() < 1e-4 * v.abs().max(1.0) {
+                r
+            } else {
+                v
+            }
+        };
+        (snap(low), snap(low + width))
+    } else {
+        (1.0, 4.0)
+    };
+    if !(low > 0.0 && high > low) {
+        return None;
+    }
+    let params = (factor, low, high, orig);
+    let matches = (0..d.len()).all(|i| {
+        let want = llama3_divisor(i, theta, head_dim, params);
+        (want - d[i]).abs() <= 1e-4 * want
+    });
+    if !matches {
+        return None;
+    }
+    if factor == 1.0 {
+        return Some(RopeScaling::Default);
+    }
+    Some(RopeScaling::Llama3 {
+        factor: factor as f32,
+        low_freq_factor: low as f32,
+        high_freq_factor: high as f32,
+        original_max_position_embeddings: original,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gguf::GgufValue;
+    use super::super::gguf_writer::encode;
+    use super::*;
+
+    fn write(
+        name: &str,
+        meta: &[(&str, GgufValue)],
+        tensors: &[super::super::gguf_writer::RawTensor],
+    ) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pagoda-gguf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, encode(3, meta, tensors)).unwrap();
+        p
+    }
+
+    fn base_meta(arch: &str) -> Vec<(String, GgufValue)> {
+        use GgufValue::*;
+        let k = |s: &str| format!("{arch}.{s}");
+        vec![
+            ("general.architecture".into(), String(arch.into())),
+            (k("block_count"), U32(2)),
+            (k("context_length"), U32(4096)),
+            (k("embedding_length"), U32(64)),
+            (k("feed_forward_length"), U32(128)),
+            (k("attention.head_count"), U32(4)),
+            (k("attention.head_count_kv"), U32(2)),
+            (k("attention.layer_norm_rms_epsilon"), F32(1e-5)),
+            (k("rope.freq_base"), F32(500000.0)),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Array((0..100).map(|i| String(format!("t{i}"))).collect()),
+            ),
+            ("tokenizer.ggml.bos_token_id".into(), U32(1)),
+            ("tokenizer.ggml.eos_token_id".into(), U32(2)),
+            ("tokenizer.ggml.eot_token_id".into(), U32(7)),
+        ]
+    }
+
+    fn as_refs(m: &[(String, GgufValue)]) -> Vec<(&str, GgufValue)> {
+        m.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+    }
+
+    #[test]
+    fn llama_config_from_metadata() {
+        let m = base_meta("llama");
+        let p = write("llama.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(c.architecture, Architecture::Llama);
+        assert_eq!(
+            (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
+            (64, 128, 2)
+        );
+        assert_eq!(
+            (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+            (4, 2, 16)
+        );
+        assert_eq!((c.vocab_size, c.max_position_embeddings), (100, 4096));
+        assert_eq!((c.rope_theta, c.rms_norm_eps), (500000.0, 1e-5));
+        assert!(c.tie_word_embeddings && !c.attention_bias && !c.qk_norm);
+        assert_eq!((c.bos_token_id, c.eos_token_ids), (Some(1), vec![2, 7]));
+        assert!(matches!(c.rope_scaling, RopeScaling::Default));
+    }
+
+    #[test]
+    fn qwen3_key_length_and_unknown_arch() {
+        let mut m = base_meta("qwen3");
+        m.push(("qwen3.attention.key_length".into(), GgufValue::U32(32)));
+        let p = write("qwen3.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(
+            (c.architecture, c.head_dim, c.qk_norm),
+            (Architecture::Qwen3, 32, true)
+        );
+        let p = write("gemma.gguf", &as_refs(&base_meta("gemma3")), &[]);
+        let err = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gemma3") && msg.contains("gemma.gguf"),
+            "{msg}"
+        );
+        let mut m = base_meta("qwen2");
+        m.retain(|(k, _)| k != "qwen2.block_count");
+        let p = write("qwen2.gguf", &as_refs(&m), &[]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("qwen2.block_count"), "{msg}");
+    }
+
+    #[test]
+    fn linear_and_unsupported_rope_scaling() {
+        let mut m = base_meta("llama");
+        m.push((
+            "llama.rope.scaling.type".into(),
+            GgufValue::String("linear".into()),
+        ));
+        m.push(("llama.rope.scaling.factor".into(), GgufValue::F32(4.0)));
+        let p = write("linear.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert!(matches!(c.rope_scaling, RopeScaling::Linear { factor } if factor == 4.0));
+        let mut m = base_meta("llama");
+        m.push((
+            "llama.rope.scaling.type".into(),
+            GgufValue::String("yarn".into()),
+        ));
+        let p = write("yarn.gguf", &as_refs(&m), &[]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("yarn"), "{msg}");
+    }
+
+    fn llama3_freqs(theta: f64, head_dim: usize, p: (f64, f64, f64, f64)) -> Vec<f32> {
+        (0..head_dim / 2)
+            .map(|i| llama3_divisor(i, theta, head_dim, p) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn llama3_rope_freqs_are_fitted_back() {
+        for (factor, low, high, orig, head_dim) in [
+            (8.0, 1.0, 4.0, 8192.0, 128),  // Llama 3.1
+            (32.0, 1.0, 4.0, 8192.0, 64),  // Llama 3.2 1B
+            (16.0, 2.0, 8.0, 4096.0, 128), // something else
+        ] {
+            let f = llama3_freqs(500000.0, head_dim, (factor, low, high, orig));
+            let fitted = fit_llama3(&f, 500000.0, head_dim, orig as usize).unwrap();
+            match fitted {
+                RopeScaling::Llama3 {
+                    factor: fa,
+                    low_freq_factor: lo,
+                    high_freq_factor: hi,
+                    original_max_position_embeddings: o,
+                } => {
+                    assert_eq!(
+                        (fa as f64, lo as f64, hi as f64, o),
+                        (factor, low, high, orig as usize)
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut f = llama3_freqs(500000.0, 128, (8.0, 1.0, 4.0, 8192.0));
+        f[3] *= 1.5;
+        assert!(fit_llama3(&f, 500000.0, 128, 8192).is_none());
+        assert!(fit_llama3(&f[..10], 500000.0, 128, 8192).is_none());
+    }
+
+    #[test]
+    fn rope_freqs_tensor_in_a_file() {
+        let mut m = base_meta("llama");
+        m.push(("llama.rope.dimension_count".into(), GgufValue::U32(16)));
+        let f = llama3_freqs(500000.0, 16, (8.0, 1.0, 4.0, 8192.0));
+        let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = vec![("rope_freqs.weight".to_string(), vec![8u64], 0u32, bytes)];
+        let p = write("rope_freqs.gguf", &as_refs(&m), &t);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert!(
+            matches!(c.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0),
+            "{:?}",
+            c.rope_scaling
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! GGUF tensor names <-> HF transformers names, and the undoing of the Q/K
+//! row permutation that llama.cpp's `convert_hf_to_gguf.py` applies to llama
+//! models.
+//!
+//! The converter's `LlamaModel.permute` reorders the rows of q_proj / k_proj
+//! (weights and biases) so that llama.cpp's rotary embedding, which rotates
+//! adjacent pairs (x[2i], x[2i+1]), gives the result HF's `rotate_half` gives
+//! on pairs (x[i], x[i + head_dim/2]):
+//! `w.reshape(n_head, 2, head_dim/2, ...).swapaxes(1, 2)`: HF row
+//! (head h, half s, index i) becomes GGUF row (h, i, s). `unpermute_rows`
+//! undoes it, so Pagoda's model always sees HF layout and uses rotate_half.
+//! Qwen2/Qwen3 are converted without the permutation.
+
+/// Per-layer tensor stems: (GGUF, HF), under `blk.N.` / `model.layers.N.`.
+const LAYER_NAMES: &[(&str, &str)] = &[
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// Whole-model tensor stems: (GGUF, HF).
+const GLOBAL_NAMES: &[(&str, &str)] = &[
+    ("token_embd", "model.embed_tokens"),
+    ("output_norm", "model.norm"),
+    ("output", "lm_head"),
+];
+
+fn split_suffix(name: &str) -> Option<(&str, &str)> {
+    ["weight", "bias"]
+        .into_iter()
+        .find_map(|s| Some((name.strip_suffix(s)?.strip_suffix('.')?, s)))
+}
+
+/// `model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight`.
+pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
+    let (stem, suffix) = split_suffix(hf)?;
+    if let Some(&(g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == stem) {
+        return Some(format!("{g}.{suffix}"));
+    }
+    let rest = stem.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let &(g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == part)?;
+    Some(format!("blk.{layer}.{g}.{suffix}"))
+}
+
+/// `blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`.
+pub fn gguf_to_hf_name(gguf: &str) -> Option<String> {
+    let (stem, suffix) = split_suffix(gguf)?;
+    if let Some(&(_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == stem) {
+        return Some(format!("{h}.{suffix}"));
+    }
+    let rest = stem.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let &(_, h) = LAYER_NAMES.iter().find(|(g, _)| *g == part)?;
+    Some(format!("model.layers.{layer}.{h}.{suffix}"))
+}
+
+/// For a llama-arch GGUF: the number of heads whose rows were permuted in
+/// this HF tensor (q_proj: attention heads, k_proj: kv heads), else None.
+pub fn permuted_heads(hf: &str, n_head: usize, n_kv_head: usize) -> Option<usize> {
+    let stem = split_suffix(hf)?.0;
+    if stem.ends_with(".self_attn.q_proj") {
+        Some(n_head)
+    } else if stem.ends_with(".self_attn.k_proj") {
+        Some(n_kv_head)
+    } else {
+        None
+    }
+}
+
+/// Undoes `LlamaModel.permute` on a row-major tensor of `rows` rows of `cols`
+/// values (cols = 1 for a bias): GGUF row (h, i, s) goes back to HF row
+/// (h, s, i), for head h, i < head_dim/2, s in {0, 1}. None when the rows
+/// do not split into `n_head` heads of even size.
+pub fn unpermute_rows<T: Copy>(data: &[T], rows: usize, n_head: usize) -> Option<Vec<T>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || !data.len().is_multiple_of(rows.max(1)) {
+        return None;
+    }
+    let cols = data.len() / rows;
+    let half = rows / n_head / 2;
+    let mut out = Vec::with_capacity(data.len());
+    for h in 0..n_head {
+        for s in 0..2 {
+            for i in 0..half {
+                let src = h * 2 * half + i * 2 + s;
+                out.extend_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let pairs = [
+            ("token_embd.weight", "model.embed_tokens.weight"),
+            ("output_norm.weight", "model.norm.weight"),
+            ("output.weight", "lm_head.weight"),
+            (
+                "blk.0.attn_q.weight",
+                "model.layers.0.self_attn.q_proj.weight",
+            ),
+            (
+                "blk.12.attn_k.bias",
+                "model.layers.12.self_attn.k_proj.bias",
+            ),
+            (
+                "blk.3.attn_output.weight",
+                "model.layers.3.self_attn.o_proj.weight",
+            ),
+            (
+                "blk.3.attn_q_norm.weight",
+                "model.layers.3.self_attn.q_norm.weight",
+            ),
+            (
+                "blk.3.attn_k_norm.weight",
+                "model.layers.3.self_attn.k_norm.weight",
+            ),
+            (
+                "blk.29.attn_norm.weight",
+                "model.layers.29.input_layernorm.weight",
+            ),
+            (
+                "blk.29.ffn_norm.weight",
+                "model.layers.29.post_attention_layernorm.weight",
+            ),
+            (
+                "blk.1.ffn_gate.weight",
+                "model.layers.1.mlp.gate_proj.weight",
+            ),
+            ("blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"),
+            (
+                "blk.1.ffn_down.weight",
+                "model.layers.1.mlp.down_proj.weight",
+            ),
+        ];
+        for (g, h) in pairs {
+            assert_eq!(gguf_to_hf_name(g).as_deref(), Some(h));
+            assert_eq!(hf_to_gguf_name(h).as_deref(), Some(g));
+        }
+        for bad in [
+            "rope_freqs.weight",
+            "blk.x.attn_q.weight",
+            "blk.1.attn_q",
+            "output",
+        ] {
+            assert_eq!(gguf_to_hf_name(bad), None, "{bad}");
+        }
+        assert_eq!(
+            hf_to_gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            None
+        );
+    }
+
+    /// llama.cpp's permute, written from its definition, for the round trip.
+    fn permute<T: Copy>(data: &[T], rows: usize, n_head: usize) -> Vec<T> {
+        let cols = data.len() / rows;
+        let half = rows / n_head / 2;
+        let mut out = vec![data[0]; data.len()];
+        for h in 0..n_head {
+            for s in 0..2 {
+                for i in 0..half {
+                    let hf_row = h * 2 * half + s * half + i;
+                    let gguf_row = h * 2 * half + i * 2 + s;
+                    out[gguf_row * cols..(gguf_row + 1) * cols]
+                        .copy_from_slice(&data[hf_row * cols..(hf_row + 1) * cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_permute() {
+        let (n_head, head_dim, cols) = (3, 8, 5);
+        let rows = n_head * head_dim;
+        let w: Vec<u32> = (0..(rows * cols) as u32).collect();
+        let p = permute(&w, rows, n_head);
+        assert_ne!(p, w);
+        assert_eq!(unpermute_rows(&p, rows, n_head).unwrap(), w);
+        let bias: Vec<u32> = (0..rows as u32).collect();
+        assert_eq!(
+            unpermute_rows(&permute(&bias, rows, n_head), rows, n_head).unwrap(),
+            bias
+        );
+        assert!(unpermute_rows(&w, rows, 5).is_none());
+    }
+
+    /// The reason for the permutation: interleaved-pair rotation of GGUF rows
+    /// equals rotate_half of the un-permuted (HF) rows.
+    #[test]
+    fn unpermuted_rows_make_rotate_half_match_llama_cpp_rope() {
+        let head_dim = 8;
+        let half = head_dim / 2;
+        let q_hf: Vec<f64> = (0..head_dim).map(|i| (i as f64 * 0.37).sin()).collect();
+        let q_gguf = permute(&q_hf, head_dim, 1);
+        let pos = 3.0;
+        let theta = |i: usize| pos * 10000f64.powf(-2.0 * i as f64 / head_dim as f64);
+        let mut neox = vec![0.0; head_dim];
+        let mut interleaved = vec![0.0; head_dim];
+        for i in 0..half {
+            let (c, s) = (theta(i).cos(), theta(i).sin());
+            neox[i] = q_hf[i] * c - q_hf[i + half] * s;
+            neox[i + half] = q_hf[i + half] * c + q_hf[i] * s;
+            interleaved[2 * i] = q_gguf[2 * i] * c - q_gguf[2 * i + 1] * s;
+            interleaved[2 * i + 1] = q_gguf[2 * i + 1] * c + q_gguf[2 * i] * s;
+        }
+        assert_eq!(unpermute_rows(&interleaved, head_dim, 1).unwrap(), neox);
+        assert_eq!(
+            permuted_heads("model.layers.0.self_attn.k_proj.bias", 9, 3),
+            Some(3)
+        );
+        assert_eq!(
+            permuted_heads("model.layers.0.self_attn.q_proj.weight", 9, 3),
+            Some(9)
+        );
+        assert_eq!(
+            permuted_heads("model.layers.0.self_attn.v_proj.weight", 9, 3),
+            None
+        );
+    }
+}

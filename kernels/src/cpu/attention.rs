@@ -1,0 +1,554 @@
+//! Varlen paged attention over block tables, for one flat batch that mixes
+//! prefill chunks and decodes (vLLM v1's `unified_attention` shape).
+//!
+//! Sequence `s` has `q_len = query_start_loc[s + 1] - query_start_loc[s]` new
+//! tokens; its token `j` sits at position `seq_len - q_len + j` and attends,
+//! causally, to KV positions `0..=position` of its own sequence. Query head
+//! `h` reads KV head `h / (num_heads / num_kv_heads)` (GQA, MQA).
+//!
+//! Work is split into items of (sequence, KV head, run of query tokens, run of
+//! that KV head's query heads) and spread over rayon. An item walks its
+//! sequence's blocks once for all its query rows (a block's K and V stay in
+//! L1 while every row uses them); the softmax is online (running max and
+//! sum, f32), one block at a time.
+//!
+//! A query row's arithmetic depends only on its own query, its position and
+//! the KV cache, never on which other rows share its item: the result for a
+//! token is bit-identical whether it is decoded alone, batched, or part of a
+//! prefill chunk of any size.
+
+use rayon::prelude::*;
+
+use super::num_threads;
+use super::simd::{dispatch, dot, exp, fmadd, hsum, max, Isa, LANES};
+
+/// Shapes and metadata of one flat batch (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct PagedAttentionParams<'a> {
+    /// `[num_seqs + 1]`: prefix sums of new tokens per sequence, from 0.
+    pub query_start_loc: &'a [u32],
+    /// `[num_seqs]`: tokens in the KV cache after this step, new ones included.
+    pub seq_lens: &'a [u32],
+    /// `[num_seqs, max_blocks_per_seq]`: block ids per sequence.
+    pub block_tables: &'a [u32],
+    pub max_blocks_per_seq: usize,
+    pub block_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Softmax scale, usually `head_dim^-0.5`.
+    pub scale: f32,
+}
+
+/// Query rows (tokens x heads) an item aims for: enough to amortize loading a
+/// K/V block, few enough to stay in L1/L2 and give the pool many items.
+const TARGET_ROWS: usize = 32;
+
+/// `out = softmax(q · Kᵀ · scale) · V` per query head, causal, over the paged
+/// cache (`[num_blocks, block_size, num_kv_heads, head_dim]` each).
+/// `q` and `out` are `[num_tokens, num_heads, head_dim]`.
+///
+/// # Panics
+/// If the metadata is inconsistent: lengths, head counts, a sequence with more
+/// new tokens than its length or more blocks than its table row, a block id
+/// past the cache.
+pub fn paged_attention(
+    q: &[f32],
+    key_cache: &[f32],
+    value_cache: &[f32],
+    params: &PagedAttentionParams<'_>,
+    out: &mut [f32],
+) {
+    paged_attention_with(super::simd::isa(), q, key_cache, value_cache, params, out);
+}
+
+fn paged_attention_with(
+    isa: Isa,
+    q: &[f32],
+    key_cache: &[f32],
+    value_cache: &[f32],
+    params: &PagedAttentionParams<'_>,
+    out: &mut [f32],
+) {
+    validate(q, key_cache, value_cache, params, out);
+    let p = params;
+    let d = p.head_dim;
+    let group = p.num_heads / p.num_kv_heads;
+    let mut items = plan(p, group, group);
+    if items.len() < 4 * num_threads() && group > 1 {
+        // Too few items to keep every thread busy (small decode batches):
+        // one item per query head instead; K/V are then read once per head.
+        items = plan(p, group, 1);
+    }
+    let results: Vec<Vec<f32>> = items
+        .par_iter()
+        .with_max_len(1)
+        .map(|item| {
+            let mut o = Vec::new();
+            attend_with(isa, q, key_cache, value_cache, p, item, &mut o);
+            o
+        })
+        .collect();
+    for (item, o) in items.iter().zip(&results) {
+        let heads = item.h1 - item.h0;
+        let h = item.kv_head * group + item.h0;
+        for (ti, rows) in o.chunks_exact(heads * d).take(item.t1 - item.t0).enumerate() {
+            let t = item.t0 + ti;
+            out[(t * p.num_heads + h) * d..][..heads * d].copy_from_slice(rows);
+        }
+    }
+}
+
+/// One unit of parallel work: tokens `t0..t1` (flat indices) of sequence
+/// `seq`, query heads `h0..h1` within KV head `kv_head`'s group.
+#[derive(Debug, Clone, Copy)]
+struct WorkItem {
+    seq: usize,
+    kv_head: usize,
+    t0: usize,
+    t1: usize,
+    h0: usize,
+    h1: usize,
+    /// Position of token `t0`.
+    pos0: usize,
+}
+
+fn plan(p: &PagedAttentionParams<'_>, group: usize, heads_per_item: usize) -> Vec<WorkItem> {
+    let tokens_per_item = (TARGET_ROWS / heads_per_item).max(1);
+    let mut items = Vec::new();
+    for (seq, w) in p.query_start_loc.windows(2).enumerate() {
+        let (start, end) = (w[0] as usize, w[1] as usize);
+        let pos_start = p.seq_lens[seq] as usize - (end - start);
+        for kv_head in 0..p.num_kv_heads {
+            for h0 in (0..group).step_by(heads_per_item) {
+                for t0 in (start..end).step_by(tokens_per_item) {
+                    items.push(WorkItem {
+                        seq,
+                        kv_head,
+                        t0,
+                        t1: (t0 + tokens_per_item).min(end),
+                        h0,
+                        h1: h0 + heads_per_item,
+                        pos0: pos_start + (t0 - start),
+                    });
+                }
+            }
+        }
+    }
+    // Longest contexts first, so the pool does not end on a straggler.
+    items.sort_by_key(|it| std::cmp::Reverse(it.pos0 + it.t1 - it.t0));
+    items
+}
+
+fn validate(
+    q: &[f32],
+    key_cache: &[f32],
+    value_cache: &[f32],
+    p: &PagedAttentionParams<'_>,
+    out: &[f32],
+) {
+    assert!(p.num_kv_heads > 0 && p.head_dim > 0 && p.block_size > 0, "paged_attention: zero dimension");
+    assert!(
+        p.num_heads % p.num_kv_heads == 0 && p.num_heads > 0,
+        "paged_attention: num_heads {} is not a multiple of num_kv_heads {}",
+        p.num_heads,
+        p.num_kv_heads
+    );
+    let num_seqs = p.seq_lens.len();
+    let qsl = p.query_start_loc;
+    assert_eq!(qsl.len(), num_seqs + 1, "paged_attention: query_start_loc is not [num_seqs + 1]");
+    assert_eq!(qsl[0], 0, "paged_attention: query_start_loc must start at 0");
+    let num_tokens = qsl[num_seqs] as usize;
+    let row = p.num_heads * p.head_dim;
+    assert_eq!(q.len(), num_tokens * row, "paged_attention: q is not [{num_tokens}, num_heads, head_dim]");
+    assert_eq!(out.len(), q.len(), "paged_attention: out and q differ in length");
+    let slot = p.num_kv_heads * p.head_dim;
+    let block = p.block_size * slot;
+    assert!(
+        key_cache.len() == value_cache.len() && key_cache.len() % block == 0,
+        "paged_attention: caches are not [num_blocks, block_size, num_kv_heads, head_dim]"
+    );
+    let num_blocks = key_cache.len() / block;
+    assert!(
+        p.block_tables.len() >= num_seqs * p.max_blocks_per_seq,
+        "paged_attention: block_tables is not [num_seqs, max_blocks_per_seq]"
+    );
+    for s in 0..num_seqs {
+        assert!(qsl[s] <= qsl[s + 1], "paged_attention: query_start_loc decreases at {s}");
+        let (q_len, seq_len) = ((qsl[s + 1] - qsl[s]) as usize, p.seq_lens[s] as usize);
+        assert!(q_len <= seq_len, "paged_attention: sequence {s} has {q_len} new tokens > seq_len {seq_len}");
+        if q_len == 0 {
+            continue;
+        }
+        let needed = seq_len.div_ceil(p.block_size);
+        assert!(
+            needed <= p.max_blocks_per_seq,
+            "paged_attention: sequence {s} needs {needed} blocks > max_blocks_per_seq {}",
+            p.max_blocks_per_seq
+        );
+        let table = &p.block_tables[s * p.max_blocks_per_seq..][..needed];
+        if let Some(b) = table.iter().find(|&&b| b as usize >= num_blocks) {
+            panic!("paged_attention: sequence {s} uses block {b} >= {num_blocks} blocks");
+        }
+    }
+}
+
+dispatch! {
+    /// Computes one item into `o` (`[tokens, heads, head_dim]` of the item, padded rows after).
+    fn attend / attend_with(
+        q: &[f32],
+        key_cache: &[f32],
+        value_cache: &[f32],
+        p: &PagedAttentionParams<'_>,
+        item: &WorkItem,
+        o: &mut Vec<f32>,
+    ) = attend_body;
+}
+
+#[inline(always)]
+fn attend_body<const FMA: bool>(
+    q: &[f32],
+    key_cache: &[f32],
+    value_cache: &[f32],
+    p: &PagedAttentionParams<'_>,
+    item: &WorkItem,
+    o: &mut Vec<f32>,
+) {
+    let d = p.head_dim;
+    let bs = p.block_size;
+    let heads = item.h1 - item.h0;
+    let tokens = item.t1 - item.t0;
+    let rows = tokens * heads;
+    // Scores of a block, padded to whole lane chunks so the masked softmax
+    // runs the same fixed-width loop for every row.
+    let kc = bs.next_multiple_of(LANES);
+    let slot_stride = p.num_kv_heads * d;
+    let first_head = item.kv_head * (p.num_heads / p.num_kv_heads) + item.h0;
+
+    // Queries, pre-scaled, one row per (token, head).
+    let mut qs = vec![0f32; rows * d];
+    for ti in 0..tokens {
+        let src = &q[((item.t0 + ti) * p.num_heads + first_head) * d..][..heads * d];
+        for (dst, src) in qs[ti * heads * d..][..heads * d].iter_mut().zip(src) {
+            *dst = src * p.scale;
+        }
+    }
+    o.clear();
+    o.resize(rows * d, 0.0);
+    let mut s = vec![0f32; kc];
+    let mut row_max = vec![f32::NEG_INFINITY; rows];
+    let mut row_sum = vec![0f32; rows];
+
+    let last_pos = item.pos0 + tokens - 1;
+    let n_blocks = last_pos / bs + 1;
+    let table = &p.block_tables[item.seq * p.max_blocks_per_seq..][..n_blocks];
+    for (bi, &block) in table.iter().enumerate() {
+        let start = bi * bs;
+        // Keys of this block that the item's last row sees.
+        let nk = (last_pos + 1 - start).min(bs);
+        let base = block as usize * bs * slot_stride + item.kv_head * d;
+        let span = (nk - 1) * slot_stride + d;
+        let kblk = &key_cache[base..][..span];
+        let vblk = &value_cache[base..][..span];
+        // Rows before `r0` are tokens whose position precedes this block.
+        let r0 = start.saturating_sub(item.pos0) * heads;
+        for r in r0..rows {
+            let nv = (item.pos0 + r / heads + 1 - start).min(bs);
+            let qr = &qs[r * d..][..d];
+            for (j, sj) in s[..nv].iter_mut().enumerate() {
+                *sj = dot::<FMA>(qr, &kblk[j * slot_stride..][..d]);
+            }
+            s[nv..].fill(f32::NEG_INFINITY);
+            let m_new = row_max[r].max(max(&s));
+            let corr = exp::<FMA>(row_max[r] - m_new);
+            let mut acc = [0f32; LANES];
+            for c in s.chunks_exact_mut(LANES) {
+                for l in 0..LANES {
+                    c[l] = exp::<FMA>(c[l] - m_new);
+                    acc[l] += c[l];
+                }
+            }
+            row_sum[r] = row_sum[r] * corr + hsum(acc);
+            row_max[r] = m_new;
+            let orow = &mut o[r * d..][..d];
+            if corr != 1.0 {
+                for v in orow.iter_mut() {
+                    *v *= corr;
+                }
+            }
+            pv_row::<FMA>(&s[..nv], vblk, slot_stride, orow);
+        }
+    }
+    for (orow, l) in o.chunks_exact_mut(d).zip(&row_sum) {
+        let inv = 1.0 / l;
+        for v in orow.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// `o += Σ_j p[j] · V[j]` for one query row, V rows `slot_stride` apart.
+/// The row is held in registers 64 values at a time, with separate
+/// accumulators for even and odd keys so the FMA latency overlaps.
+#[inline(always)]
+fn pv_row<const FMA: bool>(p: &[f32], v: &[f32], slot_stride: usize, o: &mut [f32]) {
+    let d = o.len();
+    let mut d0 = 0;
+    while d0 + 4 * LANES <= d {
+        pv_chunks::<FMA, 4>(p, v, slot_stride, &mut o[d0..d0 + 4 * LANES], d0);
+        d0 += 4 * LANES;
+    }
+    while d0 + LANES <= d {
+        pv_chunks::<FMA, 1>(p, v, slot_stride, &mut o[d0..d0 + LANES], d0);
+        d0 += LANES;
+    }
+    for (j, pj) in p.iter().enumerate() {
+        let vj = &v[j * slot_stride + d0..][..d - d0];
+        for (o, v) in o[d0..].iter_mut().zip(vj) {
+            *o = fmadd::<FMA>(*pj, *v, *o);
+        }
+    }
+}
+
+#[inline(always)]
+fn pv_chunks<const FMA: bool, const NC: usize>(
+    p: &[f32],
+    v: &[f32],
+    slot_stride: usize,
+    o: &mut [f32],
+    d0: usize,
+) {
+    let mut even = [[0f32; LANES]; NC];
+    let mut odd = [[0f32; LANES]; NC];
+    let mut pairs = p.chunks_exact(2);
+    let mut j = 0;
+    for pp in &mut pairs {
+        let v0 = &v[j * slot_stride + d0..][..NC * LANES];
+        let v1 = &v[(j + 1) * slot_stride + d0..][..NC * LANES];
+        for c in 0..NC {
+            for l in 0..LANES {
+                even[c][l] = fmadd::<FMA>(pp[0], v0[c * LANES + l], even[c][l]);
+                odd[c][l] = fmadd::<FMA>(pp[1], v1[c * LANES + l], odd[c][l]);
+            }
+        }
+        j += 2;
+    }
+    if let [pl] = pairs.remainder() {
+        let vl = &v[j * slot_stride + d0..][..NC * LANES];
+        for c in 0..NC {
+            for l in 0..LANES {
+                even[c][l] = fmadd::<FMA>(*pl, vl[c * LANES + l], even[c][l]);
+            }
+        }
+    }
+    for c in 0..NC {
+        for l in 0..LANES {
+            o[c * LANES + l] += even[c][l] + odd[c][l];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::test_util::{assert_close, random_vec};
+    use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    /// A batch: per sequence (new tokens, total length), the cache and block tables.
+    struct Case {
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        bs: usize,
+        qsl: Vec<u32>,
+        seq_lens: Vec<u32>,
+        tables: Vec<u32>,
+        max_blocks: usize,
+        k_cache: Vec<f32>,
+        v_cache: Vec<f32>,
+        q: Vec<f32>,
+    }
+
+    impl Case {
+        /// Random K/V in every slot a sequence owns, NaN everywhere else (so a
+        /// read past `seq_len` or of a foreign block poisons the result).
+        fn new(heads: usize, kv_heads: usize, d: usize, bs: usize, seqs: &[(u32, u32)], seed: u64) -> Self {
+            let max_blocks = seqs.iter().map(|s| (s.1 as usize).div_ceil(bs)).max().unwrap_or(0) + 1;
+            let total_blocks: usize = seqs.iter().map(|s| (s.1 as usize).div_ceil(bs)).sum::<usize>() + 3;
+            let mut ids: Vec<u32> = (1..total_blocks as u32).collect();
+            ids.shuffle(&mut StdRng::seed_from_u64(seed));
+            let slot = kv_heads * d;
+            let mut k_cache = vec![f32::NAN; total_blocks * bs * slot];
+            let mut v_cache = k_cache.clone();
+            let kv = random_vec(2 * k_cache.len(), seed + 1);
+            let mut tables = vec![0u32; seqs.len() * max_blocks];
+            let mut next = ids.into_iter();
+            for (s, &(_, len)) in seqs.iter().enumerate() {
+                for b in 0..(len as usize).div_ceil(bs) {
+                    let id = next.next().unwrap();
+                    tables[s * max_blocks + b] = id;
+                    for off in 0..bs.min(len as usize - b * bs) {
+                        let e = (id as usize * bs + off) * slot;
+                        k_cache[e..e + slot].copy_from_slice(&kv[e..e + slot]);
+                        v_cache[e..e + slot].copy_from_slice(&kv[kv.len() / 2 + e..][..slot]);
+                    }
+                }
+            }
+            let mut qsl = vec![0u32];
+            for &(q_len, _) in seqs {
+                qsl.push(qsl.last().unwrap() + q_len);
+            }
+            let tokens = *qsl.last().unwrap() as usize;
+            // Scaled so some softmaxes are peaked.
+            let q = random_vec(tokens * heads * d, seed + 2).iter().map(|v| v * 6.0).collect();
+            let seq_lens = seqs.iter().map(|s| s.1).collect();
+            Self { heads, kv_heads, d, bs, qsl, seq_lens, tables, max_blocks, k_cache, v_cache, q }
+        }
+
+        fn params(&self) -> PagedAttentionParams<'_> {
+            PagedAttentionParams {
+                query_start_loc: &self.qsl,
+                seq_lens: &self.seq_lens,
+                block_tables: &self.tables,
+                max_blocks_per_seq: self.max_blocks,
+                block_size: self.bs,
+                num_heads: self.heads,
+                num_kv_heads: self.kv_heads,
+                head_dim: self.d,
+                scale: 1.0 / (self.d as f32).sqrt(),
+            }
+        }
+
+        fn run(&self, isa: Isa) -> Vec<f32> {
+            let mut out = vec![f32::NAN; self.q.len()];
+            paged_attention_with(isa, &self.q, &self.k_cache, &self.v_cache, &self.params(), &mut out);
+            out
+        }
+
+        fn naive(&self) -> Vec<f64> {
+            let (d, group, slot) = (self.d, self.heads / self.kv_heads, self.kv_heads * self.d);
+            let scale = 1.0 / (d as f64).sqrt();
+            let mut out = vec![0f64; self.q.len()];
+            for s in 0..self.seq_lens.len() {
+                let (start, end) = (self.qsl[s] as usize, self.qsl[s + 1] as usize);
+                for t in start..end {
+                    let pos = self.seq_lens[s] as usize - (end - start) + (t - start);
+                    for h in 0..self.heads {
+                        let qrow = &self.q[(t * self.heads + h) * d..][..d];
+                        let kv_at = |cache: &[f32], p: usize| {
+                            let block = self.tables[s * self.max_blocks + p / self.bs] as usize;
+                            let e = (block * self.bs + p % self.bs) * slot + (h / group) * d;
+                            cache[e..e + d].iter().map(|v| *v as f64).collect::<Vec<f64>>()
+                        };
+                        let scores: Vec<f64> = (0..=pos)
+                            .map(|p| {
+                                let k = kv_at(&self.k_cache, p);
+                                qrow.iter().zip(&k).map(|(a, b)| *a as f64 * b).sum::<f64>() * scale
+                            })
+                            .collect();
+                        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                        let total: f64 = w.iter().sum();
+                        let o = &mut out[(t * self.heads + h) * d..][..d];
+                        for (p, wp) in w.iter().enumerate() {
+                            for (o, v) in o.iter_mut().zip(kv_at(&self.v_cache, p)) {
+                                *o += wp / total * v;
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    fn check(case: &Case, what: &str) {
+        let want = case.naive();
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            assert_close(&case.run(isa), &want, 1e-4, 2e-5, &format!("{what} {isa:?}"));
+        }
+    }
+
+    #[test]
+    fn decode_batches_over_gqa_ratios_head_dims_and_block_sizes() {
+        // (heads, kv_heads): MHA, GQA 3 (SmolLM2), GQA 9 (MQA-like 9:1), MQA.
+        let mut seed = 0;
+        for (heads, kv) in [(4, 4), (9, 3), (9, 1), (6, 1)] {
+            for d in [64, 80, 128] {
+                for bs in [16, 32] {
+                    seed += 10;
+                    let seqs = [(1, 1), (1, 17), (1, 32), (1, 33), (1, 100)];
+                    check(&Case::new(heads, kv, d, bs, &seqs, seed), &format!("decode h={heads}/{kv} d={d} bs={bs}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefill_chunks_starting_mid_sequence() {
+        for (heads, kv, d, bs) in [(9, 3, 64, 16), (8, 1, 128, 32), (3, 3, 80, 16)] {
+            // Whole prompt, a chunk starting mid-block, one starting on a block edge.
+            let seqs = [(45, 45), (37, 100), (16, 64)];
+            check(&Case::new(heads, kv, d, bs, &seqs, 77), &format!("prefill h={heads}/{kv} d={d} bs={bs}"));
+        }
+    }
+
+    #[test]
+    fn mixed_batch_of_prefills_and_decodes() {
+        let seqs = [(1, 300), (70, 70), (1, 5), (13, 200), (1, 1), (0, 9), (33, 65)];
+        check(&Case::new(9, 3, 64, 16, &seqs, 5), "mixed GQA 3");
+        check(&Case::new(12, 4, 80, 32, &seqs, 6), "mixed GQA 3 d=80 bs=32");
+        check(&Case::new(4, 1, 128, 16, &seqs, 7), "mixed MQA d=128");
+    }
+
+    #[test]
+    fn odd_head_dim_and_block_size() {
+        check(&Case::new(6, 2, 40, 8, &[(1, 30), (11, 19)], 3), "d=40 bs=8");
+        check(&Case::new(2, 1, 24, 5, &[(7, 7), (1, 12)], 4), "d=24 bs=5");
+    }
+
+    /// A token's output bits do not depend on how it is batched: decoded
+    /// alone (per-head items), in a big batch (grouped items), or as the last
+    /// token of a prefill chunk.
+    #[test]
+    fn results_are_batch_invariant_bit_for_bit() {
+        let (heads, kv, d, bs) = (9, 3, 64, 16);
+        let lens: Vec<u32> = (0..24).map(|i| 20 + 7 * i).collect();
+        let prefill: Vec<(u32, u32)> = lens.iter().map(|&l| (l, l)).collect();
+        let big = Case::new(heads, kv, d, bs, &prefill, 11);
+        let big_out = big.run(Isa::Avx512);
+        let row = heads * d;
+        for (s, &len) in lens.iter().enumerate() {
+            let last = (big.qsl[s + 1] - 1) as usize;
+            let mut alone = Case::new(heads, kv, d, bs, &[(1, len)], 11);
+            // Same cache, this sequence's table, this token's query.
+            alone.k_cache.clone_from(&big.k_cache);
+            alone.v_cache.clone_from(&big.v_cache);
+            alone.max_blocks = big.max_blocks;
+            alone.tables = big.tables[s * big.max_blocks..][..big.max_blocks].to_vec();
+            alone.q = big.q[last * row..][..row].to_vec();
+            let alone_out = alone.run(Isa::Avx512);
+            assert_eq!(alone_out, big_out[last * row..][..row], "sequence {s}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "needs 3 blocks")]
+    fn short_block_table_panics() {
+        let case = Case::new(2, 1, 16, 16, &[(1, 40)], 1);
+        let mut p = case.params();
+        p.max_blocks_per_seq = 2;
+        p.block_tables = &case.tables[..2];
+        paged_attention(&case.q, &case.k_cache, &case.v_cache, &p, &mut vec![0.0; case.q.len()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "new tokens > seq_len")]
+    fn more_new_tokens_than_length_panics() {
+        let mut case = Case::new(2, 1, 16, 16, &[(4, 4)], 1);
+        case.seq_lens[0] = 3;
+        case.run(Isa::Baseline);
+    }
+}

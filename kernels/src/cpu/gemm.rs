@@ -1,0 +1,290 @@
+//! Dense matmul in the HF `Linear` layout: `y = x · Wᵀ`, W row-major `[n, k]`.
+//!
+//! Batches of more than [`GEMV_MAX_M`] rows go to the `gemm` crate (packed,
+//! cache-blocked, AVX-512/AVX2 microkernels chosen at run time), split over the
+//! rayon pool by ranges of W's rows. Decode-sized batches are a GEMV: W is read
+//! once, straight from memory, and each W row is dotted with every x row; the
+//! `gemm` crate's GEMV path is memory-bound too but several times slower here.
+
+use rayon::prelude::*;
+
+use super::num_threads;
+use super::simd::{dispatch, fmadd, hsum, LANES};
+
+/// Largest batch handled by the GEMV kernel.
+pub const GEMV_MAX_M: usize = 4;
+
+/// Below this many multiply-adds a GEMM runs on the calling thread: fork/join
+/// costs more than it saves.
+const PAR_MIN_MACS: usize = 1 << 18;
+
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major throughout).
+///
+/// # Panics
+/// If a slice length does not match its shape.
+pub fn matmul_transb(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    assert_eq!(x.len(), m * k, "matmul_transb: x is not [m={m}, k={k}]");
+    assert_eq!(w.len(), n * k, "matmul_transb: w is not [n={n}, k={k}]");
+    assert_eq!(out.len(), m * n, "matmul_transb: out is not [m={m}, n={n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    if m <= GEMV_MAX_M {
+        gemv(x, w, out, m, k, n);
+    } else {
+        gemm_blocked(x, w, out, m, k, n);
+    }
+}
+
+/// `out[m, n] += bias[n]` for every row.
+///
+/// # Panics
+/// If `out` is not a whole number of rows of `bias.len()`.
+pub fn add_bias(out: &mut [f32], bias: &[f32]) {
+    let n = bias.len();
+    if n == 0 {
+        assert!(out.is_empty(), "add_bias: empty bias for non-empty out");
+        return;
+    }
+    assert_eq!(out.len() % n, 0, "add_bias: out is not [m, {n}]");
+    for row in out.chunks_exact_mut(n) {
+        for (o, b) in row.iter_mut().zip(bias) {
+            *o += b;
+        }
+    }
+}
+
+/// A raw output pointer that rayon tasks share; each writes a disjoint range
+/// of columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used to write disjoint column ranges from different threads.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+fn gemm_blocked(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    let threads = if m * n * k < PAR_MIN_MACS { 1 } else { num_threads() };
+    // Ranges of W rows (= output columns), a multiple of 32 so that every task
+    // keeps full microkernel tiles.
+    let chunk = n.div_ceil(threads).next_multiple_of(32).min(n);
+    let tasks = n.div_ceil(chunk);
+    let dst = OutPtr(out.as_mut_ptr());
+    let run = |t: usize| {
+        let dst = dst;
+        let j0 = t * chunk;
+        let cols = chunk.min(n - j0);
+        // SAFETY: x is [m, k] with row stride k; w[j0..j0 + cols] rows are
+        // [cols, k] (read as the k x cols matrix Wᵀ: row stride 1, column
+        // stride k); dst + j0 with row stride n addresses out[i, j0..j0 + cols]
+        // for i < m, inside `out` (len m * n, asserted by the caller). Tasks
+        // write disjoint column ranges and `out` stays borrowed until all join.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst.0.add(j0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(j0 * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+/// Rows of W per GEMV task: big enough to amortize the fork, small enough to
+/// balance two cores.
+const GEMV_ROWS_PER_TASK: usize = 128;
+
+fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    let rows = if n * k < PAR_MIN_MACS {
+        n
+    } else {
+        GEMV_ROWS_PER_TASK.max(n.div_ceil(num_threads() * 16))
+    };
+    if m == 1 {
+        // out is [1, n]: each task writes its own contiguous range directly.
+        let work = |(o, wc): (&mut [f32], &[f32])| gemv_rows(x, wc, o, 1, k);
+        if rows >= n {
+            work((out, w));
+        } else {
+            out.par_chunks_mut(rows).zip(w.par_chunks(rows * k)).for_each(work);
+        }
+        return;
+    }
+    // Several x rows: compute out transposed ([n, m], contiguous per task), then scatter.
+    let mut out_t = vec![0f32; n * m];
+    let work = |(o, wc): (&mut [f32], &[f32])| gemv_rows(x, wc, o, m, k);
+    if rows >= n {
+        work((&mut out_t, w));
+    } else {
+        out_t.par_chunks_mut(rows * m).zip(w.par_chunks(rows * k)).for_each(work);
+    }
+    for (j, col) in out_t.chunks_exact(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            out[i * n + j] = *v;
+        }
+    }
+}
+
+dispatch! {
+    /// `out_t[j, i] = dot(x[i], w[j])` for a block of W rows, `m <= GEMV_MAX_M`.
+    fn gemv_rows / gemv_rows_with(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) = gemv_rows_body;
+}
+
+#[inline(always)]
+fn gemv_rows_body<const FMA: bool>(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+    match m {
+        1 => gemv_tile::<FMA, 1, 4>(x, w, out_t, k),
+        2 => gemv_tile::<FMA, 2, 4>(x, w, out_t, k),
+        3 => gemv_tile::<FMA, 3, 2>(x, w, out_t, k),
+        _ => gemv_tile::<FMA, 4, 2>(x, w, out_t, k),
+    }
+}
+
+/// M x rows against W rows NW at a time: M * NW independent accumulators
+/// hide the FMA latency, and each loaded W lane feeds M multiply-adds.
+#[inline(always)]
+fn gemv_tile<const FMA: bool, const M: usize, const NW: usize>(
+    x: &[f32],
+    w: &[f32],
+    out_t: &mut [f32],
+    k: usize,
+) {
+    let x = &x[..M * k];
+    let n = w.len() / k;
+    let full = k / LANES * LANES;
+    let mut j = 0;
+    while j < n {
+        let nw = NW.min(n - j);
+        let mut acc = [[[0f32; LANES]; NW]; M];
+        let mut c = 0;
+        while c < full {
+            for r in 0..NW {
+                // Tail blocks (nw < NW) reuse the last row; their sums are dropped.
+                let wr = &w[(j + r.min(nw - 1)) * k + c..][..LANES];
+                for i in 0..M {
+                    let xi = &x[i * k + c..][..LANES];
+                    for l in 0..LANES {
+                        acc[i][r][l] = fmadd::<FMA>(xi[l], wr[l], acc[i][r][l]);
+                    }
+                }
+            }
+            c += LANES;
+        }
+        for r in 0..nw {
+            let wr = &w[(j + r) * k..][..k];
+            for i in 0..M {
+                let xi = &x[i * k..][..k];
+                let mut s = hsum(acc[i][r]);
+                for l in full..k {
+                    s = fmadd::<FMA>(xi[l], wr[l], s);
+                }
+                out_t[(j + r) * M + i] = s;
+            }
+        }
+        j += nw;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::simd::Isa;
+    use crate::cpu::test_util::{assert_close, random_vec};
+
+    fn naive(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_f64_on_odd_and_model_shapes() {
+        let shapes = [
+            (1, 1, 1),
+            (1, 17, 3),
+            (2, 33, 5),
+            (3, 576, 97),
+            (4, 100, 1000),
+            (5, 7, 9),
+            (13, 576, 192),
+            (64, 576, 200),
+            (37, 1536, 77),
+            (130, 64, 257),
+            (1, 576, 4099),
+        ];
+        for (s, &(m, k, n)) in shapes.iter().enumerate() {
+            let x = random_vec(m * k, 10 + s as u64);
+            let w = random_vec(n * k, 20 + s as u64);
+            let mut out = vec![f32::NAN; m * n];
+            matmul_transb(&x, &w, &mut out, m, k, n);
+            assert_close(&out, &naive(&x, &w, m, k, n), 1e-5, 1e-4, &format!("m={m} k={k} n={n}"));
+        }
+    }
+
+    #[test]
+    fn gemv_matches_f64_on_every_isa() {
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            for m in 1..=GEMV_MAX_M {
+                for (k, n) in [(1, 1), (15, 3), (16, 4), (63, 9), (576, 31)] {
+                    let x = random_vec(m * k, 1);
+                    let w = random_vec(n * k, 2);
+                    let mut out_t = vec![f32::NAN; n * m];
+                    gemv_rows_with(isa, &x, &w, &mut out_t, m, k);
+                    let want = naive(&x, &w, m, k, n);
+                    let got: Vec<f32> =
+                        (0..m * n).map(|e| out_t[(e % n) * m + e / n]).collect();
+                    assert_close(&got, &want, 1e-5, 1e-4, &format!("{isa:?} m={m} k={k} n={n}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_shapes() {
+        let mut out = vec![1.0; 6];
+        matmul_transb(&[], &[], &mut out, 2, 0, 3);
+        assert_eq!(out, vec![0.0; 6]);
+        matmul_transb(&[], &[1.0, 2.0], &mut [], 0, 2, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "w is not")]
+    fn wrong_weight_length_panics() {
+        matmul_transb(&[1.0; 4], &[1.0; 5], &mut [0.0; 6], 2, 2, 3);
+    }
+
+    #[test]
+    fn bias_is_added_to_every_row() {
+        let mut out = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        add_bias(&mut out, &[10.0, 20.0, 30.0]);
+        assert_eq!(out, vec![11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+    }
+}

@@ -1,0 +1,42 @@
+//! CPU kernels, f32: what CI, tests and GPU-less machines run, and the
+//! reference the CUDA kernels are checked against.
+//!
+//! Parallel kernels use rayon's global pool; SIMD is chosen at run time
+//! (`gemm` crate for GEMMs, [`simd`] for the hand-written loops), so builds
+//! stay portable (no `target-cpu=native`).
+
+mod activation;
+mod attention;
+mod cache;
+mod embedding;
+mod gemm;
+mod norm;
+mod rotary;
+pub mod simd;
+mod softmax;
+#[cfg(test)]
+mod test_util;
+
+pub use activation::silu_and_mul;
+pub use attention::{paged_attention, PagedAttentionParams};
+pub use cache::reshape_and_cache;
+pub use embedding::embedding;
+pub use gemm::{add_bias, matmul_transb, GEMV_MAX_M};
+pub use norm::{fused_add_rms_norm, rms_norm, rms_norm_inplace};
+pub use rotary::{rope_inv_freq, rotary_embedding, RopeScaling, RotaryCache};
+pub use softmax::{log_softmax_inplace, softmax_inplace};
+
+/// Threads the CPU kernels split work over: rayon's global pool (sized by
+/// `RAYON_NUM_THREADS`, default one per core).
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Elements of elementwise/row-wise work below which a kernel stays on the
+/// calling thread: a rayon fork/join costs a few microseconds.
+const PAR_MIN_ELEMS: usize = 1 << 15;
+
+/// Minimum rows per rayon task for a row-wise kernel over rows of `row_len`.
+fn min_rows_per_task(row_len: usize) -> usize {
+    (PAR_MIN_ELEMS / row_len.max(1)).max(1)
+}

@@ -1,0 +1,285 @@
+//! Runtime SIMD dispatch for the hand-written kernels.
+//!
+//! Builds target baseline x86-64: these VMs advertise instructions they cannot
+//! run, so `target-cpu=native` is out. Hot loops are written once, as plain Rust
+//! over fixed-width lane arrays that LLVM auto-vectorizes, and compiled three
+//! times by [`dispatch!`]: for AVX-512, for AVX2 + FMA, and for the baseline.
+//! [`isa`] picks one from CPUID, once per process.
+
+use std::sync::OnceLock;
+
+/// Lane count of the lane arrays: one AVX-512 register, two AVX2 registers.
+pub(crate) const LANES: usize = 16;
+
+/// The instruction-set levels a kernel is compiled for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Baseline x86-64 (SSE2) or any non-x86 target.
+    Baseline,
+    /// AVX2 with FMA (x86-64-v3).
+    Avx2,
+    /// AVX-512 F/VL/BW/DQ (x86-64-v4).
+    Avx512,
+}
+
+/// The best instruction set this CPU supports (detected once).
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(detect)
+}
+
+/// `requested`, lowered to what the CPU supports: lets tests force a path
+/// without ever running an instruction the CPU lacks.
+pub(crate) fn usable(requested: Isa) -> Isa {
+    requested.min(isa())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") && has!("fma")
+    {
+        Isa::Avx512
+    } else if has!("avx2") && has!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Baseline
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Isa {
+    Isa::Baseline
+}
+
+/// Defines `$name(args)` (dispatching on [`isa`]) and `$with(isa, args)` (a
+/// chosen ISA, lowered to what the CPU has) over `$body::<FMA>(args)`, an
+/// `#[inline(always)]` function whose helpers are `#[inline(always)]` too, so
+/// the whole loop nest is compiled with each target's features.
+macro_rules! dispatch {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident / $with:ident ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident;
+    ) => {
+        $(#[$attr])*
+        #[allow(dead_code)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            $with($crate::cpu::simd::isa(), $($arg),*)
+        }
+
+        #[allow(dead_code)]
+        $vis fn $with(isa: $crate::cpu::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $body::<true>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body::<true>($($arg),*)
+                }
+                match $crate::cpu::simd::usable(isa) {
+                    // SAFETY: `usable` never returns an ISA that CPUID does not report.
+                    $crate::cpu::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::cpu::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::cpu::simd::Isa::Baseline => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = isa;
+            $body::<false>($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// `a * b + c`: one fused instruction where the target has FMA (a libm call
+/// otherwise, which is why the baseline build takes the unfused form).
+#[inline(always)]
+pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Tree-sum of a lane array (vectorizes; a plain `iter().sum()` would be a
+/// serial chain because float addition is not reassociated).
+#[inline(always)]
+pub(crate) fn hsum(v: [f32; LANES]) -> f32 {
+    // The barrier keeps LLVM's SLP vectorizer from fusing this tree into the
+    // loop that filled `v`: it otherwise re-splits the whole accumulation
+    // into 2-wide pieces to match the tree's pairs.
+    let mut v = std::hint::black_box(v);
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            v[i] += v[i + width];
+        }
+        width /= 2;
+    }
+    v[0]
+}
+
+/// Dot product, 16 lanes wide, with a scalar tail.
+#[inline(always)]
+pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            acc[i] = fmadd::<FMA>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut s = hsum(acc);
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s = fmadd::<FMA>(*x, *y, s);
+    }
+    s
+}
+
+/// `y += a * x`, 16 lanes wide.
+#[inline(always)]
+pub(crate) fn axpy<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = fmadd::<FMA>(a, *x, *y);
+    }
+}
+
+/// Sum of squares, 16 lanes wide, with a scalar tail.
+#[inline(always)]
+pub(crate) fn sum_squares<const FMA: bool>(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    for x in &mut ca {
+        for i in 0..LANES {
+            acc[i] = fmadd::<FMA>(x[i], x[i], acc[i]);
+        }
+    }
+    let mut s = hsum(acc);
+    for x in ca.remainder() {
+        s = fmadd::<FMA>(*x, *x, s);
+    }
+    s
+}
+
+/// Maximum of a slice (`-inf` when empty; NaN entries are skipped).
+#[inline(always)]
+pub(crate) fn max(a: &[f32]) -> f32 {
+    // `if a > b` rather than `f32::max`, whose NaN rule does not map onto
+    // one vector instruction.
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    for x in &mut ca {
+        for i in 0..LANES {
+            acc[i] = if x[i] > acc[i] { x[i] } else { acc[i] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for v in acc.iter().chain(ca.remainder()) {
+        m = if *v > m { *v } else { m };
+    }
+    m
+}
+
+/// `e^x` in f32, branch-free so loops over it vectorize (libm's `expf` is a
+/// call per element). Cephes' range reduction and degree-6 polynomial: within
+/// 2 ulp of the true value for normal results; 0 below -87.3 (where `expf`
+/// would go subnormal), +inf above 88.3; NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LO: f32 = -87.3;
+    const HI: f32 = 88.3;
+    let xc = if x < LO {
+        LO
+    } else if x > HI {
+        HI
+    } else {
+        x
+    };
+    let t = fmadd::<FMA>(xc, LOG2E, ROUND);
+    let n = t - ROUND;
+    let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = fmadd::<FMA>(n, -LN2_LO, fmadd::<FMA>(n, -LN2_HI, xc));
+    let mut p = 1.987_569_1e-4;
+    p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
+    p = fmadd::<FMA>(p, r, 8.333_345_2e-3);
+    p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
+    p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
+    p = fmadd::<FMA>(p, r, 5.000_000_1e-1);
+    let p = fmadd::<FMA>(p, r * r, r) + 1.0;
+    let scale = f32::from_bits((n_int.wrapping_add(127) as u32).wrapping_shl(23));
+    let y = p * scale;
+    if x < LO {
+        0.0
+    } else if x > HI {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exp_all(isa: Isa, xs: &[f32]) -> Vec<f32> {
+        fn body<const FMA: bool>(xs: &[f32], out: &mut [f32]) {
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = exp::<FMA>(*x);
+            }
+        }
+        dispatch! { fn run / run_with(xs: &[f32], out: &mut [f32]) = body; }
+        let mut out = vec![0.0; xs.len()];
+        run_with(isa, xs, &mut out);
+        out
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_on_every_path() {
+        let xs: Vec<f32> = (0..200_001).map(|i| -87.0 + 175.0 * i as f32 / 200_000.0).collect();
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            let ys = exp_all(isa, &xs);
+            for (x, y) in xs.iter().zip(&ys) {
+                let want = (*x as f64).exp();
+                let ulp = (want as f32).to_bits().abs_diff(y.to_bits());
+                assert!(ulp <= 2, "{isa:?}: exp({x}) = {y}, want {want} ({ulp} ulp)");
+            }
+        }
+    }
+
+    #[test]
+    fn exp_edge_cases() {
+        let ys = exp_all(isa(), &[0.0, -0.0, -100.0, f32::NEG_INFINITY, 100.0, f32::INFINITY, f32::NAN]);
+        assert_eq!(&ys[..6], &[1.0, 1.0, 0.0, 0.0, f32::INFINITY, f32::INFINITY]);
+        assert!(ys[6].is_nan());
+    }
+
+    #[test]
+    fn reductions_match_f64() {
+        let a: Vec<f32> = (0..103).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.25).collect();
+        let b: Vec<f32> = (0..103).map(|i| ((i * 11 % 13) as f32 - 6.0) * 0.5).collect();
+        let dot64: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        assert!((dot::<false>(&a, &b) as f64 - dot64).abs() < 1e-4);
+        assert!((dot::<true>(&a, &b) as f64 - dot64).abs() < 1e-4);
+        let mut y = b.clone();
+        axpy::<true>(2.0, &a, &mut y);
+        assert!(y.iter().zip(&a).zip(&b).all(|((y, a), b)| (y - (b + 2.0 * a)).abs() < 1e-6));
+        let sq64: f64 = a.iter().map(|x| *x as f64 * *x as f64).sum();
+        assert!((sum_squares::<true>(&a) as f64 - sq64).abs() < 1e-4);
+        assert_eq!(max(&a), 2.0);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        assert_eq!(hsum([1.0; LANES]), LANES as f32);
+    }
+}

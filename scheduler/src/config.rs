@@ -1,0 +1,204 @@
+//! Scheduler limits: the token budget, the sequence cap and the KV-cache
+//! geometry. Checked once by [`SchedulerConfig::validate`] so the hot path
+//! never has to re-check them.
+
+use crate::error::ConfigError;
+
+/// Which request loses when memory runs out, and in which order waiting
+/// requests are admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SchedulingPolicy {
+    /// First come, first served: admit in arrival order; preempt the request
+    /// that started running last.
+    #[default]
+    Fcfs,
+    /// Lower `priority` value first, then earlier arrival; preempt the running
+    /// request with the highest value (then the latest arrival).
+    Priority,
+}
+
+impl std::str::FromStr for SchedulingPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fcfs" => Ok(Self::Fcfs),
+            "priority" => Ok(Self::Priority),
+            other => Err(format!(
+                "unknown scheduling policy {other:?}: expected fcfs or priority"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SchedulingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fcfs => "fcfs",
+            Self::Priority => "priority",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    /// Tokens per KV-cache block.
+    pub block_size: usize,
+    /// Blocks in the pool, including the reserved null block 0.
+    pub num_blocks: usize,
+    /// Most requests running at once.
+    pub max_num_seqs: usize,
+    /// Token budget of one step (prefill chunks plus decodes).
+    pub max_num_batched_tokens: usize,
+    /// Longest sequence (prompt + output) a request may reach.
+    pub max_model_len: usize,
+    /// Caps one request's prefill chunk per step so long prompts cannot hog
+    /// the budget; 0 = no cap beyond the budget.
+    pub long_prefill_token_threshold: usize,
+    pub enable_prefix_caching: bool,
+    pub policy: SchedulingPolicy,
+}
+
+impl Default for SchedulerConfig {
+    /// vLLM-like defaults: 16-token blocks, 256 sequences, 8192-token budget,
+    /// and a pool (64 Ki tokens) that holds one 4096-token sequence 16 times.
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            num_blocks: 4097,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 8192,
+            max_model_len: 4096,
+            long_prefill_token_threshold: 0,
+            enable_prefix_caching: true,
+            policy: SchedulingPolicy::Fcfs,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Tokens the pool can hold (the null block holds none).
+    pub fn kv_capacity_tokens(&self) -> usize {
+        self.num_blocks
+            .saturating_sub(1)
+            .saturating_mul(self.block_size)
+    }
+
+    /// Checks the limits. The pool must hold at least one sequence of
+    /// `max_model_len` tokens: otherwise a lone request could never finish
+    /// and recompute-preemption would loop forever.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.block_size == 0 {
+            return Err(ConfigError::ZeroBlockSize);
+        }
+        if self.num_blocks < 2 {
+            return Err(ConfigError::TooFewBlocks {
+                num_blocks: self.num_blocks,
+            });
+        }
+        if self.num_blocks > u32::MAX as usize {
+            return Err(ConfigError::TooManyBlocks {
+                num_blocks: self.num_blocks,
+            });
+        }
+        if self.max_num_seqs == 0 {
+            return Err(ConfigError::ZeroMaxNumSeqs);
+        }
+        if self.max_num_batched_tokens == 0 {
+            return Err(ConfigError::ZeroMaxNumBatchedTokens);
+        }
+        if self.max_model_len == 0 {
+            return Err(ConfigError::ZeroMaxModelLen);
+        }
+        let capacity = self.kv_capacity_tokens();
+        if capacity < self.max_model_len {
+            return Err(ConfigError::KvCacheTooSmall {
+                max_model_len: self.max_model_len,
+                capacity_tokens: capacity,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(SchedulerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_rejects_each_bad_limit() {
+        let ok = SchedulerConfig::default();
+        let cases = [
+            (
+                SchedulerConfig {
+                    block_size: 0,
+                    ..ok.clone()
+                },
+                ConfigError::ZeroBlockSize,
+            ),
+            (
+                SchedulerConfig {
+                    num_blocks: 1,
+                    ..ok.clone()
+                },
+                ConfigError::TooFewBlocks { num_blocks: 1 },
+            ),
+            (
+                SchedulerConfig {
+                    max_num_seqs: 0,
+                    ..ok.clone()
+                },
+                ConfigError::ZeroMaxNumSeqs,
+            ),
+            (
+                SchedulerConfig {
+                    max_num_batched_tokens: 0,
+                    ..ok.clone()
+                },
+                ConfigError::ZeroMaxNumBatchedTokens,
+            ),
+            (
+                SchedulerConfig {
+                    max_model_len: 0,
+                    ..ok.clone()
+                },
+                ConfigError::ZeroMaxModelLen,
+            ),
+            (
+                SchedulerConfig {
+                    num_blocks: 11,
+                    block_size: 16,
+                    max_model_len: 161,
+                    ..ok.clone()
+                },
+                ConfigError::KvCacheTooSmall {
+                    max_model_len: 161,
+                    capacity_tokens: 160,
+                },
+            ),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(config.validate(), Err(expected));
+        }
+        // Exactly one max_model_len sequence fits: accepted.
+        let exact = SchedulerConfig {
+            num_blocks: 11,
+            block_size: 16,
+            max_model_len: 160,
+            ..ok
+        };
+        assert_eq!(exact.validate(), Ok(()));
+    }
+
+    #[test]
+    fn policy_parses_and_prints() {
+        for p in [SchedulingPolicy::Fcfs, SchedulingPolicy::Priority] {
+            assert_eq!(p.to_string().parse::<SchedulingPolicy>(), Ok(p));
+        }
+        assert!("lifo".parse::<SchedulingPolicy>().is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! Errors returned instead of panics: a bad configuration at start-up, a
+//! request the scheduler refuses at admission.
+
+use crate::request::RequestId;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("block_size must be at least 1")]
+    ZeroBlockSize,
+    #[error(
+        "num_blocks is {num_blocks}, but the pool needs the null block plus at least one more"
+    )]
+    TooFewBlocks { num_blocks: usize },
+    #[error("num_blocks is {num_blocks}, more than block ids (u32) can address")]
+    TooManyBlocks { num_blocks: usize },
+    #[error("max_num_seqs must be at least 1")]
+    ZeroMaxNumSeqs,
+    #[error("max_num_batched_tokens must be at least 1")]
+    ZeroMaxNumBatchedTokens,
+    #[error("max_model_len must be at least 1")]
+    ZeroMaxModelLen,
+    #[error(
+        "the KV cache holds {capacity_tokens} tokens, fewer than one sequence of \
+         max_model_len = {max_model_len}; add KV-cache memory or lower max_model_len"
+    )]
+    KvCacheTooSmall {
+        max_model_len: usize,
+        capacity_tokens: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddRequestError {
+    #[error("the prompt has {prompt_len} tokens, more than max_model_len = {max_model_len}")]
+    PromptTooLong {
+        prompt_len: usize,
+        max_model_len: usize,
+    },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("a request with id {0} is already queued or running")]
+    DuplicateId(RequestId),
+    #[error("max_tokens must be at least 1")]
+    ZeroMaxTokens,
+    #[error("min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})")]
+    MinTokensExceedMaxTokens {
+        min_tokens: usize,
+        max_tokens: usize,
+    },
+}

@@ -1,0 +1,407 @@
+//! The KV-cache manager: a request's view of the block pool (vLLM's
+//! `KVCacheManager`). Finds prefix-cache hits, grows a request's block
+//! table as its tokens are scheduled, registers blocks in the prefix cache
+//! as soon as they are full, and frees a request's blocks.
+//!
+//! The block table and block hashes live in the `Request` (as in
+//! nano-vllm), so no per-request map lookup sits on the hot path.
+
+use crate::block_hash::BlockHasher;
+use crate::block_pool::BlockPool;
+use crate::request::Request;
+
+/// A prefix-cache hit: leading blocks whose KV is already cached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComputedBlocks {
+    pub block_ids: Vec<u32>,
+    /// `block_ids.len() * block_size`.
+    pub num_computed_tokens: usize,
+}
+
+#[derive(Debug)]
+pub struct KvCacheManager {
+    block_size: usize,
+    enable_caching: bool,
+    pool: BlockPool,
+    hasher: BlockHasher,
+    prefix_cache_queries: u64,
+    prefix_cache_hits: u64,
+}
+
+impl KvCacheManager {
+    /// `num_blocks` includes the null block (see `SchedulerConfig::validate`).
+    pub fn new(block_size: usize, num_blocks: usize, enable_caching: bool) -> Self {
+        Self {
+            block_size,
+            enable_caching,
+            pool: BlockPool::new(num_blocks, enable_caching),
+            hasher: BlockHasher::new(),
+            prefix_cache_queries: 0,
+            prefix_cache_hits: 0,
+        }
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn enable_caching(&self) -> bool {
+        self.enable_caching
+    }
+
+    pub fn block_pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    pub fn num_free_blocks(&self) -> usize {
+        self.pool.num_free_blocks()
+    }
+
+    /// Fraction of usable blocks held by requests (0..=1).
+    pub fn usage(&self) -> f64 {
+        self.pool.usage()
+    }
+
+    /// Tokens looked up in the prefix cache by admitted requests.
+    pub fn prefix_cache_queries(&self) -> u64 {
+        self.prefix_cache_queries
+    }
+
+    /// Of those, tokens found cached.
+    pub fn prefix_cache_hits(&self) -> u64 {
+        self.prefix_cache_hits
+    }
+
+    /// The longest cached prefix of a request that holds no blocks yet.
+    /// Never covers the last token: its logits must be computed, so at most
+    /// `num_tokens - 1` tokens (rounded down to whole blocks) can hit.
+    /// Takes no reference: pass the result to `allocate_slots_with_prefix`.
+    pub fn get_computed_blocks(&mut self, request: &mut Request) -> ComputedBlocks {
+        if !self.enable_caching || !request.block_table.is_empty() {
+            return ComputedBlocks::default();
+        }
+        let max_hit_blocks = request.num_tokens().saturating_sub(1) / self.block_size;
+        self.ensure_block_hashes(request, max_hit_blocks);
+        let mut block_ids = Vec::new();
+        for &hash in &request.block_hashes[..max_hit_blocks] {
+            match self.pool.get_cached_block(hash) {
+                Some(id) => block_ids.push(id),
+                None => break,
+            }
+        }
+        let num_computed_tokens = block_ids.len() * self.block_size;
+        ComputedBlocks {
+            block_ids,
+            num_computed_tokens,
+        }
+    }
+
+    /// Grows the request's block table so that `num_computed_tokens +
+    /// num_new_tokens + num_lookahead_tokens` tokens fit, then caches the
+    /// blocks that will be full once the new tokens are computed. Returns the
+    /// number of fresh blocks appended, or `None` (changing nothing) if the
+    /// pool cannot supply them.
+    pub fn allocate_slots(
+        &mut self,
+        request: &mut Request,
+        num_new_tokens: usize,
+        num_lookahead_tokens: usize,
+    ) -> Option<usize> {
+        self.allocate_slots_with_prefix(
+            request,
+            num_new_tokens,
+            num_lookahead_tokens,
+            &ComputedBlocks::default(),
+        )
+    }
+
+    /// `allocate_slots` for a request being admitted with a prefix hit from
+    /// `get_computed_blocks` (called just before, with no pool change in
+    /// between). `num_new_tokens` counts tokens after the hit. On success the
+    /// admission is recorded in the prefix-cache counters.
+    pub fn allocate_slots_with_prefix(
+        &mut self,
+        request: &mut Request,
+        num_new_tokens: usize,
+        num_lookahead_tokens: usize,
+        computed: &ComputedBlocks,
+    ) -> Option<usize> {
+        let num_new_blocks =
+            self.allocate(request, num_new_tokens, num_lookahead_tokens, computed)?;
+        if self.enable_caching {
+            self.prefix_cache_queries += request.num_tokens() as u64;
+            self.prefix_cache_hits += computed.num_computed_tokens as u64;
+        }
+        Some(num_new_blocks)
+    }
+
+    fn allocate(
+        &mut self,
+        request: &mut Request,
+        num_new_tokens: usize,
+        num_lookahead_tokens: usize,
+        computed: &ComputedBlocks,
+    ) -> Option<usize> {
+        let hit = &computed.block_ids;
+        if !hit.is_empty() && (!request.block_table.is_empty() || request.num_computed_tokens != 0)
+        {
+            return None; // a hit only applies to a request holding nothing
+        }
+        let num_computed = request.num_computed_tokens + computed.num_computed_tokens;
+        let num_required =
+            (num_computed + num_new_tokens + num_lookahead_tokens).div_ceil(self.block_size);
+        let num_held = request.block_table.len() + hit.len();
+        let num_new_blocks = num_required.saturating_sub(num_held);
+        // Hit blocks sitting in the free queue stop being free once touched.
+        let num_revived = hit.iter().filter(|&&id| self.pool.ref_cnt(id) == 0).count();
+        if num_new_blocks + num_revived > self.pool.num_free_blocks() {
+            return None;
+        }
+
+        if !hit.is_empty() {
+            self.pool.touch(hit);
+            request.block_table.extend_from_slice(hit);
+            request.num_cached_blocks = hit.len();
+        }
+        if num_new_blocks > 0
+            && !self
+                .pool
+                .get_new_blocks(num_new_blocks, &mut request.block_table)
+        {
+            return None; // unreachable: free count checked above
+        }
+        if self.enable_caching {
+            // Cache what is full once this step has run, so a request admitted
+            // later in the same step (e.g. a parallel-sampling sibling) hits it.
+            let num_tokens_to_cache = (num_computed + num_new_tokens).min(request.num_tokens());
+            self.cache_full_blocks(request, num_tokens_to_cache / self.block_size);
+        }
+        Some(num_new_blocks)
+    }
+
+    /// Returns a request's blocks to the pool, tail first: the tail of a
+    /// sequence is the least likely to be shared, so it is evicted first.
+    /// Blocks whose KV was never written (beyond `num_computed_tokens`) lose
+    /// their hash so nobody can hit them.
+    pub fn free(&mut self, request: &mut Request) {
+        let num_written_blocks = request.num_computed_tokens / self.block_size;
+        for (i, &id) in request.block_table.iter().enumerate().rev() {
+            self.pool.free_block(id, i < num_written_blocks);
+        }
+        request.block_table.clear();
+        request.num_cached_blocks = 0;
+    }
+
+    /// Drops all cached hashes; false (nothing done) while any block is held.
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        self.pool.reset_prefix_cache()
+    }
+
+    /// Registers the request's blocks `num_cached_blocks..num_full_blocks`.
+    fn cache_full_blocks(&mut self, request: &mut Request, num_full_blocks: usize) {
+        if num_full_blocks <= request.num_cached_blocks {
+            return;
+        }
+        self.ensure_block_hashes(request, num_full_blocks);
+        for i in request.num_cached_blocks..num_full_blocks {
+            self.pool
+                .cache_block(request.block_table[i], request.block_hashes[i]);
+        }
+        request.num_cached_blocks = num_full_blocks;
+    }
+
+    /// Extends `request.block_hashes` to cover its first `num_blocks` blocks
+    /// (all of which must be full of tokens).
+    fn ensure_block_hashes(&mut self, request: &mut Request, num_blocks: usize) {
+        let bs = self.block_size;
+        while request.block_hashes.len() < num_blocks {
+            let i = request.block_hashes.len();
+            let parent = i.checked_sub(1).map(|p| request.block_hashes[p]);
+            let salt = if i == 0 {
+                request.cache_salt.as_deref().map(str::as_bytes)
+            } else {
+                None
+            };
+            let tokens = &request.all_token_ids[i * bs..(i + 1) * bs];
+            let hash = self.hasher.hash_block(parent, tokens, salt);
+            request.block_hashes.push(hash);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::StopConditions;
+
+    const BS: usize = 4;
+
+    fn request(id: u64, prompt: Vec<u32>, salt: Option<&str>) -> Request {
+        let stop = StopConditions {
+            eos_token_ids: vec![],
+            stop_token_ids: vec![],
+            max_tokens: 100,
+            min_tokens: 0,
+            ignore_eos: true,
+        };
+        Request::new(id, prompt, stop, 0, 0.0, salt.map(str::to_owned))
+    }
+
+    /// Admits `r` with its prefix hit and marks the whole prompt computed, as
+    /// the scheduler plus one finished step would.
+    fn prefill(kv: &mut KvCacheManager, r: &mut Request) -> ComputedBlocks {
+        let hit = kv.get_computed_blocks(r);
+        let new = r.num_tokens() - hit.num_computed_tokens;
+        kv.allocate_slots_with_prefix(r, new, 0, &hit).unwrap();
+        r.num_computed_tokens = r.num_tokens();
+        hit
+    }
+
+    #[test]
+    fn full_blocks_are_cached_at_allocation_and_hit_by_the_next_request() {
+        let mut kv = KvCacheManager::new(BS, 16, true);
+        let mut a = request(1, (0..10).collect(), None);
+        assert_eq!(prefill(&mut kv, &mut a).num_computed_tokens, 0);
+        assert_eq!(a.block_table().len(), 3);
+        assert_eq!(kv.block_pool().num_cached_hashes(), 2, "two full blocks");
+
+        let mut b = request(2, (0..10).collect(), None);
+        let hit = prefill(&mut kv, &mut b);
+        assert_eq!(hit.block_ids, a.block_table()[..2].to_vec());
+        assert_eq!(b.block_table()[..2], a.block_table()[..2]);
+        assert_ne!(
+            b.block_table()[2],
+            a.block_table()[2],
+            "partial block is private"
+        );
+        for &id in &a.block_table()[..2] {
+            assert_eq!(kv.block_pool().ref_cnt(id), 2);
+        }
+        assert_eq!((kv.prefix_cache_queries(), kv.prefix_cache_hits()), (20, 8));
+    }
+
+    #[test]
+    fn hit_never_covers_the_last_token() {
+        let mut kv = KvCacheManager::new(BS, 16, true);
+        let mut a = request(1, (0..8).collect(), None);
+        prefill(&mut kv, &mut a);
+        assert_eq!(kv.block_pool().num_cached_hashes(), 2);
+        let mut b = request(2, (0..8).collect(), None);
+        // 8 tokens = 2 full cached blocks, but token 7's logits are needed.
+        assert_eq!(kv.get_computed_blocks(&mut b).num_computed_tokens, 4);
+        let mut one = request(3, vec![0], None);
+        assert_eq!(kv.get_computed_blocks(&mut one).num_computed_tokens, 0);
+    }
+
+    #[test]
+    fn salt_and_different_prefixes_do_not_hit() {
+        let mut kv = KvCacheManager::new(BS, 32, true);
+        let mut a = request(1, (0..9).collect(), Some("alice"));
+        prefill(&mut kv, &mut a);
+        for mut other in [
+            request(2, (0..9).collect(), Some("bob")),
+            request(3, (0..9).collect(), None),
+            request(4, [vec![99], (1..9).collect()].concat(), Some("alice")),
+        ] {
+            assert_eq!(kv.get_computed_blocks(&mut other).num_computed_tokens, 0);
+        }
+        // A later block only hits behind an identical earlier block.
+        let mut c = request(
+            5,
+            [(0..4).collect::<Vec<_>>(), vec![7; 5]].concat(),
+            Some("alice"),
+        );
+        assert_eq!(kv.get_computed_blocks(&mut c).num_computed_tokens, 4);
+    }
+
+    #[test]
+    fn free_returns_tail_first_so_it_is_evicted_first() {
+        let mut kv = KvCacheManager::new(BS, 5, true);
+        let mut a = request(1, (0..12).collect(), None);
+        prefill(&mut kv, &mut a);
+        let table = a.block_table().to_vec();
+        kv.free(&mut a);
+        assert!(a.block_table().is_empty());
+        let queue: Vec<u32> = kv.block_pool().free_queue().iter().collect();
+        // The never-used block 4 comes first, then a's blocks tail first.
+        assert_eq!(queue, vec![4, table[2], table[1], table[0]]);
+        assert_eq!(kv.usage(), 0.0);
+        // Freed blocks keep their hashes: the same prompt hits them again.
+        let mut b = request(2, (0..12).collect(), None);
+        assert_eq!(
+            kv.get_computed_blocks(&mut b).block_ids,
+            table[..2].to_vec()
+        );
+    }
+
+    #[test]
+    fn allocation_failure_changes_nothing_and_counts_revived_hits() {
+        let mut kv = KvCacheManager::new(BS, 4, true); // 3 usable blocks
+        let mut a = request(1, (0..8).collect(), None);
+        prefill(&mut kv, &mut a);
+        kv.free(&mut a); // both blocks free but cached
+        let mut b = request(2, (0..12).collect(), None);
+        let hit = kv.get_computed_blocks(&mut b);
+        assert_eq!(hit.block_ids.len(), 2);
+        // 2 revived + 2 fresh > 3 free.
+        assert_eq!(kv.allocate_slots_with_prefix(&mut b, 4, 4, &hit), None);
+        assert!(b.block_table().is_empty());
+        assert_eq!(kv.num_free_blocks(), 3);
+        assert_eq!(kv.allocate_slots_with_prefix(&mut b, 4, 0, &hit), Some(1));
+        assert_eq!(kv.num_free_blocks(), 0);
+        assert_eq!(kv.prefix_cache_hits(), 8, "failed attempt not counted");
+    }
+
+    #[test]
+    fn decode_allocates_a_block_only_when_the_last_one_is_full() {
+        let mut kv = KvCacheManager::new(BS, 8, true);
+        let mut r = request(1, (0..3).collect(), None);
+        prefill(&mut kv, &mut r);
+        let mut fresh = Vec::new();
+        for t in 0..6 {
+            r.append_output_token(100 + t);
+            fresh.push(kv.allocate_slots(&mut r, 1, 0).unwrap());
+            r.num_computed_tokens += 1;
+        }
+        // Tokens 4 and 8 open blocks 2 and 3.
+        assert_eq!(fresh, vec![0, 1, 0, 0, 0, 1]);
+        assert_eq!(r.block_table().len(), 3);
+        assert_eq!(r.num_cached_blocks, 2);
+        // Lookahead reserves extra slots without caching them.
+        assert_eq!(kv.allocate_slots(&mut r, 0, 4), Some(1));
+        assert_eq!(r.num_cached_blocks, 2);
+    }
+
+    #[test]
+    fn blocks_cached_for_a_step_that_never_ran_are_not_hit_after_free() {
+        let mut kv = KvCacheManager::new(BS, 8, true);
+        let mut a = request(1, (0..9).collect(), None);
+        let hit = kv.get_computed_blocks(&mut a);
+        kv.allocate_slots_with_prefix(&mut a, 9, 0, &hit).unwrap();
+        assert_eq!(kv.block_pool().num_cached_hashes(), 2);
+        // Preempted before its step ran: num_computed_tokens is still 0.
+        kv.free(&mut a);
+        assert_eq!(kv.block_pool().num_cached_hashes(), 0);
+        let mut b = request(2, (0..9).collect(), None);
+        assert_eq!(kv.get_computed_blocks(&mut b).num_computed_tokens, 0);
+    }
+
+    #[test]
+    fn caching_disabled_never_hits_and_reset_needs_an_idle_pool() {
+        let mut kv = KvCacheManager::new(BS, 8, false);
+        let mut a = request(1, (0..9).collect(), None);
+        prefill(&mut kv, &mut a);
+        let mut b = request(2, (0..9).collect(), None);
+        assert_eq!(kv.get_computed_blocks(&mut b).num_computed_tokens, 0);
+        assert_eq!(kv.prefix_cache_queries(), 0);
+
+        let mut kv = KvCacheManager::new(BS, 8, true);
+        let mut a = request(1, (0..9).collect(), None);
+        prefill(&mut kv, &mut a);
+        assert!(!kv.reset_prefix_cache());
+        kv.free(&mut a);
+        assert!(kv.reset_prefix_cache());
+        let mut b = request(2, (0..9).collect(), None);
+        assert_eq!(kv.get_computed_blocks(&mut b).num_computed_tokens, 0);
+    }
+}

@@ -1,0 +1,32 @@
+//! Pagoda scheduler: requests, the paged KV-cache block pool with prefix
+//! caching, and the continuous-batching scheduler (vLLM v1 design).
+//!
+//! Pure Rust: no tensors, no device, and deterministic — the same calls in
+//! the same order give the same outputs (queues are `Vec`/`VecDeque`; hash
+//! maps are only ever looked up, never iterated into an output).
+
+mod block;
+mod block_hash;
+mod block_pool;
+mod config;
+mod error;
+mod free_block_queue;
+mod kv_cache_manager;
+mod output;
+mod request;
+mod request_queue;
+mod request_table;
+mod scheduler;
+mod stats;
+
+pub use block::KvCacheBlock;
+pub use block_hash::{BlockHash, BlockHasher};
+pub use block_pool::BlockPool;
+pub use config::{SchedulerConfig, SchedulingPolicy};
+pub use error::{AddRequestError, ConfigError};
+pub use free_block_queue::FreeBlockQueue;
+pub use kv_cache_manager::{ComputedBlocks, KvCacheManager};
+pub use output::{RequestUpdate, ScheduledRequest, SchedulerOutput};
+pub use request::{FinishReason, Request, RequestId, RequestStatus, StopConditions};
+pub use scheduler::Scheduler;
+pub use stats::SchedulerStats;

@@ -1,0 +1,514 @@
+//! Property tests: random workloads (arrivals of random lengths with shared
+//! prefixes and salts, parallel-sampling groups, aborts, stop-string
+//! finishes, eos) on pools small enough to force preemption, with every
+//! invariant checked after every step.
+//!
+//! The model runner is simulated by a shadow KV cache: each scheduled token
+//! writes a fingerprint of (salt, token prefix up to it) into its slot, and
+//! every scheduled request then checks that all slots of its context hold
+//! its own fingerprints. A prefix hit on the wrong tokens or salt, a block
+//! reused while still held, or a lost block shows up as a mismatch.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use pagoda_scheduler::{
+    FinishReason, Request, RequestId, RequestStatus, RequestUpdate, Scheduler, SchedulerConfig,
+    SchedulerOutput, SchedulingPolicy, StopConditions,
+};
+use proptest::prelude::*;
+
+const EOS: u32 = 0;
+const VOCAB: u32 = 6;
+
+/// SplitMix64: the workload's randomness, driven by a proptest seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the test knows about a live request, independently of the scheduler.
+#[derive(Debug, Clone)]
+struct Expected {
+    arrival: u64,
+    salt: Option<String>,
+    tokens: Vec<u32>,
+    num_prompt: usize,
+    stop: StopConditions,
+}
+
+impl Expected {
+    /// Fingerprint of the KV at every position: (salt, tokens[..=p]).
+    fn fingerprints(&self, len: usize) -> Vec<u64> {
+        let mut h = DefaultHasher::new();
+        self.salt.hash(&mut h);
+        self.tokens[..len]
+            .iter()
+            .map(|&t| {
+                h.write_u32(t);
+                h.finish()
+            })
+            .collect()
+    }
+}
+
+struct Harness {
+    s: Scheduler,
+    cfg: SchedulerConfig,
+    rng: Rng,
+    live: HashMap<RequestId, Expected>,
+    next_id: RequestId,
+    next_arrival: u64,
+    /// Shadow KV: fingerprint per slot (`block_id * block_size + offset`).
+    kv: Vec<Option<u64>>,
+    prefixes: Vec<Vec<u32>>,
+    steps: u64,
+    log: Vec<(Vec<RequestId>, Vec<RequestId>, Vec<RequestUpdate>)>,
+}
+
+impl Harness {
+    fn new(cfg: SchedulerConfig, seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let prefixes = (0..3)
+            .map(|_| {
+                let len = 1 + rng.below(3 * cfg.block_size as u64) as usize;
+                (0..len).map(|_| rng.below(VOCAB as u64) as u32).collect()
+            })
+            .collect();
+        Self {
+            s: Scheduler::new(cfg.clone()).expect("valid config"),
+            kv: vec![None; cfg.num_blocks * cfg.block_size],
+            cfg,
+            rng,
+            live: HashMap::new(),
+            next_id: 0,
+            next_arrival: 0,
+            prefixes,
+            steps: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn add_random_requests(&mut self) {
+        let rng = &mut self.rng;
+        let mut prompt: Vec<u32> = if rng.chance(70) {
+            self.prefixes[rng.below(3) as usize].clone()
+        } else {
+            Vec::new()
+        };
+        let extra = rng.below(self.cfg.max_model_len as u64 + 1) as usize;
+        prompt.extend((0..extra).map(|_| rng.below(VOCAB as u64) as u32));
+        prompt.truncate(self.cfg.max_model_len);
+        if prompt.is_empty() {
+            prompt.push(1);
+        }
+        let salt = match rng.below(4) {
+            0 => Some("a".to_string()),
+            1 => Some("b".to_string()),
+            _ => None,
+        };
+        let max_tokens = 1 + rng.below(12) as usize;
+        let stop = StopConditions {
+            eos_token_ids: vec![EOS],
+            stop_token_ids: if rng.chance(30) { vec![5] } else { vec![] },
+            max_tokens,
+            min_tokens: rng.below(max_tokens as u64 + 1) as usize,
+            ignore_eos: rng.chance(20),
+        };
+        let priority = rng.below(3) as i32;
+        // Parallel sampling: n children of one prompt.
+        let n = if rng.chance(15) { 2 + rng.below(3) } else { 1 };
+        for _ in 0..n {
+            let id = self.next_id;
+            self.next_id += 1;
+            let request = Request::new(
+                id,
+                prompt.clone(),
+                stop.clone(),
+                priority,
+                self.steps as f64,
+                salt.clone(),
+            );
+            self.s.add_request(request).expect("prompt fits");
+            self.live.insert(
+                id,
+                Expected {
+                    arrival: self.next_arrival,
+                    salt: salt.clone(),
+                    tokens: prompt.clone(),
+                    num_prompt: prompt.len(),
+                    stop: stop.clone(),
+                },
+            );
+            self.next_arrival += 1;
+        }
+    }
+
+    fn random_live_id(&mut self) -> Option<RequestId> {
+        let mut ids: Vec<_> = self.live.keys().copied().collect();
+        ids.sort_unstable();
+        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
+    }
+
+    fn random_events(&mut self) {
+        if self.rng.chance(35) {
+            self.add_random_requests();
+        }
+        if self.rng.chance(6) {
+            if let Some(id) = self.random_live_id() {
+                assert!(self.s.abort_request(id));
+                self.live.remove(&id);
+            }
+        }
+        if self.rng.chance(4) {
+            if let Some(id) = self.random_live_id() {
+                assert!(self.s.finish_request(id, FinishReason::Stop));
+                self.live.remove(&id);
+            }
+        }
+    }
+
+    fn oldest_live(&self) -> Option<RequestId> {
+        self.live
+            .iter()
+            .min_by_key(|(_, e)| e.arrival)
+            .map(|(&id, _)| id)
+    }
+
+    fn step(&mut self) {
+        self.steps += 1;
+        let oldest = self.oldest_live();
+        let out = self.s.schedule();
+        self.check_output(&out, oldest);
+        self.check_blocks();
+        self.run_model(&out);
+        let sampled: Vec<Option<u32>> = out
+            .requests()
+            .iter()
+            .map(|r| r.sample.then(|| self.rng.below(VOCAB as u64) as u32))
+            .collect();
+        let updates = self.s.update_from_output(&out, &sampled);
+        self.check_updates(&out, &sampled, &updates);
+        self.check_blocks();
+        let ids = out.requests().iter().map(|r| r.request_id).collect();
+        self.log.push((ids, out.preempted().to_vec(), updates));
+    }
+
+    fn check_output(&self, out: &SchedulerOutput, oldest: Option<RequestId>) {
+        let cfg = &self.cfg;
+        assert!(out.num_batched_tokens() <= cfg.max_num_batched_tokens);
+        assert!(out.requests().len() <= cfg.max_num_seqs);
+        assert!(self.s.num_running() <= cfg.max_num_seqs);
+        let total: usize = out.requests().iter().map(|r| r.num_tokens).sum();
+        assert_eq!(total, out.num_batched_tokens());
+        for (i, r) in out.requests().iter().enumerate() {
+            let req = self.s.request(r.request_id).expect("scheduled is live");
+            assert_eq!(req.status(), RequestStatus::Running);
+            assert_eq!(r.start_position, req.num_computed_tokens());
+            assert!(r.num_tokens >= 1);
+            let end = r.start_position + r.num_tokens;
+            assert!(end <= req.num_tokens() && end <= cfg.max_model_len);
+            assert_eq!(r.sample, end == req.num_tokens());
+            assert_eq!(
+                out.token_ids(i),
+                &req.all_token_ids()[r.start_position..end]
+            );
+            assert_eq!(out.block_table(i), req.block_table());
+            assert!(out.block_table(i).len() * cfg.block_size >= end);
+            assert_eq!(r.num_prompt_tokens, self.live[&r.request_id].num_prompt);
+            if cfg.long_prefill_token_threshold > 0 {
+                assert!(r.num_tokens <= cfg.long_prefill_token_threshold);
+            }
+            assert!(!out.preempted().contains(&r.request_id));
+        }
+        for id in out.preempted() {
+            let req = self.s.request(*id).expect("preempted stays live");
+            assert_eq!(req.status(), RequestStatus::Preempted);
+            assert_eq!(req.num_computed_tokens(), 0);
+            assert!(req.block_table().is_empty());
+        }
+        if cfg.policy == SchedulingPolicy::Fcfs {
+            // No starvation: the oldest unfinished request runs every step
+            // (so it finishes within max_model_len steps of becoming oldest).
+            if let Some(oldest) = oldest {
+                assert!(
+                    out.requests().iter().any(|r| r.request_id == oldest),
+                    "oldest request {oldest} not scheduled"
+                );
+            }
+            // Running then waiting is in arrival order.
+            let arrivals: Vec<u64> = self
+                .s
+                .running_requests()
+                .chain(self.s.waiting_requests())
+                .map(|r| self.live[&r.request_id()].arrival)
+                .collect();
+            assert!(arrivals.windows(2).all(|w| w[0] < w[1]), "{arrivals:?}");
+        }
+    }
+
+    /// Ref counts equal the number of block tables holding each block; a
+    /// block is free exactly when nothing holds it; the null block is never
+    /// handed out.
+    fn check_blocks(&self) {
+        let pool = self.s.kv_cache_manager().block_pool();
+        let mut holders = vec![0u32; pool.num_blocks()];
+        let mut num_live = 0;
+        for req in self.s.running_requests().chain(self.s.waiting_requests()) {
+            num_live += 1;
+            if req.status() != RequestStatus::Running {
+                assert!(req.block_table().is_empty());
+                assert_eq!(req.num_computed_tokens(), 0);
+            }
+            for &b in req.block_table() {
+                holders[b as usize] += 1;
+            }
+            let mut sorted = req.block_table().to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                req.block_table().len(),
+                "block twice in a table"
+            );
+        }
+        assert_eq!(num_live, self.live.len());
+        assert_eq!(holders[0], 0, "null block in a table");
+        assert!(!pool.is_free(0));
+        let mut num_free = 0;
+        for b in 1..pool.num_blocks() as u32 {
+            assert_eq!(pool.ref_cnt(b), holders[b as usize], "block {b}");
+            assert_eq!(pool.is_free(b), holders[b as usize] == 0, "block {b}");
+            num_free += usize::from(holders[b as usize] == 0);
+        }
+        assert_eq!(pool.num_free_blocks(), num_free);
+        let stats = self.s.stats();
+        assert_eq!(stats.num_free_blocks, num_free);
+        assert_eq!(stats.num_running + stats.num_waiting, self.live.len());
+        assert!(stats.prefix_cache_hits <= stats.prefix_cache_queries);
+    }
+
+    /// Writes this step's KV, then checks every scheduled request reads its
+    /// own tokens' KV over its whole context.
+    fn run_model(&mut self, out: &SchedulerOutput) {
+        let bs = self.cfg.block_size;
+        let slot = |table: &[u32], p: usize| table[p / bs] as usize * bs + p % bs;
+        let mut contexts = Vec::new();
+        for (i, r) in out.requests().iter().enumerate() {
+            let end = r.start_position + r.num_tokens;
+            let fps = self.live[&r.request_id].fingerprints(end);
+            let table = out.block_table(i);
+            for (p, &fp) in fps.iter().enumerate().take(end).skip(r.start_position) {
+                self.kv[slot(table, p)] = Some(fp);
+            }
+            contexts.push((i, fps));
+        }
+        for (i, fps) in contexts {
+            let table = out.block_table(i);
+            for (p, &fp) in fps.iter().enumerate() {
+                assert_eq!(
+                    self.kv[slot(table, p)],
+                    Some(fp),
+                    "request {} reads wrong KV at position {p}",
+                    out.requests()[i].request_id
+                );
+            }
+        }
+    }
+
+    fn check_updates(
+        &mut self,
+        out: &SchedulerOutput,
+        sampled: &[Option<u32>],
+        updates: &[RequestUpdate],
+    ) {
+        let with_token: Vec<_> = out
+            .requests()
+            .iter()
+            .zip(sampled)
+            .filter_map(|(r, t)| t.map(|t| (r.request_id, t)))
+            .collect();
+        assert_eq!(updates.len(), with_token.len());
+        for (u, &(id, token)) in updates.iter().zip(&with_token) {
+            assert_eq!(u.request_id, id);
+            assert_eq!(u.new_token_ids, vec![token]);
+            let e = self.live.get_mut(&id).expect("live");
+            e.tokens.push(token);
+            let num_out = e.tokens.len() - e.num_prompt;
+            let stop_token = (!e.stop.ignore_eos && e.stop.eos_token_ids.contains(&token))
+                || e.stop.stop_token_ids.contains(&token);
+            let expected = if num_out >= e.stop.min_tokens && stop_token {
+                Some(FinishReason::Stop)
+            } else if num_out >= e.stop.max_tokens || e.tokens.len() >= self.cfg.max_model_len {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            assert_eq!(u.finish_reason, expected, "request {id}");
+            if expected.is_some() {
+                self.live.remove(&id);
+                assert!(self.s.request(id).is_none());
+            } else {
+                let req = self.s.request(id).expect("unfinished stays live");
+                assert_eq!(req.all_token_ids(), &self.live[&id].tokens[..]);
+            }
+        }
+    }
+
+    /// Runs `steps` random steps, then drains with no new events.
+    fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.random_events();
+            self.step();
+        }
+        let bound = (self.live.len() + 1) * (self.cfg.max_model_len + 1) * 2;
+        let mut drained = 0;
+        while self.s.has_unfinished_requests() {
+            assert!(drained < bound, "not drained in {bound} steps: livelock");
+            self.step();
+            drained += 1;
+        }
+        assert!(self.live.is_empty());
+        let pool = self.s.kv_cache_manager().block_pool();
+        assert_eq!(pool.num_used_blocks(), 0, "leaked blocks");
+        assert_eq!(self.s.stats().kv_cache_usage, 0.0);
+        assert!(self.s.reset_prefix_cache());
+    }
+}
+
+fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
+    (
+        prop::sample::select(vec![1usize, 2, 4, 8]),
+        4usize..40,
+        0usize..6,
+        1usize..7,
+        1usize..48,
+        prop::sample::select(vec![0usize, 0, 3, 9]),
+        any::<bool>(),
+        prop::sample::select(vec![SchedulingPolicy::Fcfs, SchedulingPolicy::Priority]),
+    )
+        .prop_map(
+            |(block_size, max_model_len, spare, seqs, budget, threshold, caching, policy)| {
+                SchedulerConfig {
+                    block_size,
+                    // Just enough for one max_model_len sequence, plus a few.
+                    num_blocks: max_model_len.div_ceil(block_size) + 1 + spare,
+                    max_num_seqs: seqs,
+                    max_num_batched_tokens: budget,
+                    max_model_len,
+                    long_prefill_token_threshold: threshold,
+                    enable_prefix_caching: caching,
+                    policy,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn invariants_hold_after_every_step(cfg in config_strategy(), seed in any::<u64>()) {
+        Harness::new(cfg, seed).run(200);
+    }
+
+    #[test]
+    fn same_workload_same_outputs(cfg in config_strategy(), seed in any::<u64>()) {
+        let mut a = Harness::new(cfg.clone(), seed);
+        let mut b = Harness::new(cfg, seed);
+        a.run(40);
+        b.run(40);
+        prop_assert_eq!(a.log, b.log);
+    }
+}
+
+/// Guards against a vacuous property run: the chosen workload really
+/// preempts, hits the prefix cache, and shares blocks between requests.
+#[test]
+fn workload_exercises_preemption_and_prefix_hits() {
+    let cfg = SchedulerConfig {
+        block_size: 4,
+        num_blocks: 12,
+        max_num_seqs: 6,
+        max_num_batched_tokens: 24,
+        max_model_len: 32,
+        long_prefill_token_threshold: 0,
+        enable_prefix_caching: true,
+        policy: SchedulingPolicy::Fcfs,
+    };
+    let mut preemptions = 0;
+    let mut hits = 0;
+    let mut shared = 0;
+    for seed in 0..8 {
+        let mut h = Harness::new(cfg.clone(), seed);
+        for _ in 0..150 {
+            h.random_events();
+            h.step();
+            let pool = h.s.kv_cache_manager().block_pool();
+            shared += (1..pool.num_blocks() as u32)
+                .filter(|&b| pool.ref_cnt(b) > 1)
+                .count();
+        }
+        let stats = h.s.stats();
+        preemptions += stats.num_preemptions_total;
+        hits += stats.prefix_cache_hits;
+        h.run(0);
+    }
+    assert!(preemptions > 0, "no preemption");
+    assert!(hits > 0, "no prefix hit");
+    assert!(shared > 0, "no shared block");
+}
+
+/// Equal prompts with different salts never share blocks, even when
+/// scheduled in the same step.
+#[test]
+fn different_salts_never_share_blocks() {
+    let cfg = SchedulerConfig {
+        block_size: 2,
+        num_blocks: 64,
+        max_model_len: 64,
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(cfg).unwrap();
+    let stop = StopConditions {
+        eos_token_ids: vec![],
+        stop_token_ids: vec![],
+        max_tokens: 4,
+        min_tokens: 0,
+        ignore_eos: false,
+    };
+    let salts = [None, Some("x"), Some("y"), Some("x")];
+    for (id, salt) in salts.iter().enumerate() {
+        let r = Request::new(
+            id as u64,
+            vec![1; 9],
+            stop.clone(),
+            0,
+            0.0,
+            salt.map(Into::into),
+        );
+        s.add_request(r).unwrap();
+    }
+    let out = s.schedule();
+    let tables: BTreeMap<usize, &[u32]> = (0..4).map(|i| (i, out.block_table(i))).collect();
+    for i in 0..4 {
+        for j in 0..i {
+            let share = tables[&i].iter().any(|b| tables[&j].contains(b));
+            assert_eq!(share, salts[i] == salts[j], "requests {i} and {j}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test. Fetches what the tests need first: the SmolLM2 GGUF (the
+# real model the golden and server tests run), NVRTC (to compile the CUDA
+# kernels for sm_90 without a GPU) and the official openai client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
+eval "$(scripts/fetch-nvrtc.sh)"
+export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
+python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai
+cargo test --workspace "$@"

@@ -1,0 +1,247 @@
+//! Engine flags shared by `pagoda serve` and `pagoda generate`, named as
+//! vLLM names them. Unset flags keep the engine's own (vLLM-like) defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use pagoda_engine::engine_config::{LoadFormat, SchedulingPolicy};
+use pagoda_engine::{Device, EngineConfig};
+
+use super::byte_size::parse_byte_size;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// CUDA when a GPU and driver are usable, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LoadFormatArg {
+    /// Read the weights from the checkpoint.
+    #[default]
+    Auto,
+    /// Random weights of the checkpoint's shapes (for benchmarking).
+    Dummy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulingPolicyArg {
+    /// First come, first served.
+    Fcfs,
+    /// Lower `priority` values first, then arrival order.
+    Priority,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct EngineArgs {
+    /// The model: a Hugging Face folder (config.json, model.safetensors,
+    /// tokenizer.json, ...) or a .gguf file. Without it, SmolLM2-135M-Instruct
+    /// is served, fetched on first use into $PAGODA_HOME/models
+    /// (default ~/.cache/pagoda/models).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+
+    /// `auto` reads the weights; `dummy` uses random weights of the
+    /// checkpoint's shapes (benchmarking without real weights).
+    #[arg(long, value_enum, default_value_t = LoadFormatArg::Auto)]
+    pub load_format: LoadFormatArg,
+
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+
+    /// Most sequences in one engine step (the running batch). [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_num_seqs: Option<usize>,
+
+    /// Token budget of one engine step (prefill chunks + decodes).
+    /// [default: 2048 on CPU, 8192 on CUDA]
+    #[arg(long, value_name = "N")]
+    pub max_num_batched_tokens: Option<usize>,
+
+    /// Context length (prompt + output) per request.
+    /// [default: the model's]
+    #[arg(long, value_name = "N")]
+    pub max_model_len: Option<usize>,
+
+    /// Tokens per KV-cache block. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub block_size: Option<usize>,
+
+    /// KV-cache size on CPU, in bytes (suffixes KiB, MiB, GiB allowed, e.g.
+    /// 256MiB). [default: 30% of available memory, 256 MiB to 8 GiB]
+    #[arg(long, value_name = "BYTES", value_parser = parse_byte_size)]
+    pub kv_cache_memory: Option<u64>,
+
+    /// Fraction of GPU memory for weights, activations and KV cache (0, 1].
+    /// [default: 0.9]
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub gpu_memory_utilization: Option<f32>,
+
+    /// Prefix caching is on by default; this keeps it on (vLLM's flag).
+    #[arg(long, conflicts_with = "no_enable_prefix_caching")]
+    pub enable_prefix_caching: bool,
+
+    /// Turn prefix caching off.
+    #[arg(long)]
+    pub no_enable_prefix_caching: bool,
+
+    /// Most requests waiting for a slot; more are refused with 503.
+    /// [default: unbounded]
+    #[arg(long, value_name = "N")]
+    pub max_waiting_requests: Option<usize>,
+
+    /// How waiting requests are ordered.
+    #[arg(long, value_enum)]
+    pub scheduling_policy: Option<SchedulingPolicyArg>,
+
+    /// Caps one request's prefill chunk per step (0: only the step budget
+    /// caps it). [default: 0]
+    #[arg(long, value_name = "N")]
+    pub long_prefill_token_threshold: Option<usize>,
+
+    /// Do not capture CUDA graphs (always run eagerly).
+    #[arg(long)]
+    pub enforce_eager: bool,
+
+    /// Seed of the random streams of requests that bring no seed of their
+    /// own (in `generate`: the seed of every prompt).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+fn parse_fraction(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be in (0, 1], got {v}"))
+    }
+}
+
+impl EngineArgs {
+    /// The engine configuration for `model` (already resolved), keeping the
+    /// engine's defaults for every flag left unset.
+    pub fn engine_config(&self, model: PathBuf, served_model_name: Option<String>) -> EngineConfig {
+        let mut c = EngineConfig {
+            model,
+            served_model_name,
+            ..EngineConfig::default()
+        };
+        c.load_format = match self.load_format {
+            LoadFormatArg::Auto => LoadFormat::Auto,
+            LoadFormatArg::Dummy => LoadFormat::Dummy,
+        };
+        c.device = match self.device {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        };
+        if let Some(v) = self.max_num_seqs {
+            c.max_num_seqs = v;
+        }
+        if self.max_num_batched_tokens.is_some() {
+            c.max_num_batched_tokens = self.max_num_batched_tokens;
+        }
+        if self.max_model_len.is_some() {
+            c.max_model_len = self.max_model_len;
+        }
+        if let Some(v) = self.block_size {
+            c.block_size = v;
+        }
+        if self.kv_cache_memory.is_some() {
+            c.kv_cache_memory = self.kv_cache_memory;
+        }
+        if let Some(v) = self.gpu_memory_utilization {
+            c.gpu_memory_utilization = v;
+        }
+        if self.no_enable_prefix_caching {
+            c.enable_prefix_caching = false;
+        } else if self.enable_prefix_caching {
+            c.enable_prefix_caching = true;
+        }
+        if self.max_waiting_requests.is_some() {
+            c.max_waiting_requests = self.max_waiting_requests;
+        }
+        if let Some(p) = self.scheduling_policy {
+            c.scheduling_policy = match p {
+                SchedulingPolicyArg::Fcfs => SchedulingPolicy::Fcfs,
+                SchedulingPolicyArg::Priority => SchedulingPolicy::Priority,
+            };
+        }
+        if let Some(v) = self.long_prefill_token_threshold {
+            c.long_prefill_token_threshold = v;
+        }
+        c.enforce_eager = self.enforce_eager;
+        if let Some(v) = self.seed {
+            c.seed = v;
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<EngineArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pagoda").chain(args.iter().copied())).map(|c| c.engine)
+    }
+
+    #[test]
+    fn unset_flags_keep_engine_defaults() {
+        let args = parse(&[]).unwrap();
+        let c = args.engine_config("m.gguf".into(), None);
+        let d = EngineConfig::default();
+        assert_eq!(c.max_num_seqs, d.max_num_seqs);
+        assert_eq!(c.block_size, d.block_size);
+        assert_eq!(c.enable_prefix_caching, d.enable_prefix_caching);
+        assert_eq!(c.kv_cache_memory, d.kv_cache_memory);
+        assert_eq!(c.model, PathBuf::from("m.gguf"));
+    }
+
+    #[test]
+    fn flags_reach_the_engine_config() {
+        let args = parse(&[
+            "--max-num-seqs", "4", "--max-num-batched-tokens", "256", "--max-model-len", "512",
+            "--block-size", "32", "--kv-cache-memory", "256MiB", "--no-enable-prefix-caching",
+            "--max-waiting-requests", "7", "--device", "cpu", "--load-format", "dummy",
+            "--scheduling-policy", "priority", "--enforce-eager", "--seed", "3",
+            "--gpu-memory-utilization", "0.5",
+        ])
+        .unwrap();
+        let c = args.engine_config("m".into(), Some("name".into()));
+        assert_eq!(c.max_num_seqs, 4);
+        assert_eq!(c.max_num_batched_tokens, Some(256));
+        assert_eq!(c.max_model_len, Some(512));
+        assert_eq!(c.block_size, 32);
+        assert_eq!(c.kv_cache_memory, Some(256 << 20));
+        assert!(!c.enable_prefix_caching);
+        assert_eq!(c.max_waiting_requests, Some(7));
+        assert!(matches!(c.device, Device::Cpu));
+        assert!(matches!(c.load_format, LoadFormat::Dummy));
+        assert!(matches!(c.scheduling_policy, SchedulingPolicy::Priority));
+        assert!(c.enforce_eager);
+        assert_eq!(c.seed, 3);
+        assert_eq!(c.gpu_memory_utilization, 0.5);
+        assert_eq!(c.served_model_name.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--kv-cache-memory", "lots"]).is_err());
+        assert!(parse(&["--gpu-memory-utilization", "1.5"]).is_err());
+        assert!(parse(&["--device", "tpu"]).is_err());
+        assert!(parse(&["--enable-prefix-caching", "--no-enable-prefix-caching"]).is_err());
+    }
+}

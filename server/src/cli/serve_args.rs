@@ -1,0 +1,87 @@
+//! `pagoda serve` flags (vLLM's names where vLLM has the flag).
+
+use std::net::IpAddr;
+
+use clap::Args;
+
+use super::byte_size::parse_byte_size;
+use super::engine_args::EngineArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// The model name clients use in `model` and see in /v1/models.
+    /// [default: SmolLM2-135M-Instruct for the default model, else the
+    /// model's folder name or file stem]
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
+
+    /// Require `Authorization: Bearer <KEY>` on every route but /health and
+    /// /metrics.
+    #[arg(long, env = "PAGODA_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest request body accepted; larger ones get 413 (suffixes KiB,
+    /// MiB allowed).
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_byte_size)]
+    pub max_body_bytes: u64,
+
+    /// On SIGINT/SIGTERM, seconds to let in-flight requests finish before
+    /// they are aborted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+
+    /// Do not log a line per finished request.
+    #[arg(long)]
+    pub disable_log_requests: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Cli::try_parse_from(["pagoda"]).unwrap().serve;
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.max_body_bytes, 4 << 20);
+        assert_eq!(c.shutdown_timeout, 30.0);
+        assert!(c.engine.model.is_none());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from([
+            "pagoda", "--model", "/m.gguf", "--host", "0.0.0.0", "--port", "9000",
+            "--served-model-name", "smol", "--api-key", "k", "--max-body-bytes", "1MiB",
+            "--shutdown-timeout", "2.5", "--max-num-seqs", "8",
+        ])
+        .unwrap()
+        .serve;
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.shutdown_timeout, 2.5);
+        assert_eq!(c.engine.max_num_seqs, Some(8));
+        assert!(Cli::try_parse_from(["pagoda", "--port", "70000"]).is_err());
+        assert!(Cli::try_parse_from(["pagoda", "--host", "nowhere"]).is_err());
+    }
+}

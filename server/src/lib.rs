@@ -1,0 +1,23 @@
+//! `pagoda`: the OpenAI-compatible server (`serve`), offline generation
+//! (`generate`) and the wiring of the load generator (`bench`).
+
+pub mod api;
+pub mod auth;
+pub mod choices;
+pub mod cli;
+pub mod default_model;
+pub mod error;
+pub mod generate;
+pub mod generation;
+pub mod json_body;
+pub mod logprobs;
+pub mod metrics;
+pub mod prompt;
+pub mod protocol;
+pub mod request_tracker;
+pub mod router;
+pub mod sampling;
+pub mod serve;
+pub mod shutdown;
+pub mod sse;
+pub mod state;

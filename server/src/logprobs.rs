@@ -1,0 +1,119 @@
+//! The engine's per-token logprobs in OpenAI's two shapes: parallel lists
+//! for completions, a list of token objects for chat.
+
+use std::collections::BTreeMap;
+
+use pagoda_engine::TokenLogprobs;
+
+use crate::protocol::chat::{ChatTokenLogprob, ChatTopLogprob};
+use crate::protocol::common::finite_logprob;
+use crate::protocol::completion::CompletionLogprobs;
+
+/// Completions logprobs for `tokens`; `text_offset` is where the first
+/// token's text starts in the choice's text (in characters, as OpenAI counts).
+/// Each `top_logprobs` entry holds the top-k plus the sampled token.
+pub fn completion_logprobs(
+    tokens: &[TokenLogprobs],
+    text_offset: &mut usize,
+    token_text: &impl Fn(u32) -> String,
+) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs::default();
+    for t in tokens {
+        let text = token_text(t.token_id);
+        out.text_offset.push(*text_offset);
+        *text_offset += text.chars().count();
+        out.token_logprobs.push(Some(finite_logprob(t.logprob)));
+        let mut top: BTreeMap<String, f32> = t
+            .top
+            .iter()
+            .map(|&(id, lp)| (token_text(id), finite_logprob(lp)))
+            .collect();
+        top.entry(text.clone()).or_insert(finite_logprob(t.logprob));
+        out.top_logprobs.push(Some(top));
+        out.tokens.push(text);
+    }
+    out
+}
+
+/// Chat logprobs for `tokens`, each with its `top_n` best alternatives.
+pub fn chat_logprobs(
+    tokens: &[TokenLogprobs],
+    top_n: usize,
+    token_text: &impl Fn(u32) -> String,
+) -> Vec<ChatTokenLogprob> {
+    tokens
+        .iter()
+        .map(|t| {
+            let text = token_text(t.token_id);
+            ChatTokenLogprob {
+                bytes: Some(text.as_bytes().to_vec()),
+                logprob: finite_logprob(t.logprob),
+                top_logprobs: t
+                    .top
+                    .iter()
+                    .take(top_n)
+                    .map(|&(id, lp)| {
+                        let alt = token_text(id);
+                        ChatTopLogprob {
+                            bytes: Some(alt.as_bytes().to_vec()),
+                            token: alt,
+                            logprob: finite_logprob(lp),
+                        }
+                    })
+                    .collect(),
+                token: text,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(id: u32) -> String {
+        ["a", "bc", "é", "d"][id as usize].to_string()
+    }
+
+    fn lp(token_id: u32, logprob: f32, top: Vec<(u32, f32)>) -> TokenLogprobs {
+        TokenLogprobs {
+            token_id,
+            logprob,
+            rank: 1,
+            top,
+        }
+    }
+
+    #[test]
+    fn completion_shape_with_offsets_and_sampled_token_in_top() {
+        let tokens = vec![
+            lp(1, -0.5, vec![(1, -0.5), (0, -1.0)]),
+            lp(3, -3.0, vec![(2, -0.1)]),
+            lp(2, f32::NEG_INFINITY, vec![]),
+        ];
+        let mut offset = 4;
+        let out = completion_logprobs(&tokens, &mut offset, &text);
+        assert_eq!(out.tokens, vec!["bc", "d", "é"]);
+        assert_eq!(out.text_offset, vec![4, 6, 7]);
+        assert_eq!(offset, 8);
+        assert_eq!(out.token_logprobs, vec![Some(-0.5), Some(-3.0), Some(-9999.0)]);
+        let top1 = out.top_logprobs[1].as_ref().unwrap();
+        assert_eq!(top1.len(), 2);
+        assert_eq!(top1["d"], -3.0);
+        assert_eq!(top1["é"], -0.1);
+        assert_eq!(out.top_logprobs[0].as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn chat_shape_with_bytes_and_top_n() {
+        let tokens = vec![lp(2, -0.25, vec![(2, -0.25), (0, -2.0), (1, -3.0)])];
+        let out = chat_logprobs(&tokens, 2, &text);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].token, "é");
+        assert_eq!(out[0].bytes.as_deref(), Some("é".as_bytes()));
+        assert_eq!(out[0].top_logprobs.len(), 2);
+        assert_eq!(out[0].top_logprobs[1].token, "a");
+        let v = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(v["top_logprobs"][0]["logprob"], -0.25);
+    }
+}

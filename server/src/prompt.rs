@@ -1,0 +1,225 @@
+//! From API prompts to token ids: tokenization, chat-template rendering and
+//! the checks that the prompt fits the context window.
+//!
+//! These run on a blocking thread (a long prompt takes a while to
+//! tokenize), so they take the state by reference and return owned data.
+
+use pagoda_engine::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::protocol::common::{ChatMessage, PromptInput};
+use crate::state::AppState;
+
+fn tokenizer(state: &AppState) -> Result<&Tokenizer, ApiError> {
+    state.engine.tokenizer().ok_or_else(|| {
+        ApiError::bad_request(
+            "This model has no tokenizer; send the prompt as token ids (a list of integers).",
+        )
+    })
+}
+
+/// Text to token ids.
+pub fn encode(state: &AppState, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+    tokenizer(state)?
+        .encode(text, add_special_tokens)
+        .map_err(|e| ApiError::bad_request(format!("Cannot tokenize the prompt: {e}")))
+}
+
+/// Token ids to text.
+pub fn decode(state: &AppState, ids: &[u32], skip_special_tokens: bool) -> Result<String, ApiError> {
+    check_token_ids(ids, state.vocab_size, "tokens")?;
+    tokenizer(state)?
+        .decode(ids, skip_special_tokens)
+        .map_err(|e| ApiError::bad_request(format!("Cannot detokenize: {e}")))
+}
+
+/// The text of one token, for logprobs (special tokens included).
+pub fn token_text(state: &AppState, id: u32) -> String {
+    state
+        .engine
+        .tokenizer()
+        .and_then(|t| t.decode(&[id], false).ok())
+        .unwrap_or_else(|| format!("token_id:{id}"))
+}
+
+/// A prompt's token ids, and its text when `echo` needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedPrompt {
+    pub token_ids: Vec<u32>,
+    pub text: Option<String>,
+}
+
+/// Tokenizes one completions prompt (`keep_text`: also return its text).
+pub fn prepare_completion_prompt(
+    state: &AppState,
+    input: PromptInput,
+    add_special_tokens: bool,
+    keep_text: bool,
+) -> Result<PreparedPrompt, ApiError> {
+    match input {
+        PromptInput::Text(text) => {
+            let token_ids = encode(state, &text, add_special_tokens)?;
+            Ok(PreparedPrompt {
+                token_ids,
+                text: keep_text.then_some(text),
+            })
+        }
+        PromptInput::TokenIds(ids) => {
+            check_token_ids(&ids, state.vocab_size, "prompt")?;
+            let text = if keep_text {
+                Some(decode(state, &ids, false)?)
+            } else {
+                None
+            };
+            Ok(PreparedPrompt {
+                token_ids: ids,
+                text,
+            })
+        }
+    }
+}
+
+/// Renders `messages` with the model's chat template.
+pub fn render_chat(
+    state: &AppState,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid_param("messages", "messages must not be empty."));
+    }
+    let template = state.engine.chat_template().ok_or_else(|| {
+        ApiError::bad_request(
+            "This model has no chat template; use /v1/completions with a prompt instead.",
+        )
+    })?;
+    let values: Vec<Value> = messages.iter().map(message_value).collect();
+    template
+        .render(&values, add_generation_prompt, None)
+        .map_err(|e| ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}")))
+}
+
+/// Renders and tokenizes a chat (the template adds BOS itself).
+pub fn prepare_chat_prompt(
+    state: &AppState,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<Vec<u32>, ApiError> {
+    let text = render_chat(state, messages, add_generation_prompt)?;
+    encode(state, &text, false)
+}
+
+/// A message as the template sees it (absent content becomes "").
+fn message_value(m: &ChatMessage) -> Value {
+    let mut v = json!({"role": m.role, "content": m.content.clone().unwrap_or_default()});
+    if let Some(name) = &m.name {
+        v["name"] = Value::String(name.clone());
+    }
+    v
+}
+
+/// Every id must be inside the vocabulary.
+pub fn check_token_ids(ids: &[u32], vocab_size: usize, param: &str) -> Result<(), ApiError> {
+    match ids.iter().find(|&&id| id as usize >= vocab_size) {
+        Some(id) => Err(ApiError::invalid_param(
+            param,
+            format!("Token id {id} is out of vocabulary (size {vocab_size})."),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The prompt must leave room for the completion in `max_model_len`.
+pub fn check_prompt_fits(
+    prompt_len: usize,
+    max_tokens: Option<usize>,
+    max_model_len: usize,
+    prompt_param: &str,
+    max_tokens_param: &str,
+) -> Result<(), ApiError> {
+    if prompt_len == 0 {
+        return Err(ApiError::invalid_param(prompt_param, "The prompt is empty."));
+    }
+    if prompt_len >= max_model_len {
+        return Err(ApiError::context_length(
+            format!(
+                "This model's maximum context length is {max_model_len} tokens. However, your \
+                 prompt has {prompt_len} tokens, which leaves no room for a completion. Please \
+                 reduce the length of the prompt."
+            ),
+            prompt_param,
+        ));
+    }
+    if let Some(max_tokens) = max_tokens {
+        if prompt_len + max_tokens > max_model_len {
+            return Err(ApiError::context_length(
+                format!(
+                    "This model's maximum context length is {max_model_len} tokens. However, you \
+                     requested {} tokens ({prompt_len} in the prompt, {max_tokens} for the \
+                     completion). Please reduce the length of the prompt or {max_tokens_param}.",
+                    prompt_len + max_tokens
+                ),
+                max_tokens_param,
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_that_fits_passes() {
+        assert!(check_prompt_fits(10, Some(5), 16, "prompt", "max_tokens").is_ok());
+        assert!(check_prompt_fits(10, Some(6), 16, "prompt", "max_tokens").is_ok());
+        assert!(check_prompt_fits(15, None, 16, "prompt", "max_tokens").is_ok());
+    }
+
+    #[test]
+    fn too_long_prompt_names_both_lengths() {
+        let e = check_prompt_fits(20, None, 16, "prompt", "max_tokens").unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert!(e.message.contains("16") && e.message.contains("20"), "{}", e.message);
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        let e = check_prompt_fits(16, None, 16, "messages", "max_tokens").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn prompt_plus_max_tokens_over_the_context_is_refused() {
+        let e = check_prompt_fits(10, Some(7), 16, "prompt", "max_tokens").unwrap_err();
+        assert!(e.message.contains("17 tokens (10 in the prompt, 7 for the completion)"), "{}", e.message);
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn empty_prompt_and_foreign_ids_are_refused() {
+        assert_eq!(
+            check_prompt_fits(0, Some(1), 16, "prompt", "max_tokens")
+                .unwrap_err()
+                .status
+                .as_u16(),
+            400
+        );
+        assert!(check_token_ids(&[0, 99], 100, "prompt").is_ok());
+        let e = check_token_ids(&[0, 100], 100, "prompt").unwrap_err();
+        assert!(e.message.contains("100"));
+    }
+
+    #[test]
+    fn message_value_fills_absent_content() {
+        let m = ChatMessage {
+            role: "assistant".into(),
+            content: None,
+            name: Some("bot".into()),
+        };
+        assert_eq!(
+            message_value(&m),
+            json!({"role": "assistant", "content": "", "name": "bot"})
+        );
+    }
+}

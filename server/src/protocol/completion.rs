@@ -1,0 +1,184 @@
+//! `/v1/completions`: OpenAI's legacy completions API with vLLM's extras.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{deserialize_stop, Prompt, StopReasonValue, StreamOptions, Usage};
+
+/// A completions request. Unknown fields are ignored, as vLLM does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Top logprobs per token (OpenAI: 0..=5; vLLM allows up to 20).
+    #[serde(default)]
+    pub logprobs: Option<u32>,
+    #[serde(default)]
+    pub echo: Option<bool>,
+    #[serde(default, deserialize_with = "deserialize_stop")]
+    pub stop: Option<Vec<String>>,
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string key) -> bias added to its logit.
+    #[serde(default)]
+    pub logit_bias: Option<HashMap<String, f32>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub best_of: Option<u32>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    // vLLM extras.
+    #[serde(default)]
+    pub top_k: Option<i32>,
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    #[serde(default)]
+    pub min_tokens: Option<u32>,
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+    #[serde(default)]
+    pub stop_token_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    pub skip_special_tokens: Option<bool>,
+    #[serde(default)]
+    pub include_stop_str_in_output: Option<bool>,
+    #[serde(default)]
+    pub add_special_tokens: Option<bool>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub cache_salt: Option<String>,
+}
+
+/// OpenAI's completions logprobs: parallel lists, one entry per token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    pub text_offset: Vec<usize>,
+    pub token_logprobs: Vec<Option<f32>>,
+    pub tokens: Vec<String>,
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
+}
+
+impl CompletionLogprobs {
+    pub fn extend(&mut self, other: CompletionLogprobs) {
+        self.text_offset.extend(other.text_offset);
+        self.token_logprobs.extend(other.token_logprobs);
+        self.tokens.extend(other.tokens);
+        self.top_logprobs.extend(other.top_logprobs);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<&'static str>,
+    pub stop_reason: Option<StopReasonValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: Usage,
+}
+
+/// One SSE chunk; `usage` is absent unless `include_usage`, then null until
+/// the last chunk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionStreamResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<Usage>>,
+}
+
+pub const TEXT_COMPLETION: &str = "text_completion";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_request_parses() {
+        let r: CompletionRequest =
+            serde_json::from_str(r#"{"model": "m", "prompt": "hi", "unknown_field": 1}"#).unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.max_tokens, None);
+        assert!(serde_json::from_str::<CompletionRequest>(r#"{"model": "m"}"#).is_err());
+    }
+
+    #[test]
+    fn full_request_parses() {
+        let r: CompletionRequest = serde_json::from_str(
+            r#"{"model": "m", "prompt": [[1, 2]], "max_tokens": 5, "temperature": 0, "top_p": 0.9,
+                "n": 2, "stream": true, "stream_options": {"include_usage": true}, "logprobs": 3,
+                "echo": false, "stop": "\n", "presence_penalty": 0.5, "frequency_penalty": 0.1,
+                "logit_bias": {"5": -100}, "seed": 7, "user": "u", "top_k": 20, "min_p": 0.05,
+                "repetition_penalty": 1.1, "min_tokens": 1, "ignore_eos": true,
+                "stop_token_ids": [2], "skip_special_tokens": false,
+                "include_stop_str_in_output": true, "priority": 1, "cache_salt": "s"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.n, Some(2));
+        assert_eq!(r.stop, Some(vec!["\n".to_string()]));
+        assert_eq!(r.logit_bias.unwrap()["5"], -100.0);
+        assert_eq!(r.stream_options.unwrap().include_usage, Some(true));
+    }
+
+    #[test]
+    fn chunk_usage_is_absent_null_or_set() {
+        let mut chunk = CompletionStreamResponse {
+            id: "cmpl-1".into(),
+            object: TEXT_COMPLETION,
+            created: 1,
+            model: "m".into(),
+            choices: vec![CompletionChoice {
+                index: 0,
+                text: "a".into(),
+                logprobs: None,
+                finish_reason: None,
+                stop_reason: None,
+            }],
+            usage: None,
+        };
+        let v = serde_json::to_value(&chunk).unwrap();
+        assert!(v.get("usage").is_none());
+        assert!(v["choices"][0]["logprobs"].is_null());
+        assert!(v["choices"][0]["finish_reason"].is_null());
+        chunk.usage = Some(None);
+        let v = serde_json::to_value(&chunk).unwrap();
+        assert!(v["usage"].is_null() && v.get("usage").is_some());
+        chunk.usage = Some(Some(Usage::new(1, 2, 0)));
+        let v = serde_json::to_value(&chunk).unwrap();
+        assert_eq!(v["usage"]["total_tokens"], 3);
+    }
+}

@@ -1,0 +1,7 @@
+//! Wire types of the OpenAI-compatible API (requests in, responses out).
+
+pub mod chat;
+pub mod common;
+pub mod completion;
+pub mod models;
+pub mod tokenize;

@@ -1,0 +1,127 @@
+//! Follows one engine request from submission to its end: feeds the latency
+//! histograms, counts it by finish reason and writes its log line. Dropped
+//! before the end (client gone), it counts the request as aborted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pagoda_engine::{FinishReason, RequestOutput};
+
+use crate::state::AppState;
+
+/// OpenAI's `finish_reason` string.
+pub fn finish_reason_str(reason: &FinishReason) -> &'static str {
+    reason.as_str()
+}
+
+pub struct RequestTracker {
+    state: Arc<AppState>,
+    /// The response id plus the prompt index, e.g. `cmpl-…-0`.
+    label: String,
+    engine_id: u64,
+    arrival: Instant,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+    prompt_tokens: usize,
+    output_tokens: usize,
+    finished: bool,
+}
+
+impl RequestTracker {
+    pub fn new(state: Arc<AppState>, label: String, engine_id: u64, arrival: Instant) -> Self {
+        Self {
+            state,
+            label,
+            engine_id,
+            arrival,
+            first_token: None,
+            last_token: None,
+            prompt_tokens: 0,
+            output_tokens: 0,
+            finished: false,
+        }
+    }
+
+    /// Looks at one streamed output of the request.
+    pub fn observe(&mut self, out: &RequestOutput) {
+        let now = Instant::now();
+        self.prompt_tokens = out.num_prompt_tokens;
+        let new_tokens: usize = out.outputs.iter().map(|d| d.token_ids.len()).sum();
+        if new_tokens > 0 {
+            self.output_tokens += new_tokens;
+            if self.first_token.is_none() {
+                self.first_token = Some(now);
+            } else if let Some(last) = self.last_token {
+                // One engine step per output: the gap is the inter-token latency.
+                self.state
+                    .metrics
+                    .observe_inter_token_latency(now.duration_since(last).as_secs_f64());
+            }
+            self.last_token = Some(now);
+        }
+        if out.finished {
+            let reason = out
+                .outputs
+                .iter()
+                .filter_map(|d| d.finish_reason.as_ref())
+                .map(finish_reason_str)
+                .last()
+                .unwrap_or("stop");
+            self.finish(out, reason, now);
+        }
+    }
+
+    fn finish(&mut self, out: &RequestOutput, reason: &'static str, now: Instant) {
+        self.finished = true;
+        let m = &self.state.metrics;
+        // The engine's timings when it sends them, else the server's own.
+        let (queue, ttft, e2e) = match &out.metrics {
+            Some(rm) => (Some(rm.queue_time), Some(rm.time_to_first_token), rm.e2e_latency),
+            None => (
+                None,
+                self.first_token.map(|t| t.duration_since(self.arrival).as_secs_f64()),
+                now.duration_since(self.arrival).as_secs_f64(),
+            ),
+        };
+        if let Some(q) = queue {
+            m.observe_request_queue_time(q);
+        }
+        if let Some(t) = ttft.filter(|_| self.output_tokens > 0) {
+            m.observe_time_to_first_token(t);
+        }
+        m.observe_e2e_request_latency(e2e);
+        m.record_finished(reason);
+        if self.state.log_requests {
+            tracing::info!(
+                "Finished request {} (engine id {}): prompt_tokens={} output_tokens={} ttft={} e2e={:.3}s finish_reason={}",
+                self.label,
+                self.engine_id,
+                self.prompt_tokens,
+                self.output_tokens,
+                ttft.map_or("-".to_string(), |t| format!("{t:.3}s")),
+                e2e,
+                reason
+            );
+        }
+    }
+}
+
+impl Drop for RequestTracker {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let elapsed = self.arrival.elapsed().as_secs_f64();
+        self.state.metrics.record_finished("abort");
+        if self.state.log_requests {
+            tracing::info!(
+                "Aborted request {} (engine id {}): prompt_tokens={} output_tokens={} after {:.3}s (client gone or error)",
+                self.label,
+                self.engine_id,
+                self.prompt_tokens,
+                self.output_tokens,
+                elapsed
+            );
+        }
+    }
+}

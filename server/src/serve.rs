@@ -1,0 +1,158 @@
+//! `pagoda serve`: load the model, start the engine, serve HTTP until a
+//! signal, then shut down gracefully.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use pagoda_engine::{EngineHandle, ModelInfo};
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::default_model::{resolve_default_model, DEFAULT_MODEL_NAME};
+use crate::metrics::Metrics;
+use crate::router::build_router;
+use crate::shutdown::shutdown_signal;
+use crate::state::{unix_time, AppState};
+
+/// The model path, and the name to serve it under unless overridden.
+pub fn resolve_model(model: Option<&Path>) -> Result<(PathBuf, String)> {
+    match model {
+        Some(path) => Ok((path.to_path_buf(), name_from_path(path))),
+        None => Ok((resolve_default_model()?, DEFAULT_MODEL_NAME.to_string())),
+    }
+}
+
+/// A folder's name or a file's stem (`SmolLM2-135M-Instruct.Q4_1.gguf` ->
+/// `SmolLM2-135M-Instruct.Q4_1`).
+pub fn name_from_path(path: &Path) -> String {
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Logs the KV cache's capacity as vLLM does at start-up.
+pub fn log_kv_cache(info: &ModelInfo) {
+    let kind = if info.device.starts_with("cuda") { "GPU" } else { "CPU" };
+    tracing::info!("{kind} KV cache size: {} tokens", info.kv_cache_tokens);
+    tracing::info!(
+        "Maximum concurrency for {} tokens per request: {:.2}x",
+        info.max_model_len,
+        info.max_concurrency
+    );
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let (model, default_name) = resolve_model(args.engine.model.as_deref())?;
+    let model_name = args.served_model_name.clone().unwrap_or(default_name);
+    let config = args.engine.engine_config(model.clone(), Some(model_name.clone()));
+    tracing::info!("Loading model {} (served as {model_name})", model.display());
+    let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+    let info = engine.model_info().clone();
+    tracing::info!(
+        "Model {} ({}) on {}: max_model_len {}, vocab {}, max_num_seqs {}, max_num_batched_tokens {}",
+        info.name,
+        info.architecture,
+        info.device,
+        info.max_model_len,
+        info.vocab_size,
+        info.max_num_seqs,
+        info.max_num_batched_tokens
+    );
+    log_kv_cache(&info);
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        metrics: Metrics::new(&model_name),
+        model_name,
+        model_root: model.display().to_string(),
+        max_model_len: info.max_model_len,
+        vocab_size: info.vocab_size,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        log_requests: !args.disable_log_requests,
+        created: unix_time(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pagoda-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(state, &args));
+    engine.shutdown();
+    // Do not wait for stray blocking tasks (tokenization) at exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(state: Arc<AppState>, args: &ServeArgs) -> Result<()> {
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let max_body = usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX);
+    let router = build_router(state.clone(), max_body);
+    tracing::info!("Serving {} on http://{addr} (OpenAI API under /v1)", state.model_name);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful_rx = stop_rx.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    tokio::pin!(server);
+
+    let grace = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
+    let mut deadline_rx = stop_rx;
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|stop| *stop).await;
+        let stats = state.engine.stats();
+        tracing::info!(
+            "Shutting down: no new connections; {} running and {} waiting requests get up to {:.1}s to finish",
+            stats.num_running,
+            stats.num_waiting,
+            grace.as_secs_f64()
+        );
+        tokio::time::sleep(grace).await;
+        state
+    };
+    tokio::select! {
+        result = &mut server => result.context("the HTTP server failed")?,
+        state = deadline => {
+            tracing::warn!("Shutdown timeout reached: aborting the requests still in flight");
+            state.engine.shutdown();
+            if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
+                tracing::warn!("Some connections did not close; exiting anyway");
+            }
+        }
+    }
+    tracing::info!("Server stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_file_stem_or_folder() {
+        assert_eq!(
+            name_from_path(Path::new("/x/SmolLM2-135M-Instruct.Q4_1.gguf")),
+            "SmolLM2-135M-Instruct.Q4_1"
+        );
+        let dir = std::env::temp_dir();
+        let expected = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name_from_path(&dir), expected);
+    }
+}
