@@ -29,7 +29,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 fn run_here(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(run_benchmark(&args))?;
         }
         BenchCommand::Throughput(args) => {
@@ -57,17 +59,26 @@ mod tests {
     fn subcommands_parse() {
         let c = Cli::try_parse_from(["bench", "serve", "--num-prompts", "5"]).unwrap();
         assert!(matches!(c.bench, BenchCommand::Serve(ref a) if a.num_prompts == 5));
-        let c = Cli::try_parse_from(["bench", "throughput", "--model", "m", "--input-len", "8"]).unwrap();
+        let c = Cli::try_parse_from(["bench", "throughput", "--model", "m", "--input-len", "8"])
+            .unwrap();
         assert!(matches!(c.bench, BenchCommand::Throughput(ref a) if a.input_len == 8));
-        let c = Cli::try_parse_from(["bench", "latency", "--model", "m", "--batch-size", "2"]).unwrap();
+        let c =
+            Cli::try_parse_from(["bench", "latency", "--model", "m", "--batch-size", "2"]).unwrap();
         assert!(matches!(c.bench, BenchCommand::Latency(ref a) if a.batch_size == 2));
         assert!(Cli::try_parse_from(["bench", "throughput"]).is_err());
     }
 
     #[test]
     fn a_bad_flag_value_is_an_error_not_a_panic() {
-        let c = Cli::try_parse_from(["bench", "serve", "--base-url", "http://127.0.0.1:1", "--max-concurrency", "0"])
-            .unwrap();
+        let c = Cli::try_parse_from([
+            "bench",
+            "serve",
+            "--base-url",
+            "http://127.0.0.1:1",
+            "--max-concurrency",
+            "0",
+        ])
+        .unwrap();
         let err = run(c.bench).unwrap_err();
         assert!(err.to_string().contains("--max-concurrency"), "{err}");
     }

@@ -45,7 +45,11 @@ impl EngineArgs {
         let d = EngineConfig::default();
         EngineConfig {
             model: self.model.clone(),
-            load_format: if self.load_format == "dummy" { LoadFormat::Dummy } else { LoadFormat::Auto },
+            load_format: if self.load_format == "dummy" {
+                LoadFormat::Dummy
+            } else {
+                LoadFormat::Auto
+            },
             device: match self.device.as_str() {
                 "cpu" => Device::Cpu,
                 "cuda" => Device::Cuda,
@@ -56,7 +60,9 @@ impl EngineArgs {
             max_model_len: self.max_model_len.or(d.max_model_len),
             block_size: self.block_size.unwrap_or(d.block_size),
             kv_cache_memory: self.kv_cache_memory.or(d.kv_cache_memory),
-            gpu_memory_utilization: self.gpu_memory_utilization.unwrap_or(d.gpu_memory_utilization),
+            gpu_memory_utilization: self
+                .gpu_memory_utilization
+                .unwrap_or(d.gpu_memory_utilization),
             enable_prefix_caching: !self.no_enable_prefix_caching && d.enable_prefix_caching,
             enforce_eager: self.enforce_eager || d.enforce_eager,
             seed: self.seed,
@@ -68,9 +74,13 @@ impl EngineArgs {
 /// `1073741824`, `512M`, `4GiB`, `1.5G` -> bytes (K/M/G are powers of 1024).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid byte size {s:?}"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid byte size {s:?}"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -103,13 +113,30 @@ mod tests {
         assert_eq!(parse_bytes("512M"), Ok(512 << 20));
         assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
         assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
-        assert!(parse_bytes("x").is_err() && parse_bytes("0").is_err() && parse_bytes("3parsecs").is_err());
+        assert!(
+            parse_bytes("x").is_err()
+                && parse_bytes("0").is_err()
+                && parse_bytes("3parsecs").is_err()
+        );
     }
 
     #[test]
     fn flags_override_defaults_only_when_given() {
-        let cli = Cli::try_parse_from(["t", "--model", "m", "--device", "cpu", "--max-num-seqs", "8",
-            "--no-enable-prefix-caching", "--load-format", "dummy", "--kv-cache-memory", "64M"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "t",
+            "--model",
+            "m",
+            "--device",
+            "cpu",
+            "--max-num-seqs",
+            "8",
+            "--no-enable-prefix-caching",
+            "--load-format",
+            "dummy",
+            "--kv-cache-memory",
+            "64M",
+        ])
+        .unwrap();
         let c = cli.engine.engine_config();
         let d = EngineConfig::default();
         assert_eq!(c.device, Device::Cpu);

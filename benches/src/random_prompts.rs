@@ -18,13 +18,21 @@ pub fn allowed_token_ids(info: &ModelInfo, tokenizer: Option<&Tokenizer>) -> Vec
 }
 
 /// One prompt per length, each id uniform over `allowed`.
-pub fn random_token_prompts(rng: &mut impl Rng, allowed: &[u32], lens: &[usize]) -> anyhow::Result<Vec<Vec<u32>>> {
+pub fn random_token_prompts(
+    rng: &mut impl Rng,
+    allowed: &[u32],
+    lens: &[usize],
+) -> anyhow::Result<Vec<Vec<u32>>> {
     if allowed.is_empty() {
         anyhow::bail!("the vocabulary has no tokens to build prompts from");
     }
     Ok(lens
         .iter()
-        .map(|&n| (0..n).map(|_| allowed[rng.random_range(0..allowed.len())]).collect())
+        .map(|&n| {
+            (0..n)
+                .map(|_| allowed[rng.random_range(0..allowed.len())])
+                .collect()
+        })
         .collect())
 }
 
@@ -58,10 +66,16 @@ mod tests {
         assert!(!allowed.contains(&1) && !allowed.contains(&2) && !allowed.contains(&50));
         let mut rng = StdRng::seed_from_u64(0);
         let prompts = random_token_prompts(&mut rng, &allowed, &[3, 0, 100]).unwrap();
-        assert_eq!(prompts.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 0, 100]);
+        assert_eq!(
+            prompts.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 0, 100]
+        );
         assert!(prompts.iter().flatten().all(|id| allowed.contains(id)));
         let mut rng2 = StdRng::seed_from_u64(0);
-        assert_eq!(prompts, random_token_prompts(&mut rng2, &allowed, &[3, 0, 100]).unwrap());
+        assert_eq!(
+            prompts,
+            random_token_prompts(&mut rng2, &allowed, &[3, 0, 100]).unwrap()
+        );
         assert!(random_token_prompts(&mut rng2, &[], &[1]).is_err());
     }
 }

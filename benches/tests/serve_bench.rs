@@ -47,7 +47,12 @@ fn encode(text: &str, bos: bool) -> Vec<u64> {
     for w in text.split_whitespace() {
         let id = match w.strip_prefix('t').and_then(|n| n.parse::<u64>().ok()) {
             Some(id) => id,
-            None => 10 + w.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 5000,
+            None => {
+                10 + w
+                    .bytes()
+                    .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+                    % 5000
+            }
         };
         ids.push(id);
     }
@@ -55,11 +60,16 @@ fn encode(text: &str, bos: bool) -> Vec<u64> {
 }
 
 fn decode(ids: &[Value]) -> String {
-    ids.iter().map(|i| format!("t{}", i.as_u64().unwrap_or(0))).collect::<Vec<_>>().join(" ")
+    ids.iter()
+        .map(|i| format!("t{}", i.as_u64().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": "tiny", "object": "model", "root": "org/tiny-root"}]}))
+    Json(
+        json!({"object": "list", "data": [{"id": "tiny", "object": "model", "root": "org/tiny-root"}]}),
+    )
 }
 
 async fn tokenize(State(s): State<Arc<Fake>>, Json(b): Json<Value>) -> Response {
@@ -84,7 +94,12 @@ async fn tokenize(State(s): State<Arc<Fake>>, Json(b): Json<Value>) -> Response 
 }
 
 async fn detokenize(State(s): State<Arc<Fake>>, Json(b): Json<Value>) -> Response {
-    let text = decode(b["tokens"].as_array().map(Vec::as_slice).unwrap_or_default());
+    let text = decode(
+        b["tokens"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+    );
     match s.dialect {
         Dialect::Vllm => Json(json!({"prompt": text})).into_response(),
         Dialect::LlamaCpp => Json(json!({"content": text})).into_response(),
@@ -184,7 +199,11 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn lens(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,9 +213,21 @@ async fn completions_with_vllm_tokenize_and_concurrency_cap() {
     let a = args(
         addr,
         &[
-            "--num-prompts", "12", "--random-input-len", "20", "--random-output-len", "6",
-            "--random-range-ratio", "0.5", "--max-concurrency", "4", "--save-result",
-            "--result-dir", dir.to_str().unwrap(), "--seed", "3",
+            "--num-prompts",
+            "12",
+            "--random-input-len",
+            "20",
+            "--random-output-len",
+            "6",
+            "--random-range-ratio",
+            "0.5",
+            "--max-concurrency",
+            "4",
+            "--save-result",
+            "--result-dir",
+            dir.to_str().unwrap(),
+            "--seed",
+            "3",
         ],
     );
     let r = run_benchmark(&a).await.unwrap();
@@ -210,20 +241,36 @@ async fn completions_with_vllm_tokenize_and_concurrency_cap() {
     // Input lengths as the server counts them, inside the requested range:
     // 20 less one BOS is 19, so 1 + [9, 29].
     let input_lens = lens(&r["input_lens"]);
-    assert!(input_lens.iter().all(|&n| (10..=30).contains(&n)), "{input_lens:?}");
-    assert!(input_lens.iter().any(|&n| n != input_lens[0]), "lengths should vary");
+    assert!(
+        input_lens.iter().all(|&n| (10..=30).contains(&n)),
+        "{input_lens:?}"
+    );
+    assert!(
+        input_lens.iter().any(|&n| n != input_lens[0]),
+        "lengths should vary"
+    );
     let output_lens = lens(&r["output_lens"]);
-    assert!(output_lens.iter().all(|&n| (3..=9).contains(&n)), "{output_lens:?}");
+    assert!(
+        output_lens.iter().all(|&n| (3..=9).contains(&n)),
+        "{output_lens:?}"
+    );
     assert_eq!(r["total_output_tokens"], output_lens.iter().sum::<usize>());
     assert_eq!(r["total_input_tokens"], input_lens.iter().sum::<usize>());
 
     // One ITL per token after the first; the text is what was streamed.
     for (i, itl) in r["itls"].as_array().unwrap().iter().enumerate() {
         assert_eq!(itl.as_array().unwrap().len(), output_lens[i] - 1);
-        assert!(r["generated_texts"][i].as_str().unwrap().starts_with("t0 t1 t2 "));
+        assert!(r["generated_texts"][i]
+            .as_str()
+            .unwrap()
+            .starts_with("t0 t1 t2 "));
     }
     // Tokens arrive 4 ms apart: TPOT and ITL cannot be below that.
-    assert!(r["mean_tpot_ms"].as_f64().unwrap() >= 3.5, "{}", r["mean_tpot_ms"]);
+    assert!(
+        r["mean_tpot_ms"].as_f64().unwrap() >= 3.5,
+        "{}",
+        r["mean_tpot_ms"]
+    );
     assert!(r["median_itl_ms"].as_f64().unwrap() >= 3.5);
     assert!(r["mean_ttft_ms"].as_f64().unwrap() >= 3.5);
     assert!(r["p99_e2el_ms"].as_f64().unwrap() >= r["median_e2el_ms"].as_f64().unwrap());
@@ -239,17 +286,26 @@ async fn completions_with_vllm_tokenize_and_concurrency_cap() {
         assert_eq!(b["ignore_eos"], true);
         assert_eq!(b["stream_options"]["include_usage"], true);
     }
-    let mut sent: Vec<u64> = bodies.iter().map(|b| b["max_tokens"].as_u64().unwrap()).collect();
+    let mut sent: Vec<u64> = bodies
+        .iter()
+        .map(|b| b["max_tokens"].as_u64().unwrap())
+        .collect();
     let mut want: Vec<u64> = output_lens.iter().map(|&n| n as u64).collect();
     sent.sort();
     want.sort();
     assert_eq!(sent, want);
 
     // The saved file carries the same JSON under vLLM's file name.
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
-    assert!(name.starts_with("openai-infqps-concurrency4-tiny-root-") && name.ends_with(".json"), "{name}");
+    assert!(
+        name.starts_with("openai-infqps-concurrency4-tiny-root-") && name.ends_with(".json"),
+        "{name}"
+    );
     let saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     assert_eq!(saved["completed"], 12);
     assert_eq!(saved["ttfts"], r["ttfts"]);
@@ -269,8 +325,20 @@ async fn chat_with_llama_cpp_tokenize_poisson_arrivals_and_no_usage() {
     let a = args(
         addr,
         &[
-            "--endpoint", "/v1/chat/completions", "--num-prompts", "10", "--input-len", "16",
-            "--output-len", "5", "--request-rate", "40", "--model", "tiny", "--temperature", "0",
+            "--endpoint",
+            "/v1/chat/completions",
+            "--num-prompts",
+            "10",
+            "--input-len",
+            "16",
+            "--output-len",
+            "5",
+            "--request-rate",
+            "40",
+            "--model",
+            "tiny",
+            "--temperature",
+            "0",
         ],
     );
     let r = run_benchmark(&a).await.unwrap();
@@ -281,7 +349,12 @@ async fn chat_with_llama_cpp_tokenize_poisson_arrivals_and_no_usage() {
     assert_eq!(lens(&r["output_lens"]), vec![5; 10]);
     // The last request is sent at 10 / 40 = 0.25 s.
     assert!(r["duration"].as_f64().unwrap() >= 0.25);
-    let starts: Vec<f64> = r["start_times"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let starts: Vec<f64> = r["start_times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
     assert!(starts.windows(2).all(|w| w[0] <= w[1] + 1e-3));
     assert!(*starts.last().unwrap() >= 0.24);
     let bodies = server.bodies.lock().unwrap().clone();
@@ -289,7 +362,11 @@ async fn chat_with_llama_cpp_tokenize_poisson_arrivals_and_no_usage() {
         assert_eq!(b["max_completion_tokens"], 5);
         assert_eq!(b["temperature"], 0.0);
         // 16 tokens with the BOS the server adds: 15 words.
-        let words = b["messages"][0]["content"].as_str().unwrap().split_whitespace().count();
+        let words = b["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count();
         assert_eq!(words, 15);
     }
 }
@@ -299,22 +376,112 @@ async fn failed_requests_are_counted_not_fatal() {
     let mut f = fake(Dialect::Vllm);
     f.fail_every = Some(3);
     let (addr, _server) = start(f).await;
-    let a = args(addr, &["--num-prompts", "9", "--random-input-len", "8", "--random-output-len", "3"]);
+    let a = args(
+        addr,
+        &[
+            "--num-prompts",
+            "9",
+            "--random-input-len",
+            "8",
+            "--random-output-len",
+            "3",
+        ],
+    );
     let r = run_benchmark(&a).await.unwrap();
     assert_eq!(r["completed"], 6);
     assert_eq!(r["failed"], 3);
-    let errors: Vec<&str> = r["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let errors: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
     assert_eq!(errors.iter().filter(|e| e.contains("HTTP 500")).count(), 3);
-    assert_eq!(lens(&r["output_lens"]).iter().filter(|&&n| n == 0).count(), 3);
+    assert_eq!(
+        lens(&r["output_lens"]).iter().filter(|&&n| n == 0).count(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_tokenize_needs_a_local_tokenizer() {
     let (addr, _server) = start(fake(Dialect::None)).await;
-    let a = args(addr, &["--num-prompts", "2", "--tokenizer", "/nonexistent/tokenizer.json"]);
+    let a = args(
+        addr,
+        &[
+            "--num-prompts",
+            "2",
+            "--tokenizer",
+            "/nonexistent/tokenizer.json",
+        ],
+    );
     let err = run_benchmark(&a).await.unwrap_err().to_string();
     assert!(err.contains("--tokenizer"), "{err}");
     let a = args(addr, &["--num-prompts", "2"]);
     let err = run_benchmark(&a).await.unwrap_err().to_string();
     assert!(err.contains("--tokenizer"), "{err}");
+}
+
+/// A word-level `tokenizer.json` with a BOS added to every encoding:
+/// words `w0`..`w199`, `<s>` special.
+fn write_word_level_tokenizer(dir: &std::path::Path) -> PathBuf {
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("<s>".into(), json!(0));
+    vocab.insert("<unk>".into(), json!(1));
+    for i in 0..200 {
+        vocab.insert(format!("w{i}"), json!(i + 2));
+    }
+    let bos = json!({"SpecialToken": {"id": "<s>", "type_id": 0}});
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tokenizer_replaces_the_servers() {
+    let (addr, server) = start(fake(Dialect::None)).await;
+    let dir = temp_dir("local-tokenizer");
+    let path = write_word_level_tokenizer(&dir);
+    let a = args(
+        addr,
+        &[
+            "--num-prompts",
+            "5",
+            "--input-len",
+            "12",
+            "--output-len",
+            "3",
+            "--tokenizer",
+            path.to_str().unwrap(),
+        ],
+    );
+    let r = run_benchmark(&a).await.unwrap();
+    assert_eq!(r["completed"], 5);
+    assert_eq!(r["tokenizer_id"], path.to_str().unwrap());
+    // 12 tokens with the BOS: 11 vocabulary words, never the special token.
+    assert_eq!(lens(&r["input_lens"]), vec![12; 5]);
+    for b in server.bodies.lock().unwrap().iter() {
+        let words: Vec<&str> = b["prompt"].as_str().unwrap().split_whitespace().collect();
+        assert_eq!(words.len(), 11);
+        assert!(words.iter().all(|w| w.starts_with('w')), "{words:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

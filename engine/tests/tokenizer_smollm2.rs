@@ -103,3 +103,17 @@ fn from_gguf_equals_hf() {
         assert_eq!(tok.is_special(id), folder.is_special(id), "id {id}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Byte-level BPE is lossless: any text (control and special-looking
+    /// characters included) decodes back to itself.
+    #[test]
+    fn encode_then_decode_is_identity(text in "(\\PC|\\s|<\\|im_(start|end)\\|>){0,40}") {
+        static TOK: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+        let tok = TOK.get_or_init(|| Tokenizer::from_file(&smollm2_folder().join("tokenizer.json")).unwrap());
+        let ids = tok.encode(&text, false).unwrap();
+        proptest::prop_assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+}

@@ -241,9 +241,9 @@ mod tests {
                 text: "x".into(),
                 logprobs: vec![TokenLogprobs {
                     token_id: 5,
-                    logprob: -0.1,
+                    logprob: -0.5,
                     rank: 1,
-                    top: vec![(5, -0.1), (6, -2.5), (7, -3.0)],
+                    top: vec![(5, -0.5), (6, -2.5), (7, -3.0)],
                 }],
                 finish_reason: Some(FinishReason::Length),
             }],
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"prompt_token_ids": [1, 2], "output_token_ids": [5], "text": "x",
-                   "finish_reason": "length", "logprobs": [[[5, -0.1f32], [6, -2.5]]]})
+                   "finish_reason": "length", "logprobs": [[[5, -0.5], [6, -2.5]]]})
         );
         let mut buf = Vec::new();
         write_json(&mut buf, &output, None).unwrap();

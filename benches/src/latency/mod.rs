@@ -42,7 +42,8 @@ impl LatencyResult {
     /// the output has more than one token and both were measured.
     pub fn mean_decode_step(&self) -> Option<f64> {
         (self.output_len > 1 && !self.prefill_latencies.is_empty()).then(|| {
-            (self.avg_latency() - stats::mean(&self.prefill_latencies)) / (self.output_len - 1) as f64
+            (self.avg_latency() - stats::mean(&self.prefill_latencies))
+                / (self.output_len - 1) as f64
         })
     }
 
@@ -53,10 +54,16 @@ impl LatencyResult {
             format!("Std latency: {} seconds", stats::std(&self.latencies)),
         ];
         for p in PERCENTAGES {
-            lines.push(format!("{p}% percentile latency: {} seconds", stats::percentile(&self.latencies, p as f64)));
+            lines.push(format!(
+                "{p}% percentile latency: {} seconds",
+                stats::percentile(&self.latencies, p as f64)
+            ));
         }
         if !self.prefill_latencies.is_empty() {
-            lines.push(format!("Avg latency of one token (prefill): {} seconds", stats::mean(&self.prefill_latencies)));
+            lines.push(format!(
+                "Avg latency of one token (prefill): {} seconds",
+                stats::mean(&self.prefill_latencies)
+            ));
         }
         if let Some(step) = self.mean_decode_step() {
             lines.push(format!("Mean decode step time: {:.2} ms", step * 1000.0));
@@ -68,7 +75,12 @@ impl LatencyResult {
     pub fn to_json(&self) -> Value {
         let percentiles: Map<String, Value> = PERCENTAGES
             .iter()
-            .map(|&p| (p.to_string(), json!(stats::percentile(&self.latencies, p as f64))))
+            .map(|&p| {
+                (
+                    p.to_string(),
+                    json!(stats::percentile(&self.latencies, p as f64)),
+                )
+            })
             .collect();
         json!({
             "avg_latency": self.avg_latency(),
@@ -84,7 +96,9 @@ impl LatencyResult {
 /// Starts the engine, runs the benchmark, prints, writes --output-json.
 pub fn run_latency(args: &LatencyArgs) -> anyhow::Result<LatencyResult> {
     if args.batch_size == 0 || args.input_len == 0 || args.output_len == 0 || args.num_iters == 0 {
-        anyhow::bail!("--batch-size, --input-len, --output-len and --num-iters must be greater than 0");
+        anyhow::bail!(
+            "--batch-size, --input-len, --output-len and --num-iters must be greater than 0"
+        );
     }
     let mut config = args.engine.engine_config();
     config.enable_prefix_caching = args.enable_prefix_caching;
@@ -115,7 +129,10 @@ pub fn run_on(handle: &EngineHandle, args: &LatencyArgs) -> anyhow::Result<Laten
     let allowed = allowed_token_ids(info, handle.tokenizer());
     let prompts = random_token_prompts(&mut rng, &allowed, &vec![args.input_len; args.batch_size])?;
     let run_batch = |output_len: usize| -> anyhow::Result<f64> {
-        let batch = prompts.iter().map(|p| (p.clone(), bench_sampling_params(output_len))).collect();
+        let batch = prompts
+            .iter()
+            .map(|p| (p.clone(), bench_sampling_params(output_len)))
+            .collect();
         let start = Instant::now();
         generate_all(handle, batch).context("generation failed")?;
         Ok(start.elapsed().as_secs_f64())
@@ -138,7 +155,11 @@ pub fn run_on(handle: &EngineHandle, args: &LatencyArgs) -> anyhow::Result<Laten
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(LatencyResult { latencies, prefill_latencies, output_len: args.output_len })
+    Ok(LatencyResult {
+        latencies,
+        prefill_latencies,
+        output_len: args.output_len,
+    })
 }
 
 #[cfg(test)]
@@ -164,7 +185,11 @@ mod tests {
         assert!(s.starts_with("Avg latency: 2.5 seconds\n"));
         assert!(s.contains("10% percentile latency: 1.3 seconds"));
         assert!(s.contains("Mean decode step time: 250.00 ms"));
-        let one = LatencyResult { output_len: 1, prefill_latencies: vec![], ..r };
+        let one = LatencyResult {
+            output_len: 1,
+            prefill_latencies: vec![],
+            ..r
+        };
         assert_eq!(one.mean_decode_step(), None);
         assert_eq!(one.to_json()["mean_decode_step_ms"], Value::Null);
     }

@@ -175,7 +175,9 @@ impl ServeArgs {
                 let m = m.trim();
                 match m {
                     "ttft" | "tpot" | "itl" | "e2el" => Ok(m.to_string()),
-                    other => anyhow::bail!("unknown --percentile-metrics entry {other:?}: use ttft, tpot, itl, e2el"),
+                    other => anyhow::bail!(
+                        "unknown --percentile-metrics entry {other:?}: use ttft, tpot, itl, e2el"
+                    ),
                 }
             })
             .collect()
@@ -195,7 +197,10 @@ impl ServeArgs {
         put("temperature", self.temperature.map(Into::into));
         put("frequency_penalty", self.frequency_penalty.map(Into::into));
         put("presence_penalty", self.presence_penalty.map(Into::into));
-        put("repetition_penalty", self.repetition_penalty.map(Into::into));
+        put(
+            "repetition_penalty",
+            self.repetition_penalty.map(Into::into),
+        );
         map
     }
 }
@@ -225,24 +230,49 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> ServeArgs {
-        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied())).unwrap().args
+        Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))
+            .unwrap()
+            .args
     }
 
     #[test]
     fn defaults_are_vllms() {
         let a = parse(&[]);
         assert_eq!(a.request_rate, f64::INFINITY);
-        assert_eq!((a.num_prompts, a.random_input_len, a.random_output_len), (1000, 1024, 128));
-        assert_eq!(a.urls(), ("http://127.0.0.1:8000".into(), "http://127.0.0.1:8000/v1/completions".into()));
+        assert_eq!(
+            (a.num_prompts, a.random_input_len, a.random_output_len),
+            (1000, 1024, 128)
+        );
+        assert_eq!(
+            a.urls(),
+            (
+                "http://127.0.0.1:8000".into(),
+                "http://127.0.0.1:8000/v1/completions".into()
+            )
+        );
         assert_eq!(a.selected_percentiles().unwrap(), vec![99.0]);
     }
 
     #[test]
     fn flags_parse() {
         let a = parse(&[
-            "--base-url", "http://h:1/", "--endpoint", "/v1/chat/completions", "--request-rate", "2.5",
-            "--input-len", "64", "--metric-percentiles", "50,90", "--temperature", "0",
-            "--goodput", "ttft:100", "tpot:20", "--max-concurrency", "8",
+            "--base-url",
+            "http://h:1/",
+            "--endpoint",
+            "/v1/chat/completions",
+            "--request-rate",
+            "2.5",
+            "--input-len",
+            "64",
+            "--metric-percentiles",
+            "50,90",
+            "--temperature",
+            "0",
+            "--goodput",
+            "ttft:100",
+            "tpot:20",
+            "--max-concurrency",
+            "8",
         ]);
         assert_eq!(a.urls().1, "http://h:1/v1/chat/completions");
         assert_eq!(a.request_rate, 2.5);
@@ -250,10 +280,15 @@ mod tests {
         assert_eq!(a.selected_percentiles().unwrap(), vec![50.0, 90.0]);
         assert_eq!(a.goodput.len(), 2);
         assert_eq!(a.sampling_params()["temperature"], 0.0);
-        assert_eq!(parse(&["--request-rate", "inf"]).request_rate, f64::INFINITY);
+        assert_eq!(
+            parse(&["--request-rate", "inf"]).request_rate,
+            f64::INFINITY
+        );
         let bad = parse(&["--metric-percentiles", "101"]);
         assert!(bad.selected_percentiles().is_err());
-        assert!(parse(&["--percentile-metrics", "ttft,foo"]).selected_metrics().is_err());
+        assert!(parse(&["--percentile-metrics", "ttft,foo"])
+            .selected_metrics()
+            .is_err());
         assert!(parse_key_values(&["a=b=c".into()], "--header").unwrap()[0].1 == "b=c");
         assert!(parse_key_values(&["nokey".into()], "--header").is_err());
     }

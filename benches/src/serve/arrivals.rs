@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn infinite_rate_sends_everything_at_once() {
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(arrival_times(5, f64::INFINITY, 1.0, &mut rng).unwrap(), vec![0.0; 5]);
+        assert_eq!(
+            arrival_times(5, f64::INFINITY, 1.0, &mut rng).unwrap(),
+            vec![0.0; 5]
+        );
     }
 
     #[test]
@@ -150,7 +153,10 @@ mod tests {
         for shape in [0.3, 1.0, 2.5, 9.0] {
             let xs: Vec<f64> = (0..50_000).map(|_| sample_gamma(shape, &mut rng)).collect();
             let mean = crate::stats::mean(&xs);
-            assert!((mean - shape).abs() < 0.03 * shape.max(1.0), "shape {shape}: {mean}");
+            assert!(
+                (mean - shape).abs() < 0.03 * shape.max(1.0),
+                "shape {shape}: {mean}"
+            );
         }
     }
 

@@ -15,7 +15,8 @@ use super::args::{parse_key_values, ServeArgs};
 use super::arrivals::arrival_times;
 use super::client::{send_request, EndpointKind, RequestFuncInput};
 use super::dataset::{
-    load_sharegpt, sample_random_requests, sample_sharegpt_requests, RandomDatasetConfig, SampleRequest,
+    load_sharegpt, sample_random_requests, sample_sharegpt_requests, RandomDatasetConfig,
+    SampleRequest,
 };
 use super::metrics::{calculate_metrics, GoodputConfig, RequestFuncOutput};
 use super::report::{result_path, BenchmarkResult, ResultHeader};
@@ -30,12 +31,22 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
         Some(_) => EndpointKind::Completions,
         None => EndpointKind::from_endpoint(&args.endpoint),
     };
-    let backend = args.backend.clone().unwrap_or_else(|| kind.backend_name().to_string());
-    let api_key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+    let backend = args
+        .backend
+        .clone()
+        .unwrap_or_else(|| kind.backend_name().to_string());
+    let api_key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
     let client = http_client(args)?;
 
     let (model_name, model_id) = match &args.model {
-        Some(model) => (args.served_model_name.clone().unwrap_or_else(|| model.clone()), model.clone()),
+        Some(model) => (
+            args.served_model_name
+                .clone()
+                .unwrap_or_else(|| model.clone()),
+            model.clone(),
+        ),
         None => {
             println!("Model not specified, fetching first model from server...");
             let (name, id) = first_model(&client, &base_url, api_key.as_deref()).await?;
@@ -44,18 +55,34 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
         }
     };
 
-    let tokenizer =
-        PromptTokenizer::resolve(args.tokenizer.as_deref(), client.clone(), &base_url, &model_name, api_key.clone())
-            .await?;
+    let tokenizer = PromptTokenizer::resolve(
+        args.tokenizer.as_deref(),
+        client.clone(),
+        &base_url,
+        &model_name,
+        api_key.clone(),
+    )
+    .await?;
     println!("Counting tokens with {}", tokenizer.describe());
     let tokenizer_id = match &args.tokenizer {
-        Some(path) if matches!(tokenizer, PromptTokenizer::Local { .. }) => path.display().to_string(),
+        Some(path) if matches!(tokenizer, PromptTokenizer::Local { .. }) => {
+            path.display().to_string()
+        }
         _ => model_id.clone(),
     };
 
     let input_requests = sample_requests(args, &tokenizer).await?;
-    println!("#Input tokens: {}", input_requests.iter().map(|r| r.prompt_len).sum::<usize>());
-    println!("#Output tokens: {}", input_requests.iter().map(|r| r.expected_output_len).sum::<usize>());
+    println!(
+        "#Input tokens: {}",
+        input_requests.iter().map(|r| r.prompt_len).sum::<usize>()
+    );
+    println!(
+        "#Output tokens: {}",
+        input_requests
+            .iter()
+            .map(|r| r.expected_output_len)
+            .sum::<usize>()
+    );
     if let Some(max_len) = tokenizer.max_model_len() {
         let too_long = input_requests
             .iter()
@@ -70,14 +97,22 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
     let ignore_eos = args.ignore_eos || args.dataset_name == "random";
     let mut extra_body = args.sampling_params();
     if let Some(text) = &args.extra_body {
-        let extra: Map<String, Value> = serde_json::from_str(text).context("--extra-body must be a JSON object")?;
+        let extra: Map<String, Value> =
+            serde_json::from_str(text).context("--extra-body must be a JSON object")?;
         extra_body.extend(extra);
     }
     let goodput = GoodputConfig::parse(&args.goodput)?;
     let selected_percentiles = args.selected_percentiles()?;
 
-    let distribution = if args.burstiness == 1.0 { "Poisson process" } else { "Gamma distribution" };
-    println!("Traffic request rate: {}", super::report::python_float(args.request_rate));
+    let distribution = if args.burstiness == 1.0 {
+        "Poisson process"
+    } else {
+        "Gamma distribution"
+    };
+    println!(
+        "Traffic request rate: {}",
+        super::report::python_float(args.request_rate)
+    );
     println!("Burstiness factor: {} ({distribution})", args.burstiness);
     match args.max_concurrency {
         Some(c) => println!("Maximum request concurrency: {c}"),
@@ -99,14 +134,27 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
         })
         .collect();
     let mut arrival_rng = StdRng::seed_from_u64(args.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let arrivals = arrival_times(inputs.len(), args.request_rate, args.burstiness, &mut arrival_rng)?;
+    let arrivals = arrival_times(
+        inputs.len(),
+        args.request_rate,
+        args.burstiness,
+        &mut arrival_rng,
+    )?;
     let progress = progress_bar(inputs.len() as u64, args.disable_tqdm);
-    let (mut outputs, duration) =
-        send_all(&client, kind, inputs, &arrivals, args.max_concurrency, &progress).await;
+    let (mut outputs, duration) = send_all(
+        &client,
+        kind,
+        inputs,
+        &arrivals,
+        args.max_concurrency,
+        &progress,
+    )
+    .await;
     progress.finish_and_clear();
 
     count_missing_output_tokens(&tokenizer, &mut outputs).await;
-    let (metrics, actual_output_lens) = calculate_metrics(&outputs, duration, &selected_percentiles, &goodput);
+    let (metrics, actual_output_lens) =
+        calculate_metrics(&outputs, duration, &selected_percentiles, &goodput);
     report_failures(&outputs);
     let result = BenchmarkResult {
         metrics,
@@ -134,11 +182,16 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
     };
     let json = Value::Object(result.to_json(&header));
     if args.save_result {
-        let path = result_path(&header, args.result_filename.as_deref(), args.result_dir.as_deref());
+        let path = result_path(
+            &header,
+            args.result_filename.as_deref(),
+            args.result_dir.as_deref(),
+        );
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(&path, serde_json::to_vec(&json)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("Results saved to {}", path.display());
     }
     Ok(json)
@@ -156,7 +209,9 @@ fn validate(args: &ServeArgs) -> anyhow::Result<()> {
             "cannot use the 'random' dataset with --dataset-path {}: use --dataset-name sharegpt",
             path.display()
         ),
-        ("sharegpt", None) => anyhow::bail!("--dataset-name sharegpt needs --dataset-path (a ShareGPT JSON file)"),
+        ("sharegpt", None) => {
+            anyhow::bail!("--dataset-name sharegpt needs --dataset-path (a ShareGPT JSON file)")
+        }
         _ => {}
     }
     args.selected_percentiles()?;
@@ -172,7 +227,8 @@ fn http_client(args: &ServeArgs) -> anyhow::Result<reqwest::Client> {
     for (k, v) in parse_key_values(&args.header, "--header")? {
         let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
             .with_context(|| format!("invalid --header name {k:?}"))?;
-        let value = reqwest::header::HeaderValue::from_str(&v).with_context(|| format!("invalid --header value {v:?}"))?;
+        let value = reqwest::header::HeaderValue::from_str(&v)
+            .with_context(|| format!("invalid --header value {v:?}"))?;
         headers.insert(name, value);
     }
     Ok(reqwest::Client::builder()
@@ -184,7 +240,11 @@ fn http_client(args: &ServeArgs) -> anyhow::Result<reqwest::Client> {
 }
 
 /// `(id, root)` of the first model the server lists (root falls back to id).
-async fn first_model(client: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> anyhow::Result<(String, String)> {
+async fn first_model(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: Option<&str>,
+) -> anyhow::Result<(String, String)> {
     let url = format!("{base_url}/v1/models");
     let mut req = client.get(&url);
     if let Some(key) = api_key {
@@ -214,10 +274,16 @@ async fn first_model(client: &reqwest::Client, base_url: &str, api_key: Option<&
     Ok((id.to_string(), root.to_string()))
 }
 
-async fn sample_requests(args: &ServeArgs, tokenizer: &PromptTokenizer) -> anyhow::Result<Vec<SampleRequest>> {
+async fn sample_requests(
+    args: &ServeArgs,
+    tokenizer: &PromptTokenizer,
+) -> anyhow::Result<Vec<SampleRequest>> {
     match args.dataset_name.as_str() {
         "sharegpt" => {
-            let path = args.dataset_path.as_deref().context("--dataset-path is required")?;
+            let path = args
+                .dataset_path
+                .as_deref()
+                .context("--dataset-path is required")?;
             let conversations = load_sharegpt(path)?;
             let fixed_output_len = args.output_len.or(args.sharegpt_output_len);
             sample_sharegpt_requests(
@@ -241,8 +307,15 @@ async fn sample_requests(args: &ServeArgs, tokenizer: &PromptTokenizer) -> anyho
             };
             let pool = tokenizer.token_pool().await?;
             let num_special = tokenizer.num_special_tokens_to_add().await?;
-            sample_random_requests(tokenizer, &pool, num_special, &config, args.num_prompts, &args.request_id_prefix)
-                .await
+            sample_random_requests(
+                tokenizer,
+                &pool,
+                num_special,
+                &config,
+                args.num_prompts,
+                &args.request_id_prefix,
+            )
+            .await
         }
     }
 }
@@ -252,7 +325,9 @@ fn progress_bar(len: u64, disabled: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}]") {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -302,8 +377,14 @@ async fn send_all(
 
 /// For servers that send no usage: count the generated text's tokens, as
 /// vLLM does with its tokenizer. A text that cannot be counted stays unknown.
-async fn count_missing_output_tokens(tokenizer: &PromptTokenizer, outputs: &mut [RequestFuncOutput]) {
-    for output in outputs.iter_mut().filter(|o| o.success && o.output_tokens.is_none()) {
+async fn count_missing_output_tokens(
+    tokenizer: &PromptTokenizer,
+    outputs: &mut [RequestFuncOutput],
+) {
+    for output in outputs
+        .iter_mut()
+        .filter(|o| o.success && o.output_tokens.is_none())
+    {
         if let Ok(ids) = tokenizer.encode(&output.generated_text, false).await {
             output.output_tokens = Some(ids.len());
         }

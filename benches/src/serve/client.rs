@@ -100,7 +100,10 @@ pub async fn send_request(
     input: &RequestFuncInput,
     clock: Instant,
 ) -> RequestFuncOutput {
-    let mut output = RequestFuncOutput { prompt_len: input.prompt_len, ..Default::default() };
+    let mut output = RequestFuncOutput {
+        prompt_len: input.prompt_len,
+        ..Default::default()
+    };
     let mut request = client.post(&input.api_url).json(&request_body(kind, input));
     if let Some(key) = &input.api_key {
         request = request.bearer_auth(key);
@@ -123,12 +126,19 @@ async fn stream_response(
     st: Instant,
     output: &mut RequestFuncOutput,
 ) -> Result<(), String> {
-    let response = request.send().await.map_err(|e| format!("request failed: {e}"))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let reason = status.canonical_reason().unwrap_or("");
-        return Err(format!("HTTP {} {reason}: {}", status.as_u16(), truncate(&body, 500)));
+        return Err(format!(
+            "HTTP {} {reason}: {}",
+            status.as_u16(),
+            truncate(&body, 500)
+        ));
     }
     let mut handler = StreamedResponseHandler::new();
     let mut stream = response.bytes_stream();
@@ -159,13 +169,17 @@ async fn stream_response(
             {
                 let text = match kind {
                     EndpointKind::Completions => choice.get("text"),
-                    EndpointKind::ChatCompletions => choice.get("delta").and_then(|d| d.get("content")),
+                    EndpointKind::ChatCompletions => {
+                        choice.get("delta").and_then(|d| d.get("content"))
+                    }
                 };
                 if !first_chunk_received {
                     first_chunk_received = true;
                     output.ttft = timestamp.duration_since(st).as_secs_f64();
                 } else {
-                    output.itl.push(timestamp.duration_since(most_recent).as_secs_f64());
+                    output
+                        .itl
+                        .push(timestamp.duration_since(most_recent).as_secs_f64());
                 }
                 most_recent = timestamp;
                 generated_text.push_str(text.and_then(Value::as_str).unwrap_or(""));
@@ -241,8 +255,14 @@ mod tests {
 
     #[test]
     fn endpoint_kind_from_path() {
-        assert_eq!(EndpointKind::from_endpoint("/v1/chat/completions"), EndpointKind::ChatCompletions);
-        assert_eq!(EndpointKind::from_endpoint("/v1/completions"), EndpointKind::Completions);
+        assert_eq!(
+            EndpointKind::from_endpoint("/v1/chat/completions"),
+            EndpointKind::ChatCompletions
+        );
+        assert_eq!(
+            EndpointKind::from_endpoint("/v1/completions"),
+            EndpointKind::Completions
+        );
         assert_eq!(EndpointKind::ChatCompletions.backend_name(), "openai-chat");
     }
 

@@ -51,8 +51,12 @@ pub fn sample_lengths(
     let input_high = (real_input_len as f64 * (1.0 + range_ratio)).ceil() as usize;
     let output_low = ((output_len as f64 * (1.0 - range_ratio)).floor() as usize).max(1);
     let output_high = ((output_len as f64 * (1.0 + range_ratio)).ceil() as usize).max(1);
-    let input_lens = (0..num_requests).map(|_| rng.random_range(input_low..=input_high)).collect();
-    let output_lens = (0..num_requests).map(|_| rng.random_range(output_low..=output_high)).collect();
+    let input_lens = (0..num_requests)
+        .map(|_| rng.random_range(input_low..=input_high))
+        .collect();
+    let output_lens = (0..num_requests)
+        .map(|_| rng.random_range(output_low..=output_high))
+        .collect();
     Ok((input_lens, output_lens))
 }
 
@@ -115,12 +119,23 @@ pub async fn sample_random_requests<T: TextTokenizer>(
         );
     }
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let (input_lens, output_lens) =
-        sample_lengths(&mut rng, num_requests, config.range_ratio, real_input_len, config.output_len)?;
-    let offsets: Vec<usize> = (0..num_requests).map(|_| rng.random_range(0..pool.len())).collect();
+    let (input_lens, output_lens) = sample_lengths(
+        &mut rng,
+        num_requests,
+        config.range_ratio,
+        real_input_len,
+        config.output_len,
+    )?;
+    let offsets: Vec<usize> = (0..num_requests)
+        .map(|_| rng.random_range(0..pool.len()))
+        .collect();
     let prefix = if config.prefix_len > 0 {
-        let ids = (0..config.prefix_len).map(|_| pool[rng.random_range(0..pool.len())]).collect();
-        gen_prompt_decode_to_target_len(tokenizer, ids, config.prefix_len, 10, pool, &mut rng).await?.1
+        let ids = (0..config.prefix_len)
+            .map(|_| pool[rng.random_range(0..pool.len())])
+            .collect();
+        gen_prompt_decode_to_target_len(tokenizer, ids, config.prefix_len, 10, pool, &mut rng)
+            .await?
+            .1
     } else {
         Vec::new()
     };
@@ -136,7 +151,8 @@ pub async fn sample_random_requests<T: TextTokenizer>(
             async move {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let (prompt, ids, mismatch) =
-                    gen_prompt_decode_to_target_len(tokenizer, ids, target, 10, pool, &mut rng).await?;
+                    gen_prompt_decode_to_target_len(tokenizer, ids, target, 10, pool, &mut rng)
+                        .await?;
                 let request = SampleRequest {
                     prompt,
                     prompt_len: ids.len() + num_special_tokens,
@@ -163,7 +179,11 @@ pub async fn sample_random_requests<T: TextTokenizer>(
 
 /// vLLM's `is_valid_sequence` with its defaults: prompts and outputs of at
 /// least 4 tokens, prompts of at most 1024, both together at most 2048.
-pub fn is_valid_sequence(prompt_len: usize, output_len: usize, skip_min_output_len_check: bool) -> bool {
+pub fn is_valid_sequence(
+    prompt_len: usize,
+    output_len: usize,
+    skip_min_output_len_check: bool,
+) -> bool {
     let (min_len, max_prompt_len, max_total_len) = (4, 1024, 2048);
     !(prompt_len < min_len
         || (!skip_min_output_len_check && output_len < min_len)
@@ -174,8 +194,10 @@ pub fn is_valid_sequence(prompt_len: usize, output_len: usize, skip_min_output_l
 /// The (prompt, completion) pairs of a ShareGPT-format JSON file: the first
 /// two turns of every conversation that has at least two.
 pub fn load_sharegpt(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let data: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let data: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let entries = data
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("{} is not a JSON list of conversations", path.display()))?;
@@ -220,7 +242,9 @@ pub async fn sample_sharegpt_requests<T: TextTokenizer>(
             .try_collect()
             .await?;
         for ((prompt, _), (prompt_len, output_len)) in batch.iter().zip(lens) {
-            if samples.len() < num_requests && is_valid_sequence(prompt_len, output_len, fixed_output_len.is_some()) {
+            if samples.len() < num_requests
+                && is_valid_sequence(prompt_len, output_len, fixed_output_len.is_some())
+            {
                 samples.push(SampleRequest {
                     prompt: prompt.clone(),
                     prompt_len,
@@ -231,10 +255,15 @@ pub async fn sample_sharegpt_requests<T: TextTokenizer>(
         }
     }
     if samples.is_empty() {
-        anyhow::bail!("no ShareGPT conversation has valid lengths (prompt 4..=1024 tokens, total <= 2048)");
+        anyhow::bail!(
+            "no ShareGPT conversation has valid lengths (prompt 4..=1024 tokens, total <= 2048)"
+        );
     }
     if samples.len() < num_requests {
-        eprintln!("Oversampling {} valid conversations to {num_requests} requests.", samples.len());
+        eprintln!(
+            "Oversampling {} valid conversations to {num_requests} requests.",
+            samples.len()
+        );
         let base = samples.len();
         while samples.len() < num_requests {
             let mut extra = samples[rng.random_range(0..base)].clone();
@@ -264,7 +293,11 @@ mod tests {
             Ok(ids)
         }
         async fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
-            Ok(ids.iter().map(|i| format!("t{i}")).collect::<Vec<_>>().join(" "))
+            Ok(ids
+                .iter()
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join(" "))
         }
     }
 
@@ -292,11 +325,20 @@ mod tests {
     }
 
     fn config(seed: u64) -> RandomDatasetConfig {
-        RandomDatasetConfig { input_len: 40, output_len: 20, range_ratio: 0.5, prefix_len: 0, seed }
+        RandomDatasetConfig {
+            input_len: 40,
+            output_len: 20,
+            range_ratio: 0.5,
+            prefix_len: 0,
+            seed,
+        }
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -319,7 +361,16 @@ mod tests {
     #[test]
     fn random_prompts_have_exact_lengths_and_a_seed_reproduces_them() {
         let pool: Vec<u32> = (10..500).collect();
-        let run = |seed| block_on(sample_random_requests(&WordTokenizer, &pool, 1, &config(seed), 30, "r-"));
+        let run = |seed| {
+            block_on(sample_random_requests(
+                &WordTokenizer,
+                &pool,
+                1,
+                &config(seed),
+                30,
+                "r-",
+            ))
+        };
         let a = run(7).unwrap();
         assert_eq!(a.len(), 30);
         for r in &a {
@@ -336,10 +387,23 @@ mod tests {
     #[test]
     fn shared_prefix_starts_every_prompt() {
         let pool: Vec<u32> = (10..500).collect();
-        let cfg = RandomDatasetConfig { prefix_len: 5, ..config(1) };
-        let reqs = block_on(sample_random_requests(&WordTokenizer, &pool, 0, &cfg, 4, "")).unwrap();
+        let cfg = RandomDatasetConfig {
+            prefix_len: 5,
+            ..config(1)
+        };
+        let reqs = block_on(sample_random_requests(
+            &WordTokenizer,
+            &pool,
+            0,
+            &cfg,
+            4,
+            "",
+        ))
+        .unwrap();
         let head = |p: &str| p.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
-        assert!(reqs.iter().all(|r| head(&r.prompt) == head(&reqs[0].prompt)));
+        assert!(reqs
+            .iter()
+            .all(|r| head(&r.prompt) == head(&reqs[0].prompt)));
         assert!(reqs.iter().all(|r| r.prompt_len >= 5 + 20));
     }
 
@@ -347,24 +411,59 @@ mod tests {
     fn adjustment_truncates_growth_and_pads_shrinkage() {
         let mut rng = StdRng::seed_from_u64(0);
         for (start, target) in [(vec![5, 7, 8, 6], 4), (vec![3, 4, 6], 3)] {
-            let (text, ids, mismatch) =
-                block_on(gen_prompt_decode_to_target_len(&MergingTokenizer, start, target, 10, &[20], &mut rng))
-                    .unwrap();
+            let (text, ids, mismatch) = block_on(gen_prompt_decode_to_target_len(
+                &MergingTokenizer,
+                start,
+                target,
+                10,
+                &[20],
+                &mut rng,
+            ))
+            .unwrap();
             assert_eq!((ids.len(), mismatch), (target, 0));
-            assert_eq!(block_on(MergingTokenizer.encode(&text, false)).unwrap(), ids);
+            assert_eq!(
+                block_on(MergingTokenizer.encode(&text, false)).unwrap(),
+                ids
+            );
         }
         // With no retries left the residual mismatch is reported.
-        let (_, ids, mismatch) =
-            block_on(gen_prompt_decode_to_target_len(&MergingTokenizer, vec![7, 8], 2, 0, &[20], &mut rng)).unwrap();
+        let (_, ids, mismatch) = block_on(gen_prompt_decode_to_target_len(
+            &MergingTokenizer,
+            vec![7, 8],
+            2,
+            0,
+            &[20],
+            &mut rng,
+        ))
+        .unwrap();
         assert_eq!((ids.len(), mismatch), (3, 1));
     }
 
     #[test]
     fn too_small_inputs_are_refused() {
         let pool = [5u32];
-        let cfg = RandomDatasetConfig { input_len: 1, ..config(0) };
-        assert!(block_on(sample_random_requests(&WordTokenizer, &pool, 1, &cfg, 1, "")).is_err());
-        assert!(block_on(sample_random_requests(&WordTokenizer, &[], 0, &config(0), 1, "")).is_err());
+        let cfg = RandomDatasetConfig {
+            input_len: 1,
+            ..config(0)
+        };
+        assert!(block_on(sample_random_requests(
+            &WordTokenizer,
+            &pool,
+            1,
+            &cfg,
+            1,
+            ""
+        ))
+        .is_err());
+        assert!(block_on(sample_random_requests(
+            &WordTokenizer,
+            &[],
+            0,
+            &config(0),
+            1,
+            ""
+        ))
+        .is_err());
     }
 
     #[test]
@@ -383,13 +482,31 @@ mod tests {
         std::fs::write(&path, json.to_string()).unwrap();
         let convs = load_sharegpt(&path).unwrap();
         assert_eq!(convs.len(), 3);
-        let reqs = block_on(sample_sharegpt_requests(&WordTokenizer, convs.clone(), 3, None, 0, "s")).unwrap();
+        let reqs = block_on(sample_sharegpt_requests(
+            &WordTokenizer,
+            convs.clone(),
+            3,
+            None,
+            0,
+            "s",
+        ))
+        .unwrap();
         // Only the first passes: 6 prompt tokens (BOS included), 5 output tokens.
         assert_eq!(reqs.len(), 3);
-        assert!(reqs.iter().all(|r| r.prompt_len == 6 && r.expected_output_len == 5));
+        assert!(reqs
+            .iter()
+            .all(|r| r.prompt_len == 6 && r.expected_output_len == 5));
         assert_eq!(reqs[2].request_id, "s2");
         // A fixed output length skips the minimum-output check but not the prompt checks.
-        let reqs = block_on(sample_sharegpt_requests(&WordTokenizer, convs, 1, Some(2), 0, "")).unwrap();
+        let reqs = block_on(sample_sharegpt_requests(
+            &WordTokenizer,
+            convs,
+            1,
+            Some(2),
+            0,
+            "",
+        ))
+        .unwrap();
         assert_eq!(reqs[0].expected_output_len, 2);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(is_valid_sequence(4, 4, false) && !is_valid_sequence(3, 4, false));

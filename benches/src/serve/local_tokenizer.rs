@@ -13,7 +13,8 @@ use pagoda_engine::weights::gguf::GgufFile;
 pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
     if path.is_dir() {
         if path.join("tokenizer.json").is_file() {
-            return Tokenizer::from_dir(path).with_context(|| format!("loading the tokenizer of {}", path.display()));
+            return Tokenizer::from_dir(path)
+                .with_context(|| format!("loading the tokenizer of {}", path.display()));
         }
         let ggufs: Vec<_> = std::fs::read_dir(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -22,7 +23,10 @@ pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
             .collect();
         return match ggufs.as_slice() {
             [one] => load_gguf(one),
-            [] => anyhow::bail!("{} has neither tokenizer.json nor a .gguf file", path.display()),
+            [] => anyhow::bail!(
+                "{} has neither tokenizer.json nor a .gguf file",
+                path.display()
+            ),
             _ => anyhow::bail!("{} holds several .gguf files: name one", path.display()),
         };
     }
@@ -34,7 +38,8 @@ pub fn load_tokenizer(path: &Path) -> anyhow::Result<Tokenizer> {
 
 fn load_gguf(path: &Path) -> anyhow::Result<Tokenizer> {
     let gguf = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Tokenizer::from_gguf(&gguf).with_context(|| format!("reading the tokenizer of {}", path.display()))
+    Tokenizer::from_gguf(&gguf)
+        .with_context(|| format!("reading the tokenizer of {}", path.display()))
 }
 
 /// Every id of the vocabulary that is not a special token.

@@ -68,7 +68,8 @@ impl GoodputConfig {
 
     /// A request is good when it meets every objective that was set.
     fn is_good(&self, ttft: f64, tpot: f64, e2el: f64) -> bool {
-        let meets = |slo_ms: Option<f64>, value_s: f64| slo_ms.is_none_or(|ms| ms / 1000.0 >= value_s);
+        let meets =
+            |slo_ms: Option<f64>, value_s: f64| slo_ms.is_none_or(|ms| ms / 1000.0 >= value_s);
         meets(self.ttft_ms, ttft) && meets(self.tpot_ms, tpot) && meets(self.e2el_ms, e2el)
     }
 }
@@ -134,7 +135,8 @@ pub fn calculate_metrics(
 ) -> (BenchmarkMetrics, Vec<usize>) {
     let mut actual_output_lens = Vec::with_capacity(outputs.len());
     let (mut total_input, mut completed, mut good_completed) = (0usize, 0usize, 0usize);
-    let (mut itls, mut tpots, mut ttfts, mut e2els) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut itls, mut tpots, mut ttfts, mut e2els) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for output in outputs {
         if !output.success {
             actual_output_lens.push(0);
@@ -189,7 +191,10 @@ fn peak_figures(outputs: &[RequestFuncOutput]) -> (f64, usize) {
     if ok.is_empty() {
         return (0.0, 0);
     }
-    let min_start = ok.iter().map(|o| o.start_time).fold(f64::INFINITY, f64::min);
+    let min_start = ok
+        .iter()
+        .map(|o| o.start_time)
+        .fold(f64::INFINITY, f64::min);
     let max_end = ok
         .iter()
         .map(|o| o.start_time + o.latency)
@@ -229,7 +234,13 @@ fn peak_figures(outputs: &[RequestFuncOutput]) -> (f64, usize) {
 mod tests {
     use super::*;
 
-    fn ok(prompt_len: usize, output_tokens: usize, ttft: f64, itl: Vec<f64>, start: f64) -> RequestFuncOutput {
+    fn ok(
+        prompt_len: usize,
+        output_tokens: usize,
+        ttft: f64,
+        itl: Vec<f64>,
+        start: f64,
+    ) -> RequestFuncOutput {
         let latency = ttft + itl.iter().sum::<f64>();
         RequestFuncOutput {
             success: true,
@@ -252,7 +263,11 @@ mod tests {
             ok(10, 4, 0.1, vec![0.02, 0.03, 0.05], 0.0),
             ok(20, 2, 0.3, vec![0.1], 0.5),
             ok(5, 1, 0.2, vec![], 1.0),
-            RequestFuncOutput { prompt_len: 7, error: "boom".into(), ..Default::default() },
+            RequestFuncOutput {
+                prompt_len: 7,
+                error: "boom".into(),
+                ..Default::default()
+            },
         ];
         let (m, lens) = calculate_metrics(&outputs, 2.0, &[99.0], &GoodputConfig::default());
         assert_eq!(lens, vec![4, 2, 1, 0]);
@@ -266,7 +281,10 @@ mod tests {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
         assert!(close(m.tpot.mean_ms, 200.0 / 3.0), "{}", m.tpot.mean_ms);
         assert!(close(m.tpot.std_ms, 100.0 / 3.0));
-        assert!(close(m.tpot.percentiles_ms[0].1, (1.0 / 30.0 + 0.99 * (0.1 - 1.0 / 30.0)) * 1000.0));
+        assert!(close(
+            m.tpot.percentiles_ms[0].1,
+            (1.0 / 30.0 + 0.99 * (0.1 - 1.0 / 30.0)) * 1000.0
+        ));
         // TTFTs [0.1, 0.3, 0.2]: median 200 ms; p99 = 0.2 + 0.98 * 0.1.
         assert!(close(m.ttft.median_ms, 200.0));
         assert!(close(m.ttft.percentiles_ms[0].1, 298.0));

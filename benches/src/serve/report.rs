@@ -84,10 +84,26 @@ impl BenchmarkResult {
         if self.goodput_enabled {
             float_row(&mut s, "Request goodput (req/s):", m.request_goodput);
         }
-        float_row(&mut s, "Output token throughput (tok/s):", m.output_throughput);
-        float_row(&mut s, "Peak output token throughput (tok/s):", m.max_output_tokens_per_s);
-        float_row(&mut s, "Peak concurrent requests:", m.max_concurrent_requests as f64);
-        float_row(&mut s, "Total token throughput (tok/s):", m.total_token_throughput);
+        float_row(
+            &mut s,
+            "Output token throughput (tok/s):",
+            m.output_throughput,
+        );
+        float_row(
+            &mut s,
+            "Peak output token throughput (tok/s):",
+            m.max_output_tokens_per_s,
+        );
+        float_row(
+            &mut s,
+            "Peak concurrent requests:",
+            m.max_concurrent_requests as f64,
+        );
+        float_row(
+            &mut s,
+            "Total token throughput (tok/s):",
+            m.total_token_throughput,
+        );
         for (key, name, header) in METRICS {
             if !self.selected_metrics.iter().any(|k| k == key) {
                 continue;
@@ -118,7 +134,11 @@ impl BenchmarkResult {
         for (k, v) in &header.metadata {
             r.insert(k.clone(), json!(v));
         }
-        let rate = if header.request_rate.is_finite() { json!(header.request_rate) } else { json!("inf") };
+        let rate = if header.request_rate.is_finite() {
+            json!(header.request_rate)
+        } else {
+            json!("inf")
+        };
         r.insert("request_rate".into(), rate);
         r.insert("burstiness".into(), json!(header.burstiness));
         r.insert("max_concurrency".into(), json!(header.max_concurrency));
@@ -131,7 +151,10 @@ impl BenchmarkResult {
         let goodput = self.goodput_enabled.then_some(m.request_goodput);
         r.insert("request_goodput".into(), json!(goodput));
         r.insert("output_throughput".into(), json!(m.output_throughput));
-        r.insert("total_token_throughput".into(), json!(m.total_token_throughput));
+        r.insert(
+            "total_token_throughput".into(),
+            json!(m.total_token_throughput),
+        );
         let per_request = |f: &dyn Fn(&RequestFuncOutput) -> Value| -> Value {
             Value::Array(self.outputs.iter().map(f).collect())
         };
@@ -141,11 +164,23 @@ impl BenchmarkResult {
         r.insert("itls".into(), per_request(&|o| json!(o.itl)));
         r.insert("latencies".into(), per_request(&|o| json!(o.latency)));
         r.insert("start_times".into(), per_request(&|o| json!(o.start_time)));
-        r.insert("queue_times".into(), per_request(&|o| json!(o.client_queue_time)));
-        r.insert("generated_texts".into(), per_request(&|o| json!(o.generated_text)));
+        r.insert(
+            "queue_times".into(),
+            per_request(&|o| json!(o.client_queue_time)),
+        );
+        r.insert(
+            "generated_texts".into(),
+            per_request(&|o| json!(o.generated_text)),
+        );
         r.insert("errors".into(), per_request(&|o| json!(o.error)));
-        r.insert("max_output_tokens_per_s".into(), json!(m.max_output_tokens_per_s));
-        r.insert("max_concurrent_requests".into(), json!(m.max_concurrent_requests));
+        r.insert(
+            "max_output_tokens_per_s".into(),
+            json!(m.max_output_tokens_per_s),
+        );
+        r.insert(
+            "max_concurrent_requests".into(),
+            json!(m.max_concurrent_requests),
+        );
         // Every metric's statistics are saved, printed or not.
         for (key, _, _) in METRICS {
             let summary = self.summary(key);
@@ -168,7 +203,11 @@ pub fn result_path(
     result_filename: Option<&str>,
     result_dir: Option<&Path>,
 ) -> PathBuf {
-    let base_model_id = header.model_id.rsplit('/').next().unwrap_or(&header.model_id);
+    let base_model_id = header
+        .model_id
+        .rsplit('/')
+        .next()
+        .unwrap_or(&header.model_id);
     let concurrency = header
         .max_concurrency
         .map(|c| format!("-concurrency{c}"))
@@ -191,7 +230,11 @@ pub fn result_path(
 /// How Python's `str(float)` writes a number: `10.0`, `0.5`, `inf`.
 pub fn python_float(x: f64) -> String {
     if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e16 {
         format!("{x:.1}")
     } else {
@@ -225,9 +268,14 @@ mod tests {
                 generated_text: "abc".into(),
                 ..Default::default()
             },
-            RequestFuncOutput { prompt_len: 10, error: "HTTP 500".into(), ..Default::default() },
+            RequestFuncOutput {
+                prompt_len: 10,
+                error: "HTTP 500".into(),
+                ..Default::default()
+            },
         ];
-        let (metrics, actual_output_lens) = calculate_metrics(&outputs, 2.0, &[99.0], &GoodputConfig::default());
+        let (metrics, actual_output_lens) =
+            calculate_metrics(&outputs, 2.0, &[99.0], &GoodputConfig::default());
         BenchmarkResult {
             metrics,
             actual_output_lens,
@@ -259,8 +307,14 @@ mod tests {
     fn table_has_vllms_rows() {
         let t = result().format_table();
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "============ Serving Benchmark Result ============");
-        assert_eq!(lines[1], format!("{:<40} {:<10}", "Successful requests:", 1));
+        assert_eq!(
+            lines[0],
+            "============ Serving Benchmark Result ============"
+        );
+        assert_eq!(
+            lines[1],
+            format!("{:<40} {:<10}", "Successful requests:", 1)
+        );
         assert!(t.contains("Failed requests:                         1"));
         assert!(t.contains("Maximum request concurrency:             4"));
         assert!(!t.contains("Request rate configured"));
@@ -284,13 +338,44 @@ mod tests {
     fn json_has_vllms_fields() {
         let j = result().to_json(&header());
         for field in [
-            "date", "backend", "model_id", "tokenizer_id", "num_prompts", "request_rate", "burstiness",
-            "max_concurrency", "duration", "completed", "total_input_tokens", "total_output_tokens",
-            "request_throughput", "output_throughput", "total_token_throughput", "input_lens", "output_lens",
-            "ttfts", "itls", "generated_texts", "errors", "mean_ttft_ms", "median_ttft_ms", "std_ttft_ms",
-            "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "std_tpot_ms", "p99_tpot_ms", "mean_itl_ms",
-            "median_itl_ms", "std_itl_ms", "p99_itl_ms", "mean_e2el_ms", "median_e2el_ms", "std_e2el_ms",
-            "p99_e2el_ms", "run",
+            "date",
+            "backend",
+            "model_id",
+            "tokenizer_id",
+            "num_prompts",
+            "request_rate",
+            "burstiness",
+            "max_concurrency",
+            "duration",
+            "completed",
+            "total_input_tokens",
+            "total_output_tokens",
+            "request_throughput",
+            "output_throughput",
+            "total_token_throughput",
+            "input_lens",
+            "output_lens",
+            "ttfts",
+            "itls",
+            "generated_texts",
+            "errors",
+            "mean_ttft_ms",
+            "median_ttft_ms",
+            "std_ttft_ms",
+            "p99_ttft_ms",
+            "mean_tpot_ms",
+            "median_tpot_ms",
+            "std_tpot_ms",
+            "p99_tpot_ms",
+            "mean_itl_ms",
+            "median_itl_ms",
+            "std_itl_ms",
+            "p99_itl_ms",
+            "mean_e2el_ms",
+            "median_e2el_ms",
+            "std_e2el_ms",
+            "p99_e2el_ms",
+            "run",
         ] {
             assert!(j.contains_key(field), "missing {field}");
         }
@@ -309,12 +394,27 @@ mod tests {
             result_path(&h, None, None),
             PathBuf::from("openai-infqps-concurrency4-SmolLM2-20250101-120000.json")
         );
-        let h = ResultHeader { request_rate: 10.0, max_concurrency: None, label: Some("pagoda".into()), ..h };
+        let h = ResultHeader {
+            request_rate: 10.0,
+            max_concurrency: None,
+            label: Some("pagoda".into()),
+            ..h
+        };
         assert_eq!(
             result_path(&h, None, Some(Path::new("/tmp/r"))),
             PathBuf::from("/tmp/r/pagoda-10.0qps-SmolLM2-20250101-120000.json")
         );
-        assert_eq!(result_path(&h, Some("x.json"), None), PathBuf::from("x.json"));
-        assert_eq!((python_float(0.5), percentile_word(99.9), percentile_word(50.0)), ("0.5".into(), "99.9".into(), "50".into()));
+        assert_eq!(
+            result_path(&h, Some("x.json"), None),
+            PathBuf::from("x.json")
+        );
+        assert_eq!(
+            (
+                python_float(0.5),
+                percentile_word(99.9),
+                percentile_word(50.0)
+            ),
+            ("0.5".into(), "99.9".into(), "50".into())
+        );
     }
 }

@@ -48,22 +48,34 @@ impl ServerTokenizer {
             base_url: base_url.trim_end_matches('/').to_string(),
             model: model.to_string(),
             api_key,
-            dialect: TokenizeDialect::Vllm { add_special_tokens_field: true },
+            dialect: TokenizeDialect::Vllm {
+                add_special_tokens_field: true,
+            },
             max_model_len: None,
         };
         let mut failures = Vec::new();
         for dialect in [
-            TokenizeDialect::Vllm { add_special_tokens_field: true },
-            TokenizeDialect::Vllm { add_special_tokens_field: false },
+            TokenizeDialect::Vllm {
+                add_special_tokens_field: true,
+            },
+            TokenizeDialect::Vllm {
+                add_special_tokens_field: false,
+            },
             TokenizeDialect::LlamaCpp,
         ] {
             tok.dialect = dialect;
             match tok.tokenize_raw(PROBE_TEXT, false).await {
                 // llama-server answers a vLLM body with an empty list: not a match.
                 Ok((ids, max_len)) if !ids.is_empty() => {
-                    let text = tok.decode(&ids).await.context("server /detokenize failed")?;
+                    let text = tok
+                        .decode(&ids)
+                        .await
+                        .context("server /detokenize failed")?;
                     if text.is_empty() {
-                        anyhow::bail!("server /detokenize returned empty text for {} tokens", ids.len());
+                        anyhow::bail!(
+                            "server /detokenize returned empty text for {} tokens",
+                            ids.len()
+                        );
                     }
                     tok.max_model_len = max_len;
                     return Ok(tok);
@@ -95,7 +107,9 @@ impl ServerTokenizer {
             .or_else(|| v.get("content"))
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("/detokenize answer has no \"prompt\" or \"content\": {v}"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("/detokenize answer has no \"prompt\" or \"content\": {v}")
+            })
     }
 
     /// Distinct token ids of a built-in text that spans letters, digits,
@@ -107,18 +121,31 @@ impl ServerTokenizer {
             pool.extend(self.encode(text, false).await?);
         }
         if pool.len() < 2 {
-            anyhow::bail!("the server's tokenizer gave only {} distinct tokens for the built-in text", pool.len());
+            anyhow::bail!(
+                "the server's tokenizer gave only {} distinct tokens for the built-in text",
+                pool.len()
+            );
         }
         Ok(pool.into_iter().collect())
     }
 
-    async fn tokenize_raw(&self, text: &str, add_special_tokens: bool) -> anyhow::Result<(Vec<u32>, Option<usize>)> {
+    async fn tokenize_raw(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> anyhow::Result<(Vec<u32>, Option<usize>)> {
         let body = match self.dialect {
-            TokenizeDialect::Vllm { add_special_tokens_field: true } => {
+            TokenizeDialect::Vllm {
+                add_special_tokens_field: true,
+            } => {
                 json!({"model": self.model, "prompt": text, "add_special_tokens": add_special_tokens})
             }
-            TokenizeDialect::Vllm { add_special_tokens_field: false } => json!({"model": self.model, "prompt": text}),
-            TokenizeDialect::LlamaCpp => json!({"content": text, "add_special": add_special_tokens}),
+            TokenizeDialect::Vllm {
+                add_special_tokens_field: false,
+            } => json!({"model": self.model, "prompt": text}),
+            TokenizeDialect::LlamaCpp => {
+                json!({"content": text, "add_special": add_special_tokens})
+            }
         };
         let v = self.post("tokenize", body).await?;
         let tokens = v
@@ -135,7 +162,10 @@ impl ServerTokenizer {
                     .ok_or_else(|| anyhow::anyhow!("/tokenize gave a token that is not an id: {t}"))
             })
             .collect::<anyhow::Result<Vec<u32>>>()?;
-        let max_model_len = v.get("max_model_len").and_then(Value::as_u64).map(|n| n as usize);
+        let max_model_len = v
+            .get("max_model_len")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
         Ok((ids, max_model_len))
     }
 
@@ -147,9 +177,16 @@ impl ServerTokenizer {
         }
         let resp = req.send().await.with_context(|| format!("POST {url}"))?;
         let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("POST {url}: reading the answer"))?;
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("POST {url}: reading the answer"))?;
         if !status.is_success() {
-            anyhow::bail!("POST {url}: HTTP {}: {}", status.as_u16(), text.chars().take(300).collect::<String>());
+            anyhow::bail!(
+                "POST {url}: HTTP {}: {}",
+                status.as_u16(),
+                text.chars().take(300).collect::<String>()
+            );
         }
         serde_json::from_str(&text).with_context(|| format!("POST {url}: answer is not JSON"))
     }

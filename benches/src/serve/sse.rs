@@ -35,7 +35,8 @@ impl StreamedResponseHandler {
         if let Some(payload) = data_payload(&self.buffer) {
             let payload = payload.trim();
             let complete = payload == "[DONE]"
-                || (!payload.is_empty() && serde_json::from_str::<serde_json::Value>(payload).is_ok());
+                || (!payload.is_empty()
+                    && serde_json::from_str::<serde_json::Value>(payload).is_ok());
             if complete {
                 messages.push(self.buffer.trim().to_string());
                 self.buffer.clear();
@@ -89,7 +90,10 @@ mod tests {
     fn splits_events_on_blank_lines() {
         let mut h = StreamedResponseHandler::new();
         let got = h.add_chunk(b"data: {\"a\":1}\n\ndata: {\"a\":2}\n\ndata: [DONE]\n\n");
-        assert_eq!(got, vec!["data: {\"a\":1}", "data: {\"a\":2}", "data: [DONE]"]);
+        assert_eq!(
+            got,
+            vec!["data: {\"a\":1}", "data: {\"a\":2}", "data: [DONE]"]
+        );
     }
 
     #[test]
@@ -118,7 +122,13 @@ mod tests {
     fn crlf_comments_and_invalid_bytes() {
         let mut h = StreamedResponseHandler::new();
         let got = h.add_chunk(b": ping\r\n\r\ndata:{\"x\":\"\xff\"}\r\n\r\n");
-        assert_eq!(got, vec![": ping".to_string(), "data:{\"x\":\"\u{FFFD}\"}".to_string()]);
+        assert_eq!(
+            got,
+            vec![
+                ": ping".to_string(),
+                "data:{\"x\":\"\u{FFFD}\"}".to_string()
+            ]
+        );
         assert_eq!(data_payload("data:{}"), Some("{}"));
         assert_eq!(data_payload("event: x"), None);
     }

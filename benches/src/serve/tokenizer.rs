@@ -12,7 +12,11 @@ use super::server_tokenizer::ServerTokenizer;
 
 /// Text <-> ids, synchronous or over HTTP. Dataset code is generic over it.
 pub trait TextTokenizer {
-    fn encode(&self, text: &str, add_special_tokens: bool) -> impl Future<Output = anyhow::Result<Vec<u32>>>;
+    fn encode(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> impl Future<Output = anyhow::Result<Vec<u32>>>;
     fn decode(&self, ids: &[u32]) -> impl Future<Output = anyhow::Result<String>>;
 }
 
@@ -36,7 +40,12 @@ impl PromptTokenizer {
         let mut local_error = None;
         if let Some(path) = local {
             match load_tokenizer(path) {
-                Ok(tokenizer) => return Ok(Self::Local { tokenizer, path: path.to_path_buf() }),
+                Ok(tokenizer) => {
+                    return Ok(Self::Local {
+                        tokenizer,
+                        path: path.to_path_buf(),
+                    })
+                }
                 Err(e) => {
                     eprintln!("WARNING: cannot load --tokenizer {}: {e:#}; trying the server's /tokenize.", path.display());
                     local_error = Some(e);
@@ -60,7 +69,10 @@ impl PromptTokenizer {
                 path.display(),
                 tokenizer.vocab_size()
             ),
-            Self::Server(s) => format!("the server's /tokenize and /detokenize ({:?} dialect)", s.dialect),
+            Self::Server(s) => format!(
+                "the server's /tokenize and /detokenize ({:?} dialect)",
+                s.dialect
+            ),
         }
     }
 

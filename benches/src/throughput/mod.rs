@@ -101,10 +101,17 @@ pub fn run_on(handle: &EngineHandle, args: &ThroughputArgs) -> anyhow::Result<Th
         info.name, info.architecture, info.device, info.kv_cache_tokens, info.max_num_seqs
     );
     let mut rng = StdRng::seed_from_u64(args.engine.seed);
-    let (input_lens, output_lens) =
-        sample_lengths(&mut rng, args.num_prompts, args.random_range_ratio, args.input_len, args.output_len)?;
+    let (input_lens, output_lens) = sample_lengths(
+        &mut rng,
+        args.num_prompts,
+        args.random_range_ratio,
+        args.input_len,
+        args.output_len,
+    )?;
     let input_lens: Vec<usize> = input_lens.into_iter().map(|n| n.max(1)).collect();
-    if let Some(i) = (0..input_lens.len()).find(|&i| input_lens[i] + output_lens[i] > info.max_model_len) {
+    if let Some(i) =
+        (0..input_lens.len()).find(|&i| input_lens[i] + output_lens[i] > info.max_model_len)
+    {
         anyhow::bail!(
             "a request of {} prompt + {} output tokens exceeds max_model_len {}: lower the lengths or raise --max-model-len",
             input_lens[i],
@@ -147,11 +154,21 @@ mod tests {
         let out = |p: usize, o: usize| FinalOutput {
             prompt_token_ids: vec![5; p],
             num_cached_tokens: 0,
-            samples: vec![FinalSample { token_ids: vec![7; o], ..Default::default() }],
+            samples: vec![FinalSample {
+                token_ids: vec![7; o],
+                ..Default::default()
+            }],
             metrics: None,
         };
         let r = ThroughputResult::from_outputs(&[out(10, 4), out(6, 4)], 2.0);
-        assert_eq!((r.total_prompt_tokens, r.total_output_tokens, r.total_num_tokens()), (16, 8, 24));
+        assert_eq!(
+            (
+                r.total_prompt_tokens,
+                r.total_output_tokens,
+                r.total_num_tokens()
+            ),
+            (16, 8, 24)
+        );
         assert_eq!(
             r.summary().lines().next().unwrap(),
             "Throughput: 1.00 requests/s, 12.00 total tokens/s, 4.00 output tokens/s"

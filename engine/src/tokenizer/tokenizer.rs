@@ -282,6 +282,16 @@ mod tests {
     }
 
     #[test]
+    fn shared_types_are_send_sync() {
+        fn shared<T: Clone + Send + Sync + 'static>() {}
+        shared::<Tokenizer>();
+        shared::<crate::tokenizer::ChatTemplate>();
+        shared::<crate::tokenizer::IncrementalDetokenizer>();
+        fn error<T: std::error::Error + Send + Sync + 'static>() {}
+        error::<TokenizerError>();
+    }
+
+    #[test]
     fn missing_file_names_the_path() {
         let err = Tokenizer::from_file(Path::new("/nonexistent/tokenizer.json")).unwrap_err();
         assert!(

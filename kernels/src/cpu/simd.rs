@@ -110,18 +110,13 @@ pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// serial chain because float addition is not reassociated).
 #[inline(always)]
 pub(crate) fn hsum(v: [f32; LANES]) -> f32 {
-    // The barrier keeps LLVM's SLP vectorizer from fusing this tree into the
-    // loop that filled `v`: it otherwise re-splits the whole accumulation
-    // into 2-wide pieces to match the tree's pairs.
-    let mut v = std::hint::black_box(v);
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            v[i] += v[i + width];
-        }
-        width /= 2;
-    }
-    v[0]
+    let h8: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let h4: [f32; 4] = std::array::from_fn(|i| h8[i] + h8[i + 4]);
+    // The barrier keeps LLVM's SLP vectorizer from fusing the last, scalar
+    // steps into the loop that filled `v`: it otherwise re-splits the whole
+    // accumulation into 2-wide pieces to match the tree's pairs (4x slower).
+    let h4 = std::hint::black_box(h4);
+    (h4[0] + h4[2]) + (h4[1] + h4[3])
 }
 
 /// Dot product, 16 lanes wide, with a scalar tail.

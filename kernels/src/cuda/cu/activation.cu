@@ -1,0 +1,25 @@
+// SiLU-and-multiply on the fused gate_up projection: x = [gate | up] per row,
+// out = silu(gate) * up with silu(g) = g / (1 + e^-g), in f32.
+// Grid: one CTA per row.
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ void silu_and_mul_impl(T* __restrict__ out, int out_stride, const T* __restrict__ x,
+                                                  int x_stride, int d) {
+  const T* xr = x + (size_t)blockIdx.x * x_stride;
+  T* orow = out + (size_t)blockIdx.x * out_stride;
+  for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    const float g = to_float(xr[i]), u = to_float(xr[d + i]);
+    orow[i] = from_float<T>(g / (1.f + expf(-g)) * u);
+  }
+}
+
+#define SILU_KERNEL(SUFFIX, T)                                                                    \
+  extern "C" __global__ void silu_and_mul_##SUFFIX(T* out, int out_stride, const T* x, int x_stride, \
+                                                   int d) {                                       \
+    silu_and_mul_impl<T>(out, out_stride, x, x_stride, d);                                        \
+  }
+
+SILU_KERNEL(bf16, bf16_t)
+SILU_KERNEL(f16, half_t)
+SILU_KERNEL(f32, float)

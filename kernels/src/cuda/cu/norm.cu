@@ -1,0 +1,76 @@
+// RMSNorm family (f32 statistics, one rounding to the storage type):
+//   rms_norm:           out = x * rsqrt(mean(x²) + eps) * w
+//   fused_add_rms_norm: residual = x + residual; x = rms_norm(residual)
+//                       (the normalized value is that of the rounded residual,
+//                       which is what the next layer reads)
+//   rms_norm_heads:     in place over sub-rows of `dim` (Qwen3's per-head q/k norm)
+// Grid for the first two: one CTA per row. Reductions have a fixed order.
+#include "common.cuh"
+
+template <typename T>
+__device__ __forceinline__ void rms_norm_impl(T* __restrict__ out, int out_stride, const T* __restrict__ x,
+                                              int x_stride, const T* __restrict__ w, float eps, int dim) {
+  __shared__ float scratch[32];
+  const T* xr = x + (size_t)blockIdx.x * x_stride;
+  T* orow = out + (size_t)blockIdx.x * out_stride;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_float(xr[i]);
+    ss += v * v;
+  }
+  const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = from_float<T>(to_float(xr[i]) * r * to_float(w[i]));
+}
+
+template <typename T>
+__device__ __forceinline__ void fused_add_rms_norm_impl(T* x, T* residual, const T* __restrict__ w, float eps,
+                                                        int dim) {
+  __shared__ float scratch[32];
+  T* xr = x + (size_t)blockIdx.x * dim;
+  T* rr = residual + (size_t)blockIdx.x * dim;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const T s = from_float<T>(to_float(xr[i]) + to_float(rr[i]));
+    rr[i] = s;
+    const float v = to_float(s);
+    ss += v * v;
+  }
+  const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
+  // Each thread re-reads only the elements it wrote itself.
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = from_float<T>(to_float(rr[i]) * r * to_float(w[i]));
+}
+
+// One warp per sub-row: sub-row i is at x + (i / per_row) * row_stride + (i % per_row) * dim.
+template <typename T>
+__device__ __forceinline__ void rms_norm_heads_impl(T* x, int row_stride, int per_row, int dim,
+                                                    const T* __restrict__ w, float eps, int num_sub_rows) {
+  const int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (i >= num_sub_rows) return;
+  T* p = x + (size_t)(i / per_row) * row_stride + (size_t)(i % per_row) * dim;
+  float ss = 0.f;
+  for (int e = lane; e < dim; e += WARP_SIZE) {
+    const float v = to_float(p[e]);
+    ss += v * v;
+  }
+  const float r = rsqrtf(warp_sum(ss) / (float)dim + eps);
+  for (int e = lane; e < dim; e += WARP_SIZE) p[e] = from_float<T>(to_float(p[e]) * r * to_float(w[e]));
+}
+
+#define NORM_KERNELS(SUFFIX, T)                                                                          \
+  extern "C" __global__ void rms_norm_##SUFFIX(T* out, int out_stride, const T* x, int x_stride,       \
+                                               const T* w, float eps, int dim) {                      \
+    rms_norm_impl<T>(out, out_stride, x, x_stride, w, eps, dim);                                      \
+  }                                                                                                   \
+  extern "C" __global__ void fused_add_rms_norm_##SUFFIX(T* x, T* residual, const T* w, float eps,     \
+                                                         int dim) {                                   \
+    fused_add_rms_norm_impl<T>(x, residual, w, eps, dim);                                             \
+  }                                                                                                   \
+  extern "C" __global__ void rms_norm_heads_##SUFFIX(T* x, int row_stride, int per_row, int dim,       \
+                                                     const T* w, float eps, int num_sub_rows) {       \
+    rms_norm_heads_impl<T>(x, row_stride, per_row, dim, w, eps, num_sub_rows);                        \
+  }
+
+NORM_KERNELS(bf16, bf16_t)
+NORM_KERNELS(f16, half_t)
+NORM_KERNELS(f32, float)
