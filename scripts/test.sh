@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
 eval "$(scripts/fetch-nvrtc.sh)"
 export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
+export PAGODA_REQUIRE_SMOLLM2="${PAGODA_REQUIRE_SMOLLM2:-1}"
 python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai
 cargo test --workspace "$@"

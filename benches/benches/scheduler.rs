@@ -32,6 +32,7 @@ struct Bench {
     rng: StdRng,
     sampled: Vec<Option<u32>>,
     out: SchedulerOutput,
+    updates: Vec<RequestUpdate>,
     steps: usize,
 }
 
@@ -76,6 +77,7 @@ impl Bench {
             rng,
             sampled: Vec::new(),
             out: SchedulerOutput::new(),
+            updates: Vec::new(),
             steps: 0,
         };
         // Prefill everything, then add the waiting requests.
@@ -154,22 +156,26 @@ fn scheduler_step(c: &mut Criterion) {
     group.bench_function("update_only", |b| {
         b.iter_custom(|iters| timed_steps(&mut bench, iters, false, true))
     });
-    // The engine can reuse one output's buffers with `schedule_into`.
-    group.bench_function("step_reused_output", |b| {
+    // The allocation-free variant: `schedule_into` and
+    // `update_from_output_into` reuse the previous step's buffers.
+    group.bench_function("step_reused_buffers", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 bench.next_episode_if_due();
                 let mut out = std::mem::take(&mut bench.out);
+                let mut updates = std::mem::take(&mut bench.updates);
                 let t = Instant::now();
                 bench.scheduler.schedule_into(&mut out);
                 total += t.elapsed();
                 bench.sample(&out);
                 let t = Instant::now();
-                let updates = bench.scheduler.update_from_output(&out, &bench.sampled);
+                bench
+                    .scheduler
+                    .update_from_output_into(&out, &bench.sampled, &mut updates);
                 total += t.elapsed();
                 bench.check(&out, &updates);
-                bench.out = out;
+                (bench.out, bench.updates) = (out, updates);
             }
             total
         })

@@ -4,6 +4,8 @@ use crate::latency::{run_latency, LatencyArgs};
 use crate::serve::{run_benchmark, ServeArgs};
 use crate::throughput::{run_throughput, ThroughputArgs};
 
+/// Parsed once per process, so the size of `ServeArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum BenchCommand {
     /// Load-test a running OpenAI-compatible server (as `vllm bench serve`).

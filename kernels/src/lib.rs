@@ -4,3 +4,6 @@
 //! and machines without a GPU run.
 
 pub mod cpu;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

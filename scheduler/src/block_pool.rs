@@ -37,7 +37,12 @@ impl BlockPool {
         Self {
             blocks: vec![KvCacheBlock::default(); num_blocks],
             free_queue,
-            cached: HashMap::default(),
+            // Sized for every block up front: no rehash on the hot path.
+            cached: if enable_caching {
+                HashMap::with_capacity_and_hasher(num_blocks, Default::default())
+            } else {
+                HashMap::default()
+            },
             enable_caching,
         }
     }

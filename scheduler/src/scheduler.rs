@@ -271,8 +271,22 @@ impl Scheduler {
         output: &SchedulerOutput,
         sampled: &[Option<u32>],
     ) -> Vec<RequestUpdate> {
-        let max_model_len = self.config.max_model_len;
         let mut updates = Vec::with_capacity(output.requests.len());
+        self.update_from_output_into(output, sampled, &mut updates);
+        updates
+    }
+
+    /// `update_from_output` into a reused vector: its entries (and their
+    /// `new_token_ids` buffers) are overwritten, so a steady decode loop
+    /// allocates nothing.
+    pub fn update_from_output_into(
+        &mut self,
+        output: &SchedulerOutput,
+        sampled: &[Option<u32>],
+        updates: &mut Vec<RequestUpdate>,
+    ) {
+        let max_model_len = self.config.max_model_len;
+        let mut num_updates = 0;
         self.finished.clear();
         for (i, (scheduled, &slot)) in output.requests.iter().zip(&output.slots).enumerate() {
             let Some(request) = self.requests.get_mut(slot) else {
@@ -288,25 +302,37 @@ impl Scheduler {
             if !scheduled.sample {
                 continue;
             }
-            let (new_token_ids, finish_reason) = match sampled.get(i).copied().flatten() {
+            let token = sampled.get(i).copied().flatten();
+            let finish_reason = match token {
                 Some(token) => {
                     request.append_output_token(token);
-                    (vec![token], request.check_stop(max_model_len))
+                    request.check_stop(max_model_len)
                 }
-                None => (Vec::new(), Some(FinishReason::Abort)),
+                None => Some(FinishReason::Abort),
             };
             if let Some(reason) = finish_reason {
                 request.status = RequestStatus::Finished(reason);
                 self.finished.push(slot);
             }
-            updates.push(RequestUpdate {
-                request_id: request.request_id,
-                new_token_ids,
-                finish_reason,
-                num_prompt_tokens: request.num_prompt_tokens,
-                num_cached_tokens: request.num_cached_tokens(),
-            });
+            if num_updates == updates.len() {
+                updates.push(RequestUpdate {
+                    request_id: 0,
+                    new_token_ids: Vec::with_capacity(1),
+                    finish_reason: None,
+                    num_prompt_tokens: 0,
+                    num_cached_tokens: 0,
+                });
+            }
+            let update = &mut updates[num_updates];
+            num_updates += 1;
+            update.request_id = request.request_id;
+            update.new_token_ids.clear();
+            update.new_token_ids.extend(token);
+            update.finish_reason = finish_reason;
+            update.num_prompt_tokens = request.num_prompt_tokens;
+            update.num_cached_tokens = request.num_cached_tokens();
         }
+        updates.truncate(num_updates);
         if !self.finished.is_empty() {
             let requests = &self.requests;
             self.running
@@ -317,7 +343,6 @@ impl Scheduler {
                 }
             }
         }
-        updates
     }
 
     fn try_allocate(&mut self, slot: usize, num_new: usize) -> bool {
@@ -750,6 +775,38 @@ mod tests {
         assert_eq!(s.kv_cache_manager().block_pool().num_used_blocks(), 0);
         // Applying the same output twice changes nothing.
         assert!(s.update_from_output(&out, &[Some(1); 3]).is_empty());
+    }
+
+    #[test]
+    fn reused_buffers_give_the_same_results() {
+        let mut a = Scheduler::new(config(16, 4, 12)).unwrap();
+        let mut b = Scheduler::new(config(16, 4, 12)).unwrap();
+        for id in 0..6 {
+            a.add_request(req(id, 3 + id as usize * 3, 5)).unwrap();
+            b.add_request(req(id, 3 + id as usize * 3, 5)).unwrap();
+        }
+        let (mut out, mut updates) = (SchedulerOutput::new(), Vec::new());
+        let mut t = 0;
+        while a.has_unfinished_requests() {
+            t += 1;
+            let fresh = a.schedule();
+            b.schedule_into(&mut out);
+            assert_eq!(fresh.requests(), out.requests());
+            assert_eq!(fresh.all_token_ids(), out.all_token_ids());
+            for i in 0..out.requests().len() {
+                assert_eq!(fresh.block_table(i), out.block_table(i));
+            }
+            let sampled: Vec<_> = out
+                .requests()
+                .iter()
+                .map(|r| r.sample.then_some(t % 4 + 1))
+                .collect();
+            let expected = a.update_from_output(&fresh, &sampled);
+            b.update_from_output_into(&out, &sampled, &mut updates);
+            assert_eq!(expected, updates);
+            assert!(t < 100);
+        }
+        assert!(!b.has_unfinished_requests());
     }
 
     #[test]

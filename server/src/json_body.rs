@@ -63,13 +63,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
-            let what = match inner.classify() {
-                serde_json::error::Category::Data => "Invalid request",
-                _ => "Invalid JSON",
-            };
-            let e = ApiError::bad_request(format!("{what}: {inner}"));
-            // serde_path_to_error writes "." for the root.
-            Err(if path == "." || path.is_empty() {
+            let is_data = matches!(inner.classify(), serde_json::error::Category::Data);
+            if !is_data {
+                return Err(ApiError::bad_request(format!("Invalid JSON: {inner}")));
+            }
+            let e = ApiError::bad_request(format!("Invalid request: {inner}"));
+            // serde_path_to_error writes "." for the root and "?" for unknown places.
+            Err(if path == "." || path == "?" || path.is_empty() {
                 e
             } else {
                 e.with_param(path)
@@ -110,7 +110,8 @@ mod tests {
     #[test]
     fn syntax_errors_are_400() {
         for body in [
-            &b"{"[..],
+            &b"{bad"[..],
+            b"{",
             b"not json",
             b"",
             b"   ",
@@ -121,6 +122,7 @@ mod tests {
             let e = parse_json::<Req>(body).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body:?}");
             assert!(!e.message.is_empty());
+            assert_eq!(e.param, None, "{body:?}");
         }
     }
 

@@ -14,10 +14,10 @@ pub fn arrival_times(
     burstiness: f64,
     rng: &mut impl RngCore,
 ) -> anyhow::Result<Vec<f64>> {
-    if !(request_rate > 0.0) {
+    if request_rate.is_nan() || request_rate <= 0.0 {
         anyhow::bail!("--request-rate must be positive, got {request_rate}");
     }
-    if !(burstiness > 0.0) {
+    if burstiness.is_nan() || burstiness <= 0.0 {
         anyhow::bail!("--burstiness must be positive, got {burstiness}");
     }
     if request_rate.is_infinite() {

@@ -47,7 +47,7 @@ impl GoodputConfig {
                 .trim()
                 .parse()
                 .map_err(|_| anyhow::anyhow!("invalid --goodput value in {pair:?}"))?;
-            if !(value >= 0.0) {
+            if value.is_nan() || value < 0.0 {
                 anyhow::bail!("invalid --goodput value in {pair:?}: must be non-negative");
             }
             match name.trim() {

@@ -338,6 +338,42 @@ mod tests {
         assert_eq!(stream(&t, &mut d, &ids).0.concat(), " world");
     }
 
+    /// A SentencePiece-style vocabulary: words carry a leading "▁" that the
+    /// decoder turns into a space, except at the start of the text.
+    fn sentencepiece_toy() -> Tokenizer {
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        let vocab: tokenizers::models::bpe::Vocab = ["▁hello", "▁world", "!", "▁"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .build()
+            .unwrap();
+        let mut hf = tokenizers::Tokenizer::new(bpe);
+        hf.with_decoder(Some(Metaspace::new('▁', PrependScheme::First, true)));
+        Tokenizer::from_hf(hf)
+    }
+
+    #[test]
+    fn sentencepiece_leading_space_is_kept_after_a_prompt() {
+        let t = sentencepiece_toy();
+        let (hello, world, bang) = (0, 1, 2);
+        // After a prompt, "▁world" continues the text: " world".
+        let mut d = IncrementalDetokenizer::new(&[hello], false, vec![], false);
+        let (deltas, _) = stream(&t, &mut d, &[world, bang, world]);
+        assert_eq!(deltas.concat(), " world! world");
+        // Without one, the output is exactly decode(ids), first space dropped.
+        let mut d = IncrementalDetokenizer::new(&[], false, vec![], false);
+        let (deltas, _) = stream(&t, &mut d, &[world, bang, world]);
+        assert_eq!(
+            deltas.concat(),
+            t.decode(&[world, bang, world], false).unwrap()
+        );
+        assert_eq!(deltas.concat(), "world! world");
+    }
+
     #[test]
     fn out_of_vocabulary_ids_add_no_text() {
         let t = toy_tokenizer();

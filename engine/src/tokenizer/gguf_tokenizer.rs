@@ -52,7 +52,7 @@ pub fn tokenizer_from_gguf_metadata<'g>(
 ) -> Result<Tokenizer, TokenizerError> {
     let model = meta("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
-        .ok_or_else(|| missing("tokenizer.ggml.model", "absent or not a string"))?;
+        .ok_or_else(|| metadata_error("tokenizer.ggml.model", "absent or not a string"))?;
     if model != "gpt2" {
         return Err(TokenizerError::Unsupported(format!(
             "GGUF tokenizer model `{model}`: only byte-level BPE (\"gpt2\": SmolLM2, Qwen2/3, Llama 3) \
@@ -66,10 +66,12 @@ pub fn tokenizer_from_gguf_metadata<'g>(
         Some(v) => v
             .as_array()
             .and_then(|a| a.iter().map(GgufValue::as_i64).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| missing("tokenizer.ggml.token_type", "not an array of integers"))?,
+            .ok_or_else(|| {
+                metadata_error("tokenizer.ggml.token_type", "not an array of integers")
+            })?,
     };
     if !token_types.is_empty() && token_types.len() != tokens.len() {
-        return Err(missing(
+        return Err(metadata_error(
             "tokenizer.ggml.token_type",
             &format!("{} entries for {} tokens", token_types.len(), tokens.len()),
         ));
@@ -79,11 +81,12 @@ pub fn tokenizer_from_gguf_metadata<'g>(
     // written outside the byte alphabet is respelled from its UTF-8 bytes;
     // a later duplicate spelling wins, as in a Python dict.
     let alphabet = byte_alphabet();
+    let in_alphabet: std::collections::HashSet<char> = alphabet.iter().copied().collect();
     let mut vocab = tokenizers::models::bpe::Vocab::default();
     for (id, token) in tokens.iter().enumerate() {
         let id = u32::try_from(id)
-            .map_err(|_| missing("tokenizer.ggml.tokens", "more than 2^32 tokens"))?;
-        let spelled = if token.chars().all(|c| alphabet.contains(&c)) {
+            .map_err(|_| metadata_error("tokenizer.ggml.tokens", "more than 2^32 tokens"))?;
+        let spelled = if token.chars().all(|c| in_alphabet.contains(&c)) {
             token.to_string()
         } else {
             token.bytes().map(|b| alphabet[b as usize]).collect()
@@ -96,7 +99,7 @@ pub fn tokenizer_from_gguf_metadata<'g>(
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .ok_or_else(|| {
-                    missing(
+                    metadata_error(
                         "tokenizer.ggml.merges",
                         &format!("merge {m:?} has no space"),
                     )
@@ -107,7 +110,7 @@ pub fn tokenizer_from_gguf_metadata<'g>(
     let control: Vec<AddedToken> = tokens
         .iter()
         .zip(&token_types)
-        .filter(|(t, &ty)| ty == TOKEN_TYPE_CONTROL && t.chars().all(|c| alphabet.contains(&c)))
+        .filter(|(t, &ty)| ty == TOKEN_TYPE_CONTROL && t.chars().all(|c| in_alphabet.contains(&c)))
         .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
         .collect();
     let user_defined: Vec<AddedToken> = tokens
@@ -133,7 +136,7 @@ pub fn tokenizer_from_gguf_metadata<'g>(
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
-        .map_err(|e| missing("tokenizer.ggml.merges", &e.to_string()))?;
+        .map_err(|e| metadata_error("tokenizer.ggml.merges", &e.to_string()))?;
     let mut hf = tokenizers::Tokenizer::new(bpe);
     let pre = meta("tokenizer.ggml.pre")
         .and_then(GgufValue::as_str)
@@ -179,7 +182,7 @@ pub fn tokenizer_from_gguf_metadata<'g>(
     )
 }
 
-fn missing(key: &str, message: &str) -> TokenizerError {
+fn metadata_error(key: &str, message: &str) -> TokenizerError {
     TokenizerError::GgufMetadata {
         key: key.to_string(),
         message: message.to_string(),
@@ -191,10 +194,10 @@ fn string_array<'g>(
     key: &str,
 ) -> Result<Vec<&'g str>, TokenizerError> {
     meta(key)
-        .ok_or_else(|| missing(key, "absent"))?
+        .ok_or_else(|| metadata_error(key, "absent"))?
         .as_array()
         .and_then(|a| a.iter().map(GgufValue::as_str).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| missing(key, "not an array of strings"))
+        .ok_or_else(|| metadata_error(key, "not an array of strings"))
 }
 
 /// GPT-2's `bytes_to_unicode`: byte `b` is written as `alphabet[b]`

@@ -28,10 +28,10 @@ dispatch! {
 }
 
 #[inline(always)]
-fn silu_mul_row_body<const FMA: bool>(gate_up: &[f32], out: &mut [f32]) {
+fn silu_mul_row_body<const ISA: u8>(gate_up: &[f32], out: &mut [f32]) {
     let (gate, up) = gate_up.split_at(out.len());
     for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + exp::<FMA>(-g)) * u;
+        *o = g / (1.0 + exp::<ISA>(-g)) * u;
     }
 }
 

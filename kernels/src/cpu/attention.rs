@@ -20,7 +20,7 @@
 use rayon::prelude::*;
 
 use super::num_threads;
-use super::simd::{dispatch, dot, exp, fmadd, hsum, max, Isa, LANES};
+use super::simd::{dispatch, exp, fmadd, hsum, max, Isa, LANES};
 
 /// Shapes and metadata of one flat batch (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -74,11 +74,16 @@ fn paged_attention_with(
     let p = params;
     let d = p.head_dim;
     let group = p.num_heads / p.num_kv_heads;
-    let mut items = plan(p, group, group);
-    if items.len() < 4 * num_threads() && group > 1 {
-        // Too few items to keep every thread busy (small decode batches):
-        // one item per query head instead; K/V are then read once per head.
-        items = plan(p, group, 1);
+    // Widest items first (every head of a token: a block's K/V slots are then
+    // read as one contiguous run); narrower ones while the pool would idle.
+    let mut items = plan(p, p.num_heads);
+    for heads_per_item in [group, 1] {
+        if items.len() >= 4 * num_threads() {
+            break;
+        }
+        if heads_per_item < p.num_heads {
+            items = plan(p, heads_per_item);
+        }
     }
     let results: Vec<Vec<f32>> = items
         .par_iter()
@@ -91,20 +96,18 @@ fn paged_attention_with(
         .collect();
     for (item, o) in items.iter().zip(&results) {
         let heads = item.h1 - item.h0;
-        let h = item.kv_head * group + item.h0;
-        for (ti, rows) in o.chunks_exact(heads * d).take(item.t1 - item.t0).enumerate() {
+        for (ti, rows) in o.chunks_exact(heads * d).enumerate() {
             let t = item.t0 + ti;
-            out[(t * p.num_heads + h) * d..][..heads * d].copy_from_slice(rows);
+            out[(t * p.num_heads + item.h0) * d..][..heads * d].copy_from_slice(rows);
         }
     }
 }
 
 /// One unit of parallel work: tokens `t0..t1` (flat indices) of sequence
-/// `seq`, query heads `h0..h1` within KV head `kv_head`'s group.
+/// `seq`, query heads `h0..h1`, a run of whole KV-head groups or part of one.
 #[derive(Debug, Clone, Copy)]
 struct WorkItem {
     seq: usize,
-    kv_head: usize,
     t0: usize,
     t1: usize,
     h0: usize,
@@ -113,25 +116,22 @@ struct WorkItem {
     pos0: usize,
 }
 
-fn plan(p: &PagedAttentionParams<'_>, group: usize, heads_per_item: usize) -> Vec<WorkItem> {
+fn plan(p: &PagedAttentionParams<'_>, heads_per_item: usize) -> Vec<WorkItem> {
     let tokens_per_item = (TARGET_ROWS / heads_per_item).max(1);
     let mut items = Vec::new();
     for (seq, w) in p.query_start_loc.windows(2).enumerate() {
         let (start, end) = (w[0] as usize, w[1] as usize);
         let pos_start = p.seq_lens[seq] as usize - (end - start);
-        for kv_head in 0..p.num_kv_heads {
-            for h0 in (0..group).step_by(heads_per_item) {
-                for t0 in (start..end).step_by(tokens_per_item) {
-                    items.push(WorkItem {
-                        seq,
-                        kv_head,
-                        t0,
-                        t1: (t0 + tokens_per_item).min(end),
-                        h0,
-                        h1: h0 + heads_per_item,
-                        pos0: pos_start + (t0 - start),
-                    });
-                }
+        for h0 in (0..p.num_heads).step_by(heads_per_item) {
+            for t0 in (start..end).step_by(tokens_per_item) {
+                items.push(WorkItem {
+                    seq,
+                    t0,
+                    t1: (t0 + tokens_per_item).min(end),
+                    h0,
+                    h1: h0 + heads_per_item,
+                    pos0: pos_start + (t0 - start),
+                });
             }
         }
     }
@@ -206,7 +206,7 @@ dispatch! {
 }
 
 #[inline(always)]
-fn attend_body<const FMA: bool>(
+fn attend_body<const ISA: u8>(
     q: &[f32],
     key_cache: &[f32],
     value_cache: &[f32],
@@ -223,19 +223,20 @@ fn attend_body<const FMA: bool>(
     // runs the same fixed-width loop for every row.
     let kc = bs.next_multiple_of(LANES);
     let slot_stride = p.num_kv_heads * d;
-    let first_head = item.kv_head * (p.num_heads / p.num_kv_heads) + item.h0;
+    let group = p.num_heads / p.num_kv_heads;
 
     // Queries, pre-scaled, one row per (token, head).
     let mut qs = vec![0f32; rows * d];
     for ti in 0..tokens {
-        let src = &q[((item.t0 + ti) * p.num_heads + first_head) * d..][..heads * d];
+        let src = &q[((item.t0 + ti) * p.num_heads + item.h0) * d..][..heads * d];
         for (dst, src) in qs[ti * heads * d..][..heads * d].iter_mut().zip(src) {
             *dst = src * p.scale;
         }
     }
     o.clear();
     o.resize(rows * d, 0.0);
-    let mut s = vec![0f32; kc];
+    // Probabilities of the current block, one row of `kc` per query row.
+    let mut s = vec![0f32; rows * kc];
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
 
@@ -246,37 +247,48 @@ fn attend_body<const FMA: bool>(
         let start = bi * bs;
         // Keys of this block that the item's last row sees.
         let nk = (last_pos + 1 - start).min(bs);
-        let base = block as usize * bs * slot_stride + item.kv_head * d;
-        let span = (nk - 1) * slot_stride + d;
-        let kblk = &key_cache[base..][..span];
-        let vblk = &value_cache[base..][..span];
-        // Rows before `r0` are tokens whose position precedes this block.
-        let r0 = start.saturating_sub(item.pos0) * heads;
-        for r in r0..rows {
-            let nv = (item.pos0 + r / heads + 1 - start).min(bs);
-            let qr = &qs[r * d..][..d];
-            for (j, sj) in s[..nv].iter_mut().enumerate() {
-                *sj = dot::<FMA>(qr, &kblk[j * slot_stride..][..d]);
-            }
-            s[nv..].fill(f32::NEG_INFINITY);
-            let m_new = row_max[r].max(max(&s));
-            let corr = exp::<FMA>(row_max[r] - m_new);
-            let mut acc = [0f32; LANES];
-            for c in s.chunks_exact_mut(LANES) {
-                for l in 0..LANES {
-                    c[l] = exp::<FMA>(c[l] - m_new);
-                    acc[l] += c[l];
+        let base = block as usize * bs * slot_stride;
+        let kblk = &key_cache[base..][..nk * slot_stride];
+        let vblk = &value_cache[base..][..nk * slot_stride];
+        // Tokens before `t_first` sit before this block and see none of it.
+        let t_first = start.saturating_sub(item.pos0);
+        for ti in t_first..tokens {
+            // A token's heads share its position, hence its visible keys: they
+            // go through the block together, K and V rows loaded once for all.
+            let nv = (item.pos0 + ti + 1 - start).min(bs);
+            let r0 = ti * heads;
+            let mut h = item.h0;
+            while h < item.h1 {
+                // Rows of one KV head (at most ROW_GROUP of them) at a time.
+                let kv_end = (h / group + 1) * group;
+                let g = (item.h1.min(kv_end) - h).min(ROW_GROUP);
+                let kv_off = h / group * d;
+                let rows = r0 + h - item.h0..r0 + h - item.h0 + g;
+                let (q_rows, s_rows) = (&qs[rows.start * d..rows.end * d], &mut s[rows.start * kc..rows.end * kc]);
+                match g {
+                    1 => scores::<ISA, 1>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
+                    2 => scores::<ISA, 2>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
+                    3 => scores::<ISA, 3>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
+                    _ => scores::<ISA, 4>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
                 }
-            }
-            row_sum[r] = row_sum[r] * corr + hsum(acc);
-            row_max[r] = m_new;
-            let orow = &mut o[r * d..][..d];
-            if corr != 1.0 {
-                for v in orow.iter_mut() {
-                    *v *= corr;
+                for r in rows.clone() {
+                    let sr = &mut s[r * kc..][..kc];
+                    let corr = online_softmax::<ISA>(sr, nv, &mut row_max[r], &mut row_sum[r]);
+                    if corr != 1.0 {
+                        for v in o[r * d..][..d].iter_mut() {
+                            *v *= corr;
+                        }
+                    }
                 }
+                let (p_rows, o_rows) = (&s[rows.start * kc..rows.end * kc], &mut o[rows.start * d..rows.end * d]);
+                match g {
+                    1 => pv::<ISA, 1>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
+                    2 => pv::<ISA, 2>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
+                    3 => pv::<ISA, 3>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
+                    _ => pv::<ISA, 4>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
+                }
+                h += g;
             }
-            pv_row::<FMA>(&s[..nv], vblk, slot_stride, orow);
         }
     }
     for (orow, l) in o.chunks_exact_mut(d).zip(&row_sum) {
@@ -287,63 +299,106 @@ fn attend_body<const FMA: bool>(
     }
 }
 
-/// `o += Σ_j p[j] · V[j]` for one query row, V rows `slot_stride` apart.
-/// The row is held in registers 64 values at a time, with separate
-/// accumulators for even and odd keys so the FMA latency overlaps.
+/// Query rows of one token processed together (their K/V loads are shared).
+const ROW_GROUP: usize = 4;
+
+/// `s[r, j] = q[r] · K[j]` for `R` query rows and the block's first `nv` keys.
+/// Each score is a 16-lane FMA chain over `d` then a horizontal sum: the
+/// same arithmetic whatever rows share the call.
 #[inline(always)]
-fn pv_row<const FMA: bool>(p: &[f32], v: &[f32], slot_stride: usize, o: &mut [f32]) {
-    let d = o.len();
-    let mut d0 = 0;
-    while d0 + 4 * LANES <= d {
-        pv_chunks::<FMA, 4>(p, v, slot_stride, &mut o[d0..d0 + 4 * LANES], d0);
-        d0 += 4 * LANES;
-    }
-    while d0 + LANES <= d {
-        pv_chunks::<FMA, 1>(p, v, slot_stride, &mut o[d0..d0 + LANES], d0);
-        d0 += LANES;
-    }
-    for (j, pj) in p.iter().enumerate() {
-        let vj = &v[j * slot_stride + d0..][..d - d0];
-        for (o, v) in o[d0..].iter_mut().zip(vj) {
-            *o = fmadd::<FMA>(*pj, *v, *o);
+fn scores<const ISA: u8, const R: usize>(
+    q: &[f32],
+    k: &[f32],
+    slot_stride: usize,
+    nv: usize,
+    kc: usize,
+    s: &mut [f32],
+) {
+    let d = q.len() / R;
+    let full = d / LANES * LANES;
+    let q_rows: [&[f32]; R] = std::array::from_fn(|r| &q[r * d..][..d]);
+    for j in 0..nv {
+        let kj = &k[j * slot_stride..][..d];
+        let mut acc = [[0f32; LANES]; R];
+        for c in (0..full).step_by(LANES) {
+            let kc_: &[f32; LANES] = kj[c..c + LANES].try_into().unwrap();
+            for r in 0..R {
+                let qc: &[f32; LANES] = q_rows[r][c..c + LANES].try_into().unwrap();
+                for l in 0..LANES {
+                    acc[r][l] = fmadd::<ISA>(qc[l], kc_[l], acc[r][l]);
+                }
+            }
+        }
+        for r in 0..R {
+            let mut v = hsum::<ISA>(acc[r]);
+            for i in full..d {
+                v = fmadd::<ISA>(q_rows[r][i], kj[i], v);
+            }
+            s[r * kc + j] = v;
         }
     }
 }
 
+/// Folds one block's scores (`sr[..nv]` valid) into a row's running max and
+/// sum; leaves the probabilities in `sr` (0 past `nv`) and returns the factor
+/// that rescales the row's output so far.
 #[inline(always)]
-fn pv_chunks<const FMA: bool, const NC: usize>(
+fn online_softmax<const ISA: u8>(sr: &mut [f32], nv: usize, row_max: &mut f32, row_sum: &mut f32) -> f32 {
+    sr[nv..].fill(f32::NEG_INFINITY);
+    let m_old = *row_max;
+    let m_blk = max(sr);
+    let m_new = if m_blk > m_old { m_blk } else { m_old };
+    let corr = exp::<ISA>(m_old - m_new);
+    let mut acc = [0f32; LANES];
+    for c in sr.chunks_exact_mut(LANES) {
+        for l in 0..LANES {
+            c[l] = exp::<ISA>(c[l] - m_new);
+            acc[l] += c[l];
+        }
+    }
+    *row_sum = *row_sum * corr + hsum::<ISA>(acc);
+    *row_max = m_new;
+    corr
+}
+
+/// `o[r] += Σ_j p[r, j] · V[j]` for `R` rows over the block's first `nv`
+/// keys, 32 output values at a time held in registers; each output value is
+/// one FMA chain over `j` in order, whatever rows share the call.
+#[inline(always)]
+fn pv<const ISA: u8, const R: usize>(
     p: &[f32],
+    kc: usize,
+    nv: usize,
     v: &[f32],
     slot_stride: usize,
     o: &mut [f32],
-    d0: usize,
 ) {
-    let mut even = [[0f32; LANES]; NC];
-    let mut odd = [[0f32; LANES]; NC];
-    let mut pairs = p.chunks_exact(2);
-    let mut j = 0;
-    for pp in &mut pairs {
-        let v0 = &v[j * slot_stride + d0..][..NC * LANES];
-        let v1 = &v[(j + 1) * slot_stride + d0..][..NC * LANES];
-        for c in 0..NC {
-            for l in 0..LANES {
-                even[c][l] = fmadd::<FMA>(pp[0], v0[c * LANES + l], even[c][l]);
-                odd[c][l] = fmadd::<FMA>(pp[1], v1[c * LANES + l], odd[c][l]);
+    const W: usize = 2 * LANES;
+    let d = o.len() / R;
+    let p_rows: [&[f32]; R] = std::array::from_fn(|r| &p[r * kc..][..nv]);
+    let mut d0 = 0;
+    while d0 + W <= d {
+        let mut acc: [[f32; W]; R] = std::array::from_fn(|r| o[r * d + d0..][..W].try_into().unwrap());
+        for j in 0..nv {
+            let vj: &[f32; W] = v[j * slot_stride + d0..][..W].try_into().unwrap();
+            for r in 0..R {
+                let pr = p_rows[r][j];
+                for l in 0..W {
+                    acc[r][l] = fmadd::<ISA>(pr, vj[l], acc[r][l]);
+                }
             }
         }
-        j += 2;
-    }
-    if let [pl] = pairs.remainder() {
-        let vl = &v[j * slot_stride + d0..][..NC * LANES];
-        for c in 0..NC {
-            for l in 0..LANES {
-                even[c][l] = fmadd::<FMA>(*pl, vl[c * LANES + l], even[c][l]);
-            }
+        for (r, a) in acc.iter().enumerate() {
+            o[r * d + d0..][..W].copy_from_slice(a);
         }
+        d0 += W;
     }
-    for c in 0..NC {
-        for l in 0..LANES {
-            o[c * LANES + l] += even[c][l] + odd[c][l];
+    for r in 0..R {
+        for j in 0..nv {
+            let vj = &v[j * slot_stride + d0..][..d - d0];
+            for (o, v) in o[r * d + d0..(r + 1) * d].iter_mut().zip(vj) {
+                *o = fmadd::<ISA>(p_rows[r][j], *v, *o);
+            }
         }
     }
 }

@@ -1,10 +1,19 @@
 //! Dense matmul in the HF `Linear` layout: `y = x · Wᵀ`, W row-major `[n, k]`.
 //!
-//! Batches of more than [`GEMV_MAX_M`] rows go to the `gemm` crate (packed,
-//! cache-blocked, AVX-512/AVX2 microkernels chosen at run time), split over the
-//! rayon pool by ranges of W's rows. Decode-sized batches are a GEMV: W is read
-//! once, straight from memory, and each W row is dotted with every x row; the
-//! `gemm` crate's GEMV path is memory-bound too but several times slower here.
+//! Batches go to the `gemm` crate (packed, cache-blocked, AVX-512/AVX2
+//! microkernels chosen at run time), split over the rayon pool by ranges of
+//! W's rows; a single row takes its GEMV path. Batches of 2 to
+//! [`GEMV_MAX_M`] rows, where the `gemm` crate is several times slower than
+//! memory allows, go to a hand-written GEMV that reads W once for all rows.
+//!
+//! Batch invariance: the `gemm` crate gives every output row the same bits
+//! whatever the number of rows (from 3 up; measured and pinned by a test), but
+//! its 1- and 2-row paths and the GEMV round differently. With
+//! [`set_batch_invariant`] every batch goes through the `gemm` crate (one row
+//! padded to three), so a sequence's logits do not depend on what it is batched
+//! with, at the price of slow 1 to 4-row batches (vLLM's batch-invariant mode).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -18,11 +27,31 @@ pub const GEMV_MAX_M: usize = 4;
 /// costs more than it saves.
 const PAR_MIN_MACS: usize = 1 << 18;
 
+/// Fewest rows the `gemm` crate multiplies with its general (batch-invariant) kernel.
+const MIN_INVARIANT_ROWS: usize = 3;
+
+static BATCH_INVARIANT: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`matmul_transb`] give each row of `x` the same bits whatever the
+/// batch size (see the module docs). Process-wide; off by default.
+pub fn set_batch_invariant(enabled: bool) {
+    BATCH_INVARIANT.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`set_batch_invariant`] is on.
+pub fn batch_invariant() -> bool {
+    BATCH_INVARIANT.load(Ordering::Relaxed)
+}
+
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major throughout).
 ///
 /// # Panics
 /// If a slice length does not match its shape.
 pub fn matmul_transb(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    matmul_transb_with(batch_invariant(), x, w, out, m, k, n);
+}
+
+fn matmul_transb_with(invariant: bool, x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
     assert_eq!(x.len(), m * k, "matmul_transb: x is not [m={m}, k={k}]");
     assert_eq!(w.len(), n * k, "matmul_transb: w is not [n={n}, k={k}]");
     assert_eq!(out.len(), m * n, "matmul_transb: out is not [m={m}, n={n}]");
@@ -33,7 +62,17 @@ pub fn matmul_transb(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, 
         out.fill(0.0);
         return;
     }
-    if m <= GEMV_MAX_M {
+    if invariant && m < MIN_INVARIANT_ROWS {
+        // The gemm crate's 1- and 2-row paths round differently: pad with copies.
+        let mut xp = Vec::with_capacity(MIN_INVARIANT_ROWS * k);
+        while xp.len() < MIN_INVARIANT_ROWS * k {
+            xp.extend_from_slice(x);
+        }
+        xp.truncate(MIN_INVARIANT_ROWS * k);
+        let mut padded = vec![0f32; MIN_INVARIANT_ROWS * n];
+        gemm_blocked(&xp, w, &mut padded, MIN_INVARIANT_ROWS, k, n);
+        out.copy_from_slice(&padded[..m * n]);
+    } else if !invariant && (2..=GEMV_MAX_M).contains(&m) {
         gemv(x, w, out, m, k, n);
     } else {
         gemm_blocked(x, w, out, m, k, n);
@@ -68,49 +107,58 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 fn gemm_blocked(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    let threads = if m * n * k < PAR_MIN_MACS { 1 } else { num_threads() };
-    // Ranges of W rows (= output columns), a multiple of 32 so that every task
-    // keeps full microkernel tiles.
-    let chunk = n.div_ceil(threads).next_multiple_of(32).min(n);
-    let tasks = n.div_ceil(chunk);
+    // The split depends on n and the pool only, never on m, and keeps every
+    // range over 64 columns: the crate blocks k differently for matrices of at
+    // most 64 x 64, and a row's bits must not depend on the batch it is in.
+    // For the same reason a narrow W (n <= 64) is multiplied 64 rows at a time.
+    let ranges = (n / 96).clamp(1, num_threads());
+    let chunk = n.div_ceil(ranges);
+    let row_tile = if n <= 64 { m.min(64) } else { m };
     let dst = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
         let dst = dst;
         let j0 = t * chunk;
         let cols = chunk.min(n - j0);
-        // SAFETY: x is [m, k] with row stride k; w[j0..j0 + cols] rows are
-        // [cols, k] (read as the k x cols matrix Wᵀ: row stride 1, column
-        // stride k); dst + j0 with row stride n addresses out[i, j0..j0 + cols]
-        // for i < m, inside `out` (len m * n, asserted by the caller). Tasks
-        // write disjoint column ranges and `out` stays borrowed until all join.
-        unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
-                dst.0.add(j0),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr().add(j0 * k),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        for tile in 0..m.div_ceil(row_tile) {
+            // The last tile is shifted back to stay full: its overlap with the
+            // previous one is written twice with the same bits.
+            let i0 = (tile * row_tile).min(m - row_tile);
+            let rows = row_tile;
+            // SAFETY: x rows i0.. are [rows, k] with row stride k; w rows
+            // j0..j0 + cols are [cols, k] (read as the k x cols matrix Wᵀ: row
+            // stride 1, column stride k); dst at (i0, j0) with row stride n
+            // addresses out[i0..i0 + rows, j0..j0 + cols], inside `out` (len
+            // m * n, asserted by the caller). Tasks write disjoint column
+            // ranges, and `out` stays mutably borrowed until all have joined.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    cols,
+                    k,
+                    dst.0.add(i0 * n + j0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr().add(i0 * k),
+                    1,
+                    k as isize,
+                    w.as_ptr().add(j0 * k),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
         }
     };
-    if tasks == 1 {
-        run(0);
+    if ranges == 1 || m * n * k < PAR_MIN_MACS {
+        (0..ranges).for_each(run);
     } else {
-        (0..tasks).into_par_iter().for_each(run);
+        (0..ranges).into_par_iter().for_each(run);
     }
 }
 
@@ -155,19 +203,19 @@ dispatch! {
 }
 
 #[inline(always)]
-fn gemv_rows_body<const FMA: bool>(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+fn gemv_rows_body<const ISA: u8>(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
     match m {
-        1 => gemv_tile::<FMA, 1, 4>(x, w, out_t, k),
-        2 => gemv_tile::<FMA, 2, 4>(x, w, out_t, k),
-        3 => gemv_tile::<FMA, 3, 2>(x, w, out_t, k),
-        _ => gemv_tile::<FMA, 4, 2>(x, w, out_t, k),
+        1 => gemv_tile::<ISA, 1, 4>(x, w, out_t, k),
+        2 => gemv_tile::<ISA, 2, 4>(x, w, out_t, k),
+        3 => gemv_tile::<ISA, 3, 2>(x, w, out_t, k),
+        _ => gemv_tile::<ISA, 4, 2>(x, w, out_t, k),
     }
 }
 
 /// M x rows against W rows NW at a time: M * NW independent accumulators
 /// hide the FMA latency, and each loaded W lane feeds M multiply-adds.
 #[inline(always)]
-fn gemv_tile<const FMA: bool, const M: usize, const NW: usize>(
+fn gemv_tile<const ISA: u8, const M: usize, const NW: usize>(
     x: &[f32],
     w: &[f32],
     out_t: &mut [f32],
@@ -188,7 +236,7 @@ fn gemv_tile<const FMA: bool, const M: usize, const NW: usize>(
                 for i in 0..M {
                     let xi = &x[i * k + c..][..LANES];
                     for l in 0..LANES {
-                        acc[i][r][l] = fmadd::<FMA>(xi[l], wr[l], acc[i][r][l]);
+                        acc[i][r][l] = fmadd::<ISA>(xi[l], wr[l], acc[i][r][l]);
                     }
                 }
             }
@@ -198,9 +246,9 @@ fn gemv_tile<const FMA: bool, const M: usize, const NW: usize>(
             let wr = &w[(j + r) * k..][..k];
             for i in 0..M {
                 let xi = &x[i * k..][..k];
-                let mut s = hsum(acc[i][r]);
+                let mut s = hsum::<ISA>(acc[i][r]);
                 for l in full..k {
-                    s = fmadd::<FMA>(xi[l], wr[l], s);
+                    s = fmadd::<ISA>(xi[l], wr[l], s);
                 }
                 out_t[(j + r) * M + i] = s;
             }
@@ -265,6 +313,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Pins the `gemm` crate's behaviour that batch-invariant mode relies on:
+    /// every row's bits are the same whatever the batch size, 1 included.
+    #[test]
+    fn batch_invariant_mode_gives_rows_the_same_bits_at_any_batch_size() {
+        for (k, n) in [(576, 1536), (1536, 576), (576, 192), (700, 40), (64, 150), (2048, 97)] {
+            let x = random_vec(300 * k, 5);
+            let w = random_vec(n * k, 6);
+            let mut all = vec![0f32; 300 * n];
+            matmul_transb_with(true, &x, &w, &mut all, 300, k, n);
+            for m in [1, 2, 3, 4, 5, 17, 64, 65, 130] {
+                let mut part = vec![0f32; m * n];
+                matmul_transb_with(true, &x[..m * k], &w, &mut part, m, k, n);
+                assert_eq!(part, all[..m * n], "k={k} n={n}: first {m} rows differ from a 300-row batch");
+            }
+        }
+        let x = random_vec(3 * 64, 1);
+        let w = random_vec(100 * 64, 2);
+        let mut out = vec![0f32; 300];
+        matmul_transb_with(true, &x, &w, &mut out, 3, 64, 100);
+        assert_close(&out, &naive(&x, &w, 3, 64, 100), 1e-5, 1e-4, "invariant mode");
+        assert!(!batch_invariant(), "off by default");
     }
 
     #[test]

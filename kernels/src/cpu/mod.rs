@@ -21,7 +21,7 @@ pub use activation::silu_and_mul;
 pub use attention::{paged_attention, PagedAttentionParams};
 pub use cache::reshape_and_cache;
 pub use embedding::embedding;
-pub use gemm::{add_bias, matmul_transb, GEMV_MAX_M};
+pub use gemm::{add_bias, batch_invariant, matmul_transb, set_batch_invariant, GEMV_MAX_M};
 pub use norm::{fused_add_rms_norm, rms_norm, rms_norm_inplace};
 pub use rotary::{rope_inv_freq, rotary_embedding, RopeScaling, RotaryCache};
 pub use softmax::{log_softmax_inplace, softmax_inplace};

@@ -63,8 +63,8 @@ fn check_rows(name: &str, len: usize, weight: &[f32]) -> usize {
 }
 
 #[inline(always)]
-fn inv_rms<const FMA: bool>(row: &[f32], eps: f32) -> f32 {
-    1.0 / (sum_squares::<FMA>(row) / row.len() as f32 + eps).sqrt()
+fn inv_rms<const ISA: u8>(row: &[f32], eps: f32) -> f32 {
+    1.0 / (sum_squares::<ISA>(row) / row.len() as f32 + eps).sqrt()
 }
 
 dispatch! {
@@ -72,8 +72,8 @@ dispatch! {
 }
 
 #[inline(always)]
-fn norm_row_body<const FMA: bool>(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let inv = inv_rms::<FMA>(x, eps);
+fn norm_row_body<const ISA: u8>(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let inv = inv_rms::<ISA>(x, eps);
     for ((o, x), w) in out.iter_mut().zip(x).zip(w) {
         *o = w * (x * inv);
     }
@@ -84,8 +84,8 @@ dispatch! {
 }
 
 #[inline(always)]
-fn norm_row_inplace_body<const FMA: bool>(x: &mut [f32], w: &[f32], eps: f32) {
-    let inv = inv_rms::<FMA>(x, eps);
+fn norm_row_inplace_body<const ISA: u8>(x: &mut [f32], w: &[f32], eps: f32) {
+    let inv = inv_rms::<ISA>(x, eps);
     for (x, w) in x.iter_mut().zip(w) {
         *x = w * (*x * inv);
     }
@@ -96,11 +96,11 @@ dispatch! {
 }
 
 #[inline(always)]
-fn add_norm_row_body<const FMA: bool>(x: &mut [f32], r: &mut [f32], w: &[f32], eps: f32) {
+fn add_norm_row_body<const ISA: u8>(x: &mut [f32], r: &mut [f32], w: &[f32], eps: f32) {
     for (r, x) in r.iter_mut().zip(x.iter()) {
         *r += x;
     }
-    let inv = inv_rms::<FMA>(r, eps);
+    let inv = inv_rms::<ISA>(r, eps);
     for ((x, r), w) in x.iter_mut().zip(r.iter()).zip(w) {
         *x = w * (r * inv);
     }

@@ -52,10 +52,19 @@ fn detect() -> Isa {
     Isa::Baseline
 }
 
+/// `ISA` parameter of a kernel body: the level it is compiled for.
+pub(crate) const LEVEL_BASELINE: u8 = 0;
+pub(crate) const LEVEL_AVX2: u8 = 1;
+pub(crate) const LEVEL_AVX512: u8 = 2;
+
 /// Defines `$name(args)` (dispatching on [`isa`]) and `$with(isa, args)` (a
-/// chosen ISA, lowered to what the CPU has) over `$body::<FMA>(args)`, an
+/// chosen ISA, lowered to what the CPU has) over `$body::<ISA>(args)`, an
 /// `#[inline(always)]` function whose helpers are `#[inline(always)]` too, so
 /// the whole loop nest is compiled with each target's features.
+///
+/// Safety contract: a body or helper instantiated with `ISA` above
+/// `LEVEL_BASELINE` may use that level's instructions unconditionally, so it
+/// must only run inside the wrapper this macro generates for that level.
 macro_rules! dispatch {
     (
         $(#[$attr:meta])*
@@ -73,11 +82,11 @@ macro_rules! dispatch {
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    $body::<true>($($arg),*)
+                    $body::<{ $crate::cpu::simd::LEVEL_AVX512 }>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $body::<true>($($arg),*)
+                    $body::<{ $crate::cpu::simd::LEVEL_AVX2 }>($($arg),*)
                 }
                 match $crate::cpu::simd::usable(isa) {
                     // SAFETY: `usable` never returns an ISA that CPUID does not report.
@@ -89,7 +98,7 @@ macro_rules! dispatch {
             }
             #[cfg(not(target_arch = "x86_64"))]
             let _ = isa;
-            $body::<false>($($arg),*)
+            $body::<{ $crate::cpu::simd::LEVEL_BASELINE }>($($arg),*)
         }
     };
 }
@@ -98,30 +107,52 @@ pub(crate) use dispatch;
 /// `a * b + c`: one fused instruction where the target has FMA (a libm call
 /// otherwise, which is why the baseline build takes the unfused form).
 #[inline(always)]
-pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
+pub(crate) fn fmadd<const ISA: u8>(a: f32, b: f32, c: f32) -> f32 {
+    if ISA >= LEVEL_AVX2 {
         a.mul_add(b, c)
     } else {
         a * b + c
     }
 }
 
-/// Tree-sum of a lane array (vectorizes; a plain `iter().sum()` would be a
-/// serial chain because float addition is not reassociated).
+/// Horizontal sum of a lane array, with the shuffle sequence of `pulp` (the
+/// `gemm` crate's SIMD layer) on AVX2/AVX-512. Written in plain Rust, LLVM's
+/// SLP vectorizer re-splits the reduction tree, and with it the accumulation
+/// loop that fed it, into 2-wide pieces: several times slower.
 #[inline(always)]
-pub(crate) fn hsum(v: [f32; LANES]) -> f32 {
-    let h8: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
-    let h4: [f32; 4] = std::array::from_fn(|i| h8[i] + h8[i + 4]);
-    // The barrier keeps LLVM's SLP vectorizer from fusing the last, scalar
-    // steps into the loop that filled `v`: it otherwise re-splits the whole
-    // accumulation into 2-wide pieces to match the tree's pairs (4x slower).
-    let h4 = std::hint::black_box(h4);
-    (h4[0] + h4[2]) + (h4[1] + h4[3])
+pub(crate) fn hsum<const ISA: u8>(v: [f32; LANES]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use pulp::Simd;
+        if ISA == LEVEL_AVX512 {
+            debug_assert_eq!(isa(), Isa::Avx512);
+            // SAFETY: level-AVX512 code runs only inside `dispatch!`'s AVX-512
+            // wrapper, entered after CPUID reported these features.
+            let simd = unsafe { pulp::x86::V4::new_unchecked() };
+            return simd.reduce_sum_f32s(pulp::cast(v));
+        }
+        if ISA == LEVEL_AVX2 {
+            debug_assert!(isa() >= Isa::Avx2);
+            // SAFETY: as above, for the AVX2 wrapper.
+            let simd = unsafe { pulp::x86::V3::new_unchecked() };
+            let [lo, hi]: [pulp::f32x8; 2] = pulp::cast(v);
+            return simd.reduce_sum_f32s(simd.add_f32s(lo, hi));
+        }
+    }
+    let mut v = v;
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            v[i] += v[i + width];
+        }
+        width /= 2;
+    }
+    v[0]
 }
 
 /// Dot product, 16 lanes wide, with a scalar tail.
 #[inline(always)]
-pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<const ISA: u8>(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; LANES];
@@ -129,37 +160,37 @@ pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for i in 0..LANES {
-            acc[i] = fmadd::<FMA>(x[i], y[i], acc[i]);
+            acc[i] = fmadd::<ISA>(x[i], y[i], acc[i]);
         }
     }
-    let mut s = hsum(acc);
+    let mut s = hsum::<ISA>(acc);
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s = fmadd::<FMA>(*x, *y, s);
+        s = fmadd::<ISA>(*x, *y, s);
     }
     s
 }
 
 /// `y += a * x`, 16 lanes wide.
 #[inline(always)]
-pub(crate) fn axpy<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
+pub(crate) fn axpy<const ISA: u8>(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y = fmadd::<FMA>(a, *x, *y);
+        *y = fmadd::<ISA>(a, *x, *y);
     }
 }
 
 /// Sum of squares, 16 lanes wide, with a scalar tail.
 #[inline(always)]
-pub(crate) fn sum_squares<const FMA: bool>(a: &[f32]) -> f32 {
+pub(crate) fn sum_squares<const ISA: u8>(a: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut ca = a.chunks_exact(LANES);
     for x in &mut ca {
         for i in 0..LANES {
-            acc[i] = fmadd::<FMA>(x[i], x[i], acc[i]);
+            acc[i] = fmadd::<ISA>(x[i], x[i], acc[i]);
         }
     }
-    let mut s = hsum(acc);
+    let mut s = hsum::<ISA>(acc);
     for x in ca.remainder() {
-        s = fmadd::<FMA>(*x, *x, s);
+        s = fmadd::<ISA>(*x, *x, s);
     }
     s
 }
@@ -188,7 +219,7 @@ pub(crate) fn max(a: &[f32]) -> f32 {
 /// 2 ulp of the true value for normal results; 0 below -87.3 (where `expf`
 /// would go subnormal), +inf above 88.3; NaN stays NaN.
 #[inline(always)]
-pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn exp<const ISA: u8>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -203,17 +234,17 @@ pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
     } else {
         x
     };
-    let t = fmadd::<FMA>(xc, LOG2E, ROUND);
+    let t = fmadd::<ISA>(xc, LOG2E, ROUND);
     let n = t - ROUND;
     let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = fmadd::<FMA>(n, -LN2_LO, fmadd::<FMA>(n, -LN2_HI, xc));
+    let r = fmadd::<ISA>(n, -LN2_LO, fmadd::<ISA>(n, -LN2_HI, xc));
     let mut p = 1.987_569_1e-4;
-    p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
-    p = fmadd::<FMA>(p, r, 8.333_345_2e-3);
-    p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
-    p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
-    p = fmadd::<FMA>(p, r, 5.000_000_1e-1);
-    let p = fmadd::<FMA>(p, r * r, r) + 1.0;
+    p = fmadd::<ISA>(p, r, 1.398_199_9e-3);
+    p = fmadd::<ISA>(p, r, 8.333_345_2e-3);
+    p = fmadd::<ISA>(p, r, 4.166_579_6e-2);
+    p = fmadd::<ISA>(p, r, 1.666_666_5e-1);
+    p = fmadd::<ISA>(p, r, 5.000_000_1e-1);
+    let p = fmadd::<ISA>(p, r * r, r) + 1.0;
     let scale = f32::from_bits((n_int.wrapping_add(127) as u32).wrapping_shl(23));
     let y = p * scale;
     if x < LO {
@@ -230,9 +261,9 @@ mod tests {
     use super::*;
 
     fn exp_all(isa: Isa, xs: &[f32]) -> Vec<f32> {
-        fn body<const FMA: bool>(xs: &[f32], out: &mut [f32]) {
+        fn body<const ISA: u8>(xs: &[f32], out: &mut [f32]) {
             for (o, x) in out.iter_mut().zip(xs) {
-                *o = exp::<FMA>(*x);
+                *o = exp::<ISA>(*x);
             }
         }
         dispatch! { fn run / run_with(xs: &[f32], out: &mut [f32]) = body; }
@@ -266,15 +297,14 @@ mod tests {
         let a: Vec<f32> = (0..103).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.25).collect();
         let b: Vec<f32> = (0..103).map(|i| ((i * 11 % 13) as f32 - 6.0) * 0.5).collect();
         let dot64: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-        assert!((dot::<false>(&a, &b) as f64 - dot64).abs() < 1e-4);
-        assert!((dot::<true>(&a, &b) as f64 - dot64).abs() < 1e-4);
+        assert!((dot::<LEVEL_BASELINE>(&a, &b) as f64 - dot64).abs() < 1e-4);
         let mut y = b.clone();
-        axpy::<true>(2.0, &a, &mut y);
+        axpy::<LEVEL_BASELINE>(2.0, &a, &mut y);
         assert!(y.iter().zip(&a).zip(&b).all(|((y, a), b)| (y - (b + 2.0 * a)).abs() < 1e-6));
         let sq64: f64 = a.iter().map(|x| *x as f64 * *x as f64).sum();
-        assert!((sum_squares::<true>(&a) as f64 - sq64).abs() < 1e-4);
+        assert!((sum_squares::<LEVEL_BASELINE>(&a) as f64 - sq64).abs() < 1e-4);
         assert_eq!(max(&a), 2.0);
         assert_eq!(max(&[]), f32::NEG_INFINITY);
-        assert_eq!(hsum([1.0; LANES]), LANES as f32);
+        assert_eq!(hsum::<LEVEL_BASELINE>([1.0; LANES]), LANES as f32);
     }
 }

@@ -19,7 +19,7 @@ dispatch! {
 }
 
 #[inline(always)]
-fn softmax_body<const FMA: bool>(row: &mut [f32], log: bool) {
+fn softmax_body<const ISA: u8>(row: &mut [f32], log: bool) {
     let m = max(row);
     if !m.is_finite() {
         row.fill(f32::NAN);
@@ -31,16 +31,16 @@ fn softmax_body<const FMA: bool>(row: &mut [f32], log: bool) {
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
         for i in 0..LANES {
-            let e = exp::<FMA>(c[i] - m);
+            let e = exp::<ISA>(c[i] - m);
             if !log {
                 c[i] = e;
             }
             acc[i] += e;
         }
     }
-    let mut sum = hsum(acc);
+    let mut sum = hsum::<ISA>(acc);
     for v in chunks.into_remainder() {
-        let e = exp::<FMA>(*v - m);
+        let e = exp::<ISA>(*v - m);
         if !log {
             *v = e;
         }

@@ -257,13 +257,35 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
                         num_heads, partition_size, max_partitions);                                  \
   }
 
+// The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);
+// without the define every instance is built.
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 64
 DECODE_KERNELS(bf16, bf16_t, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 80
 DECODE_KERNELS(bf16, bf16_t, 80)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 96
 DECODE_KERNELS(bf16, bf16_t, 96)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 128
 DECODE_KERNELS(bf16, bf16_t, 128)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 256
 DECODE_KERNELS(bf16, bf16_t, 256)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 64
 DECODE_KERNELS(f16, half_t, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 80
 DECODE_KERNELS(f16, half_t, 80)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 96
 DECODE_KERNELS(f16, half_t, 96)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 128
 DECODE_KERNELS(f16, half_t, 128)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 256
 DECODE_KERNELS(f16, half_t, 256)
+#endif

@@ -223,13 +223,35 @@ __device__ __forceinline__ void prefill_attention(
                                 num_kv_heads, block_size, scale_log2, skip_decodes);                 \
   }
 
+// The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);
+// without the define every instance is built.
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 64
 PREFILL_KERNEL(bf16, bf16_t, 64, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 80
 PREFILL_KERNEL(bf16, bf16_t, 80, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 96
 PREFILL_KERNEL(bf16, bf16_t, 96, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 128
 PREFILL_KERNEL(bf16, bf16_t, 128, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 256
 PREFILL_KERNEL(bf16, bf16_t, 256, 32)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 64
 PREFILL_KERNEL(f16, half_t, 64, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 80
 PREFILL_KERNEL(f16, half_t, 80, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 96
 PREFILL_KERNEL(f16, half_t, 96, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 128
 PREFILL_KERNEL(f16, half_t, 128, 64)
+#endif
+#if !defined(PAGODA_HEAD_DIM) || PAGODA_HEAD_DIM == 256
 PREFILL_KERNEL(f16, half_t, 256, 32)
+#endif

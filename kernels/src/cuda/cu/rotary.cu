@@ -1,29 +1,29 @@
 // Rotary embedding, HF "rotate_half" (neox) convention, in place on q and k.
 //
-// cos_sin: [max_position, rot_dim] f32, cos in the first rot_dim/2 columns and
-// sin in the last (vLLM's layout), built on the host from the same inv_freq
-// (default, linear or llama3 scaling) as the CPU RotaryCache. For each head:
-//   x1 = x[j], x2 = x[j + rot_dim/2]
-//   x[j] = x1*cos - x2*sin;  x[j + rot_dim/2] = x2*cos + x1*sin.
+// cos, sin: [max_position, half] f32 each, uploaded as they are from the CPU
+// RotaryCache (same inv_freq, scaling and rounding). For each head and
+// j < half (rot_dim = 2 * half <= head_dim):
+//   x1 = x[j], x2 = x[j + half]
+//   x[j] = x1*cos - x2*sin;  x[j + half] = x2*cos + x1*sin.
 // A position outside the table leaves the token unrotated (the host bounds
 // positions by max_model_len). Grid: one CTA per token.
 #include "common.cuh"
 
 template <typename T>
 __device__ __forceinline__ void rotary_impl(const u32* __restrict__ positions, T* q, int q_stride, T* k,
-                                            int k_stride, const float* __restrict__ cos_sin, int max_position,
-                                            int rot_dim, int num_heads, int num_kv_heads, int head_dim) {
+                                            int k_stride, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
+                                            int max_position, int half, int num_heads, int num_kv_heads, int head_dim) {
   const int t = blockIdx.x;
   const u32 pos = positions[t];
   if (pos >= (u32)max_position) return;
-  const int half = rot_dim / 2;
-  const float* cs = cos_sin + (size_t)pos * rot_dim;
+  const float* cr = cos_t + (size_t)pos * half;
+  const float* sr = sin_t + (size_t)pos * half;
   const int total = (num_heads + num_kv_heads) * half;
   for (int i = threadIdx.x; i < total; i += blockDim.x) {
     const int h = i / half, j = i % half;
     T* p = h < num_heads ? q + (size_t)t * q_stride + h * head_dim
                          : k + (size_t)t * k_stride + (h - num_heads) * head_dim;
-    const float c = cs[j], s = cs[half + j];
+    const float c = cr[j], s = sr[j];
     const float x1 = to_float(p[j]), x2 = to_float(p[j + half]);
     p[j] = from_float<T>(x1 * c - x2 * s);
     p[j + half] = from_float<T>(x2 * c + x1 * s);
@@ -32,10 +32,11 @@ __device__ __forceinline__ void rotary_impl(const u32* __restrict__ positions, T
 
 #define ROTARY_KERNEL(SUFFIX, T)                                                                         \
   extern "C" __global__ void rotary_embedding_##SUFFIX(const u32* positions, T* q, int q_stride, T* k,  \
-                                                       int k_stride, const float* cos_sin,              \
-                                                       int max_position, int rot_dim, int num_heads,    \
+                                                       int k_stride, const float* cos_t,                \
+                                                       const float* sin_t, int max_position, int half,  \
+                                                       int num_heads,                                   \
                                                        int num_kv_heads, int head_dim) {                \
-    rotary_impl<T>(positions, q, q_stride, k, k_stride, cos_sin, max_position, rot_dim, num_heads,      \
+    rotary_impl<T>(positions, q, q_stride, k, k_stride, cos_t, sin_t, max_position, half, num_heads,  \
                    num_kv_heads, head_dim);                                                             \
   }
 

@@ -1,0 +1,36 @@
+//! SiLU-and-multiply on the GPU (the CPU `silu_and_mul` is the reference).
+
+use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+
+use super::error::ensure;
+use super::launch::{rows_shape, ROW_THREADS};
+use super::sources::{unit_name, ACTIVATION};
+use super::{to_i32, CudaDType, CudaError, CudaKernels};
+
+impl CudaKernels {
+    /// `out[r] = silu(x[r, :d]) * x[r, d:]` over packed `[rows, 2d]` → `[rows, d]`.
+    pub fn silu_and_mul<T: CudaDType>(
+        &self,
+        x: &impl DevicePtr<T>,
+        out: &mut impl DevicePtrMut<T>,
+        rows: usize,
+        d: usize,
+    ) -> Result<(), CudaError> {
+        let op = "silu_and_mul";
+        ensure(x.len() >= rows * 2 * d, op, || format!("x holds {} elements, {} needed", x.len(), rows * 2 * d))?;
+        ensure(out.len() >= rows * d, op, || format!("out holds {} elements, {} needed", out.len(), rows * d))?;
+        if rows == 0 || d == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&ACTIVATION), &format!("silu_and_mul_{}", T::SUFFIX), 0)?;
+        let (o_p, _g1) = out.device_ptr_mut(stream);
+        let (x_p, _g2) = x.device_ptr(stream);
+        let (os, xs, dd) = (to_i32(op, d)?, to_i32(op, 2 * d)?, to_i32(op, d)?);
+        let mut b = stream.launch_builder(&f);
+        b.arg(&o_p).arg(&os).arg(&x_p).arg(&xs).arg(&dd);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(rows_shape(rows, d, ROW_THREADS).config()) }?;
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! Varlen paged attention on the GPU for one flat batch (vLLM v1 layout; the
+//! CPU `paged_attention` is the reference). Sequences with several new
+//! tokens go through the tensor-core prefill kernel; sequences with exactly
+//! one (decodes) through the split-context decode kernel and, when a context
+//! spans several partitions, its reduce pass.
+
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+
+use super::error::ensure;
+use super::launch::{decode_plan, prefill_shape, scale_log2, DecodePlan};
+use super::sources::{attention_unit, ATTENTION_DECODE, ATTENTION_PREFILL, HEAD_DIMS};
+use super::{to_i32, CudaError, CudaKernels, Half16};
+
+/// The batch's metadata, on the device, plus sizes the host knows.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionMetadata<'a> {
+    /// `[num_seqs + 1]` prefix sums of new tokens.
+    pub query_start_loc: &'a CudaSlice<u32>,
+    /// `[num_seqs]` tokens in the cache after this step.
+    pub seq_lens: &'a CudaSlice<u32>,
+    /// `[num_seqs, max_blocks_per_seq]`.
+    pub block_tables: &'a CudaSlice<u32>,
+    pub max_blocks_per_seq: usize,
+    pub num_tokens: usize,
+    pub num_seqs: usize,
+    /// Sequences with exactly one new token.
+    pub num_decodes: usize,
+    /// Bounds every decode's `seq_len`: sizes the decode grid (for a captured
+    /// graph, the model's max length, so the grid stays valid).
+    pub max_seq_len: usize,
+}
+
+/// Head layout and strides (in elements) of q and out rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionShape {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub scale: f32,
+    /// Elements between consecutive tokens' q rows (`num_heads * head_dim`
+    /// for a packed q, wider for a view into fused qkv).
+    pub q_stride: usize,
+    pub out_stride: usize,
+}
+
+/// The decode path's partial results; allocate once for the largest batch
+/// and context (fixed addresses for graph capture).
+#[derive(Debug)]
+pub struct AttentionWorkspace {
+    pub tmp_out: CudaSlice<f32>,
+    pub tmp_max: CudaSlice<f32>,
+    pub tmp_sum: CudaSlice<f32>,
+}
+
+impl AttentionWorkspace {
+    /// Room for `max_num_seqs` decodes of up to `max_seq_len` tokens.
+    pub fn new(
+        kernels: &CudaKernels,
+        max_num_seqs: usize,
+        shape: &AttentionShape,
+        max_seq_len: usize,
+    ) -> Result<Self, CudaError> {
+        let plan = plan_for(kernels, max_num_seqs, shape, max_seq_len);
+        let (out, stats) = workspace_need(&plan, max_num_seqs, shape);
+        Ok(Self {
+            tmp_out: kernels.alloc_zeros(out.max(1))?,
+            tmp_max: kernels.alloc_zeros(stats.max(1))?,
+            tmp_sum: kernels.alloc_zeros(stats.max(1))?,
+        })
+    }
+}
+
+fn plan_for(k: &CudaKernels, num_seqs: usize, s: &AttentionShape, max_seq_len: usize) -> DecodePlan {
+    decode_plan(num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, max_seq_len, k.info().num_sms)
+}
+
+fn workspace_need(plan: &DecodePlan, num_seqs: usize, s: &AttentionShape) -> (usize, usize) {
+    // The kernels index partials by [seq][head][partition], with the plan's max_partitions.
+    plan.workspace_len(num_seqs, s.num_heads, s.head_dim)
+}
+
+/// Element counts of the buffers, for validation without a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionLens {
+    pub q: usize,
+    pub out: usize,
+    pub k_cache: usize,
+    pub v_cache: usize,
+    pub query_start_loc: usize,
+    pub seq_lens: usize,
+    pub block_tables: usize,
+}
+
+/// Checks shapes and lengths before anything is launched.
+pub fn validate_attention(
+    s: &AttentionShape,
+    lens: &AttentionLens,
+    num_tokens: usize,
+    num_seqs: usize,
+    num_decodes: usize,
+    max_blocks_per_seq: usize,
+) -> Result<(), CudaError> {
+    let op = "paged_attention";
+    ensure(HEAD_DIMS.contains(&s.head_dim), op, || format!("head_dim {} unsupported (have {HEAD_DIMS:?})", s.head_dim))?;
+    ensure(s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0, op, || {
+        format!("{} query heads are not a multiple of {} KV heads", s.num_heads, s.num_kv_heads)
+    })?;
+    ensure(s.block_size > 0, op, || "block_size 0".into())?;
+    let row = s.num_heads * s.head_dim;
+    for (name, stride) in [("q_stride", s.q_stride), ("out_stride", s.out_stride)] {
+        ensure(stride >= row && stride % 8 == 0, op, || {
+            format!("{name} {stride} must be >= {row} and a multiple of 8 (16-byte rows)")
+        })?;
+    }
+    if num_tokens > 0 {
+        let need_q = (num_tokens - 1) * s.q_stride + row;
+        let need_out = (num_tokens - 1) * s.out_stride + row;
+        ensure(lens.q >= need_q, op, || format!("q holds {} elements, {need_q} needed", lens.q))?;
+        ensure(lens.out >= need_out, op, || format!("out holds {} elements, {need_out} needed", lens.out))?;
+    }
+    let block = s.block_size * s.num_kv_heads * s.head_dim;
+    ensure(lens.k_cache == lens.v_cache && lens.k_cache % block == 0 && lens.k_cache > 0, op, || {
+        format!("caches of {} and {} elements are not whole blocks of {block}", lens.k_cache, lens.v_cache)
+    })?;
+    ensure(lens.query_start_loc > num_seqs, op, || format!("query_start_loc shorter than {}", num_seqs + 1))?;
+    ensure(lens.seq_lens >= num_seqs, op, || format!("seq_lens shorter than {num_seqs}"))?;
+    ensure(lens.block_tables >= num_seqs * max_blocks_per_seq, op, || {
+        format!("block_tables shorter than {num_seqs} x {max_blocks_per_seq}")
+    })?;
+    ensure(num_decodes <= num_seqs && num_seqs <= num_tokens.max(num_seqs), op, || {
+        format!("{num_decodes} decodes among {num_seqs} sequences")
+    })?;
+    Ok(())
+}
+
+impl CudaKernels {
+    /// `out = softmax(q·Kᵀ·scale)·V`, causal, per query head, over the paged
+    /// caches (`[num_blocks, block_size, num_kv_heads, head_dim]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn paged_attention<T: Half16>(
+        &self,
+        q: &impl DevicePtr<T>,
+        k_cache: &impl DevicePtr<T>,
+        v_cache: &impl DevicePtr<T>,
+        out: &mut impl DevicePtrMut<T>,
+        meta: &AttentionMetadata<'_>,
+        shape: &AttentionShape,
+        ws: &mut AttentionWorkspace,
+    ) -> Result<(), CudaError> {
+        let lens = AttentionLens {
+            q: q.len(),
+            out: out.len(),
+            k_cache: k_cache.len(),
+            v_cache: v_cache.len(),
+            query_start_loc: meta.query_start_loc.len(),
+            seq_lens: meta.seq_lens.len(),
+            block_tables: meta.block_tables.len(),
+        };
+        validate_attention(shape, &lens, meta.num_tokens, meta.num_seqs, meta.num_decodes, meta.max_blocks_per_seq)?;
+        if meta.num_tokens == 0 || meta.num_seqs == 0 {
+            return Ok(());
+        }
+        let op = "paged_attention";
+        let stream = self.stream();
+        let d = shape.head_dim;
+        let (q_p, _g1) = q.device_ptr(stream);
+        let (k_p, _g2) = k_cache.device_ptr(stream);
+        let (v_p, _g3) = v_cache.device_ptr(stream);
+        let (o_p, _g4) = out.device_ptr_mut(stream);
+        let (qsl_p, _g5) = meta.query_start_loc.device_ptr(stream);
+        let (sl_p, _g6) = meta.seq_lens.device_ptr(stream);
+        let (bt_p, _g7) = meta.block_tables.device_ptr(stream);
+        let q_stride = to_i32(op, shape.q_stride)?;
+        let out_stride = to_i32(op, shape.out_stride)?;
+        let mbps = to_i32(op, meta.max_blocks_per_seq)?;
+        let num_seqs = to_i32(op, meta.num_seqs)?;
+        let num_heads = to_i32(op, shape.num_heads)?;
+        let num_kv_heads = to_i32(op, shape.num_kv_heads)?;
+        let block_size = to_i32(op, shape.block_size)?;
+        let sl2 = scale_log2(shape.scale);
+
+        if meta.num_decodes < meta.num_seqs {
+            let launch = prefill_shape(meta.num_tokens, meta.num_seqs, shape.num_heads, d);
+            let name = format!("paged_attention_prefill_{}_d{d}", T::SUFFIX);
+            let f = self.function(&attention_unit(&ATTENTION_PREFILL, d), &name, launch.smem_bytes as usize)?;
+            let skip_decodes: i32 = (meta.num_decodes > 0) as i32;
+            let mut b = stream.launch_builder(&f);
+            b.arg(&o_p).arg(&out_stride).arg(&q_p).arg(&q_stride).arg(&k_p).arg(&v_p);
+            b.arg(&bt_p).arg(&mbps).arg(&qsl_p).arg(&sl_p).arg(&num_seqs);
+            b.arg(&num_heads).arg(&num_kv_heads).arg(&block_size).arg(&sl2).arg(&skip_decodes);
+            // SAFETY: argument list matches the kernel; lengths validated above.
+            unsafe { b.launch(launch.config()) }?;
+        }
+        if meta.num_decodes > 0 {
+            let plan = plan_for(self, meta.num_seqs, shape, meta.max_seq_len);
+            let (need_out, need_stats) = workspace_need(&plan, meta.num_seqs, shape);
+            if plan.needs_reduce() {
+                ensure(ws.tmp_out.len() >= need_out && ws.tmp_max.len() >= need_stats && ws.tmp_sum.len() >= need_stats, op, || {
+                    format!("workspace too small for {} sequences of up to {} tokens", meta.num_seqs, meta.max_seq_len)
+                })?;
+            }
+            let unit = attention_unit(&ATTENTION_DECODE, d);
+            let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
+            let (tm_p, _g9) = ws.tmp_max.device_ptr_mut(stream);
+            let (ts_p, _g10) = ws.tmp_sum.device_ptr_mut(stream);
+            let hpc = to_i32(op, plan.heads_per_cta)?;
+            let part = to_i32(op, plan.partition_size)?;
+            let max_parts = to_i32(op, plan.max_partitions)?;
+            let name = format!("paged_attention_decode_{}_d{d}", T::SUFFIX);
+            let f = self.function(&unit, &name, plan.decode.smem_bytes as usize)?;
+            let mut b = stream.launch_builder(&f);
+            b.arg(&o_p).arg(&out_stride).arg(&to_p).arg(&tm_p).arg(&ts_p).arg(&q_p).arg(&q_stride);
+            b.arg(&k_p).arg(&v_p).arg(&bt_p).arg(&mbps).arg(&qsl_p).arg(&sl_p);
+            b.arg(&num_heads).arg(&num_kv_heads).arg(&block_size).arg(&sl2).arg(&hpc).arg(&part).arg(&max_parts);
+            // SAFETY: argument list matches the kernel; workspace checked above.
+            unsafe { b.launch(plan.decode.config()) }?;
+            if plan.needs_reduce() {
+                let name = format!("paged_attention_reduce_{}_d{d}", T::SUFFIX);
+                let f = self.function(&unit, &name, plan.reduce.smem_bytes as usize)?;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&o_p).arg(&out_stride).arg(&to_p).arg(&tm_p).arg(&ts_p).arg(&qsl_p).arg(&sl_p);
+                b.arg(&num_heads).arg(&part).arg(&max_parts);
+                // SAFETY: as above.
+                unsafe { b.launch(plan.reduce.config()) }?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> AttentionShape {
+        AttentionShape { num_heads: 8, num_kv_heads: 2, head_dim: 64, block_size: 16, scale: 0.125, q_stride: 512, out_stride: 512 }
+    }
+
+    fn lens() -> AttentionLens {
+        AttentionLens {
+            q: 10 * 512,
+            out: 10 * 512,
+            k_cache: 4 * 16 * 2 * 64,
+            v_cache: 4 * 16 * 2 * 64,
+            query_start_loc: 3,
+            seq_lens: 2,
+            block_tables: 2 * 4,
+        }
+    }
+
+    #[test]
+    fn accepts_a_consistent_batch() {
+        validate_attention(&shape(), &lens(), 10, 2, 1, 4).unwrap();
+        // A q view into fused qkv rows (stride 512 + 2 * 128).
+        let s = AttentionShape { q_stride: 768, ..shape() };
+        validate_attention(&s, &AttentionLens { q: 9 * 768 + 512, ..lens() }, 10, 2, 1, 4).unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let bad = |s: AttentionShape, l: AttentionLens| validate_attention(&s, &l, 10, 2, 1, 4).unwrap_err().to_string();
+        assert!(bad(AttentionShape { head_dim: 72, ..shape() }, lens()).contains("head_dim 72"));
+        assert!(bad(AttentionShape { num_kv_heads: 3, ..shape() }, lens()).contains("multiple"));
+        assert!(bad(AttentionShape { q_stride: 516, ..shape() }, lens()).contains("q_stride"));
+        assert!(bad(shape(), AttentionLens { q: 100, ..lens() }).contains("q holds"));
+        assert!(bad(shape(), AttentionLens { v_cache: 100, ..lens() }).contains("whole blocks"));
+        assert!(bad(shape(), AttentionLens { block_tables: 7, ..lens() }).contains("block_tables"));
+        assert!(bad(shape(), AttentionLens { query_start_loc: 2, ..lens() }).contains("query_start_loc"));
+        assert!(validate_attention(&shape(), &lens(), 10, 2, 3, 4).is_err());
+    }
+}

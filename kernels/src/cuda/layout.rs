@@ -1,0 +1,139 @@
+//! Row moves and small element-wise ops: embedding lookup / row gather,
+//! fused-qkv split, bias add, dtype casts.
+
+use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+
+use super::error::ensure;
+use super::launch::{elementwise_shape, rows_shape, ROW_THREADS};
+use super::sources::{unit_name, LAYOUT};
+use super::{to_i32, CudaDType, CudaError, CudaKernels, Half16};
+
+/// The gather kernel moving `T` as raw words (`b16` or `b32`).
+fn word_suffix<T: CudaDType>() -> Result<&'static str, CudaError> {
+    match std::mem::size_of::<T>() {
+        2 => Ok("b16"),
+        4 => Ok("b32"),
+        n => Err(CudaError::invalid("gather_rows", format!("no {n}-byte gather"))),
+    }
+}
+
+impl CudaKernels {
+    /// `out[i] = src[indices[i]]` for `num_out` rows of `row_len`; an index
+    /// past `src`'s rows writes a zero row. Also the embedding lookup (token
+    /// ids into the embedding table).
+    pub fn gather_rows<T: CudaDType>(
+        &self,
+        src: &impl DevicePtr<T>,
+        indices: &impl DevicePtr<u32>,
+        out: &mut impl DevicePtrMut<T>,
+        num_out: usize,
+        row_len: usize,
+    ) -> Result<(), CudaError> {
+        let op = "gather_rows";
+        ensure(row_len > 0, op, || "row_len 0".into())?;
+        ensure(indices.len() >= num_out, op, || format!("indices shorter than {num_out}"))?;
+        ensure(out.len() >= num_out * row_len, op, || format!("out shorter than {num_out} x {row_len}"))?;
+        if num_out == 0 {
+            return Ok(());
+        }
+        let src_rows = u32::try_from(src.len() / row_len).unwrap_or(u32::MAX);
+        let stream = self.stream();
+        let f = self.function(&unit_name(&LAYOUT), &format!("gather_rows_{}", word_suffix::<T>()?), 0)?;
+        let (o_p, _g1) = out.device_ptr_mut(stream);
+        let (s_p, _g2) = src.device_ptr(stream);
+        let (i_p, _g3) = indices.device_ptr(stream);
+        let rl = to_i32(op, row_len)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&o_p).arg(&s_p).arg(&i_p).arg(&src_rows).arg(&rl);
+        // SAFETY: arguments match the kernel; lengths validated, indices bounded in the kernel.
+        unsafe { b.launch(rows_shape(num_out, row_len, ROW_THREADS).config()) }?;
+        Ok(())
+    }
+
+    /// Splits `[rows, q_dim + 2 * kv_dim]` into packed q, k and v.
+    #[allow(clippy::too_many_arguments)]
+    pub fn split_qkv<T: Half16>(
+        &self,
+        qkv: &impl DevicePtr<T>,
+        q: &mut impl DevicePtrMut<T>,
+        k: &mut impl DevicePtrMut<T>,
+        v: &mut impl DevicePtrMut<T>,
+        rows: usize,
+        q_dim: usize,
+        kv_dim: usize,
+    ) -> Result<(), CudaError> {
+        let op = "split_qkv";
+        let width = q_dim + 2 * kv_dim;
+        ensure(qkv.len() >= rows * width, op, || format!("qkv shorter than {rows} x {width}"))?;
+        ensure(q.len() >= rows * q_dim && k.len() >= rows * kv_dim && v.len() >= rows * kv_dim, op, || {
+            "q, k or v too short".into()
+        })?;
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&LAYOUT), "split_qkv_b16", 0)?;
+        let (x_p, _g1) = qkv.device_ptr(stream);
+        let (q_p, _g2) = q.device_ptr_mut(stream);
+        let (k_p, _g3) = k.device_ptr_mut(stream);
+        let (v_p, _g4) = v.device_ptr_mut(stream);
+        let (qd, kd) = (to_i32(op, q_dim)?, to_i32(op, kv_dim)?);
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x_p).arg(&q_p).arg(&k_p).arg(&v_p).arg(&qd).arg(&kd);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(rows_shape(rows, width, ROW_THREADS).config()) }?;
+        Ok(())
+    }
+
+    /// `x[r, :] += bias` over packed `[rows, cols]`.
+    pub fn add_bias<T: CudaDType>(
+        &self,
+        x: &mut impl DevicePtrMut<T>,
+        bias: &impl DevicePtr<T>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), CudaError> {
+        let op = "add_bias";
+        ensure(x.len() >= rows * cols && bias.len() >= cols, op, || format!("x or bias shorter than {rows} x {cols}"))?;
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&LAYOUT), &format!("add_bias_{}", T::SUFFIX), 0)?;
+        let (x_p, _g1) = x.device_ptr_mut(stream);
+        let (b_p, _g2) = bias.device_ptr(stream);
+        let c = to_i32(op, cols)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x_p).arg(&b_p).arg(&c);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(rows_shape(rows, cols, ROW_THREADS).config()) }?;
+        Ok(())
+    }
+
+    /// Casts `n` elements between f32 and a 16-bit type (either direction).
+    pub fn convert<S: CudaDType, D: CudaDType>(
+        &self,
+        src: &impl DevicePtr<S>,
+        dst: &mut impl DevicePtrMut<D>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let op = "convert";
+        ensure(src.len() >= n && dst.len() >= n, op, || format!("buffers shorter than {n}"))?;
+        ensure((S::SUFFIX == "f32") != (D::SUFFIX == "f32"), op, || {
+            format!("{} -> {}: only f32 <-> bf16/f16", S::SUFFIX, D::SUFFIX)
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&LAYOUT), &format!("convert_{}_{}", S::SUFFIX, D::SUFFIX), 0)?;
+        let (s_p, _g1) = src.device_ptr(stream);
+        let (d_p, _g2) = dst.device_ptr_mut(stream);
+        let nn = n as u64;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&d_p).arg(&s_p).arg(&nn);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(elementwise_shape(n).config()) }?;
+        Ok(())
+    }
+}

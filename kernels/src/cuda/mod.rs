@@ -1,0 +1,44 @@
+//! The CUDA backend's kernels: `.cu` sources embedded with `include_str!`,
+//! compiled by NVRTC for the GPU found when a device is opened, launched
+//! through cudarc on one stream per device; GEMMs through cuBLAS. Every
+//! kernel has a CPU twin in [`crate::cpu`], its reference.
+//!
+//! Nothing here panics when there is no GPU: [`CudaKernels::new`] checks the
+//! driver, a device, NVRTC and cuBLAS first and returns a [`CudaError`].
+//! The host-side rules (launch shapes, split-K, graph buckets, KV-cache
+//! sizing, library search, the sampler's select) are plain functions with
+//! unit tests that need no GPU.
+
+pub mod activation;
+pub mod attention;
+pub mod cache;
+mod device;
+mod dtype;
+mod error;
+pub mod gemm;
+pub mod graphs;
+pub mod launch;
+pub mod layout;
+pub mod libraries;
+pub mod memory;
+pub mod norm;
+pub mod nvrtc;
+pub mod rotary;
+pub mod sampling;
+pub mod sampling_reference;
+pub mod sources;
+
+pub use attention::{AttentionMetadata, AttentionShape, AttentionWorkspace};
+pub use device::{device_count, CudaKernels, DeviceInfo};
+pub use dtype::{kernel_name, CudaDType, Half16};
+pub use error::CudaError;
+pub use rotary::CudaRope;
+pub use sampling::{CsrRows, SamplingTensors};
+
+/// cudarc's buffer types, so callers need not name cudarc's paths.
+pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+
+/// A size as a kernel's `int`, or an error naming the op.
+pub(crate) fn to_i32(op: &'static str, v: usize) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::invalid(op, format!("{v} exceeds a 32-bit int")))
+}

@@ -1,0 +1,287 @@
+//! On-device sampling and logprobs over f32 logits (see sampling.cu), and
+//! the host-side packing of the sparse per-row edits (logit bias, min-tokens
+//! masks, penalties) into CSR lists.
+
+use std::collections::BTreeMap;
+
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+
+use super::error::ensure;
+use super::launch::{rows_shape, sampling_shape, LOGPROBS_MAX_K};
+use super::sources::{unit_name, SAMPLING};
+use super::{to_i32, CudaError, CudaKernels};
+
+/// Per-row sampling parameters on the device (`[rows]` each). `uniform` is
+/// the row's draw in [0, 1) from its request's own seeded generator.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingTensors<'a> {
+    pub temperature: &'a CudaSlice<f32>,
+    pub top_k: &'a CudaSlice<i32>,
+    pub top_p: &'a CudaSlice<f32>,
+    pub min_p: &'a CudaSlice<f32>,
+    pub uniform: &'a CudaSlice<f32>,
+}
+
+/// Sparse per-row lists: row `r` owns entries `offsets[r]..offsets[r + 1]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CsrRows<V> {
+    pub offsets: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub values: Vec<V>,
+}
+
+impl<V> CsrRows<V> {
+    pub fn new() -> Self {
+        Self { offsets: vec![0], ids: Vec::new(), values: Vec::new() }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Appends one row of `(id, value)` entries; ids must be unique.
+    pub fn push_row(&mut self, entries: impl IntoIterator<Item = (u32, V)>) {
+        for (id, v) in entries {
+            self.ids.push(id);
+            self.values.push(v);
+        }
+        self.offsets.push(self.ids.len() as u32);
+    }
+}
+
+/// One row's logit edits: `bias` added, `masked` ids set to -inf (stop
+/// tokens before min_tokens), merged so each id appears once.
+pub fn bias_row(bias: impl IntoIterator<Item = (u32, f32)>, masked: &[u32]) -> Vec<(u32, f32)> {
+    let mut m: BTreeMap<u32, f32> = BTreeMap::new();
+    for (id, b) in bias {
+        *m.entry(id).or_insert(0.0) += b;
+    }
+    for &id in masked {
+        m.insert(id, f32::NEG_INFINITY);
+    }
+    m.into_iter().collect()
+}
+
+/// One row's penalty entries: every distinct prompt or output token with its
+/// count in the output.
+pub fn penalty_row(prompt: &[u32], output: &[u32]) -> Vec<(u32, u32)> {
+    let mut m: BTreeMap<u32, u32> = BTreeMap::new();
+    for &t in prompt {
+        m.entry(t).or_insert(0);
+    }
+    for &t in output {
+        *m.entry(t).or_insert(0) += 1;
+    }
+    m.into_iter().collect()
+}
+
+fn check_logits(op: &'static str, len: usize, rows: usize, vocab: usize) -> Result<(), CudaError> {
+    ensure(vocab > 0 && vocab <= i32::MAX as usize, op, || format!("vocab {vocab}"))?;
+    ensure(len >= rows * vocab, op, || format!("logits hold {len} elements, {rows} x {vocab} needed"))
+}
+
+impl CudaKernels {
+    /// One token per row into `out` (see sampling.cu for the exact rules).
+    pub fn sample_tokens(
+        &self,
+        logits: &impl DevicePtr<f32>,
+        rows: usize,
+        vocab: usize,
+        params: &SamplingTensors<'_>,
+        out: &mut impl DevicePtrMut<u32>,
+    ) -> Result<(), CudaError> {
+        let op = "sample_tokens";
+        check_logits(op, logits.len(), rows, vocab)?;
+        let p = params;
+        ensure(
+            [p.temperature.len(), p.top_k.len(), p.top_p.len(), p.min_p.len(), p.uniform.len(), out.len()]
+                .iter()
+                .all(|&l| l >= rows),
+            op,
+            || format!("a parameter array is shorter than {rows} rows"),
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "sample_tokens", 0)?;
+        let (l_p, _g1) = logits.device_ptr(stream);
+        let (t_p, _g2) = p.temperature.device_ptr(stream);
+        let (k_p, _g3) = p.top_k.device_ptr(stream);
+        let (pp, _g4) = p.top_p.device_ptr(stream);
+        let (m_p, _g5) = p.min_p.device_ptr(stream);
+        let (u_p, _g6) = p.uniform.device_ptr(stream);
+        let (o_p, _g7) = out.device_ptr_mut(stream);
+        let v = to_i32(op, vocab)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l_p).arg(&v).arg(&t_p).arg(&k_p).arg(&pp).arg(&m_p).arg(&u_p).arg(&o_p);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(sampling_shape(rows).config()) }?;
+        Ok(())
+    }
+
+    /// The `k` most likely tokens of each row, `[rows, k]` ids and logprobs,
+    /// highest first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn logprobs_topk(
+        &self,
+        logits: &impl DevicePtr<f32>,
+        rows: usize,
+        vocab: usize,
+        k: usize,
+        ids: &mut impl DevicePtrMut<u32>,
+        logprobs: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        let op = "logprobs_topk";
+        check_logits(op, logits.len(), rows, vocab)?;
+        ensure(k <= vocab && k <= LOGPROBS_MAX_K, op, || format!("k {k} above the vocab or {LOGPROBS_MAX_K}"))?;
+        ensure(ids.len() >= rows * k && logprobs.len() >= rows * k, op, || format!("outputs shorter than {rows} x {k}"))?;
+        if rows == 0 || k == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "logprobs_topk", 0)?;
+        let (l_p, _g1) = logits.device_ptr(stream);
+        let (i_p, _g2) = ids.device_ptr_mut(stream);
+        let (o_p, _g3) = logprobs.device_ptr_mut(stream);
+        let (v, kk) = (to_i32(op, vocab)?, to_i32(op, k)?);
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l_p).arg(&v).arg(&kk).arg(&i_p).arg(&o_p);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(sampling_shape(rows).config()) }?;
+        Ok(())
+    }
+
+    /// Logprob and rank (1 + number of larger logits) of `tokens[r]` in row r.
+    #[allow(clippy::too_many_arguments)]
+    pub fn token_logprobs(
+        &self,
+        logits: &impl DevicePtr<f32>,
+        rows: usize,
+        vocab: usize,
+        tokens: &impl DevicePtr<u32>,
+        logprob: &mut impl DevicePtrMut<f32>,
+        rank: &mut impl DevicePtrMut<u32>,
+    ) -> Result<(), CudaError> {
+        let op = "token_logprobs";
+        check_logits(op, logits.len(), rows, vocab)?;
+        ensure(tokens.len() >= rows && logprob.len() >= rows && rank.len() >= rows, op, || {
+            format!("arrays shorter than {rows}")
+        })?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "token_logprobs", 0)?;
+        let (l_p, _g1) = logits.device_ptr(stream);
+        let (t_p, _g2) = tokens.device_ptr(stream);
+        let (lp_p, _g3) = logprob.device_ptr_mut(stream);
+        let (r_p, _g4) = rank.device_ptr_mut(stream);
+        let v = to_i32(op, vocab)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l_p).arg(&v).arg(&t_p).arg(&lp_p).arg(&r_p);
+        // SAFETY: arguments match the kernel; lengths validated.
+        unsafe { b.launch(sampling_shape(rows).config()) }?;
+        Ok(())
+    }
+
+    /// `logits[r, ids[e]] += values[e]` for row r's entries (CSR, unique ids per row).
+    pub fn apply_logit_bias(
+        &self,
+        logits: &mut impl DevicePtrMut<f32>,
+        rows: usize,
+        vocab: usize,
+        offsets: &impl DevicePtr<u32>,
+        ids: &impl DevicePtr<u32>,
+        values: &impl DevicePtr<f32>,
+    ) -> Result<(), CudaError> {
+        let op = "apply_logit_bias";
+        check_logits(op, logits.len(), rows, vocab)?;
+        ensure(offsets.len() > rows && values.len() >= ids.len(), op, || "CSR arrays too short".into())?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "apply_logit_bias", 0)?;
+        let (l_p, _g1) = logits.device_ptr_mut(stream);
+        let (o_p, _g2) = offsets.device_ptr(stream);
+        let (i_p, _g3) = ids.device_ptr(stream);
+        let (v_p, _g4) = values.device_ptr(stream);
+        let v = to_i32(op, vocab)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l_p).arg(&v).arg(&o_p).arg(&i_p).arg(&v_p);
+        // SAFETY: arguments match the kernel; ids are bounded by vocab in the kernel.
+        unsafe { b.launch(rows_shape(rows, 128, 128).config()) }?;
+        Ok(())
+    }
+
+    /// vLLM's repetition / frequency / presence penalties (per-row values,
+    /// CSR entries from [`penalty_row`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_penalties(
+        &self,
+        logits: &mut impl DevicePtrMut<f32>,
+        rows: usize,
+        vocab: usize,
+        offsets: &impl DevicePtr<u32>,
+        ids: &impl DevicePtr<u32>,
+        output_counts: &impl DevicePtr<u32>,
+        repetition: &impl DevicePtr<f32>,
+        frequency: &impl DevicePtr<f32>,
+        presence: &impl DevicePtr<f32>,
+    ) -> Result<(), CudaError> {
+        let op = "apply_penalties";
+        check_logits(op, logits.len(), rows, vocab)?;
+        ensure(offsets.len() > rows && output_counts.len() >= ids.len(), op, || "CSR arrays too short".into())?;
+        ensure(repetition.len() >= rows && frequency.len() >= rows && presence.len() >= rows, op, || {
+            format!("penalty arrays shorter than {rows}")
+        })?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "apply_penalties", 0)?;
+        let (l_p, _g1) = logits.device_ptr_mut(stream);
+        let (o_p, _g2) = offsets.device_ptr(stream);
+        let (i_p, _g3) = ids.device_ptr(stream);
+        let (c_p, _g4) = output_counts.device_ptr(stream);
+        let (r_p, _g5) = repetition.device_ptr(stream);
+        let (f_p, _g6) = frequency.device_ptr(stream);
+        let (p_p, _g7) = presence.device_ptr(stream);
+        let v = to_i32(op, vocab)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&l_p).arg(&v).arg(&o_p).arg(&i_p).arg(&c_p).arg(&r_p).arg(&f_p).arg(&p_p);
+        // SAFETY: arguments match the kernel; ids are bounded by vocab in the kernel.
+        unsafe { b.launch(rows_shape(rows, 128, 128).config()) }?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalty_rows_list_distinct_tokens_with_output_counts() {
+        assert_eq!(penalty_row(&[5, 1, 5], &[2, 2, 5]), vec![(1, 0), (2, 2), (5, 1)]);
+        assert!(penalty_row(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn bias_rows_merge_and_mask() {
+        let r = bias_row([(3, 1.0), (1, -2.0), (3, 0.5)], &[1, 7]);
+        assert_eq!(r, vec![(1, f32::NEG_INFINITY), (3, 1.5), (7, f32::NEG_INFINITY)]);
+    }
+
+    #[test]
+    fn csr_rows() {
+        let mut c = CsrRows::new();
+        c.push_row(penalty_row(&[1], &[2]));
+        c.push_row(Vec::new());
+        c.push_row([(9, 3u32)]);
+        assert_eq!(c.num_rows(), 3);
+        assert_eq!(c.offsets, vec![0, 2, 2, 3]);
+        assert_eq!(c.ids, vec![1, 2, 9]);
+        assert_eq!(c.values, vec![0, 1, 3]);
+    }
+}
