@@ -25,7 +25,8 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 /// then the large square GEMM that stands for the machine's f32 peak.
 fn matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("matmul_transb");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     let shapes = [
         ("576x1536", 576, 1536, &[1, 64, 512][..]),
         ("576x49152", 576, 49152, &[1, 64, 512][..]),
@@ -51,7 +52,8 @@ fn matmul(c: &mut Criterion) {
 fn attention_decode(c: &mut Criterion) {
     let (heads, kv_heads, d, bs, ctx) = (9usize, 3usize, 64usize, 16usize, 1024usize);
     let mut g = c.benchmark_group("paged_attention_decode_ctx1024");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     for batch in [1usize, 64] {
         let blocks_per_seq = ctx / bs;
         let num_blocks = batch * blocks_per_seq + 1;

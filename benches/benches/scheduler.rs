@@ -116,10 +116,14 @@ impl Bench {
         self.steps += 1;
     }
 
+    /// Outside the timed region: the step really is the workload described.
     fn check(&self, out: &SchedulerOutput, updates: &[RequestUpdate]) {
-        debug_assert_eq!(out.requests().len(), NUM_RUNNING as usize);
-        debug_assert_eq!(updates.len(), NUM_RUNNING as usize);
-        debug_assert!(out.preempted().is_empty());
+        assert_eq!(out.requests().len(), NUM_RUNNING as usize);
+        assert_eq!(out.num_batched_tokens(), NUM_RUNNING as usize);
+        assert_eq!(updates.len(), NUM_RUNNING as usize);
+        assert!(out.preempted().is_empty());
+        assert!(updates.iter().all(|u| u.finish_reason.is_none()));
+        assert_eq!(self.scheduler.num_waiting(), NUM_WAITING as usize);
     }
 }
 

@@ -10,7 +10,11 @@ use crate::error::ApiError;
 use crate::state::SharedState;
 
 /// Middleware: 401 unless the request carries the key (when one is set).
-pub async fn require_api_key(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+pub async fn require_api_key(
+    State(state): State<SharedState>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(key) = &state.api_key {
         if !authorized(req.headers().get(header::AUTHORIZATION), key) {
             return ApiError::unauthorized().into_response();

@@ -80,7 +80,10 @@ impl ChoiceCollector {
     pub fn add(&mut self, prompt_idx: usize, out: RequestOutput) {
         self.usage.observe(prompt_idx, &out);
         for d in out.outputs {
-            let Some(c) = self.choices.get_mut(choice_index(prompt_idx, self.n, d.index)) else {
+            let Some(c) = self
+                .choices
+                .get_mut(choice_index(prompt_idx, self.n, d.index))
+            else {
                 continue;
             };
             c.text.push_str(&d.text);
@@ -102,7 +105,12 @@ mod tests {
     use super::*;
     use pagoda_engine::{CompletionDelta, FinishReason};
 
-    fn delta(index: usize, ids: &[u32], text: &str, finish: Option<FinishReason>) -> CompletionDelta {
+    fn delta(
+        index: usize,
+        ids: &[u32],
+        text: &str,
+        finish: Option<FinishReason>,
+    ) -> CompletionDelta {
         CompletionDelta {
             index,
             token_ids: ids.to_vec(),
@@ -128,9 +136,26 @@ mod tests {
     #[test]
     fn choices_are_indexed_by_prompt_then_sample() {
         let mut c = ChoiceCollector::new(2, 2);
-        c.add(1, output(3, 0, vec![delta(1, &[5], "x", None), delta(0, &[6], "y", None)]));
-        c.add(0, output(4, 2, vec![delta(0, &[7, 8], "ab", Some(FinishReason::Length))]));
-        c.add(1, output(3, 0, vec![delta(1, &[9], "z", Some(FinishReason::Stop))]));
+        c.add(
+            1,
+            output(
+                3,
+                0,
+                vec![delta(1, &[5], "x", None), delta(0, &[6], "y", None)],
+            ),
+        );
+        c.add(
+            0,
+            output(
+                4,
+                2,
+                vec![delta(0, &[7, 8], "ab", Some(FinishReason::Length))],
+            ),
+        );
+        c.add(
+            1,
+            output(3, 0, vec![delta(1, &[9], "z", Some(FinishReason::Stop))]),
+        );
         assert_eq!(c.choices[0].text, "ab");
         assert_eq!(c.choices[0].finish_reason, Some("length"));
         assert_eq!(c.choices[2].text, "y");
@@ -148,6 +173,9 @@ mod tests {
         let mut c = ChoiceCollector::new(1, 1);
         c.add(0, output(1, 0, vec![delta(5, &[1], "q", None)]));
         assert_eq!(c.choices[0].text, "");
-        assert_eq!(stop_reason_value(&StopReason::Token(3)), StopReasonValue::Token(3));
+        assert_eq!(
+            stop_reason_value(&StopReason::Token(3)),
+            StopReasonValue::Token(3)
+        );
     }
 }

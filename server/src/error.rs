@@ -122,7 +122,8 @@ impl ApiError {
 
     /// 503 with Retry-After: the server cannot take the request now.
     pub fn unavailable(message: impl Into<String>, code: &'static str) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code(code);
+        let mut e =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code(code);
         e.retry_after = Some(1);
         e
     }
@@ -185,6 +186,10 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body may be unread: do not reuse the connection.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -261,9 +266,6 @@ mod tests {
         let response = ApiError::from(EngineError::QueueFull).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "application/json"
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     }
 }

@@ -20,10 +20,7 @@ pub enum GenPrompt {
 }
 
 /// The prompts in the order they appeared, from their argument indices.
-pub fn ordered_prompts(
-    texts: Vec<(usize, String)>,
-    ids: Vec<(usize, Vec<u32>)>,
-) -> Vec<GenPrompt> {
+pub fn ordered_prompts(texts: Vec<(usize, String)>, ids: Vec<(usize, Vec<u32>)>) -> Vec<GenPrompt> {
     let mut all: Vec<(usize, GenPrompt)> = texts
         .into_iter()
         .map(|(i, t)| (i, GenPrompt::Text(t)))
@@ -78,7 +75,11 @@ fn sampling_params(args: &GenerateArgs, vocab_size: usize) -> Result<SamplingPar
 }
 
 /// Token ids of each prompt (text is tokenized; `--chat` wraps it in the template).
-fn tokenize_prompts(engine: &EngineHandle, args: &GenerateArgs, prompts: &[GenPrompt]) -> Result<Vec<Vec<u32>>> {
+fn tokenize_prompts(
+    engine: &EngineHandle,
+    args: &GenerateArgs,
+    prompts: &[GenPrompt],
+) -> Result<Vec<Vec<u32>>> {
     let vocab = engine.model_info().vocab_size;
     prompts
         .iter()
@@ -100,9 +101,13 @@ fn tokenize_prompts(engine: &EngineHandle, args: &GenerateArgs, prompts: &[GenPr
                     let rendered = template
                         .render(&[json!({"role": "user", "content": text})], true, None)
                         .context("cannot render the chat template")?;
-                    tokenizer.encode(&rendered, false).context("cannot tokenize the prompt")
+                    tokenizer
+                        .encode(&rendered, false)
+                        .context("cannot tokenize the prompt")
                 } else {
-                    tokenizer.encode(text, true).context("cannot tokenize the prompt")
+                    tokenizer
+                        .encode(text, true)
+                        .context("cannot tokenize the prompt")
                 }
             }
         })
@@ -126,7 +131,10 @@ fn generate(engine: &EngineHandle, args: &GenerateArgs, prompts: &[GenPrompt]) -
         }
     }
     let start = Instant::now();
-    let inputs = token_ids.into_iter().map(|ids| (ids, params.clone())).collect();
+    let inputs = token_ids
+        .into_iter()
+        .map(|ids| (ids, params.clone()))
+        .collect();
     let outputs = generate_all(engine, inputs).map_err(|e| anyhow!("{e}"))?;
     let elapsed = start.elapsed().as_secs_f64();
 

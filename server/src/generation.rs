@@ -46,7 +46,9 @@ pub fn submit(
             cache_salt: opts.cache_salt.clone(),
             arrival_time: Some(arrival),
         };
-        let stream = state.engine.add_request(prompt, params.clone(), request_opts)?;
+        let stream = state
+            .engine
+            .add_request(prompt, params.clone(), request_opts)?;
         let label = if single {
             response_id.to_string()
         } else {

@@ -2,62 +2,103 @@
 //! (or 413) with an OpenAI error body that names the field at fault.
 //!
 //! axum's own `Json` answers 415/422 with a plain-text body; OpenAI clients
-//! expect 400 and JSON. The body size is bounded by axum's
-//! `DefaultBodyLimit` (set from `--max-body-bytes`), nesting by serde_json's
-//! recursion limit (128), and strings must be valid UTF-8.
+//! expect 400 and JSON. The body size is bounded by `--max-body-bytes`,
+//! nesting by serde_json's recursion limit (128), and strings must be valid
+//! UTF-8. A body over the limit is still read (and dropped) for a while
+//! before the 413 goes out, as nginx's lingering close does: closing a socket
+//! with unread data resets it, and the client might never see the 413.
 
-use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// How much of an oversized body is read and dropped before answering 413.
+const LINGER_BYTES: usize = 64 << 20;
+/// How long an oversized body is read before answering 413.
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// A request body parsed as `T`.
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    ..ApiError::bad_request(format!(
-                        "Request body is too large: {}",
-                        rejection.body_text()
-                    ))
-                }
-                .with_code("payload_too_large")
-            } else {
-                ApiError::bad_request(format!(
-                    "Could not read the request body: {}",
-                    rejection.body_text()
-                ))
-            }
-        })?;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state.max_body_bytes).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
+/// The whole body if it is at most `limit` bytes, else 413.
+pub async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit.saturating_add(LINGER_BYTES)) {
+        // Far too large to be worth draining.
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut dropped = 0usize;
+    let linger_until = tokio::time::Instant::now() + LINGER_TIME;
+    loop {
+        let next = if dropped == 0 {
+            stream.next().await
+        } else {
+            match tokio::time::timeout_at(linger_until, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
+        if dropped == 0 && body.len() + chunk.len() <= limit {
+            body.extend_from_slice(&chunk);
+        } else {
+            dropped += chunk.len().max(1);
+            if dropped > LINGER_BYTES {
+                break;
+            }
+        }
+    }
+    if dropped > 0 {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    Ok(body)
+}
+
 /// Parses `bytes` as `T`, naming the failing field in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "The request body is empty; expected a JSON object.",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "The request body is empty; expected a JSON object.",
+            ))
+        }
+        // Serde would also take an array as a struct's fields in order.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid JSON: the request body must be a JSON object.",
+            ))
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
     match parsed {
         Ok(v) => {
             // Trailing garbage after the object is an error too.
-            de.end().map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+            de.end()
+                .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
             Ok(v)
         }
         Err(err) => {
@@ -81,6 +122,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
@@ -144,6 +186,38 @@ mod tests {
         assert!(e.message.contains("recursion limit"), "{}", e.message);
         // ... and unknown fields are skipped without recursion.
         assert!(parse_json::<Req>(body.as_bytes()).is_ok());
+    }
+
+    fn request(body: Vec<u8>, content_length: Option<usize>) -> Request {
+        let mut b = Request::builder().method("POST").uri("/");
+        if let Some(len) = content_length {
+            b = b.header("content-length", len);
+        }
+        b.body(axum::body::Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn body_within_the_limit_is_read_whole() {
+        let body = read_body(request(vec![b'a'; 100], Some(100)), 100)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 100);
+        let body = read_body(request(Vec::new(), None), 100).await.unwrap();
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn body_over_the_limit_is_413() {
+        let e = read_body(request(vec![b'a'; 101], None), 100)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.message.contains("100 bytes"), "{}", e.message);
+        // Declared far beyond the limit: refused without reading.
+        let e = read_body(request(vec![b'a'; 10], Some(LINGER_BYTES + 1000)), 100)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[test]

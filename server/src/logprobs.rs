@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(out.tokens, vec!["bc", "d", "é"]);
         assert_eq!(out.text_offset, vec![4, 6, 7]);
         assert_eq!(offset, 8);
-        assert_eq!(out.token_logprobs, vec![Some(-0.5), Some(-3.0), Some(-9999.0)]);
+        assert_eq!(
+            out.token_logprobs,
+            vec![Some(-0.5), Some(-3.0), Some(-9999.0)]
+        );
         let top1 = out.top_logprobs[1].as_ref().unwrap();
         assert_eq!(top1.len(), 2);
         assert_eq!(top1["d"], -3.0);

@@ -12,7 +12,12 @@ use pagoda_server::{generate, serve};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "pagoda", version, about = "An LLM serving engine in the family of vLLM")]
+#[command(
+    name = "pagoda",
+    bin_name = "pagoda",
+    version,
+    about = "An LLM serving engine in the family of vLLM"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace. [default: RUST_LOG if
     /// set, else info]
@@ -23,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+/// Parsed once at start: the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve a model over an OpenAI-compatible HTTP API (/v1/completions,
@@ -57,7 +64,10 @@ fn generate_prompts(matches: &ArgMatches, args: &GenerateArgs) -> Vec<GenPrompt>
             .map(|i| i.collect())
             .unwrap_or_default()
     };
-    let texts = indices("prompts").into_iter().zip(args.prompts.iter().cloned()).collect();
+    let texts = indices("prompts")
+        .into_iter()
+        .zip(args.prompts.iter().cloned())
+        .collect();
     let ids = indices("prompt_ids")
         .into_iter()
         .zip(args.prompt_ids.iter().map(|t| t.0.clone()))

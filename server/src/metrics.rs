@@ -26,13 +26,13 @@ const TTFT_BUCKETS: [f64; 22] = [
 ];
 /// vLLM's buckets for inter-token latency (seconds).
 const ITL_BUCKETS: [f64; 19] = [
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0,
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
 ];
 /// vLLM's buckets for request-level latencies (seconds).
 const REQUEST_LATENCY_BUCKETS: [f64; 21] = [
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-    240.0, 480.0, 960.0, 1920.0, 7680.0,
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
 ];
 
 /// The engine's numbers at one instant (a copy of `EngineStats`).
@@ -173,7 +173,8 @@ impl Metrics {
         let _guard = self.update_lock.lock();
         self.num_requests_running.set(s.num_running as i64);
         self.num_requests_waiting.set(s.num_waiting as i64);
-        self.kv_cache_usage_perc.set(s.kv_cache_usage.clamp(0.0, 1.0));
+        self.kv_cache_usage_perc
+            .set(s.kv_cache_usage.clamp(0.0, 1.0));
         for (counter, total) in [
             (&self.prompt_tokens, s.prompt_tokens_total),
             (&self.generation_tokens, s.generation_tokens_total),
@@ -256,10 +257,19 @@ mod tests {
         assert_eq!(sample(&t, &format!("pagoda:num_requests_waiting{l}")), 2.0);
         assert_eq!(sample(&t, &format!("pagoda:kv_cache_usage_perc{l}")), 0.25);
         assert_eq!(sample(&t, &format!("pagoda:prompt_tokens_total{l}")), 100.0);
-        assert_eq!(sample(&t, &format!("pagoda:generation_tokens_total{l}")), 50.0);
+        assert_eq!(
+            sample(&t, &format!("pagoda:generation_tokens_total{l}")),
+            50.0
+        );
         assert_eq!(sample(&t, &format!("pagoda:num_preemptions_total{l}")), 1.0);
-        assert_eq!(sample(&t, &format!("pagoda:prefix_cache_queries_total{l}")), 64.0);
-        assert_eq!(sample(&t, &format!("pagoda:prefix_cache_hits_total{l}")), 32.0);
+        assert_eq!(
+            sample(&t, &format!("pagoda:prefix_cache_queries_total{l}")),
+            64.0
+        );
+        assert_eq!(
+            sample(&t, &format!("pagoda:prefix_cache_hits_total{l}")),
+            32.0
+        );
         assert_eq!(
             sample(
                 &t,
@@ -289,13 +299,19 @@ mod tests {
         s.prompt_tokens_total = 15;
         m.update_from_stats(&s);
         let t = m.render();
-        assert_eq!(sample(&t, r#"pagoda:prompt_tokens_total{model_name="m"}"#), 15.0);
+        assert_eq!(
+            sample(&t, r#"pagoda:prompt_tokens_total{model_name="m"}"#),
+            15.0
+        );
         // Gauges go down as well as up.
         s.num_running = 4;
         m.update_from_stats(&s);
         s.num_running = 0;
         m.update_from_stats(&s);
         let t = m.render();
-        assert_eq!(sample(&t, r#"pagoda:num_requests_running{model_name="m"}"#), 0.0);
+        assert_eq!(
+            sample(&t, r#"pagoda:num_requests_running{model_name="m"}"#),
+            0.0
+        );
     }
 }

@@ -20,14 +20,22 @@ fn tokenizer(state: &AppState) -> Result<&Tokenizer, ApiError> {
 }
 
 /// Text to token ids.
-pub fn encode(state: &AppState, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+pub fn encode(
+    state: &AppState,
+    text: &str,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, ApiError> {
     tokenizer(state)?
         .encode(text, add_special_tokens)
         .map_err(|e| ApiError::bad_request(format!("Cannot tokenize the prompt: {e}")))
 }
 
 /// Token ids to text.
-pub fn decode(state: &AppState, ids: &[u32], skip_special_tokens: bool) -> Result<String, ApiError> {
+pub fn decode(
+    state: &AppState,
+    ids: &[u32],
+    skip_special_tokens: bool,
+) -> Result<String, ApiError> {
     check_token_ids(ids, state.vocab_size, "tokens")?;
     tokenizer(state)?
         .decode(ids, skip_special_tokens)
@@ -87,7 +95,10 @@ pub fn render_chat(
     add_generation_prompt: bool,
 ) -> Result<String, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid_param("messages", "messages must not be empty."));
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty.",
+        ));
     }
     let template = state.engine.chat_template().ok_or_else(|| {
         ApiError::bad_request(
@@ -97,7 +108,9 @@ pub fn render_chat(
     let values: Vec<Value> = messages.iter().map(message_value).collect();
     template
         .render(&values, add_generation_prompt, None)
-        .map_err(|e| ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}")))
+        .map_err(|e| {
+            ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"))
+        })
 }
 
 /// Renders and tokenizes a chat (the template adds BOS itself).
@@ -139,7 +152,10 @@ pub fn check_prompt_fits(
     max_tokens_param: &str,
 ) -> Result<(), ApiError> {
     if prompt_len == 0 {
-        return Err(ApiError::invalid_param(prompt_param, "The prompt is empty."));
+        return Err(ApiError::invalid_param(
+            prompt_param,
+            "The prompt is empty.",
+        ));
     }
     if prompt_len >= max_model_len {
         return Err(ApiError::context_length(
@@ -182,7 +198,11 @@ mod tests {
     fn too_long_prompt_names_both_lengths() {
         let e = check_prompt_fits(20, None, 16, "prompt", "max_tokens").unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
-        assert!(e.message.contains("16") && e.message.contains("20"), "{}", e.message);
+        assert!(
+            e.message.contains("16") && e.message.contains("20"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.code, Some("context_length_exceeded"));
         assert_eq!(e.param.as_deref(), Some("prompt"));
         let e = check_prompt_fits(16, None, 16, "messages", "max_tokens").unwrap_err();
@@ -192,7 +212,12 @@ mod tests {
     #[test]
     fn prompt_plus_max_tokens_over_the_context_is_refused() {
         let e = check_prompt_fits(10, Some(7), 16, "prompt", "max_tokens").unwrap_err();
-        assert!(e.message.contains("17 tokens (10 in the prompt, 7 for the completion)"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("17 tokens (10 in the prompt, 7 for the completion)"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.param.as_deref(), Some("max_tokens"));
     }
 

@@ -24,6 +24,8 @@ pub struct RequestTracker {
     last_token: Option<Instant>,
     prompt_tokens: usize,
     output_tokens: usize,
+    /// The latest finish reason of any of its samples.
+    finish_reason: Option<&'static str>,
     finished: bool,
 }
 
@@ -38,6 +40,7 @@ impl RequestTracker {
             last_token: None,
             prompt_tokens: 0,
             output_tokens: 0,
+            finish_reason: None,
             finished: false,
         }
     }
@@ -47,6 +50,9 @@ impl RequestTracker {
         let now = Instant::now();
         self.prompt_tokens = out.num_prompt_tokens;
         let new_tokens: usize = out.outputs.iter().map(|d| d.token_ids.len()).sum();
+        if let Some(r) = out.outputs.iter().rev().find_map(|d| d.finish_reason.as_ref()) {
+            self.finish_reason = Some(finish_reason_str(r));
+        }
         if new_tokens > 0 {
             self.output_tokens += new_tokens;
             if self.first_token.is_none() {
@@ -60,14 +66,7 @@ impl RequestTracker {
             self.last_token = Some(now);
         }
         if out.finished {
-            let reason = out
-                .outputs
-                .iter()
-                .filter_map(|d| d.finish_reason.as_ref())
-                .map(finish_reason_str)
-                .last()
-                .unwrap_or("stop");
-            self.finish(out, reason, now);
+            self.finish(out, self.finish_reason.unwrap_or("stop"), now);
         }
     }
 
@@ -76,10 +75,15 @@ impl RequestTracker {
         let m = &self.state.metrics;
         // The engine's timings when it sends them, else the server's own.
         let (queue, ttft, e2e) = match &out.metrics {
-            Some(rm) => (Some(rm.queue_time), Some(rm.time_to_first_token), rm.e2e_latency),
+            Some(rm) => (
+                Some(rm.queue_time),
+                Some(rm.time_to_first_token),
+                rm.e2e_latency,
+            ),
             None => (
                 None,
-                self.first_token.map(|t| t.duration_since(self.arrival).as_secs_f64()),
+                self.first_token
+                    .map(|t| t.duration_since(self.arrival).as_secs_f64()),
                 now.duration_since(self.arrival).as_secs_f64(),
             ),
         };

@@ -16,10 +16,15 @@ use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-pub fn build_router(state: SharedState, max_body_bytes: usize) -> Router {
+/// `JsonBody` enforces `--max-body-bytes` itself (to answer 413 cleanly),
+/// so axum's default 2 MB limit is off.
+pub fn build_router(state: SharedState) -> Router {
     let protected = Router::new()
         .route("/v1/completions", post(completions::create_completion))
-        .route("/v1/chat/completions", post(chat_completions::create_chat_completion))
+        .route(
+            "/v1/chat/completions",
+            post(chat_completions::create_chat_completion),
+        )
         .route("/v1/models", get(models::list_models))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
@@ -32,7 +37,7 @@ pub fn build_router(state: SharedState, max_body_bytes: usize) -> Router {
         .merge(open)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }

@@ -93,7 +93,13 @@ mod tests {
         let p = SamplingRequest::default().to_sampling_params(100).unwrap();
         let d = SamplingParams::default();
         assert_eq!(p.max_tokens, None);
-        assert_eq!(SamplingParams { max_tokens: d.max_tokens, ..p }, d);
+        assert_eq!(
+            SamplingParams {
+                max_tokens: d.max_tokens,
+                ..p
+            },
+            d
+        );
     }
 
     #[test]
@@ -126,10 +132,34 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let cases = [
-            (SamplingRequest { temperature: Some(-1.0), ..Default::default() }, "temperature"),
-            (SamplingRequest { n: Some(0), ..Default::default() }, "n"),
-            (SamplingRequest { max_tokens: Some(0), ..Default::default() }, "max_tokens"),
-            (SamplingRequest { logprobs: Some(50), ..Default::default() }, "logprobs"),
+            (
+                SamplingRequest {
+                    temperature: Some(-1.0),
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingRequest {
+                    n: Some(0),
+                    ..Default::default()
+                },
+                "n",
+            ),
+            (
+                SamplingRequest {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
+            (
+                SamplingRequest {
+                    logprobs: Some(50),
+                    ..Default::default()
+                },
+                "logprobs",
+            ),
             (
                 SamplingRequest {
                     logit_bias: Some(HashMap::from([("abc".to_string(), 1.0)])),
@@ -144,7 +174,13 @@ mod tests {
                 },
                 "logit_bias",
             ),
-            (SamplingRequest { stop_token_ids: Some(vec![100]), ..Default::default() }, "stop_token_ids"),
+            (
+                SamplingRequest {
+                    stop_token_ids: Some(vec![100]),
+                    ..Default::default()
+                },
+                "stop_token_ids",
+            ),
         ];
         for (r, field) in cases {
             let e = r.to_sampling_params(100).unwrap_err();

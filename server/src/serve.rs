@@ -41,7 +41,11 @@ pub fn name_from_path(path: &Path) -> String {
 
 /// Logs the KV cache's capacity as vLLM does at start-up.
 pub fn log_kv_cache(info: &ModelInfo) {
-    let kind = if info.device.starts_with("cuda") { "GPU" } else { "CPU" };
+    let kind = if info.device.starts_with("cuda") {
+        "GPU"
+    } else {
+        "CPU"
+    };
     tracing::info!("{kind} KV cache size: {} tokens", info.kv_cache_tokens);
     tracing::info!(
         "Maximum concurrency for {} tokens per request: {:.2}x",
@@ -53,7 +57,9 @@ pub fn log_kv_cache(info: &ModelInfo) {
 pub fn run(args: ServeArgs) -> Result<()> {
     let (model, default_name) = resolve_model(args.engine.model.as_deref())?;
     let model_name = args.served_model_name.clone().unwrap_or(default_name);
-    let config = args.engine.engine_config(model.clone(), Some(model_name.clone()));
+    let config = args
+        .engine
+        .engine_config(model.clone(), Some(model_name.clone()));
     tracing::info!("Loading model {} (served as {model_name})", model.display());
     let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
     let info = engine.model_info().clone();
@@ -76,6 +82,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_model_len: info.max_model_len,
         vocab_size: info.vocab_size,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         log_requests: !args.disable_log_requests,
         created: unix_time(),
     });
@@ -96,9 +103,11 @@ async fn serve(state: Arc<AppState>, args: &ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let max_body = usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX);
-    let router = build_router(state.clone(), max_body);
-    tracing::info!("Serving {} on http://{addr} (OpenAI API under /v1)", state.model_name);
+    let router = build_router(state.clone());
+    tracing::info!(
+        "Serving {} on http://{addr} (OpenAI API under /v1)",
+        state.model_name
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -124,13 +133,17 @@ async fn serve(state: Arc<AppState>, args: &ServeArgs) -> Result<()> {
             stats.num_waiting,
             grace.as_secs_f64()
         );
-        tokio::time::sleep(grace).await;
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            // A second signal: the operator does not want to wait.
+            _ = shutdown_signal() => {}
+        }
         state
     };
     tokio::select! {
         result = &mut server => result.context("the HTTP server failed")?,
         state = deadline => {
-            tracing::warn!("Shutdown timeout reached: aborting the requests still in flight");
+            tracing::warn!("Aborting the requests still in flight");
             state.engine.shutdown();
             if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
                 tracing::warn!("Some connections did not close; exiting anyway");

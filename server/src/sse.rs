@@ -74,10 +74,67 @@ pub fn sse_response(events: impl Stream<Item = Event> + Send + 'static) -> Respo
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use pagoda_engine::EngineError;
 
     async fn body_text(response: Response) -> String {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// Writes each output's request id, and "end" after the last.
+    struct Ids;
+
+    impl ChunkBuilder for Ids {
+        fn on_output(&mut self, prompt_idx: usize, out: RequestOutput) -> Vec<Event> {
+            vec![json_event(&serde_json::json!([prompt_idx, out.request_id]))]
+        }
+        fn on_finish(&mut self) -> Vec<Event> {
+            vec![Event::default().data("end")]
+        }
+    }
+
+    fn output(request_id: u64) -> RequestOutput {
+        RequestOutput {
+            request_id,
+            num_prompt_tokens: 1,
+            num_cached_tokens: 0,
+            prompt_logprobs: None,
+            outputs: Vec::new(),
+            finished: false,
+            metrics: None,
+        }
+    }
+
+    async fn run(items: Vec<GenerationItem>) -> Vec<String> {
+        let mut items = items.into_iter();
+        let first = items.next().unwrap();
+        let rest = stream::iter(items).boxed();
+        let text = body_text(sse_response(event_stream(first, rest, Ids))).await;
+        text.split("\n\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("data: ").unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn stream_ends_with_finish_chunks_then_done() {
+        let events = run(vec![(0, Ok(output(7))), (1, Ok(output(8)))]).await;
+        assert_eq!(events, vec!["[0,7]", "[1,8]", "end", "[DONE]"]);
+    }
+
+    #[tokio::test]
+    async fn error_midway_sends_error_chunk_then_done_and_stops() {
+        let events = run(vec![
+            (0, Ok(output(7))),
+            (0, Err(EngineError::Shutdown)),
+            (1, Ok(output(8))),
+        ])
+        .await;
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0], "[0,7]");
+        let err: serde_json::Value = serde_json::from_str(&events[1]).unwrap();
+        assert_eq!(err["error"]["code"], "shutting_down");
+        assert_eq!(events[2], "[DONE]");
     }
 
     #[tokio::test]
@@ -88,14 +145,15 @@ mod tests {
             done_event(),
         ]);
         let response = sse_response(events);
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/event-stream"
-        );
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
         let text = body_text(response).await;
         let lines: Vec<&str> = text.split("\n\n").filter(|l| !l.is_empty()).collect();
         assert_eq!(lines[0], r#"data: {"a":1}"#);
-        assert!(lines[1].starts_with(r#"data: {"error":{"message":"bad""#), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with(r#"data: {"error":{"message":"bad""#),
+            "{}",
+            lines[1]
+        );
         assert_eq!(lines[2], "data: [DONE]");
         assert_eq!(lines.len(), 3);
     }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// When set, every route but /health and /metrics needs it.
     pub api_key: Option<String>,
+    /// Largest request body accepted (`--max-body-bytes`).
+    pub max_body_bytes: usize,
     /// Log one line per finished request.
     pub log_requests: bool,
     /// Unix time the server started (the model card's `created`).

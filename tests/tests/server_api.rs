@@ -18,7 +18,9 @@ fn model_name(s: &TestServer) -> String {
 }
 
 fn token_count(s: &TestServer, text: &str) -> u64 {
-    s.post_ok("/tokenize", &json!({"prompt": text}))["count"].as_u64().unwrap()
+    s.post_ok("/tokenize", &json!({"prompt": text}))["count"]
+        .as_u64()
+        .unwrap()
 }
 
 fn now() -> u64 {
@@ -95,7 +97,10 @@ fn completion_basic(s: &TestServer) {
     assert!(finish == "length" || finish == "stop", "{finish}");
     assert!(!choices[0]["text"].as_str().unwrap().is_empty());
     let u = &v["usage"];
-    assert_eq!(u["prompt_tokens"].as_u64().unwrap(), token_count(s, PARIS_PROMPT));
+    assert_eq!(
+        u["prompt_tokens"].as_u64().unwrap(),
+        token_count(s, PARIS_PROMPT)
+    );
     let completion = u["completion_tokens"].as_u64().unwrap();
     assert!(completion <= 8 && completion > 0);
     if finish == "length" {
@@ -109,6 +114,21 @@ fn completion_basic(s: &TestServer) {
     // Greedy is deterministic.
     let again = greedy_completion(s, PARIS_PROMPT, 8, json!({}));
     assert_eq!(again["choices"][0]["text"], choices[0]["text"]);
+}
+
+fn completion_echo(s: &TestServer) {
+    let plain = greedy_completion(s, PARIS_PROMPT, 4, json!({}));
+    let echoed = greedy_completion(s, PARIS_PROMPT, 4, json!({"echo": true}));
+    let expected = format!(
+        "{PARIS_PROMPT}{}",
+        plain["choices"][0]["text"].as_str().unwrap()
+    );
+    assert_eq!(echoed["choices"][0]["text"], expected);
+    assert_eq!(echoed["usage"], plain["usage"]);
+    let body = json!({"model": model_name(s), "prompt": PARIS_PROMPT, "max_tokens": 4,
+                      "temperature": 0, "echo": true, "stream": true});
+    let chunks = s.stream("/v1/completions", &body);
+    assert_eq!(stream_texts(&chunks, false)[&0], expected);
 }
 
 fn completion_stream_matches_non_stream(s: &TestServer) {
@@ -126,12 +146,21 @@ fn completion_stream_matches_non_stream(s: &TestServer) {
     }
     let (last, rest) = chunks.split_last().unwrap();
     assert_eq!(last["choices"], json!([]));
-    assert_eq!(last["usage"]["completion_tokens"], full["usage"]["completion_tokens"]);
-    assert_eq!(last["usage"]["prompt_tokens"], full["usage"]["prompt_tokens"]);
+    assert_eq!(
+        last["usage"]["completion_tokens"],
+        full["usage"]["completion_tokens"]
+    );
+    assert_eq!(
+        last["usage"]["prompt_tokens"],
+        full["usage"]["prompt_tokens"]
+    );
     for c in rest {
         assert!(c["usage"].is_null() && c.get("usage").is_some(), "{c}");
     }
-    assert_eq!(stream_texts(rest, false)[&0], full["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(
+        stream_texts(rest, false)[&0],
+        full["choices"][0]["text"].as_str().unwrap()
+    );
     let finals: Vec<&Value> = rest
         .iter()
         .filter(|c| !c["choices"][0]["finish_reason"].is_null())
@@ -148,7 +177,10 @@ fn completion_stream_matches_non_stream(s: &TestServer) {
 }
 
 fn chat_answers_paris(s: &TestServer) {
-    let v = s.post_ok("/v1/chat/completions", &chat_body(s, "What is the capital of France?", 24));
+    let v = s.post_ok(
+        "/v1/chat/completions",
+        &chat_body(s, "What is the capital of France?", 24),
+    );
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"), "{v}");
     assert_eq!(v["object"], "chat.completion");
     let msg = &v["choices"][0]["message"];
@@ -187,13 +219,17 @@ fn chat_stream_matches_non_stream(s: &TestServer) {
 fn chat_content_parts_equal_string(s: &TestServer) {
     let plain = s.post_ok("/v1/chat/completions", &chat_body(s, "Name a colour.", 6));
     let mut parts = chat_body(s, "", 6);
-    parts["messages"] = json!([{"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}]);
+    parts["messages"] =
+        json!([{"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}]);
     let with_parts = s.post_ok("/v1/chat/completions", &parts);
     assert_eq!(
         plain["choices"][0]["message"]["content"],
         with_parts["choices"][0]["message"]["content"]
     );
-    assert_eq!(plain["usage"]["prompt_tokens"], with_parts["usage"]["prompt_tokens"]);
+    assert_eq!(
+        plain["usage"]["prompt_tokens"],
+        with_parts["usage"]["prompt_tokens"]
+    );
 }
 
 fn max_completion_tokens_is_honoured(s: &TestServer) {
@@ -233,7 +269,11 @@ fn n_and_several_prompts(s: &TestServer) {
             .count();
         assert_eq!(finishes, 1, "choice {i}");
         // Seeded: the stream reproduces the non-streamed samples.
-        assert_eq!(texts[&i], choices[i as usize]["text"].as_str().unwrap(), "choice {i}");
+        assert_eq!(
+            texts[&i],
+            choices[i as usize]["text"].as_str().unwrap(),
+            "choice {i}"
+        );
     }
 }
 
@@ -257,13 +297,21 @@ fn seeds_reproduce(s: &TestServer) {
 
 fn stop_strings(s: &TestServer) {
     let reference = greedy_completion(s, PARIS_PROMPT, 16, json!({"ignore_eos": true}));
-    let text = reference["choices"][0]["text"].as_str().unwrap().to_string();
+    let text = reference["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let words: Vec<&str> = text.split_whitespace().collect();
     assert!(words.len() >= 3, "reference too short: {text:?}");
     let stop = words[1];
     let cut = text.find(stop).unwrap();
     let expected = &text[..cut];
-    let v = greedy_completion(s, PARIS_PROMPT, 16, json!({"ignore_eos": true, "stop": [stop]}));
+    let v = greedy_completion(
+        s,
+        PARIS_PROMPT,
+        16,
+        json!({"ignore_eos": true, "stop": [stop]}),
+    );
     let c = &v["choices"][0];
     assert_eq!(c["text"], expected, "stop {stop:?} in {text:?}");
     assert_eq!(c["finish_reason"], "stop");
@@ -280,15 +328,31 @@ fn stop_strings(s: &TestServer) {
                       "temperature": 0, "ignore_eos": true, "stop": [stop], "stream": true});
     let chunks = s.stream("/v1/completions", &body);
     assert_eq!(stream_texts(&chunks, false)[&0], expected);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
 
 fn completion_logprobs(s: &TestServer) {
-    let v = greedy_completion(s, PARIS_PROMPT, 6, json!({"logprobs": 3, "ignore_eos": true}));
+    let v = greedy_completion(
+        s,
+        PARIS_PROMPT,
+        6,
+        json!({"logprobs": 3, "ignore_eos": true}),
+    );
     let c = &v["choices"][0];
     let lp = &c["logprobs"];
-    let tokens: Vec<&str> = lp["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert_eq!(tokens.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tokens.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
     assert_eq!(tokens.concat(), c["text"].as_str().unwrap());
     let offsets = lp["text_offset"].as_array().unwrap();
     let mut expected_offset = 0;
@@ -299,7 +363,10 @@ fn completion_logprobs(s: &TestServer) {
         assert!(chosen <= 0.0);
         let top = lp["top_logprobs"][i].as_object().unwrap();
         assert!((3..=4).contains(&top.len()), "{top:?}");
-        let best = top.values().map(|x| x.as_f64().unwrap()).fold(f64::MIN, f64::max);
+        let best = top
+            .values()
+            .map(|x| x.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
         // Greedy: the chosen token is the most likely one.
         assert!((best - chosen).abs() < 1e-4, "{best} vs {chosen}");
     }
@@ -311,19 +378,30 @@ fn chat_logprobs(s: &TestServer) {
     body["top_logprobs"] = json!(2);
     let v = s.post_ok("/v1/chat/completions", &body);
     let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
-    assert_eq!(content.len() as u64, v["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(
+        content.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
     let mut joined = String::new();
     for t in content {
         let token = t["token"].as_str().unwrap();
         joined.push_str(token);
         assert!(t["logprob"].as_f64().unwrap() <= 0.0);
-        let bytes: Vec<u8> = t["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+        let bytes: Vec<u8> = t["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
         assert_eq!(bytes, token.as_bytes());
         let top = t["top_logprobs"].as_array().unwrap();
         assert_eq!(top.len(), 2);
         assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
     }
-    assert_eq!(joined, v["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(
+        joined,
+        v["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     // Without logprobs: null.
     let v = s.post_ok("/v1/chat/completions", &chat_body(s, "Hi", 2));
     assert!(v["choices"][0]["logprobs"].is_null());
@@ -334,9 +412,14 @@ fn prefix_cache_reports_cached_tokens(s: &TestServer) {
     let first = greedy_completion(s, &prompt, 1, json!({}));
     let second = greedy_completion(s, &prompt, 1, json!({}));
     let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
-    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
     assert!(prompt_tokens > 64, "{prompt_tokens}");
-    assert!(cached >= 48 && cached < prompt_tokens, "cached {cached} of {prompt_tokens}; first {first}");
+    assert!(
+        cached >= 48 && cached < prompt_tokens,
+        "cached {cached} of {prompt_tokens}; first {first}"
+    );
 }
 
 fn tokenize_and_detokenize(s: &TestServer) {
@@ -351,8 +434,14 @@ fn tokenize_and_detokenize(s: &TestServer) {
         &json!({"messages": [{"role": "user", "content": "Hello world, héllo 世界"}]}),
     );
     assert!(chat["count"].as_u64().unwrap() > v["count"].as_u64().unwrap());
-    let with_strs = s.post_ok("/tokenize", &json!({"prompt": "Hello world", "return_token_strs": true}));
-    assert_eq!(with_strs["token_strs"].as_array().unwrap().concat_strings(), "Hello world");
+    let with_strs = s.post_ok(
+        "/tokenize",
+        &json!({"prompt": "Hello world", "return_token_strs": true}),
+    );
+    assert_eq!(
+        with_strs["token_strs"].as_array().unwrap().concat_strings(),
+        "Hello world"
+    );
     let (status, body) = s.post("/detokenize", &json!({"tokens": [99999999]}));
     assert_eq!(status, 400);
     error_object(&body);
@@ -389,7 +478,8 @@ fn metrics_after_traffic(s: &TestServer) {
         "request_queue_time_seconds_count",
     ] {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("pagoda:{name}{label} "))),
+            text.lines()
+                .any(|l| l.starts_with(&format!("pagoda:{name}{label} "))),
             "pagoda:{name}{label} missing from\n{text}"
         );
     }
@@ -405,7 +495,13 @@ fn metrics_after_traffic(s: &TestServer) {
 }
 
 /// POSTs `body` and checks an OpenAI error with `status` (and `param`).
-fn expect_error(s: &TestServer, path: &str, body: Value, status: u16, param: Option<&str>) -> Value {
+fn expect_error(
+    s: &TestServer,
+    path: &str,
+    body: Value,
+    status: u16,
+    param: Option<&str>,
+) -> Value {
     let (got, v) = s.post(path, &body);
     assert_eq!(got, status, "{path} {body} -> {v}");
     let e = error_object(&v).clone();
@@ -424,25 +520,50 @@ fn raw_post(s: &TestServer, path: &str, body: Vec<u8>) -> (u16, Value) {
         .send()
         .unwrap();
     let status = r.status().as_u16();
-    (status, serde_json::from_str(&r.text().unwrap()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&r.text().unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 fn errors_invalid_json_and_types(s: &TestServer) {
-    for body in [&b"{bad"[..], b"", b"[1, 2]", b"{\"prompt\": \"x\"} trailing", b"{\"prompt\": \"a\xff\xfe\"}"] {
+    for body in [
+        &b"{bad"[..],
+        b"",
+        b"[1, 2]",
+        b"{\"prompt\": \"x\"} trailing",
+        b"{\"prompt\": \"a\xff\xfe\"}",
+    ] {
         let (status, v) = raw_post(s, "/v1/completions", body.to_vec());
         assert_eq!(status, 400, "{body:?} -> {v}");
         error_object(&v);
     }
-    let deep = format!("{{\"prompt\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep = format!(
+        "{{\"prompt\": {}{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let (status, v) = raw_post(s, "/v1/completions", deep.into_bytes());
     assert_eq!(status, 400, "{v}");
     error_object(&v);
     let c = "/v1/completions";
-    expect_error(s, c, json!({"prompt": "x", "max_tokens": "abc"}), 400, Some("max_tokens"));
+    expect_error(
+        s,
+        c,
+        json!({"prompt": "x", "max_tokens": "abc"}),
+        400,
+        Some("max_tokens"),
+    );
     expect_error(s, c, json!({"prompt": "x", "n": 1.5}), 400, Some("n"));
     expect_error(s, c, json!({"prompt": 5}), 400, Some("prompt"));
     expect_error(s, c, json!({"max_tokens": 3}), 400, None);
-    expect_error(s, "/v1/chat/completions", json!({"messages": "hi"}), 400, Some("messages"));
+    expect_error(
+        s,
+        "/v1/chat/completions",
+        json!({"messages": "hi"}),
+        400,
+        Some("messages"),
+    );
     expect_error(
         s,
         "/v1/chat/completions",
@@ -461,21 +582,50 @@ fn errors_invalid_values(s: &TestServer) {
         (json!({"prompt": "x", "n": 0}), "n"),
         (json!({"prompt": "x", "max_tokens": 0}), "max_tokens"),
         (json!({"prompt": "x", "logprobs": 30}), "logprobs"),
-        (json!({"prompt": "x", "logit_bias": {"abc": 1}}), "logit_bias"),
-        (json!({"prompt": "x", "logit_bias": {"5": 1000}}), "logit_bias"),
-        (json!({"prompt": "x", "stop_token_ids": [99999999]}), "stop_token_ids"),
-        (json!({"prompt": "x", "stream_options": {"include_usage": true}}), "stream_options"),
-        (json!({"prompt": "x", "repetition_penalty": 0}), "repetition_penalty"),
+        (
+            json!({"prompt": "x", "logit_bias": {"abc": 1}}),
+            "logit_bias",
+        ),
+        (
+            json!({"prompt": "x", "logit_bias": {"5": 1000}}),
+            "logit_bias",
+        ),
+        (
+            json!({"prompt": "x", "stop_token_ids": [99999999]}),
+            "stop_token_ids",
+        ),
+        (
+            json!({"prompt": "x", "stream_options": {"include_usage": true}}),
+            "stream_options",
+        ),
+        (
+            json!({"prompt": "x", "repetition_penalty": 0}),
+            "repetition_penalty",
+        ),
         (json!({"prompt": []}), "prompt"),
         (json!({"prompt": [[99999999]]}), "prompt"),
+        (json!({"prompt": vec![vec![1]; 600], "n": 2}), "prompt"),
+        (json!({"prompt": vec![vec![1]; 600], "n": 2}), "prompt"),
     ];
     for (body, param) in cases {
         expect_error(s, c, body, 400, Some(param));
     }
     let chat = "/v1/chat/completions";
     let msgs = json!([{"role": "user", "content": "hi"}]);
-    expect_error(s, chat, json!({"messages": msgs, "top_logprobs": 2}), 400, Some("top_logprobs"));
-    expect_error(s, chat, json!({"messages": msgs, "max_completion_tokens": 0}), 400, Some("max_completion_tokens"));
+    expect_error(
+        s,
+        chat,
+        json!({"messages": msgs, "top_logprobs": 2}),
+        400,
+        Some("top_logprobs"),
+    );
+    expect_error(
+        s,
+        chat,
+        json!({"messages": msgs, "max_completion_tokens": 0}),
+        400,
+        Some("max_completion_tokens"),
+    );
     expect_error(s, chat, json!({"messages": []}), 400, Some("messages"));
 }
 
@@ -483,9 +633,18 @@ fn errors_context_length(s: &TestServer) {
     let long = "hello ".repeat(1200);
     let len = token_count(s, &long);
     assert!(len > 1024);
-    let e = expect_error(s, "/v1/completions", json!({"prompt": long}), 400, Some("prompt"));
+    let e = expect_error(
+        s,
+        "/v1/completions",
+        json!({"prompt": long}),
+        400,
+        Some("prompt"),
+    );
     let msg = e["message"].as_str().unwrap();
-    assert!(msg.contains("1024") && msg.contains(&len.to_string()), "{msg}");
+    assert!(
+        msg.contains("1024") && msg.contains(&len.to_string()),
+        "{msg}"
+    );
     assert_eq!(e["code"], "context_length_exceeded");
     let e = expect_error(
         s,
@@ -506,7 +665,13 @@ fn errors_context_length(s: &TestServer) {
 }
 
 fn errors_not_found_method_and_size(s: &TestServer) {
-    let e = expect_error(s, "/v1/completions", json!({"model": "gpt-17", "prompt": "x"}), 404, Some("model"));
+    let e = expect_error(
+        s,
+        "/v1/completions",
+        json!({"model": "gpt-17", "prompt": "x"}),
+        404,
+        Some("model"),
+    );
     assert_eq!(e["code"], "model_not_found");
     expect_error(
         s,
@@ -543,22 +708,43 @@ fn server_api_end_to_end() {
         &[
             ("models_health_version", models_health_version),
             ("completion_basic", completion_basic),
-            ("completion_stream_matches_non_stream", completion_stream_matches_non_stream),
+            (
+                "completion_stream_matches_non_stream",
+                completion_stream_matches_non_stream,
+            ),
             ("chat_answers_paris", chat_answers_paris),
-            ("chat_stream_matches_non_stream", chat_stream_matches_non_stream),
-            ("chat_content_parts_equal_string", chat_content_parts_equal_string),
-            ("max_completion_tokens_is_honoured", max_completion_tokens_is_honoured),
+            (
+                "chat_stream_matches_non_stream",
+                chat_stream_matches_non_stream,
+            ),
+            (
+                "chat_content_parts_equal_string",
+                chat_content_parts_equal_string,
+            ),
+            (
+                "max_completion_tokens_is_honoured",
+                max_completion_tokens_is_honoured,
+            ),
             ("n_and_several_prompts", n_and_several_prompts),
             ("seeds_reproduce", seeds_reproduce),
             ("stop_strings", stop_strings),
             ("completion_logprobs", completion_logprobs),
             ("chat_logprobs", chat_logprobs),
-            ("prefix_cache_reports_cached_tokens", prefix_cache_reports_cached_tokens),
+            (
+                "prefix_cache_reports_cached_tokens",
+                prefix_cache_reports_cached_tokens,
+            ),
             ("tokenize_and_detokenize", tokenize_and_detokenize),
-            ("errors_invalid_json_and_types", errors_invalid_json_and_types),
+            (
+                "errors_invalid_json_and_types",
+                errors_invalid_json_and_types,
+            ),
             ("errors_invalid_values", errors_invalid_values),
             ("errors_context_length", errors_context_length),
-            ("errors_not_found_method_and_size", errors_not_found_method_and_size),
+            (
+                "errors_not_found_method_and_size",
+                errors_not_found_method_and_size,
+            ),
             ("metrics_after_traffic", metrics_after_traffic),
         ],
     );

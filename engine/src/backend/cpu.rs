@@ -31,11 +31,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> anyhow::Result<Vec<f32>> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(len)
-            .map_err(|_| anyhow::anyhow!("out of memory allocating {} MiB", len * 4 >> 20))?;
-        v.resize(len, 0.0);
-        Ok(v)
+        zeroed_vec(len)
     }
 
     fn rope(&self, inv_freq: &[f32], max_position: usize, attention_scaling: f32) -> anyhow::Result<cpu::RotaryCache> {
@@ -180,5 +176,39 @@ impl Backend for CpuBackend {
 
     fn to_host(&self, x: &Vec<f32>, len: usize) -> anyhow::Result<Vec<f32>> {
         Ok(x[..len].to_vec())
+    }
+}
+
+/// A zeroed buffer from the allocator's zeroed path: large buffers (the KV
+/// cache) come as fresh pages from the OS, so start-up does not write
+/// gigabytes of zeros. Allocation failure is an error, not an abort.
+fn zeroed_vec(len: usize) -> anyhow::Result<Vec<f32>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(len)
+        .map_err(|_| anyhow::anyhow!("buffer of {len} floats is too large"))?;
+    // SAFETY: the layout has non-zero size; a non-null pointer from
+    // alloc_zeroed with this layout owns `len` initialized (zero) f32s, which
+    // is exactly what Vec::from_raw_parts requires with capacity `len`.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if ptr.is_null() {
+            anyhow::bail!("out of memory allocating {} MiB", (len * 4) >> 20);
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_is_zeroed_and_sized() {
+        let v = CpuBackend::new().alloc(1 << 20).unwrap();
+        assert_eq!(v.len(), 1 << 20);
+        assert!(v.iter().all(|&x| x == 0.0));
+        assert!(CpuBackend::new().alloc(usize::MAX / 2).is_err());
     }
 }

@@ -12,11 +12,22 @@ use super::simd::{dispatch, exp};
 /// If `gate_up` and `out` are not the same number of rows.
 pub fn silu_and_mul(gate_up: &[f32], out: &mut [f32], intermediate: usize) {
     if intermediate == 0 {
-        assert!(gate_up.is_empty() && out.is_empty(), "silu_and_mul: intermediate is 0");
+        assert!(
+            gate_up.is_empty() && out.is_empty(),
+            "silu_and_mul: intermediate is 0"
+        );
         return;
     }
-    assert_eq!(out.len() % intermediate, 0, "silu_and_mul: out is not rows of {intermediate}");
-    assert_eq!(gate_up.len(), 2 * out.len(), "silu_and_mul: gate_up is not [rows, 2 * {intermediate}]");
+    assert_eq!(
+        out.len() % intermediate,
+        0,
+        "silu_and_mul: out is not rows of {intermediate}"
+    );
+    assert_eq!(
+        gate_up.len(),
+        2 * out.len(),
+        "silu_and_mul: gate_up is not [rows, 2 * {intermediate}]"
+    );
     out.par_chunks_mut(intermediate)
         .zip(gate_up.par_chunks(2 * intermediate))
         .with_min_len(min_rows_per_task(intermediate))
@@ -62,13 +73,22 @@ mod tests {
             }
             let mut out = vec![f32::NAN; rows * inter];
             silu_and_mul(&gu, &mut out, inter);
-            assert_close(&out, &naive(&gu, inter), 1e-5, 1e-6, &format!("{rows}x{inter}"));
+            assert_close(
+                &out,
+                &naive(&gu, inter),
+                1e-5,
+                1e-6,
+                &format!("{rows}x{inter}"),
+            );
         }
     }
 
     #[test]
     fn every_isa_matches_f64() {
-        let gu = random_vec(2 * 77, 3).iter().map(|v| v * 12.0).collect::<Vec<_>>();
+        let gu = random_vec(2 * 77, 3)
+            .iter()
+            .map(|v| v * 12.0)
+            .collect::<Vec<_>>();
         for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
             let mut out = vec![0.0; 77];
             silu_mul_row_with(isa, &gu, &mut out);

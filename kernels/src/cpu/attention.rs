@@ -147,25 +147,43 @@ fn validate(
     p: &PagedAttentionParams<'_>,
     out: &[f32],
 ) {
-    assert!(p.num_kv_heads > 0 && p.head_dim > 0 && p.block_size > 0, "paged_attention: zero dimension");
     assert!(
-        p.num_heads % p.num_kv_heads == 0 && p.num_heads > 0,
+        p.num_kv_heads > 0 && p.head_dim > 0 && p.block_size > 0,
+        "paged_attention: zero dimension"
+    );
+    assert!(
+        p.num_heads.is_multiple_of(p.num_kv_heads) && p.num_heads > 0,
         "paged_attention: num_heads {} is not a multiple of num_kv_heads {}",
         p.num_heads,
         p.num_kv_heads
     );
     let num_seqs = p.seq_lens.len();
     let qsl = p.query_start_loc;
-    assert_eq!(qsl.len(), num_seqs + 1, "paged_attention: query_start_loc is not [num_seqs + 1]");
-    assert_eq!(qsl[0], 0, "paged_attention: query_start_loc must start at 0");
+    assert_eq!(
+        qsl.len(),
+        num_seqs + 1,
+        "paged_attention: query_start_loc is not [num_seqs + 1]"
+    );
+    assert_eq!(
+        qsl[0], 0,
+        "paged_attention: query_start_loc must start at 0"
+    );
     let num_tokens = qsl[num_seqs] as usize;
     let row = p.num_heads * p.head_dim;
-    assert_eq!(q.len(), num_tokens * row, "paged_attention: q is not [{num_tokens}, num_heads, head_dim]");
-    assert_eq!(out.len(), q.len(), "paged_attention: out and q differ in length");
+    assert_eq!(
+        q.len(),
+        num_tokens * row,
+        "paged_attention: q is not [{num_tokens}, num_heads, head_dim]"
+    );
+    assert_eq!(
+        out.len(),
+        q.len(),
+        "paged_attention: out and q differ in length"
+    );
     let slot = p.num_kv_heads * p.head_dim;
     let block = p.block_size * slot;
     assert!(
-        key_cache.len() == value_cache.len() && key_cache.len() % block == 0,
+        key_cache.len() == value_cache.len() && key_cache.len().is_multiple_of(block),
         "paged_attention: caches are not [num_blocks, block_size, num_kv_heads, head_dim]"
     );
     let num_blocks = key_cache.len() / block;
@@ -174,9 +192,15 @@ fn validate(
         "paged_attention: block_tables is not [num_seqs, max_blocks_per_seq]"
     );
     for s in 0..num_seqs {
-        assert!(qsl[s] <= qsl[s + 1], "paged_attention: query_start_loc decreases at {s}");
+        assert!(
+            qsl[s] <= qsl[s + 1],
+            "paged_attention: query_start_loc decreases at {s}"
+        );
         let (q_len, seq_len) = ((qsl[s + 1] - qsl[s]) as usize, p.seq_lens[s] as usize);
-        assert!(q_len <= seq_len, "paged_attention: sequence {s} has {q_len} new tokens > seq_len {seq_len}");
+        assert!(
+            q_len <= seq_len,
+            "paged_attention: sequence {s} has {q_len} new tokens > seq_len {seq_len}"
+        );
         if q_len == 0 {
             continue;
         }
@@ -264,7 +288,10 @@ fn attend_body<const ISA: u8>(
                 let g = (item.h1.min(kv_end) - h).min(ROW_GROUP);
                 let kv_off = h / group * d;
                 let rows = r0 + h - item.h0..r0 + h - item.h0 + g;
-                let (q_rows, s_rows) = (&qs[rows.start * d..rows.end * d], &mut s[rows.start * kc..rows.end * kc]);
+                let (q_rows, s_rows) = (
+                    &qs[rows.start * d..rows.end * d],
+                    &mut s[rows.start * kc..rows.end * kc],
+                );
                 match g {
                     1 => scores::<ISA, 1>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
                     2 => scores::<ISA, 2>(q_rows, &kblk[kv_off..], slot_stride, nv, kc, s_rows),
@@ -280,7 +307,10 @@ fn attend_body<const ISA: u8>(
                         }
                     }
                 }
-                let (p_rows, o_rows) = (&s[rows.start * kc..rows.end * kc], &mut o[rows.start * d..rows.end * d]);
+                let (p_rows, o_rows) = (
+                    &s[rows.start * kc..rows.end * kc],
+                    &mut o[rows.start * d..rows.end * d],
+                );
                 match g {
                     1 => pv::<ISA, 1>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
                     2 => pv::<ISA, 2>(p_rows, kc, nv, &vblk[kv_off..], slot_stride, o_rows),
@@ -343,7 +373,12 @@ fn scores<const ISA: u8, const R: usize>(
 /// sum; leaves the probabilities in `sr` (0 past `nv`) and returns the factor
 /// that rescales the row's output so far.
 #[inline(always)]
-fn online_softmax<const ISA: u8>(sr: &mut [f32], nv: usize, row_max: &mut f32, row_sum: &mut f32) -> f32 {
+fn online_softmax<const ISA: u8>(
+    sr: &mut [f32],
+    nv: usize,
+    row_max: &mut f32,
+    row_sum: &mut f32,
+) -> f32 {
     sr[nv..].fill(f32::NEG_INFINITY);
     let m_old = *row_max;
     let m_blk = max(sr);
@@ -378,7 +413,8 @@ fn pv<const ISA: u8, const R: usize>(
     let p_rows: [&[f32]; R] = std::array::from_fn(|r| &p[r * kc..][..nv]);
     let mut d0 = 0;
     while d0 + W <= d {
-        let mut acc: [[f32; W]; R] = std::array::from_fn(|r| o[r * d + d0..][..W].try_into().unwrap());
+        let mut acc: [[f32; W]; R] =
+            std::array::from_fn(|r| o[r * d + d0..][..W].try_into().unwrap());
         for j in 0..nv {
             let vj: &[f32; W] = v[j * slot_stride + d0..][..W].try_into().unwrap();
             for r in 0..R {
@@ -429,9 +465,25 @@ mod tests {
     impl Case {
         /// Random K/V in every slot a sequence owns, NaN everywhere else (so a
         /// read past `seq_len` or of a foreign block poisons the result).
-        fn new(heads: usize, kv_heads: usize, d: usize, bs: usize, seqs: &[(u32, u32)], seed: u64) -> Self {
-            let max_blocks = seqs.iter().map(|s| (s.1 as usize).div_ceil(bs)).max().unwrap_or(0) + 1;
-            let total_blocks: usize = seqs.iter().map(|s| (s.1 as usize).div_ceil(bs)).sum::<usize>() + 3;
+        fn new(
+            heads: usize,
+            kv_heads: usize,
+            d: usize,
+            bs: usize,
+            seqs: &[(u32, u32)],
+            seed: u64,
+        ) -> Self {
+            let max_blocks = seqs
+                .iter()
+                .map(|s| (s.1 as usize).div_ceil(bs))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let total_blocks: usize = seqs
+                .iter()
+                .map(|s| (s.1 as usize).div_ceil(bs))
+                .sum::<usize>()
+                + 3;
             let mut ids: Vec<u32> = (1..total_blocks as u32).collect();
             ids.shuffle(&mut StdRng::seed_from_u64(seed));
             let slot = kv_heads * d;
@@ -457,9 +509,24 @@ mod tests {
             }
             let tokens = *qsl.last().unwrap() as usize;
             // Scaled so some softmaxes are peaked.
-            let q = random_vec(tokens * heads * d, seed + 2).iter().map(|v| v * 6.0).collect();
+            let q = random_vec(tokens * heads * d, seed + 2)
+                .iter()
+                .map(|v| v * 6.0)
+                .collect();
             let seq_lens = seqs.iter().map(|s| s.1).collect();
-            Self { heads, kv_heads, d, bs, qsl, seq_lens, tables, max_blocks, k_cache, v_cache, q }
+            Self {
+                heads,
+                kv_heads,
+                d,
+                bs,
+                qsl,
+                seq_lens,
+                tables,
+                max_blocks,
+                k_cache,
+                v_cache,
+                q,
+            }
         }
 
         fn params(&self) -> PagedAttentionParams<'_> {
@@ -478,7 +545,14 @@ mod tests {
 
         fn run(&self, isa: Isa) -> Vec<f32> {
             let mut out = vec![f32::NAN; self.q.len()];
-            paged_attention_with(isa, &self.q, &self.k_cache, &self.v_cache, &self.params(), &mut out);
+            paged_attention_with(
+                isa,
+                &self.q,
+                &self.k_cache,
+                &self.v_cache,
+                &self.params(),
+                &mut out,
+            );
             out
         }
 
@@ -495,7 +569,10 @@ mod tests {
                         let kv_at = |cache: &[f32], p: usize| {
                             let block = self.tables[s * self.max_blocks + p / self.bs] as usize;
                             let e = (block * self.bs + p % self.bs) * slot + (h / group) * d;
-                            cache[e..e + d].iter().map(|v| *v as f64).collect::<Vec<f64>>()
+                            cache[e..e + d]
+                                .iter()
+                                .map(|v| *v as f64)
+                                .collect::<Vec<f64>>()
                         };
                         let scores: Vec<f64> = (0..=pos)
                             .map(|p| {
@@ -522,7 +599,13 @@ mod tests {
     fn check(case: &Case, what: &str) {
         let want = case.naive();
         for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
-            assert_close(&case.run(isa), &want, 1e-4, 2e-5, &format!("{what} {isa:?}"));
+            assert_close(
+                &case.run(isa),
+                &want,
+                1e-4,
+                2e-5,
+                &format!("{what} {isa:?}"),
+            );
         }
     }
 
@@ -535,7 +618,10 @@ mod tests {
                 for bs in [16, 32] {
                     seed += 10;
                     let seqs = [(1, 1), (1, 17), (1, 32), (1, 33), (1, 100)];
-                    check(&Case::new(heads, kv, d, bs, &seqs, seed), &format!("decode h={heads}/{kv} d={d} bs={bs}"));
+                    check(
+                        &Case::new(heads, kv, d, bs, &seqs, seed),
+                        &format!("decode h={heads}/{kv} d={d} bs={bs}"),
+                    );
                 }
             }
         }
@@ -546,21 +632,38 @@ mod tests {
         for (heads, kv, d, bs) in [(9, 3, 64, 16), (8, 1, 128, 32), (3, 3, 80, 16)] {
             // Whole prompt, a chunk starting mid-block, one starting on a block edge.
             let seqs = [(45, 45), (37, 100), (16, 64)];
-            check(&Case::new(heads, kv, d, bs, &seqs, 77), &format!("prefill h={heads}/{kv} d={d} bs={bs}"));
+            check(
+                &Case::new(heads, kv, d, bs, &seqs, 77),
+                &format!("prefill h={heads}/{kv} d={d} bs={bs}"),
+            );
         }
     }
 
     #[test]
     fn mixed_batch_of_prefills_and_decodes() {
-        let seqs = [(1, 300), (70, 70), (1, 5), (13, 200), (1, 1), (0, 9), (33, 65)];
+        let seqs = [
+            (1, 300),
+            (70, 70),
+            (1, 5),
+            (13, 200),
+            (1, 1),
+            (0, 9),
+            (33, 65),
+        ];
         check(&Case::new(9, 3, 64, 16, &seqs, 5), "mixed GQA 3");
-        check(&Case::new(12, 4, 80, 32, &seqs, 6), "mixed GQA 3 d=80 bs=32");
+        check(
+            &Case::new(12, 4, 80, 32, &seqs, 6),
+            "mixed GQA 3 d=80 bs=32",
+        );
         check(&Case::new(4, 1, 128, 16, &seqs, 7), "mixed MQA d=128");
     }
 
     #[test]
     fn odd_head_dim_and_block_size() {
-        check(&Case::new(6, 2, 40, 8, &[(1, 30), (11, 19)], 3), "d=40 bs=8");
+        check(
+            &Case::new(6, 2, 40, 8, &[(1, 30), (11, 19)], 3),
+            "d=40 bs=8",
+        );
         check(&Case::new(2, 1, 24, 5, &[(7, 7), (1, 12)], 4), "d=24 bs=5");
     }
 
@@ -596,7 +699,13 @@ mod tests {
         let mut p = case.params();
         p.max_blocks_per_seq = 2;
         p.block_tables = &case.tables[..2];
-        paged_attention(&case.q, &case.k_cache, &case.v_cache, &p, &mut vec![0.0; case.q.len()]);
+        paged_attention(
+            &case.q,
+            &case.k_cache,
+            &case.v_cache,
+            &p,
+            &mut vec![0.0; case.q.len()],
+        );
     }
 
     #[test]

@@ -19,19 +19,38 @@ pub fn reshape_and_cache(
 ) {
     let row = num_kv_heads * head_dim;
     let tokens = slot_mapping.len();
-    assert_eq!(key.len(), tokens * row, "reshape_and_cache: key is not [tokens, {num_kv_heads}, {head_dim}]");
-    assert_eq!(value.len(), key.len(), "reshape_and_cache: value and key differ in length");
-    assert_eq!(key_cache.len(), value_cache.len(), "reshape_and_cache: caches differ in length");
+    assert_eq!(
+        key.len(),
+        tokens * row,
+        "reshape_and_cache: key is not [tokens, {num_kv_heads}, {head_dim}]"
+    );
+    assert_eq!(
+        value.len(),
+        key.len(),
+        "reshape_and_cache: value and key differ in length"
+    );
+    assert_eq!(
+        key_cache.len(),
+        value_cache.len(),
+        "reshape_and_cache: caches differ in length"
+    );
     if row == 0 {
         return;
     }
     let slots = key_cache.len() / row;
-    for ((k, v), &slot) in key.chunks_exact(row).zip(value.chunks_exact(row)).zip(slot_mapping) {
+    for ((k, v), &slot) in key
+        .chunks_exact(row)
+        .zip(value.chunks_exact(row))
+        .zip(slot_mapping)
+    {
         if slot < 0 {
             continue;
         }
         let slot = slot as usize;
-        assert!(slot < slots, "reshape_and_cache: slot {slot} >= {slots} slots in the cache");
+        assert!(
+            slot < slots,
+            "reshape_and_cache: slot {slot} >= {slots} slots in the cache"
+        );
         key_cache[slot * row..][..row].copy_from_slice(k);
         value_cache[slot * row..][..row].copy_from_slice(v);
     }
@@ -58,7 +77,10 @@ mod tests {
                 _ => vec![0.5; row],
             };
             assert_eq!(&kc[s * row..(s + 1) * row], &want[..], "key slot {s}");
-            let want_v: Vec<f32> = want.iter().map(|v| if *v == 0.5 { 0.5 } else { -v }).collect();
+            let want_v: Vec<f32> = want
+                .iter()
+                .map(|v| if *v == 0.5 { 0.5 } else { -v })
+                .collect();
             assert_eq!(&vc[s * row..(s + 1) * row], &want_v[..], "value slot {s}");
         }
         // Block 2, offset 1 is element ((2 * bs + 1) * kvh + h) * d + i of the 4-d layout.
@@ -68,6 +90,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "slot 8 >= 8")]
     fn slot_past_the_cache_panics() {
-        reshape_and_cache(&[1.0; 2], &[1.0; 2], &mut [0.0; 16], &mut [0.0; 16], &[8], 1, 2);
+        reshape_and_cache(
+            &[1.0; 2],
+            &[1.0; 2],
+            &mut [0.0; 16],
+            &mut [0.0; 16],
+            &[8],
+            1,
+            2,
+        );
     }
 }

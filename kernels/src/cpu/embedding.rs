@@ -6,15 +6,26 @@
 /// On shape mismatches and for an id past the table (the engine validates
 /// prompt ids against the vocabulary before they get here).
 pub fn embedding(ids: &[u32], table: &[f32], hidden: usize, out: &mut [f32]) {
-    assert_eq!(out.len(), ids.len() * hidden, "embedding: out is not [tokens, {hidden}]");
+    assert_eq!(
+        out.len(),
+        ids.len() * hidden,
+        "embedding: out is not [tokens, {hidden}]"
+    );
     if hidden == 0 {
         return;
     }
-    assert_eq!(table.len() % hidden, 0, "embedding: table is not rows of {hidden}");
+    assert_eq!(
+        table.len() % hidden,
+        0,
+        "embedding: table is not rows of {hidden}"
+    );
     let vocab = table.len() / hidden;
     for (o, &id) in out.chunks_exact_mut(hidden).zip(ids) {
         let id = id as usize;
-        assert!(id < vocab, "embedding: token id {id} >= vocabulary size {vocab}");
+        assert!(
+            id < vocab,
+            "embedding: token id {id} >= vocabulary size {vocab}"
+        );
         o.copy_from_slice(&table[id * hidden..][..hidden]);
     }
 }
@@ -28,7 +39,10 @@ mod tests {
         let table: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let mut out = vec![0.0; 12];
         embedding(&[2, 0, 2, 1], &table, 3, &mut out);
-        assert_eq!(out, vec![6.0, 7.0, 8.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            out,
+            vec![6.0, 7.0, 8.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0, 3.0, 4.0, 5.0]
+        );
     }
 
     #[test]

@@ -20,15 +20,13 @@ use rayon::prelude::*;
 use super::num_threads;
 use super::simd::{dispatch, fmadd, hsum, LANES};
 
-/// Largest batch handled by the GEMV kernel.
+/// Largest batch handled by the GEMV kernel (from 2 rows: one row is the
+/// `gemm` crate's own GEMV, faster still).
 pub const GEMV_MAX_M: usize = 4;
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: fork/join
 /// costs more than it saves.
 const PAR_MIN_MACS: usize = 1 << 18;
-
-/// Fewest rows the `gemm` crate multiplies with its general (batch-invariant) kernel.
-const MIN_INVARIANT_ROWS: usize = 3;
 
 static BATCH_INVARIANT: AtomicBool = AtomicBool::new(false);
 
@@ -51,7 +49,15 @@ pub fn matmul_transb(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, 
     matmul_transb_with(batch_invariant(), x, w, out, m, k, n);
 }
 
-fn matmul_transb_with(invariant: bool, x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+fn matmul_transb_with(
+    invariant: bool,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     assert_eq!(x.len(), m * k, "matmul_transb: x is not [m={m}, k={k}]");
     assert_eq!(w.len(), n * k, "matmul_transb: w is not [n={n}, k={k}]");
     assert_eq!(out.len(), m * n, "matmul_transb: out is not [m={m}, n={n}]");
@@ -62,15 +68,17 @@ fn matmul_transb_with(invariant: bool, x: &[f32], w: &[f32], out: &mut [f32], m:
         out.fill(0.0);
         return;
     }
-    if invariant && m < MIN_INVARIANT_ROWS {
-        // The gemm crate's 1- and 2-row paths round differently: pad with copies.
-        let mut xp = Vec::with_capacity(MIN_INVARIANT_ROWS * k);
-        while xp.len() < MIN_INVARIANT_ROWS * k {
+    let min_rows = if n <= 64 { 65 } else { 3 };
+    if invariant && m < min_rows {
+        // The gemm crate takes other paths, which round differently, for 1 or
+        // 2 rows, and for matrices of at most 64 x 64: pad with copies.
+        let mut xp = Vec::with_capacity(min_rows * k);
+        while xp.len() < min_rows * k {
             xp.extend_from_slice(x);
         }
-        xp.truncate(MIN_INVARIANT_ROWS * k);
-        let mut padded = vec![0f32; MIN_INVARIANT_ROWS * n];
-        gemm_blocked(&xp, w, &mut padded, MIN_INVARIANT_ROWS, k, n);
+        xp.truncate(min_rows * k);
+        let mut padded = vec![0f32; min_rows * n];
+        gemm_blocked(&xp, w, &mut padded, min_rows, k, n);
         out.copy_from_slice(&padded[..m * n]);
     } else if !invariant && (2..=GEMV_MAX_M).contains(&m) {
         gemv(x, w, out, m, k, n);
@@ -101,6 +109,13 @@ pub fn add_bias(out: &mut [f32], bias: &[f32]) {
 /// of columns.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// A method, so closures capture the `Sync` wrapper, not its raw field.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: only used to write disjoint column ranges from different threads.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
@@ -110,49 +125,40 @@ fn gemm_blocked(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: us
     // The split depends on n and the pool only, never on m, and keeps every
     // range over 64 columns: the crate blocks k differently for matrices of at
     // most 64 x 64, and a row's bits must not depend on the batch it is in.
-    // For the same reason a narrow W (n <= 64) is multiplied 64 rows at a time.
     let ranges = (n / 96).clamp(1, num_threads());
     let chunk = n.div_ceil(ranges);
-    let row_tile = if n <= 64 { m.min(64) } else { m };
     let dst = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
-        let dst = dst;
         let j0 = t * chunk;
         let cols = chunk.min(n - j0);
-        for tile in 0..m.div_ceil(row_tile) {
-            // The last tile is shifted back to stay full: its overlap with the
-            // previous one is written twice with the same bits.
-            let i0 = (tile * row_tile).min(m - row_tile);
-            let rows = row_tile;
-            // SAFETY: x rows i0.. are [rows, k] with row stride k; w rows
-            // j0..j0 + cols are [cols, k] (read as the k x cols matrix Wᵀ: row
-            // stride 1, column stride k); dst at (i0, j0) with row stride n
-            // addresses out[i0..i0 + rows, j0..j0 + cols], inside `out` (len
-            // m * n, asserted by the caller). Tasks write disjoint column
-            // ranges, and `out` stays mutably borrowed until all have joined.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    cols,
-                    k,
-                    dst.0.add(i0 * n + j0),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr().add(i0 * k),
-                    1,
-                    k as isize,
-                    w.as_ptr().add(j0 * k),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+        // SAFETY: x is [m, k] with row stride k; w rows j0..j0 + cols are
+        // [cols, k] (read as the k x cols matrix Wᵀ: row stride 1, column
+        // stride k); dst + j0 with row stride n addresses out[.., j0..j0 + cols],
+        // inside `out` (len m * n, asserted by the caller). Tasks write
+        // disjoint column ranges, and `out` stays mutably borrowed until all
+        // have joined.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst.get().add(j0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(j0 * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     };
     if ranges == 1 || m * n * k < PAR_MIN_MACS {
@@ -172,23 +178,16 @@ fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
     } else {
         GEMV_ROWS_PER_TASK.max(n.div_ceil(num_threads() * 16))
     };
-    if m == 1 {
-        // out is [1, n]: each task writes its own contiguous range directly.
-        let work = |(o, wc): (&mut [f32], &[f32])| gemv_rows(x, wc, o, 1, k);
-        if rows >= n {
-            work((out, w));
-        } else {
-            out.par_chunks_mut(rows).zip(w.par_chunks(rows * k)).for_each(work);
-        }
-        return;
-    }
-    // Several x rows: compute out transposed ([n, m], contiguous per task), then scatter.
+    // Compute out transposed ([n, m], contiguous per task), then scatter.
     let mut out_t = vec![0f32; n * m];
     let work = |(o, wc): (&mut [f32], &[f32])| gemv_rows(x, wc, o, m, k);
     if rows >= n {
         work((&mut out_t, w));
     } else {
-        out_t.par_chunks_mut(rows * m).zip(w.par_chunks(rows * k)).for_each(work);
+        out_t
+            .par_chunks_mut(rows * m)
+            .zip(w.par_chunks(rows * k))
+            .for_each(work);
     }
     for (j, col) in out_t.chunks_exact(m).enumerate() {
         for (i, v) in col.iter().enumerate() {
@@ -205,7 +204,7 @@ dispatch! {
 #[inline(always)]
 fn gemv_rows_body<const ISA: u8>(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
     match m {
-        1 => gemv_tile::<ISA, 1, 4>(x, w, out_t, k),
+        0 | 1 => gemv_tile::<ISA, 1, 4>(x, w, out_t, k),
         2 => gemv_tile::<ISA, 2, 4>(x, w, out_t, k),
         3 => gemv_tile::<ISA, 3, 2>(x, w, out_t, k),
         _ => gemv_tile::<ISA, 4, 2>(x, w, out_t, k),
@@ -267,7 +266,9 @@ mod tests {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum();
+                out[i * n + j] = (0..k)
+                    .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                    .sum();
             }
         }
         out
@@ -293,7 +294,13 @@ mod tests {
             let w = random_vec(n * k, 20 + s as u64);
             let mut out = vec![f32::NAN; m * n];
             matmul_transb(&x, &w, &mut out, m, k, n);
-            assert_close(&out, &naive(&x, &w, m, k, n), 1e-5, 1e-4, &format!("m={m} k={k} n={n}"));
+            assert_close(
+                &out,
+                &naive(&x, &w, m, k, n),
+                1e-5,
+                1e-4,
+                &format!("m={m} k={k} n={n}"),
+            );
         }
     }
 
@@ -307,9 +314,14 @@ mod tests {
                     let mut out_t = vec![f32::NAN; n * m];
                     gemv_rows_with(isa, &x, &w, &mut out_t, m, k);
                     let want = naive(&x, &w, m, k, n);
-                    let got: Vec<f32> =
-                        (0..m * n).map(|e| out_t[(e % n) * m + e / n]).collect();
-                    assert_close(&got, &want, 1e-5, 1e-4, &format!("{isa:?} m={m} k={k} n={n}"));
+                    let got: Vec<f32> = (0..m * n).map(|e| out_t[(e % n) * m + e / n]).collect();
+                    assert_close(
+                        &got,
+                        &want,
+                        1e-5,
+                        1e-4,
+                        &format!("{isa:?} m={m} k={k} n={n}"),
+                    );
                 }
             }
         }
@@ -319,7 +331,14 @@ mod tests {
     /// every row's bits are the same whatever the batch size, 1 included.
     #[test]
     fn batch_invariant_mode_gives_rows_the_same_bits_at_any_batch_size() {
-        for (k, n) in [(576, 1536), (1536, 576), (576, 192), (700, 40), (64, 150), (2048, 97)] {
+        for (k, n) in [
+            (576, 1536),
+            (1536, 576),
+            (576, 192),
+            (700, 40),
+            (64, 150),
+            (2048, 97),
+        ] {
             let x = random_vec(300 * k, 5);
             let w = random_vec(n * k, 6);
             let mut all = vec![0f32; 300 * n];
@@ -327,14 +346,24 @@ mod tests {
             for m in [1, 2, 3, 4, 5, 17, 64, 65, 130] {
                 let mut part = vec![0f32; m * n];
                 matmul_transb_with(true, &x[..m * k], &w, &mut part, m, k, n);
-                assert_eq!(part, all[..m * n], "k={k} n={n}: first {m} rows differ from a 300-row batch");
+                assert_eq!(
+                    part,
+                    all[..m * n],
+                    "k={k} n={n}: first {m} rows differ from a 300-row batch"
+                );
             }
         }
         let x = random_vec(3 * 64, 1);
         let w = random_vec(100 * 64, 2);
         let mut out = vec![0f32; 300];
         matmul_transb_with(true, &x, &w, &mut out, 3, 64, 100);
-        assert_close(&out, &naive(&x, &w, 3, 64, 100), 1e-5, 1e-4, "invariant mode");
+        assert_close(
+            &out,
+            &naive(&x, &w, 3, 64, 100),
+            1e-5,
+            1e-4,
+            "invariant mode",
+        );
         assert!(!batch_invariant(), "off by default");
     }
 

@@ -43,7 +43,11 @@ pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
 /// If `x` is not whole rows or `residual` differs in length from `x`.
 pub fn fused_add_rms_norm(x: &mut [f32], residual: &mut [f32], weight: &[f32], eps: f32) {
     let d = check_rows("fused_add_rms_norm", x.len(), weight);
-    assert_eq!(residual.len(), x.len(), "fused_add_rms_norm: residual and x differ in length");
+    assert_eq!(
+        residual.len(),
+        x.len(),
+        "fused_add_rms_norm: residual and x differ in length"
+    );
     if d == 0 {
         return;
     }
@@ -56,7 +60,7 @@ pub fn fused_add_rms_norm(x: &mut [f32], residual: &mut [f32], weight: &[f32], e
 fn check_rows(name: &str, len: usize, weight: &[f32]) -> usize {
     let d = weight.len();
     assert!(
-        if d == 0 { len == 0 } else { len % d == 0 },
+        if d == 0 { len == 0 } else { len.is_multiple_of(d) },
         "{name}: length {len} is not a whole number of rows of {d}"
     );
     d
@@ -132,7 +136,13 @@ mod tests {
             let w = random_vec(d, 2);
             let mut out = vec![f32::NAN; rows * d];
             rms_norm(&x, &w, 1e-5, &mut out);
-            assert_close(&out, &naive(&x, &w, 1e-5), 1e-5, 1e-6, &format!("rms_norm {rows}x{d}"));
+            assert_close(
+                &out,
+                &naive(&x, &w, 1e-5),
+                1e-5,
+                1e-6,
+                &format!("rms_norm {rows}x{d}"),
+            );
             let mut inplace = x.clone();
             rms_norm_inplace(&mut inplace, &w, 1e-5);
             assert_eq!(inplace, out, "in-place differs from out-of-place");
@@ -162,10 +172,22 @@ mod tests {
                     add_norm_row_with(isa, xr, rr, &w, 1e-6);
                 }
                 assert_eq!(ro, sum, "{isa:?}: residual must hold x + residual");
-                assert_close(&xo, &naive(&sum, &w, 1e-6), 1e-5, 1e-6, &format!("{isa:?} {rows}x{d}"));
+                assert_close(
+                    &xo,
+                    &naive(&sum, &w, 1e-6),
+                    1e-5,
+                    1e-6,
+                    &format!("{isa:?} {rows}x{d}"),
+                );
                 let (mut xp, mut rp) = (x.clone(), res.clone());
                 fused_add_rms_norm(&mut xp, &mut rp, &w, 1e-6);
-                assert_close(&xp, &naive(&sum, &w, 1e-6), 1e-5, 1e-6, "public fused_add_rms_norm");
+                assert_close(
+                    &xp,
+                    &naive(&sum, &w, 1e-6),
+                    1e-5,
+                    1e-6,
+                    "public fused_add_rms_norm",
+                );
             }
         }
     }

@@ -52,8 +52,12 @@ pub fn rope_inv_freq(head_dim: usize, theta: f32, scaling: &RopeScaling) -> Vec<
             inv_freq
                 .map(|f| {
                     let wavelen = (1.0 / f) * two_pi;
-                    let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
-                    let is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                    let scaled = if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        f
+                    };
+                    let is_medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                     if !is_medium {
                         return scaled;
                     }
@@ -83,18 +87,24 @@ impl RotaryCache {
         let mut cos = vec![0f32; max_position * half];
         let mut sin = vec![0f32; max_position * half];
         if half > 0 {
-            cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)).enumerate().for_each(
-                |(pos, (c, s))| {
+            cos.par_chunks_mut(half)
+                .zip(sin.par_chunks_mut(half))
+                .enumerate()
+                .for_each(|(pos, (c, s))| {
                     for ((c, s), f) in c.iter_mut().zip(s.iter_mut()).zip(inv_freq) {
                         // The angle is an f32 product, as HF's; cos/sin correctly rounded.
                         let angle = (pos as f32 * f) as f64;
                         *c = angle.cos() as f32 * attention_scaling;
                         *s = angle.sin() as f32 * attention_scaling;
                     }
-                },
-            );
+                });
         }
-        Self { cos, sin, half, max_position }
+        Self {
+            cos,
+            sin,
+            half,
+            max_position,
+        }
     }
 
     /// The head dimension this table rotates.
@@ -128,12 +138,33 @@ pub fn rotary_embedding(
     cache: &RotaryCache,
 ) {
     let tokens = positions.len();
-    assert!(num_heads > 0 && num_kv_heads > 0, "rotary_embedding: zero heads");
-    assert_eq!(head_dim, cache.head_dim(), "rotary_embedding: head_dim differs from the table's");
-    assert_eq!(q.len(), tokens * num_heads * head_dim, "rotary_embedding: q shape");
-    assert_eq!(k.len(), tokens * num_kv_heads * head_dim, "rotary_embedding: k shape");
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= cache.max_position) {
-        panic!("rotary_embedding: position {p} >= max_position {}", cache.max_position);
+    assert!(
+        num_heads > 0 && num_kv_heads > 0,
+        "rotary_embedding: zero heads"
+    );
+    assert_eq!(
+        head_dim,
+        cache.head_dim(),
+        "rotary_embedding: head_dim differs from the table's"
+    );
+    assert_eq!(
+        q.len(),
+        tokens * num_heads * head_dim,
+        "rotary_embedding: q shape"
+    );
+    assert_eq!(
+        k.len(),
+        tokens * num_kv_heads * head_dim,
+        "rotary_embedding: k shape"
+    );
+    if let Some(&p) = positions
+        .iter()
+        .find(|&&p| p as usize >= cache.max_position)
+    {
+        panic!(
+            "rotary_embedding: position {p} >= max_position {}",
+            cache.max_position
+        );
     }
     if tokens == 0 || head_dim == 0 {
         return;
@@ -143,7 +174,10 @@ pub fn rotary_embedding(
     let rotate = |((q, k), &pos): ((&mut [f32], &mut [f32]), &u32)| {
         let c = &cache.cos[pos as usize * half..][..half];
         let s = &cache.sin[pos as usize * half..][..half];
-        for head in q.chunks_exact_mut(head_dim).chain(k.chunks_exact_mut(head_dim)) {
+        for head in q
+            .chunks_exact_mut(head_dim)
+            .chain(k.chunks_exact_mut(head_dim))
+        {
             let (x1, x2) = head.split_at_mut(half);
             for (((a, b), c), s) in x1.iter_mut().zip(x2.iter_mut()).zip(c).zip(s) {
                 // Separate products and one add each, as torch's eager f32 ops.
@@ -173,8 +207,9 @@ mod tests {
         0x3f800000, 0x3b812e35, 0x3b527720, 0x3b0ad4f8, 0x3aa9279b, 0x3a47e547, 0x39e13620,
         0x39699599, 0x38cb98f7, 0x37c86886,
     ];
-    const HF_LLAMA3_80_1E6: [u32; 6] =
-        [0x3f800000, 0x3c02248b, 0x3bb8449c, 0x3b8273a6, 0x3b272ce7, 0x343d9668];
+    const HF_LLAMA3_80_1E6: [u32; 6] = [
+        0x3f800000, 0x3c02248b, 0x3bb8449c, 0x3b8273a6, 0x3b272ce7, 0x343d9668,
+    ];
 
     fn bits(v: &[f32], idx: &[usize]) -> Vec<u32> {
         idx.iter().map(|&i| v[i].to_bits()).collect()
@@ -208,7 +243,9 @@ mod tests {
         let (cos, sin) = c.cos_sin();
         assert_eq!((cos.len(), sin.len()), (20, 20));
         assert_eq!((cos[0], sin[0]), (0.5, 0.0));
-        assert!((cos[4] - 0.5 * 1f32.cos()).abs() < 1e-7 && (sin[4] - 0.5 * 1f32.sin()).abs() < 1e-7);
+        assert!(
+            (cos[4] - 0.5 * 1f32.cos()).abs() < 1e-7 && (sin[4] - 0.5 * 1f32.sin()).abs() < 1e-7
+        );
     }
 
     fn naive(x: &[f32], positions: &[u32], heads: usize, d: usize, inv: &[f32]) -> Vec<f64> {
@@ -230,7 +267,12 @@ mod tests {
 
     #[test]
     fn rotation_matches_f64() {
-        for (tokens, heads, kv_heads, d) in [(1, 1, 1, 2), (3, 9, 3, 64), (70, 4, 1, 128), (600, 2, 2, 80)] {
+        for (tokens, heads, kv_heads, d) in [
+            (1, 1, 1, 2),
+            (3, 9, 3, 64),
+            (70, 4, 1, 128),
+            (600, 2, 2, 80),
+        ] {
             let inv = rope_inv_freq(d, 10000.0, &RopeScaling::Default);
             let cache = RotaryCache::new(&inv, 4096, 1.0);
             let positions: Vec<u32> = (0..tokens as u32).map(|t| (t * 37 + 5) % 4096).collect();
@@ -239,8 +281,20 @@ mod tests {
             let (mut q, mut k) = (q0.clone(), k0.clone());
             rotary_embedding(&positions, &mut q, &mut k, heads, kv_heads, d, &cache);
             let what = format!("t={tokens} h={heads}/{kv_heads} d={d}");
-            assert_close(&q, &naive(&q0, &positions, heads, d, &inv), 1e-5, 1e-6, &what);
-            assert_close(&k, &naive(&k0, &positions, kv_heads, d, &inv), 1e-5, 1e-6, &what);
+            assert_close(
+                &q,
+                &naive(&q0, &positions, heads, d, &inv),
+                1e-5,
+                1e-6,
+                &what,
+            );
+            assert_close(
+                &k,
+                &naive(&k0, &positions, kv_heads, d, &inv),
+                1e-5,
+                1e-6,
+                &what,
+            );
         }
     }
 

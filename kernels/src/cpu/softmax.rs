@@ -68,19 +68,45 @@ mod tests {
     fn naive(row: &[f32], log: bool) -> Vec<f64> {
         let m = row.iter().fold(f64::NEG_INFINITY, |a, v| a.max(*v as f64));
         let lse = m + row.iter().map(|v| (*v as f64 - m).exp()).sum::<f64>().ln();
-        row.iter().map(|v| if log { *v as f64 - lse } else { (*v as f64 - lse).exp() }).collect()
+        row.iter()
+            .map(|v| {
+                if log {
+                    *v as f64 - lse
+                } else {
+                    (*v as f64 - lse).exp()
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn matches_f64_on_vocab_sized_rows() {
-        for (n, scale) in [(1, 1.0), (7, 3.0), (100, 20.0), (49152, 15.0), (151_936, 8.0)] {
+        for (n, scale) in [
+            (1, 1.0),
+            (7, 3.0),
+            (100, 20.0),
+            (49152, 15.0),
+            (151_936, 8.0),
+        ] {
             let row: Vec<f32> = random_vec(n, n as u64).iter().map(|v| v * scale).collect();
             let mut p = row.clone();
             softmax_inplace(&mut p);
-            assert_close(&p, &naive(&row, false), 1e-5, 1e-9, &format!("softmax n={n}"));
+            assert_close(
+                &p,
+                &naive(&row, false),
+                1e-5,
+                1e-9,
+                &format!("softmax n={n}"),
+            );
             let mut lp = row.clone();
             log_softmax_inplace(&mut lp);
-            assert_close(&lp, &naive(&row, true), 1e-5, 1e-5, &format!("log_softmax n={n}"));
+            assert_close(
+                &lp,
+                &naive(&row, true),
+                1e-5,
+                1e-5,
+                &format!("log_softmax n={n}"),
+            );
         }
     }
 
@@ -97,9 +123,15 @@ mod tests {
                 let want = naive(&row, log);
                 for (i, (g, w)) in r.iter().zip(&want).enumerate() {
                     if w.is_infinite() {
-                        assert!(*g == f32::NEG_INFINITY || (*g == 0.0 && !log), "{isa:?} {i}: {g}");
+                        assert!(
+                            *g == f32::NEG_INFINITY || (*g == 0.0 && !log),
+                            "{isa:?} {i}: {g}"
+                        );
                     } else {
-                        assert!((*g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6, "{isa:?} log={log} {i}: {g} vs {w}");
+                        assert!(
+                            (*g as f64 - w).abs() <= 1e-5 * w.abs() + 1e-6,
+                            "{isa:?} log={log} {i}: {g} vs {w}"
+                        );
                     }
                 }
             }

@@ -17,13 +17,21 @@ impl CudaKernels {
         d: usize,
     ) -> Result<(), CudaError> {
         let op = "silu_and_mul";
-        ensure(x.len() >= rows * 2 * d, op, || format!("x holds {} elements, {} needed", x.len(), rows * 2 * d))?;
-        ensure(out.len() >= rows * d, op, || format!("out holds {} elements, {} needed", out.len(), rows * d))?;
+        ensure(x.len() >= rows * 2 * d, op, || {
+            format!("x holds {} elements, {} needed", x.len(), rows * 2 * d)
+        })?;
+        ensure(out.len() >= rows * d, op, || {
+            format!("out holds {} elements, {} needed", out.len(), rows * d)
+        })?;
         if rows == 0 || d == 0 {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&ACTIVATION), &format!("silu_and_mul_{}", T::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&ACTIVATION),
+            &format!("silu_and_mul_{}", T::SUFFIX),
+            0,
+        )?;
         let (o_p, _g1) = out.device_ptr_mut(stream);
         let (x_p, _g2) = x.device_ptr(stream);
         let (os, xs, dd) = (to_i32(op, d)?, to_i32(op, 2 * d)?, to_i32(op, d)?);

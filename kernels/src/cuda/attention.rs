@@ -54,15 +54,16 @@ pub struct AttentionWorkspace {
 }
 
 impl AttentionWorkspace {
-    /// Room for `max_num_seqs` decodes of up to `max_seq_len` tokens.
+    /// Room for any batch of up to `max_num_seqs` decodes of up to
+    /// `max_seq_len` tokens.
     pub fn new(
         kernels: &CudaKernels,
         max_num_seqs: usize,
         shape: &AttentionShape,
         max_seq_len: usize,
     ) -> Result<Self, CudaError> {
-        let plan = plan_for(kernels, max_num_seqs, shape, max_seq_len);
-        let (out, stats) = workspace_need(&plan, max_num_seqs, shape);
+        let (out, stats) =
+            workspace_len_for(max_num_seqs, shape, max_seq_len, kernels.info().num_sms);
         Ok(Self {
             tmp_out: kernels.alloc_zeros(out.max(1))?,
             tmp_max: kernels.alloc_zeros(stats.max(1))?,
@@ -71,13 +72,49 @@ impl AttentionWorkspace {
     }
 }
 
-fn plan_for(k: &CudaKernels, num_seqs: usize, s: &AttentionShape, max_seq_len: usize) -> DecodePlan {
-    decode_plan(num_seqs, s.num_heads, s.num_kv_heads, s.head_dim, max_seq_len, k.info().num_sms)
+fn plan_for(
+    k: &CudaKernels,
+    num_seqs: usize,
+    s: &AttentionShape,
+    max_seq_len: usize,
+) -> DecodePlan {
+    decode_plan(
+        num_seqs,
+        s.num_heads,
+        s.num_kv_heads,
+        s.head_dim,
+        max_seq_len,
+        k.info().num_sms,
+    )
 }
 
 fn workspace_need(plan: &DecodePlan, num_seqs: usize, s: &AttentionShape) -> (usize, usize) {
     // The kernels index partials by [seq][head][partition], with the plan's max_partitions.
     plan.workspace_len(num_seqs, s.num_heads, s.head_dim)
+}
+
+/// The largest workspace any batch of 1..=`max_num_seqs` decodes needs (a
+/// smaller batch may split finer, so the largest batch is not always the
+/// largest need).
+pub fn workspace_len_for(
+    max_num_seqs: usize,
+    s: &AttentionShape,
+    max_seq_len: usize,
+    num_sms: usize,
+) -> (usize, usize) {
+    (1..=max_num_seqs.max(1))
+        .map(|n| {
+            let plan = decode_plan(
+                n,
+                s.num_heads,
+                s.num_kv_heads,
+                s.head_dim,
+                max_seq_len,
+                num_sms,
+            );
+            workspace_need(&plan, n, s)
+        })
+        .fold((0, 0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
 }
 
 /// Element counts of the buffers, for validation without a device.
@@ -102,35 +139,63 @@ pub fn validate_attention(
     max_blocks_per_seq: usize,
 ) -> Result<(), CudaError> {
     let op = "paged_attention";
-    ensure(HEAD_DIMS.contains(&s.head_dim), op, || format!("head_dim {} unsupported (have {HEAD_DIMS:?})", s.head_dim))?;
-    ensure(s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0, op, || {
-        format!("{} query heads are not a multiple of {} KV heads", s.num_heads, s.num_kv_heads)
+    ensure(HEAD_DIMS.contains(&s.head_dim), op, || {
+        format!("head_dim {} unsupported (have {HEAD_DIMS:?})", s.head_dim)
     })?;
+    ensure(
+        s.num_kv_heads > 0 && s.num_heads.is_multiple_of(s.num_kv_heads),
+        op,
+        || {
+            format!(
+                "{} query heads are not a multiple of {} KV heads",
+                s.num_heads, s.num_kv_heads
+            )
+        },
+    )?;
     ensure(s.block_size > 0, op, || "block_size 0".into())?;
     let row = s.num_heads * s.head_dim;
     for (name, stride) in [("q_stride", s.q_stride), ("out_stride", s.out_stride)] {
-        ensure(stride >= row && stride % 8 == 0, op, || {
+        ensure(stride >= row && stride.is_multiple_of(8), op, || {
             format!("{name} {stride} must be >= {row} and a multiple of 8 (16-byte rows)")
         })?;
     }
     if num_tokens > 0 {
         let need_q = (num_tokens - 1) * s.q_stride + row;
         let need_out = (num_tokens - 1) * s.out_stride + row;
-        ensure(lens.q >= need_q, op, || format!("q holds {} elements, {need_q} needed", lens.q))?;
-        ensure(lens.out >= need_out, op, || format!("out holds {} elements, {need_out} needed", lens.out))?;
+        ensure(lens.q >= need_q, op, || {
+            format!("q holds {} elements, {need_q} needed", lens.q)
+        })?;
+        ensure(lens.out >= need_out, op, || {
+            format!("out holds {} elements, {need_out} needed", lens.out)
+        })?;
     }
     let block = s.block_size * s.num_kv_heads * s.head_dim;
-    ensure(lens.k_cache == lens.v_cache && lens.k_cache % block == 0 && lens.k_cache > 0, op, || {
-        format!("caches of {} and {} elements are not whole blocks of {block}", lens.k_cache, lens.v_cache)
+    ensure(
+        lens.k_cache == lens.v_cache && lens.k_cache.is_multiple_of(block) && lens.k_cache > 0,
+        op,
+        || {
+            format!(
+                "caches of {} and {} elements are not whole blocks of {block}",
+                lens.k_cache, lens.v_cache
+            )
+        },
+    )?;
+    ensure(lens.query_start_loc > num_seqs, op, || {
+        format!("query_start_loc shorter than {}", num_seqs + 1)
     })?;
-    ensure(lens.query_start_loc > num_seqs, op, || format!("query_start_loc shorter than {}", num_seqs + 1))?;
-    ensure(lens.seq_lens >= num_seqs, op, || format!("seq_lens shorter than {num_seqs}"))?;
-    ensure(lens.block_tables >= num_seqs * max_blocks_per_seq, op, || {
-        format!("block_tables shorter than {num_seqs} x {max_blocks_per_seq}")
+    ensure(lens.seq_lens >= num_seqs, op, || {
+        format!("seq_lens shorter than {num_seqs}")
     })?;
-    ensure(num_decodes <= num_seqs && num_seqs <= num_tokens.max(num_seqs), op, || {
-        format!("{num_decodes} decodes among {num_seqs} sequences")
-    })?;
+    ensure(
+        lens.block_tables >= num_seqs * max_blocks_per_seq,
+        op,
+        || format!("block_tables shorter than {num_seqs} x {max_blocks_per_seq}"),
+    )?;
+    ensure(
+        num_decodes <= num_seqs && num_seqs <= num_tokens.max(num_seqs),
+        op,
+        || format!("{num_decodes} decodes among {num_seqs} sequences"),
+    )?;
     Ok(())
 }
 
@@ -157,7 +222,14 @@ impl CudaKernels {
             seq_lens: meta.seq_lens.len(),
             block_tables: meta.block_tables.len(),
         };
-        validate_attention(shape, &lens, meta.num_tokens, meta.num_seqs, meta.num_decodes, meta.max_blocks_per_seq)?;
+        validate_attention(
+            shape,
+            &lens,
+            meta.num_tokens,
+            meta.num_seqs,
+            meta.num_decodes,
+            meta.max_blocks_per_seq,
+        )?;
         if meta.num_tokens == 0 || meta.num_seqs == 0 {
             return Ok(());
         }
@@ -183,12 +255,29 @@ impl CudaKernels {
         if meta.num_decodes < meta.num_seqs {
             let launch = prefill_shape(meta.num_tokens, meta.num_seqs, shape.num_heads, d);
             let name = format!("paged_attention_prefill_{}_d{d}", T::SUFFIX);
-            let f = self.function(&attention_unit(&ATTENTION_PREFILL, d), &name, launch.smem_bytes as usize)?;
+            let f = self.function(
+                &attention_unit(&ATTENTION_PREFILL, d),
+                &name,
+                launch.smem_bytes as usize,
+            )?;
             let skip_decodes: i32 = (meta.num_decodes > 0) as i32;
             let mut b = stream.launch_builder(&f);
-            b.arg(&o_p).arg(&out_stride).arg(&q_p).arg(&q_stride).arg(&k_p).arg(&v_p);
-            b.arg(&bt_p).arg(&mbps).arg(&qsl_p).arg(&sl_p).arg(&num_seqs);
-            b.arg(&num_heads).arg(&num_kv_heads).arg(&block_size).arg(&sl2).arg(&skip_decodes);
+            b.arg(&o_p)
+                .arg(&out_stride)
+                .arg(&q_p)
+                .arg(&q_stride)
+                .arg(&k_p)
+                .arg(&v_p);
+            b.arg(&bt_p)
+                .arg(&mbps)
+                .arg(&qsl_p)
+                .arg(&sl_p)
+                .arg(&num_seqs);
+            b.arg(&num_heads)
+                .arg(&num_kv_heads)
+                .arg(&block_size)
+                .arg(&sl2)
+                .arg(&skip_decodes);
             // SAFETY: argument list matches the kernel; lengths validated above.
             unsafe { b.launch(launch.config()) }?;
         }
@@ -196,9 +285,18 @@ impl CudaKernels {
             let plan = plan_for(self, meta.num_seqs, shape, meta.max_seq_len);
             let (need_out, need_stats) = workspace_need(&plan, meta.num_seqs, shape);
             if plan.needs_reduce() {
-                ensure(ws.tmp_out.len() >= need_out && ws.tmp_max.len() >= need_stats && ws.tmp_sum.len() >= need_stats, op, || {
-                    format!("workspace too small for {} sequences of up to {} tokens", meta.num_seqs, meta.max_seq_len)
-                })?;
+                ensure(
+                    ws.tmp_out.len() >= need_out
+                        && ws.tmp_max.len() >= need_stats
+                        && ws.tmp_sum.len() >= need_stats,
+                    op,
+                    || {
+                        format!(
+                            "workspace too small for {} sequences of up to {} tokens",
+                            meta.num_seqs, meta.max_seq_len
+                        )
+                    },
+                )?;
             }
             let unit = attention_unit(&ATTENTION_DECODE, d);
             let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
@@ -210,16 +308,39 @@ impl CudaKernels {
             let name = format!("paged_attention_decode_{}_d{d}", T::SUFFIX);
             let f = self.function(&unit, &name, plan.decode.smem_bytes as usize)?;
             let mut b = stream.launch_builder(&f);
-            b.arg(&o_p).arg(&out_stride).arg(&to_p).arg(&tm_p).arg(&ts_p).arg(&q_p).arg(&q_stride);
-            b.arg(&k_p).arg(&v_p).arg(&bt_p).arg(&mbps).arg(&qsl_p).arg(&sl_p);
-            b.arg(&num_heads).arg(&num_kv_heads).arg(&block_size).arg(&sl2).arg(&hpc).arg(&part).arg(&max_parts);
+            b.arg(&o_p)
+                .arg(&out_stride)
+                .arg(&to_p)
+                .arg(&tm_p)
+                .arg(&ts_p)
+                .arg(&q_p)
+                .arg(&q_stride);
+            b.arg(&k_p)
+                .arg(&v_p)
+                .arg(&bt_p)
+                .arg(&mbps)
+                .arg(&qsl_p)
+                .arg(&sl_p);
+            b.arg(&num_heads)
+                .arg(&num_kv_heads)
+                .arg(&block_size)
+                .arg(&sl2)
+                .arg(&hpc)
+                .arg(&part)
+                .arg(&max_parts);
             // SAFETY: argument list matches the kernel; workspace checked above.
             unsafe { b.launch(plan.decode.config()) }?;
             if plan.needs_reduce() {
                 let name = format!("paged_attention_reduce_{}_d{d}", T::SUFFIX);
                 let f = self.function(&unit, &name, plan.reduce.smem_bytes as usize)?;
                 let mut b = stream.launch_builder(&f);
-                b.arg(&o_p).arg(&out_stride).arg(&to_p).arg(&tm_p).arg(&ts_p).arg(&qsl_p).arg(&sl_p);
+                b.arg(&o_p)
+                    .arg(&out_stride)
+                    .arg(&to_p)
+                    .arg(&tm_p)
+                    .arg(&ts_p)
+                    .arg(&qsl_p)
+                    .arg(&sl_p);
                 b.arg(&num_heads).arg(&part).arg(&max_parts);
                 // SAFETY: as above.
                 unsafe { b.launch(plan.reduce.config()) }?;
@@ -234,7 +355,15 @@ mod tests {
     use super::*;
 
     fn shape() -> AttentionShape {
-        AttentionShape { num_heads: 8, num_kv_heads: 2, head_dim: 64, block_size: 16, scale: 0.125, q_stride: 512, out_stride: 512 }
+        AttentionShape {
+            num_heads: 8,
+            num_kv_heads: 2,
+            head_dim: 64,
+            block_size: 16,
+            scale: 0.125,
+            q_stride: 512,
+            out_stride: 512,
+        }
     }
 
     fn lens() -> AttentionLens {
@@ -253,20 +382,100 @@ mod tests {
     fn accepts_a_consistent_batch() {
         validate_attention(&shape(), &lens(), 10, 2, 1, 4).unwrap();
         // A q view into fused qkv rows (stride 512 + 2 * 128).
-        let s = AttentionShape { q_stride: 768, ..shape() };
-        validate_attention(&s, &AttentionLens { q: 9 * 768 + 512, ..lens() }, 10, 2, 1, 4).unwrap();
+        let s = AttentionShape {
+            q_stride: 768,
+            ..shape()
+        };
+        validate_attention(
+            &s,
+            &AttentionLens {
+                q: 9 * 768 + 512,
+                ..lens()
+            },
+            10,
+            2,
+            1,
+            4,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn workspace_covers_every_batch_size() {
+        let s = AttentionShape {
+            num_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 128,
+            ..shape()
+        };
+        let (out, stats) = workspace_len_for(64, &s, 8192, 132);
+        for n in 1..=64 {
+            let plan = decode_plan(n, 32, 8, 128, 8192, 132);
+            let (o, st) = workspace_need(&plan, n, &s);
+            assert!(
+                o <= out && st <= stats,
+                "{n} sequences need more than the workspace"
+            );
+        }
+        assert_eq!(out, stats * 128);
     }
 
     #[test]
     fn rejects_bad_shapes() {
-        let bad = |s: AttentionShape, l: AttentionLens| validate_attention(&s, &l, 10, 2, 1, 4).unwrap_err().to_string();
-        assert!(bad(AttentionShape { head_dim: 72, ..shape() }, lens()).contains("head_dim 72"));
-        assert!(bad(AttentionShape { num_kv_heads: 3, ..shape() }, lens()).contains("multiple"));
-        assert!(bad(AttentionShape { q_stride: 516, ..shape() }, lens()).contains("q_stride"));
+        let bad = |s: AttentionShape, l: AttentionLens| {
+            validate_attention(&s, &l, 10, 2, 1, 4)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(
+            AttentionShape {
+                head_dim: 72,
+                ..shape()
+            },
+            lens()
+        )
+        .contains("head_dim 72"));
+        assert!(bad(
+            AttentionShape {
+                num_kv_heads: 3,
+                ..shape()
+            },
+            lens()
+        )
+        .contains("multiple"));
+        assert!(bad(
+            AttentionShape {
+                q_stride: 516,
+                ..shape()
+            },
+            lens()
+        )
+        .contains("q_stride"));
         assert!(bad(shape(), AttentionLens { q: 100, ..lens() }).contains("q holds"));
-        assert!(bad(shape(), AttentionLens { v_cache: 100, ..lens() }).contains("whole blocks"));
-        assert!(bad(shape(), AttentionLens { block_tables: 7, ..lens() }).contains("block_tables"));
-        assert!(bad(shape(), AttentionLens { query_start_loc: 2, ..lens() }).contains("query_start_loc"));
+        assert!(bad(
+            shape(),
+            AttentionLens {
+                v_cache: 100,
+                ..lens()
+            }
+        )
+        .contains("whole blocks"));
+        assert!(bad(
+            shape(),
+            AttentionLens {
+                block_tables: 7,
+                ..lens()
+            }
+        )
+        .contains("block_tables"));
+        assert!(bad(
+            shape(),
+            AttentionLens {
+                query_start_loc: 2,
+                ..lens()
+            }
+        )
+        .contains("query_start_loc"));
         assert!(validate_attention(&shape(), &lens(), 10, 2, 3, 4).is_err());
     }
 }

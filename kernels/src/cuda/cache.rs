@@ -18,15 +18,26 @@ pub fn validate_reshape_and_cache(
     row: usize,
 ) -> Result<(), CudaError> {
     let op = "reshape_and_cache";
-    ensure(row > 0 && row % 8 == 0, op, || format!("num_kv_heads * head_dim = {row} must be a non-zero multiple of 8"))?;
-    for (name, len, stride) in [("key", key_len, key_stride), ("value", value_len, value_stride)] {
-        ensure(stride >= row && stride % 8 == 0, op, || format!("{name} stride {stride} must be >= {row}, a multiple of 8"))?;
+    ensure(row > 0 && row.is_multiple_of(8), op, || {
+        format!("num_kv_heads * head_dim = {row} must be a non-zero multiple of 8")
+    })?;
+    for (name, len, stride) in [
+        ("key", key_len, key_stride),
+        ("value", value_len, value_stride),
+    ] {
+        ensure(stride >= row && stride.is_multiple_of(8), op, || {
+            format!("{name} stride {stride} must be >= {row}, a multiple of 8")
+        })?;
         if num_tokens > 0 {
             let need = (num_tokens - 1) * stride + row;
-            ensure(len >= need, op, || format!("{name} holds {len} elements, {need} needed"))?;
+            ensure(len >= need, op, || {
+                format!("{name} holds {len} elements, {need} needed")
+            })?;
         }
     }
-    ensure(cache_len % row == 0, op, || format!("cache of {cache_len} elements is not whole slots of {row}"))
+    ensure(cache_len.is_multiple_of(row), op, || {
+        format!("cache of {cache_len} elements is not whole slots of {row}")
+    })
 }
 
 impl CudaKernels {
@@ -49,22 +60,49 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "reshape_and_cache";
         let row = num_kv_heads * head_dim;
-        validate_reshape_and_cache(key.len(), key_stride, value.len(), value_stride, k_cache.len(), num_tokens, row)?;
-        ensure(k_cache.len() == v_cache.len(), op, || "K and V caches differ in length".into())?;
-        ensure(slot_mapping.len() >= num_tokens, op, || format!("slot_mapping shorter than {num_tokens}"))?;
+        validate_reshape_and_cache(
+            key.len(),
+            key_stride,
+            value.len(),
+            value_stride,
+            k_cache.len(),
+            num_tokens,
+            row,
+        )?;
+        ensure(k_cache.len() == v_cache.len(), op, || {
+            "K and V caches differ in length".into()
+        })?;
+        ensure(slot_mapping.len() >= num_tokens, op, || {
+            format!("slot_mapping shorter than {num_tokens}")
+        })?;
         if num_tokens == 0 {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&CACHE), &format!("reshape_and_cache_{}", T::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&CACHE),
+            &format!("reshape_and_cache_{}", T::SUFFIX),
+            0,
+        )?;
         let (k_p, _g1) = key.device_ptr(stream);
         let (v_p, _g2) = value.device_ptr(stream);
         let (kc_p, _g3) = k_cache.device_ptr_mut(stream);
         let (vc_p, _g4) = v_cache.device_ptr_mut(stream);
         let (s_p, _g5) = slot_mapping.device_ptr(stream);
-        let (ks, vs, r) = (to_i32(op, key_stride)?, to_i32(op, value_stride)?, to_i32(op, row)?);
+        let (ks, vs, r) = (
+            to_i32(op, key_stride)?,
+            to_i32(op, value_stride)?,
+            to_i32(op, row)?,
+        );
         let mut b = stream.launch_builder(&f);
-        b.arg(&k_p).arg(&ks).arg(&v_p).arg(&vs).arg(&kc_p).arg(&vc_p).arg(&s_p).arg(&r);
+        b.arg(&k_p)
+            .arg(&ks)
+            .arg(&v_p)
+            .arg(&vs)
+            .arg(&kc_p)
+            .arg(&vc_p)
+            .arg(&s_p)
+            .arg(&r);
         // SAFETY: arguments match the kernel; lengths validated.
         unsafe { b.launch(rows_shape(num_tokens, row / 8, 128).config()) }?;
         Ok(())

@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::launch::DEFAULT_SMEM_LIMIT;
@@ -36,9 +38,13 @@ pub fn device_count() -> Result<usize, CudaError> {
         return Err(CudaError::NoDriver);
     }
     match CudaContext::device_count() {
-        Ok(0) => Err(CudaError::NoDevice("the driver reports no CUDA device".into())),
+        Ok(0) => Err(CudaError::NoDevice(
+            "the driver reports no CUDA device".into(),
+        )),
         Ok(n) => Ok(n as usize),
-        Err(e) => Err(CudaError::NoDevice(format!("the driver failed to start: {e}"))),
+        Err(e) => Err(CudaError::NoDevice(format!(
+            "the driver failed to start: {e}"
+        ))),
     }
 }
 
@@ -54,7 +60,10 @@ pub struct CudaKernels {
 
 impl std::fmt::Debug for CudaKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaKernels").field("info", &self.info).field("modules", &self.modules.len()).finish()
+        f.debug_struct("CudaKernels")
+            .field("info", &self.info)
+            .field("modules", &self.modules.len())
+            .finish()
     }
 }
 
@@ -70,10 +79,15 @@ impl CudaKernels {
     pub fn with_head_dims(ordinal: usize, head_dims: &[usize]) -> Result<Self, CudaError> {
         let count = device_count()?;
         if ordinal >= count {
-            return Err(CudaError::NoDevice(format!("device {ordinal} requested, {count} present")));
+            return Err(CudaError::NoDevice(format!(
+                "device {ordinal} requested, {count} present"
+            )));
         }
         if let Some(d) = head_dims.iter().find(|d| !HEAD_DIMS.contains(d)) {
-            return Err(CudaError::invalid("CudaKernels", format!("head size {d} has no kernels (have {HEAD_DIMS:?})")));
+            return Err(CudaError::invalid(
+                "CudaKernels",
+                format!("head size {d} has no kernels (have {HEAD_DIMS:?})"),
+            ));
         }
         ensure_loaded(CudaLibrary::Nvrtc)?;
         ensure_loaded(CudaLibrary::Cublas)?;
@@ -94,20 +108,32 @@ impl CudaKernels {
             arch: arch_for(major, minor),
             num_sms: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
             total_memory: ctx.total_mem()?,
-            max_smem_optin: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+            max_smem_optin: attr(
+                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )?,
             nvrtc_version: nvrtc_version()?,
         };
         let stream = ctx.new_stream()?;
         let units = compile_units(head_dims);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(4);
         let compiled = compile_all(&units, &info.arch, threads)?;
         let mut modules = HashMap::new();
         for c in compiled {
             let module = ctx.load_module(Ptx::from_binary(c.cubin))?;
             modules.insert(c.name, module);
         }
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas(format!("{e:?}")))?;
-        Ok(Self { ctx, stream, blas, modules, functions: RwLock::new(HashMap::new()), info })
+        let blas =
+            CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas(format!("{e:?}")))?;
+        Ok(Self {
+            ctx,
+            stream,
+            blas,
+            modules,
+            functions: RwLock::new(HashMap::new()),
+            info,
+        })
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -138,7 +164,10 @@ impl CudaKernels {
     }
 
     /// A zeroed buffer on this device's stream.
-    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>, CudaError> {
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>, CudaError> {
         Ok(self.stream.alloc_zeros(len)?)
     }
 
@@ -148,26 +177,45 @@ impl CudaKernels {
     }
 
     /// Copies a device buffer to the host (waits for the stream).
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, data: &CudaSlice<T>) -> Result<Vec<T>, CudaError> {
+    pub fn download<T: DeviceRepr + Default + Clone>(
+        &self,
+        data: &CudaSlice<T>,
+    ) -> Result<Vec<T>, CudaError> {
         Ok(self.stream.clone_dtoh(data)?)
     }
 
     /// Kernel `name` of unit `unit`, with its dynamic shared memory limit
     /// raised to `smem_bytes` when that exceeds the default 48 KiB.
-    pub(crate) fn function(&self, unit: &str, name: &str, smem_bytes: usize) -> Result<CudaFunction, CudaError> {
+    pub(crate) fn function(
+        &self,
+        unit: &str,
+        name: &str,
+        smem_bytes: usize,
+    ) -> Result<CudaFunction, CudaError> {
         let key = format!("{unit}/{name}");
-        if let Some(f) = self.functions.read().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(f) = self
+            .functions
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             return Ok(f);
         }
         let module = self.modules.get(unit).ok_or_else(|| {
-            CudaError::invalid("kernel lookup", format!("module {unit} was not compiled (head size not requested?)"))
+            CudaError::invalid(
+                "kernel lookup",
+                format!("module {unit} was not compiled (head size not requested?)"),
+            )
         })?;
         let f = module.load_function(name)?;
         if smem_bytes > DEFAULT_SMEM_LIMIT {
             if smem_bytes > self.info.max_smem_optin {
                 return Err(CudaError::invalid(
                     "kernel lookup",
-                    format!("{name} needs {smem_bytes} B of shared memory, the GPU allows {}", self.info.max_smem_optin),
+                    format!(
+                        "{name} needs {smem_bytes} B of shared memory, the GPU allows {}",
+                        self.info.max_smem_optin
+                    ),
                 ));
             }
             f.set_attribute(
@@ -179,5 +227,24 @@ impl CudaKernels {
             m.insert(key, f.clone());
         }
         Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_can_move_to_the_engine_thread_and_be_shared() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<CudaKernels>();
+    }
+
+    #[test]
+    fn no_driver_is_an_error() {
+        if !driver_present() {
+            assert!(matches!(device_count(), Err(CudaError::NoDriver)));
+            assert!(matches!(CudaKernels::new(0), Err(CudaError::NoDriver)));
+        }
     }
 }

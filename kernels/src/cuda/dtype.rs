@@ -66,9 +66,18 @@ mod tests {
     fn names_match_the_sources() {
         assert_eq!(kernel_name::<bf16>("rms_norm"), "rms_norm_bf16");
         for (name, src) in [
-            (kernel_name::<bf16>("rms_norm"), super::super::sources::NORM.code),
-            (kernel_name::<f16>("silu_and_mul"), super::super::sources::ACTIVATION.code),
-            (kernel_name::<f32>("rotary_embedding"), super::super::sources::ROTARY.code),
+            (
+                kernel_name::<bf16>("rms_norm"),
+                super::super::sources::NORM.code,
+            ),
+            (
+                kernel_name::<f16>("silu_and_mul"),
+                super::super::sources::ACTIVATION.code,
+            ),
+            (
+                kernel_name::<f32>("rotary_embedding"),
+                super::super::sources::ROTARY.code,
+            ),
         ] {
             let base = name.rsplit_once('_').unwrap().0;
             assert!(src.contains(&format!("{base}_##SUFFIX")), "{name}");

@@ -13,7 +13,11 @@ pub enum CudaError {
     #[error(
         "{library} not found (searched the loader path and {searched}); set LD_LIBRARY_PATH or {env} to its folder"
     )]
-    LibraryNotFound { library: &'static str, env: &'static str, searched: String },
+    LibraryNotFound {
+        library: &'static str,
+        env: &'static str,
+        searched: String,
+    },
     #[error("GPU compute capability {major}.{minor} is not supported: Pagoda's CUDA kernels need 8.0 (Ampere) or newer")]
     UnsupportedArch { major: i32, minor: i32 },
     #[error("CUDA driver error: {0}")]
@@ -28,12 +32,19 @@ pub enum CudaError {
 
 impl CudaError {
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
-        CudaError::InvalidArgument { op, message: message.into() }
+        CudaError::InvalidArgument {
+            op,
+            message: message.into(),
+        }
     }
 }
 
 /// Returns `InvalidArgument` for `op` unless `cond` holds.
-pub(crate) fn ensure(cond: bool, op: &'static str, message: impl FnOnce() -> String) -> Result<(), CudaError> {
+pub(crate) fn ensure(
+    cond: bool,
+    op: &'static str,
+    message: impl FnOnce() -> String,
+) -> Result<(), CudaError> {
     if cond {
         Ok(())
     } else {

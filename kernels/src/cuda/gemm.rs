@@ -29,7 +29,10 @@ pub struct GemmArgs {
 
 /// Arguments for `y[m, n] = x[m, k] · w[n, k]ᵀ` (A = w, B = x, C = y).
 pub fn gemm_args(m: usize, k: usize, n: usize) -> Result<GemmArgs, CudaError> {
-    let c = |v: usize| i32::try_from(v).map_err(|_| CudaError::invalid("matmul", format!("dimension {v} exceeds i32")));
+    let c = |v: usize| {
+        i32::try_from(v)
+            .map_err(|_| CudaError::invalid("matmul", format!("dimension {v} exceeds i32")))
+    };
     Ok(GemmArgs {
         transa: cublasOperation_t::CUBLAS_OP_T,
         transb: cublasOperation_t::CUBLAS_OP_N,
@@ -54,10 +57,18 @@ impl CudaKernels {
         n: usize,
     ) -> Result<(), CudaError> {
         let op = "matmul";
-        ensure(O::SUFFIX == T::SUFFIX || O::SUFFIX == "f32", op, || format!("{} output from {} inputs", O::SUFFIX, T::SUFFIX))?;
-        ensure(x.len() >= m * k, op, || format!("x holds {} elements, {m} x {k} needed", x.len()))?;
-        ensure(w.len() >= n * k, op, || format!("w holds {} elements, {n} x {k} needed", w.len()))?;
-        ensure(out.len() >= m * n, op, || format!("out holds {} elements, {m} x {n} needed", out.len()))?;
+        ensure(O::SUFFIX == T::SUFFIX || O::SUFFIX == "f32", op, || {
+            format!("{} output from {} inputs", O::SUFFIX, T::SUFFIX)
+        })?;
+        ensure(x.len() >= m * k, op, || {
+            format!("x holds {} elements, {m} x {k} needed", x.len())
+        })?;
+        ensure(w.len() >= n * k, op, || {
+            format!("w holds {} elements, {n} x {k} needed", w.len())
+        })?;
+        ensure(out.len() >= m * n, op, || {
+            format!("out holds {} elements, {m} x {n} needed", out.len())
+        })?;
         if m == 0 || n == 0 {
             return Ok(());
         }

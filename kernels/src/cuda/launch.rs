@@ -32,7 +32,11 @@ pub struct LaunchShape {
 
 impl LaunchShape {
     pub fn config(&self) -> LaunchConfig {
-        LaunchConfig { grid_dim: self.grid, block_dim: (self.block, 1, 1), shared_mem_bytes: self.smem_bytes }
+        LaunchConfig {
+            grid_dim: self.grid,
+            block_dim: (self.block, 1, 1),
+            shared_mem_bytes: self.smem_bytes,
+        }
     }
 }
 
@@ -51,9 +55,18 @@ pub fn prefill_smem_bytes(head_dim: usize) -> usize {
 }
 
 /// x: vLLM's varlen tile count `num_tokens / 64 + num_seqs`; y: query heads.
-pub fn prefill_shape(num_tokens: usize, num_seqs: usize, num_heads: usize, head_dim: usize) -> LaunchShape {
+pub fn prefill_shape(
+    num_tokens: usize,
+    num_seqs: usize,
+    num_heads: usize,
+    head_dim: usize,
+) -> LaunchShape {
     LaunchShape {
-        grid: ((num_tokens / PREFILL_BLOCK_M + num_seqs) as u32, num_heads as u32, 1),
+        grid: (
+            (num_tokens / PREFILL_BLOCK_M + num_seqs) as u32,
+            num_heads as u32,
+            1,
+        ),
         block: PREFILL_THREADS as u32,
         smem_bytes: prefill_smem_bytes(head_dim) as u32,
     }
@@ -81,7 +94,12 @@ impl DecodePlan {
     }
 
     /// Elements of the f32 workspace: partial outputs, maxima, sums.
-    pub fn workspace_len(&self, num_seqs: usize, num_heads: usize, head_dim: usize) -> (usize, usize) {
+    pub fn workspace_len(
+        &self,
+        num_seqs: usize,
+        num_heads: usize,
+        head_dim: usize,
+    ) -> (usize, usize) {
         let stats = num_seqs * num_heads * self.max_partitions;
         (stats * head_dim, stats)
     }
@@ -132,7 +150,11 @@ pub fn decode_plan(
         partition_size,
         max_partitions,
         decode: LaunchShape {
-            grid: ((num_kv_heads * head_chunks) as u32, num_seqs as u32, max_partitions as u32),
+            grid: (
+                (num_kv_heads * head_chunks) as u32,
+                num_seqs as u32,
+                max_partitions as u32,
+            ),
             block: DECODE_THREADS as u32,
             smem_bytes: decode_smem_bytes(heads_per_cta, head_dim, partition_size) as u32,
         },
@@ -147,22 +169,38 @@ pub fn decode_plan(
 /// One CTA per row with `threads` threads (at most the row length, rounded to a warp).
 pub fn rows_shape(rows: usize, row_len: usize, threads: usize) -> LaunchShape {
     let t = row_len.clamp(1, threads).div_ceil(32) * 32;
-    LaunchShape { grid: (rows as u32, 1, 1), block: t as u32, smem_bytes: 0 }
+    LaunchShape {
+        grid: (rows as u32, 1, 1),
+        block: t as u32,
+        smem_bytes: 0,
+    }
 }
 
 /// One warp per sub-row, 4 warps per CTA.
 pub fn warp_rows_shape(sub_rows: usize) -> LaunchShape {
-    LaunchShape { grid: (sub_rows.div_ceil(4).max(1) as u32, 1, 1), block: 128, smem_bytes: 0 }
+    LaunchShape {
+        grid: (sub_rows.div_ceil(4).max(1) as u32, 1, 1),
+        block: 128,
+        smem_bytes: 0,
+    }
 }
 
 /// A grid-stride loop over `n` elements, 256 threads per CTA, capped grid.
 pub fn elementwise_shape(n: usize) -> LaunchShape {
-    LaunchShape { grid: (n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1), block: 256, smem_bytes: 0 }
+    LaunchShape {
+        grid: (n.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+        block: 256,
+        smem_bytes: 0,
+    }
 }
 
 /// The sampler: one 1,024-thread CTA per row.
 pub fn sampling_shape(rows: usize) -> LaunchShape {
-    LaunchShape { grid: (rows as u32, 1, 1), block: SAMPLE_THREADS as u32, smem_bytes: 0 }
+    LaunchShape {
+        grid: (rows as u32, 1, 1),
+        block: SAMPLE_THREADS as u32,
+        smem_bytes: 0,
+    }
 }
 
 /// `scale * log2(e)`: the kernels' softmax runs in base 2.
@@ -193,8 +231,14 @@ mod tests {
     fn prefill_grid_covers_every_tile_of_every_sequence() {
         // Brute force over query_start_loc layouts: the kernel maps CTA x to the last
         // sequence s with qsl[s] / 64 + s <= x; every (seq, tile) must get a CTA.
-        let layouts: Vec<Vec<usize>> =
-            vec![vec![1], vec![64], vec![65, 1, 1], vec![63, 2, 130, 1], vec![1; 40], vec![200, 64, 64, 0, 7]];
+        let layouts: Vec<Vec<usize>> = vec![
+            vec![1],
+            vec![64],
+            vec![65, 1, 1],
+            vec![63, 2, 130, 1],
+            vec![1; 40],
+            vec![200, 64, 64, 0, 7],
+        ];
         for lens in layouts {
             let mut qsl = vec![0usize];
             for l in &lens {
@@ -204,7 +248,10 @@ mod tests {
             let shape = prefill_shape(n, lens.len(), 1, 128);
             let mut covered = vec![0usize; lens.len()];
             for x in 0..shape.grid.0 as usize {
-                let s = (0..lens.len()).rev().find(|&s| qsl[s] / PREFILL_BLOCK_M + s <= x).unwrap_or(0);
+                let s = (0..lens.len())
+                    .rev()
+                    .find(|&s| qsl[s] / PREFILL_BLOCK_M + s <= x)
+                    .unwrap_or(0);
                 let row0 = (x - (qsl[s] / PREFILL_BLOCK_M + s)) * PREFILL_BLOCK_M;
                 if row0 < lens[s] {
                     covered[s] += 1;
@@ -212,7 +259,11 @@ mod tests {
                 }
             }
             for (s, &l) in lens.iter().enumerate() {
-                assert_eq!(covered[s], l.div_ceil(PREFILL_BLOCK_M), "seq {s} of {lens:?}");
+                assert_eq!(
+                    covered[s],
+                    l.div_ceil(PREFILL_BLOCK_M),
+                    "seq {s} of {lens:?}"
+                );
             }
         }
     }
@@ -297,6 +348,6 @@ mod tests {
         assert_eq!(rows_shape(0, 0, ROW_THREADS).grid.0, 0);
         assert_eq!(warp_rows_shape(9).grid.0, 3);
         assert_eq!(elementwise_shape(1 << 30).grid.0, 65_535);
-        assert!((scale_log2(1.0) - 1.442_695).abs() < 1e-6);
+        assert!((scale_log2(2.0) - 2.0 * std::f32::consts::LOG2_E).abs() < 1e-6);
     }
 }

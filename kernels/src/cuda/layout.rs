@@ -13,7 +13,10 @@ fn word_suffix<T: CudaDType>() -> Result<&'static str, CudaError> {
     match std::mem::size_of::<T>() {
         2 => Ok("b16"),
         4 => Ok("b32"),
-        n => Err(CudaError::invalid("gather_rows", format!("no {n}-byte gather"))),
+        n => Err(CudaError::invalid(
+            "gather_rows",
+            format!("no {n}-byte gather"),
+        )),
     }
 }
 
@@ -31,14 +34,22 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "gather_rows";
         ensure(row_len > 0, op, || "row_len 0".into())?;
-        ensure(indices.len() >= num_out, op, || format!("indices shorter than {num_out}"))?;
-        ensure(out.len() >= num_out * row_len, op, || format!("out shorter than {num_out} x {row_len}"))?;
+        ensure(indices.len() >= num_out, op, || {
+            format!("indices shorter than {num_out}")
+        })?;
+        ensure(out.len() >= num_out * row_len, op, || {
+            format!("out shorter than {num_out} x {row_len}")
+        })?;
         if num_out == 0 {
             return Ok(());
         }
         let src_rows = u32::try_from(src.len() / row_len).unwrap_or(u32::MAX);
         let stream = self.stream();
-        let f = self.function(&unit_name(&LAYOUT), &format!("gather_rows_{}", word_suffix::<T>()?), 0)?;
+        let f = self.function(
+            &unit_name(&LAYOUT),
+            &format!("gather_rows_{}", word_suffix::<T>()?),
+            0,
+        )?;
         let (o_p, _g1) = out.device_ptr_mut(stream);
         let (s_p, _g2) = src.device_ptr(stream);
         let (i_p, _g3) = indices.device_ptr(stream);
@@ -64,10 +75,14 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "split_qkv";
         let width = q_dim + 2 * kv_dim;
-        ensure(qkv.len() >= rows * width, op, || format!("qkv shorter than {rows} x {width}"))?;
-        ensure(q.len() >= rows * q_dim && k.len() >= rows * kv_dim && v.len() >= rows * kv_dim, op, || {
-            "q, k or v too short".into()
+        ensure(qkv.len() >= rows * width, op, || {
+            format!("qkv shorter than {rows} x {width}")
         })?;
+        ensure(
+            q.len() >= rows * q_dim && k.len() >= rows * kv_dim && v.len() >= rows * kv_dim,
+            op,
+            || "q, k or v too short".into(),
+        )?;
         if rows == 0 || width == 0 {
             return Ok(());
         }
@@ -94,7 +109,9 @@ impl CudaKernels {
         cols: usize,
     ) -> Result<(), CudaError> {
         let op = "add_bias";
-        ensure(x.len() >= rows * cols && bias.len() >= cols, op, || format!("x or bias shorter than {rows} x {cols}"))?;
+        ensure(x.len() >= rows * cols && bias.len() >= cols, op, || {
+            format!("x or bias shorter than {rows} x {cols}")
+        })?;
         if rows == 0 || cols == 0 {
             return Ok(());
         }
@@ -118,7 +135,9 @@ impl CudaKernels {
         n: usize,
     ) -> Result<(), CudaError> {
         let op = "convert";
-        ensure(src.len() >= n && dst.len() >= n, op, || format!("buffers shorter than {n}"))?;
+        ensure(src.len() >= n && dst.len() >= n, op, || {
+            format!("buffers shorter than {n}")
+        })?;
         ensure((S::SUFFIX == "f32") != (D::SUFFIX == "f32"), op, || {
             format!("{} -> {}: only f32 <-> bf16/f16", S::SUFFIX, D::SUFFIX)
         })?;
@@ -126,7 +145,11 @@ impl CudaKernels {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&LAYOUT), &format!("convert_{}_{}", S::SUFFIX, D::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&LAYOUT),
+            &format!("convert_{}_{}", S::SUFFIX, D::SUFFIX),
+            0,
+        )?;
         let (s_p, _g1) = src.device_ptr(stream);
         let (d_p, _g2) = dst.device_ptr_mut(stream);
         let nn = n as u64;

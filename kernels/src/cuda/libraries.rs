@@ -70,7 +70,11 @@ pub fn search_dirs(lib: CudaLibrary, env: &dyn Fn(&str) -> Option<String>) -> Ve
     let mut dirs = Vec::new();
     if let Some(v) = env(lib.env_var()) {
         let p = PathBuf::from(v);
-        dirs.push(if p.is_file() { p.parent().map(Path::to_path_buf).unwrap_or(p) } else { p });
+        dirs.push(if p.is_file() {
+            p.parent().map(Path::to_path_buf).unwrap_or(p)
+        } else {
+            p
+        });
     }
     if let Some(inc) = env("CUDA_INCLUDE_DIR") {
         // pip layout: nvidia/cuda_runtime/include -> nvidia/<lib>/lib (and CUDA 13's nvidia/cu13/lib)
@@ -107,7 +111,9 @@ pub fn search_dirs(lib: CudaLibrary, env: &dyn Fn(&str) -> Option<String>) -> Ve
 /// The first existing file among `dirs` × cudarc's names for `base`.
 pub fn find_file(base: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
     let names = file_names(base);
-    dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
+    dirs.iter()
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file())
 }
 
 /// Libraries loaded by full path; never unloaded (cudarc keeps using them).
@@ -126,40 +132,58 @@ fn preload(path: &Path) -> bool {
     }
 }
 
+/// How a library was made available to cudarc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// cudarc's own bare-name `dlopen` found it (LD_LIBRARY_PATH, ld.so.cache).
+    LoaderPath,
+    /// Loaded from this file by full path first.
+    Preloaded(PathBuf),
+}
+
 /// Makes `lib` loadable by cudarc, or says where it looked.
-pub fn ensure_loaded(lib: CudaLibrary) -> Result<(), CudaError> {
-    static NVRTC: OnceLock<Result<(), String>> = OnceLock::new();
-    static CUBLAS: OnceLock<Result<(), String>> = OnceLock::new();
+pub fn ensure_loaded(lib: CudaLibrary) -> Result<Found, CudaError> {
+    static NVRTC: OnceLock<Result<Found, String>> = OnceLock::new();
+    static CUBLAS: OnceLock<Result<Found, String>> = OnceLock::new();
     let cell = match lib {
         CudaLibrary::Nvrtc => &NVRTC,
         CudaLibrary::Cublas => &CUBLAS,
     };
     let result = cell.get_or_init(|| {
         if lib.present() {
-            return Ok(());
+            return Ok(Found::LoaderPath);
         }
         let dirs = search_dirs(lib, &|k| std::env::var(k).ok());
         if let Some(path) = find_file(lib.base_name(), &dirs) {
             if lib == CudaLibrary::Cublas {
                 // libcublas needs libcublasLt: load it from the same folder first.
-                if let Some(lt) = path.parent().and_then(|d| find_file("cublasLt", &[d.to_path_buf()])) {
+                if let Some(lt) = path
+                    .parent()
+                    .and_then(|d| find_file("cublasLt", &[d.to_path_buf()]))
+                {
                     preload(&lt);
                 }
             }
             if preload(&path) && lib.present() {
-                return Ok(());
+                return Ok(Found::Preloaded(path));
             }
         }
-        Err(dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "))
+        Err(dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "))
     });
-    result.clone().map_err(|searched| CudaError::LibraryNotFound {
-        library: match lib {
-            CudaLibrary::Nvrtc => "libnvrtc (NVRTC)",
-            CudaLibrary::Cublas => "libcublas (cuBLAS)",
-        },
-        env: lib.env_var(),
-        searched,
-    })
+    result
+        .clone()
+        .map_err(|searched| CudaError::LibraryNotFound {
+            library: match lib {
+                CudaLibrary::Nvrtc => "libnvrtc (NVRTC)",
+                CudaLibrary::Cublas => "libcublas (cuBLAS)",
+            },
+            env: lib.env_var(),
+            searched,
+        })
 }
 
 /// Whether the CUDA driver library can be loaded (never panics).
@@ -174,15 +198,24 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn cudarc_tries_the_cuda13_name_before_the_cuda12_one() {
         let names = file_names("nvrtc");
-        let p13 = names.iter().position(|n| n == "libnvrtc.so.13").expect("so.13 tried");
-        let p12 = names.iter().position(|n| n == "libnvrtc.so.12").expect("so.12 tried");
+        let p13 = names
+            .iter()
+            .position(|n| n == "libnvrtc.so.13")
+            .expect("so.13 tried");
+        let p12 = names
+            .iter()
+            .position(|n| n == "libnvrtc.so.12")
+            .expect("so.12 tried");
         assert!(p13 < p12, "{names:?}");
     }
 
@@ -200,16 +233,29 @@ mod tests {
         assert_eq!(s[1], "/py/nvidia/cuda_nvrtc/lib");
         assert!(s.contains(&"/cuda/lib64".to_string()));
         let a = s.iter().position(|d| d == "/a").unwrap();
-        assert!(s.contains(&"/b".to_string()) && a < s.iter().position(|d| d == "/usr/local/cuda/lib64").unwrap());
+        assert!(
+            s.contains(&"/b".to_string())
+                && a < s.iter().position(|d| d == "/usr/local/cuda/lib64").unwrap()
+        );
         let cublas = search_dirs(CudaLibrary::Cublas, &env);
-        assert_eq!(cublas[1], PathBuf::from("/py/nvidia/cublas/lib"));
+        assert_eq!(
+            cublas[0],
+            PathBuf::from("/py/nvidia/cublas/lib"),
+            "PAGODA_NVRTC_LIB is not cuBLAS's"
+        );
     }
 
     #[test]
     fn search_dirs_are_unique() {
-        let env = env_of(&[("CUDA_HOME", "/usr/local/cuda"), ("LD_LIBRARY_PATH", "/usr/local/cuda/lib64")]);
+        let env = env_of(&[
+            ("CUDA_HOME", "/usr/local/cuda"),
+            ("LD_LIBRARY_PATH", "/usr/local/cuda/lib64"),
+        ]);
         let dirs = search_dirs(CudaLibrary::Nvrtc, &env);
-        let n = dirs.iter().filter(|d| d.as_path() == Path::new("/usr/local/cuda/lib64")).count();
+        let n = dirs
+            .iter()
+            .filter(|d| d.as_path() == Path::new("/usr/local/cuda/lib64"))
+            .count();
         assert_eq!(n, 1);
     }
 
@@ -217,9 +263,12 @@ mod tests {
     fn find_file_picks_a_real_file_by_cudarc_name() {
         let dir = std::env::temp_dir().join(format!("pagoda-libtest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(find_file("nvrtc", &[dir.clone()]), None);
+        assert_eq!(find_file("nvrtc", std::slice::from_ref(&dir)), None);
         std::fs::write(dir.join("libnvrtc.so.12"), b"").unwrap();
-        assert_eq!(find_file("nvrtc", &[PathBuf::from("/nonexistent"), dir.clone()]), Some(dir.join("libnvrtc.so.12")));
+        assert_eq!(
+            find_file("nvrtc", &[PathBuf::from("/nonexistent"), dir.clone()]),
+            Some(dir.join("libnvrtc.so.12"))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

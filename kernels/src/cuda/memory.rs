@@ -18,7 +18,11 @@ pub struct KvCacheSpec {
 impl KvCacheSpec {
     /// K and V, every layer, one block.
     pub fn bytes_per_block(&self) -> u64 {
-        2 * (self.num_layers * self.block_size * self.num_kv_heads * self.head_dim * self.dtype_bytes) as u64
+        2 * (self.num_layers
+            * self.block_size
+            * self.num_kv_heads
+            * self.head_dim
+            * self.dtype_bytes) as u64
     }
 
     /// Elements of one layer's K (or V) cache for `num_blocks`.
@@ -47,11 +51,17 @@ pub fn plan_kv_cache(
 ) -> Result<KvCachePlan, CudaError> {
     let op = "gpu_memory_utilization";
     if !(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0) {
-        return Err(CudaError::invalid(op, format!("must be in (0, 1], got {gpu_memory_utilization}")));
+        return Err(CudaError::invalid(
+            op,
+            format!("must be in (0, 1], got {gpu_memory_utilization}"),
+        ));
     }
     let per_block = spec.bytes_per_block();
     if per_block == 0 {
-        return Err(CudaError::invalid("kv cache", "a block of zero bytes (zero layers, heads or block size)"));
+        return Err(CudaError::invalid(
+            "kv cache",
+            "a block of zero bytes (zero layers, heads or block size)",
+        ));
     }
     let budget = (total_bytes as f64 * gpu_memory_utilization as f64) as u64;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -69,7 +79,11 @@ pub fn plan_kv_cache(
         )
     })?;
     let num_blocks = (free / per_block) as usize;
-    Ok(KvCachePlan { num_blocks, kv_cache_bytes: num_blocks as u64 * per_block, budget_bytes: budget })
+    Ok(KvCachePlan {
+        num_blocks,
+        kv_cache_bytes: num_blocks as u64 * per_block,
+        budget_bytes: budget,
+    })
 }
 
 /// vLLM's "maximum concurrency": how many requests of `max_model_len`
@@ -85,7 +99,13 @@ pub fn max_concurrency(num_blocks: usize, block_size: usize, max_model_len: usiz
 mod tests {
     use super::*;
 
-    const LLAMA3_8B: KvCacheSpec = KvCacheSpec { num_layers: 32, num_kv_heads: 8, head_dim: 128, block_size: 16, dtype_bytes: 2 };
+    const LLAMA3_8B: KvCacheSpec = KvCacheSpec {
+        num_layers: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        block_size: 16,
+        dtype_bytes: 2,
+    };
     const GIB: u64 = 1 << 30;
 
     #[test]
@@ -110,12 +130,20 @@ mod tests {
 
     #[test]
     fn refuses_when_nothing_is_left() {
-        let e = plan_kv_cache(80 * GIB, 75 * GIB, 0.9, &LLAMA3_8B).unwrap_err().to_string();
-        assert!(e.contains("no memory left") && e.contains("gpu-memory-utilization"), "{e}");
+        let e = plan_kv_cache(80 * GIB, 75 * GIB, 0.9, &LLAMA3_8B)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no memory left") && e.contains("gpu-memory-utilization"),
+            "{e}"
+        );
         assert!(plan_kv_cache(10 * GIB, 0, 0.0, &LLAMA3_8B).is_err());
         assert!(plan_kv_cache(10 * GIB, 0, 1.5, &LLAMA3_8B).is_err());
         assert!(plan_kv_cache(10 * GIB, 0, f32::NAN, &LLAMA3_8B).is_err());
-        let zero = KvCacheSpec { num_layers: 0, ..LLAMA3_8B };
+        let zero = KvCacheSpec {
+            num_layers: 0,
+            ..LLAMA3_8B
+        };
         assert!(plan_kv_cache(10 * GIB, 0, 0.9, &zero).is_err());
     }
 

@@ -8,11 +8,22 @@ use super::launch::{rows_shape, warp_rows_shape, ROW_THREADS};
 use super::sources::{unit_name, NORM};
 use super::{to_i32, CudaDType, CudaError, CudaKernels};
 
-fn need(op: &'static str, name: &str, len: usize, rows: usize, stride: usize, dim: usize) -> Result<(), CudaError> {
-    ensure(stride >= dim, op, || format!("{name} stride {stride} < dim {dim}"))?;
+fn need(
+    op: &'static str,
+    name: &str,
+    len: usize,
+    rows: usize,
+    stride: usize,
+    dim: usize,
+) -> Result<(), CudaError> {
+    ensure(stride >= dim, op, || {
+        format!("{name} stride {stride} < dim {dim}")
+    })?;
     if rows > 0 {
         let n = (rows - 1) * stride + dim;
-        ensure(len >= n, op, || format!("{name} holds {len} elements, {n} needed"))?;
+        ensure(len >= n, op, || {
+            format!("{name} holds {len} elements, {n} needed")
+        })?;
     }
     Ok(())
 }
@@ -34,7 +45,9 @@ impl CudaKernels {
         let op = "rms_norm";
         need(op, "x", x.len(), rows, x_stride, dim)?;
         need(op, "out", out.len(), rows, out_stride, dim)?;
-        ensure(weight.len() >= dim, op, || format!("weight shorter than {dim}"))?;
+        ensure(weight.len() >= dim, op, || {
+            format!("weight shorter than {dim}")
+        })?;
         if rows == 0 || dim == 0 {
             return Ok(());
         }
@@ -43,9 +56,19 @@ impl CudaKernels {
         let (o_p, _g1) = out.device_ptr_mut(stream);
         let (x_p, _g2) = x.device_ptr(stream);
         let (w_p, _g3) = weight.device_ptr(stream);
-        let (os, xs, d) = (to_i32(op, out_stride)?, to_i32(op, x_stride)?, to_i32(op, dim)?);
+        let (os, xs, d) = (
+            to_i32(op, out_stride)?,
+            to_i32(op, x_stride)?,
+            to_i32(op, dim)?,
+        );
         let mut b = stream.launch_builder(&f);
-        b.arg(&o_p).arg(&os).arg(&x_p).arg(&xs).arg(&w_p).arg(&eps).arg(&d);
+        b.arg(&o_p)
+            .arg(&os)
+            .arg(&x_p)
+            .arg(&xs)
+            .arg(&w_p)
+            .arg(&eps)
+            .arg(&d);
         // SAFETY: arguments match the kernel; lengths validated.
         unsafe { b.launch(rows_shape(rows, dim, ROW_THREADS).config()) }?;
         Ok(())
@@ -65,12 +88,18 @@ impl CudaKernels {
         let op = "fused_add_rms_norm";
         need(op, "x", x.len(), rows, dim, dim)?;
         need(op, "residual", residual.len(), rows, dim, dim)?;
-        ensure(weight.len() >= dim, op, || format!("weight shorter than {dim}"))?;
+        ensure(weight.len() >= dim, op, || {
+            format!("weight shorter than {dim}")
+        })?;
         if rows == 0 || dim == 0 {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&NORM), &format!("fused_add_rms_norm_{}", T::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&NORM),
+            &format!("fused_add_rms_norm_{}", T::SUFFIX),
+            0,
+        )?;
         let (x_p, _g1) = x.device_ptr_mut(stream);
         let (r_p, _g2) = residual.device_ptr_mut(stream);
         let (w_p, _g3) = weight.device_ptr(stream);
@@ -99,18 +128,35 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "rms_norm_heads";
         need(op, "x", x.len(), rows, row_stride, per_row * dim)?;
-        ensure(weight.len() >= dim, op, || format!("weight shorter than {dim}"))?;
+        ensure(weight.len() >= dim, op, || {
+            format!("weight shorter than {dim}")
+        })?;
         let sub_rows = rows * per_row;
         if sub_rows == 0 || dim == 0 {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&NORM), &format!("rms_norm_heads_{}", T::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&NORM),
+            &format!("rms_norm_heads_{}", T::SUFFIX),
+            0,
+        )?;
         let (x_p, _g1) = x.device_ptr_mut(stream);
         let (w_p, _g2) = weight.device_ptr(stream);
-        let (rs, pr, d, n) = (to_i32(op, row_stride)?, to_i32(op, per_row)?, to_i32(op, dim)?, to_i32(op, sub_rows)?);
+        let (rs, pr, d, n) = (
+            to_i32(op, row_stride)?,
+            to_i32(op, per_row)?,
+            to_i32(op, dim)?,
+            to_i32(op, sub_rows)?,
+        );
         let mut b = stream.launch_builder(&f);
-        b.arg(&x_p).arg(&rs).arg(&pr).arg(&d).arg(&w_p).arg(&eps).arg(&n);
+        b.arg(&x_p)
+            .arg(&rs)
+            .arg(&pr)
+            .arg(&d)
+            .arg(&w_p)
+            .arg(&eps)
+            .arg(&n);
         // SAFETY: arguments match the kernel; lengths validated.
         unsafe { b.launch(warp_rows_shape(sub_rows).config()) }?;
         Ok(())

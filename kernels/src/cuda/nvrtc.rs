@@ -29,7 +29,12 @@ pub fn arch_for(major: i32, minor: i32) -> String {
 }
 
 /// The NVRTC options for one unit.
-pub fn compile_options(unit: &CompileUnit, arch: &str, include_dir: Option<&Path>, verbose: bool) -> Vec<String> {
+pub fn compile_options(
+    unit: &CompileUnit,
+    arch: &str,
+    include_dir: Option<&Path>,
+    verbose: bool,
+) -> Vec<String> {
     let mut o = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_string(),
@@ -69,7 +74,11 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     ensure_loaded(CudaLibrary::Nvrtc)?;
     let (mut major, mut minor) = (0, 0);
     // SAFETY: the library is present (checked above); plain out-parameters.
-    check(unsafe { sys::nvrtcVersion(&mut major, &mut minor) }, "nvrtcVersion", "")?;
+    check(
+        unsafe { sys::nvrtcVersion(&mut major, &mut minor) },
+        "nvrtcVersion",
+        "",
+    )?;
     Ok((major, minor))
 }
 
@@ -77,7 +86,10 @@ fn check(r: nvrtcResult, what: &str, unit: &str) -> Result<(), CudaError> {
     if r == nvrtcResult::NVRTC_SUCCESS {
         Ok(())
     } else {
-        Err(CudaError::Compile { unit: unit.to_string(), message: format!("{what} returned {r:?}") })
+        Err(CudaError::Compile {
+            unit: unit.to_string(),
+            message: format!("{what} returned {r:?}"),
+        })
     }
 }
 
@@ -96,11 +108,18 @@ impl Drop for Program {
 }
 
 fn c_string(s: &str, unit: &str) -> Result<CString, CudaError> {
-    CString::new(s).map_err(|_| CudaError::Compile { unit: unit.into(), message: "NUL byte in input".into() })
+    CString::new(s).map_err(|_| CudaError::Compile {
+        unit: unit.into(),
+        message: "NUL byte in input".into(),
+    })
 }
 
 /// Compiles one unit to a CUBIN for `arch` (e.g. `sm_90`).
-pub fn compile_unit(unit: &CompileUnit, arch: &str, verbose: bool) -> Result<CompiledUnit, CudaError> {
+pub fn compile_unit(
+    unit: &CompileUnit,
+    arch: &str,
+    verbose: bool,
+) -> Result<CompiledUnit, CudaError> {
     ensure_loaded(CudaLibrary::Nvrtc)?;
     let include = find_include_dir(&|k| std::env::var(k).ok());
     let name = unit.name.as_str();
@@ -114,16 +133,27 @@ pub fn compile_unit(unit: &CompileUnit, arch: &str, verbose: bool) -> Result<Com
     // SAFETY: all strings outlive the call; one header with its include name.
     check(
         unsafe {
-            sys::nvrtcCreateProgram(&mut prog.0, src.as_ptr(), file.as_ptr(), 1, headers.as_ptr(), header_names.as_ptr())
+            sys::nvrtcCreateProgram(
+                &mut prog.0,
+                src.as_ptr(),
+                file.as_ptr(),
+                1,
+                headers.as_ptr(),
+                header_names.as_ptr(),
+            )
         },
         "nvrtcCreateProgram",
         name,
     )?;
     let opts = compile_options(unit, arch, include.as_deref(), verbose);
-    let opts_c: Vec<CString> = opts.iter().map(|o| c_string(o, name)).collect::<Result<_, _>>()?;
+    let opts_c: Vec<CString> = opts
+        .iter()
+        .map(|o| c_string(o, name))
+        .collect::<Result<_, _>>()?;
     let opt_ptrs: Vec<*const c_char> = opts_c.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: a valid program and option array.
-    let compiled = unsafe { sys::nvrtcCompileProgram(prog.0, opt_ptrs.len() as i32, opt_ptrs.as_ptr()) };
+    let compiled =
+        unsafe { sys::nvrtcCompileProgram(prog.0, opt_ptrs.len() as i32, opt_ptrs.as_ptr()) };
     let log = program_log(prog.0);
     if compiled != nvrtcResult::NVRTC_SUCCESS {
         return Err(CudaError::Compile {
@@ -133,35 +163,62 @@ pub fn compile_unit(unit: &CompileUnit, arch: &str, verbose: bool) -> Result<Com
     }
     let mut size = 0usize;
     // SAFETY: the program compiled; size out-parameter.
-    check(unsafe { sys::nvrtcGetCUBINSize(prog.0, &mut size) }, "nvrtcGetCUBINSize", name)?;
+    check(
+        unsafe { sys::nvrtcGetCUBINSize(prog.0, &mut size) },
+        "nvrtcGetCUBINSize",
+        name,
+    )?;
     let mut cubin = vec![0u8; size];
     // SAFETY: the buffer holds `size` bytes.
-    check(unsafe { sys::nvrtcGetCUBIN(prog.0, cubin.as_mut_ptr() as *mut c_char) }, "nvrtcGetCUBIN", name)?;
+    check(
+        unsafe { sys::nvrtcGetCUBIN(prog.0, cubin.as_mut_ptr() as *mut c_char) },
+        "nvrtcGetCUBIN",
+        name,
+    )?;
     if cubin.is_empty() {
-        return Err(CudaError::Compile { unit: name.to_string(), message: format!("empty CUBIN for {arch}") });
+        return Err(CudaError::Compile {
+            unit: name.to_string(),
+            message: format!("empty CUBIN for {arch}"),
+        });
     }
-    Ok(CompiledUnit { name: name.to_string(), cubin, log })
+    Ok(CompiledUnit {
+        name: name.to_string(),
+        cubin,
+        log,
+    })
 }
 
 fn program_log(prog: nvrtcProgram) -> String {
     let mut size = 0usize;
     // SAFETY: valid program; size out-parameter.
-    if unsafe { sys::nvrtcGetProgramLogSize(prog, &mut size) } != nvrtcResult::NVRTC_SUCCESS || size == 0 {
+    if unsafe { sys::nvrtcGetProgramLogSize(prog, &mut size) } != nvrtcResult::NVRTC_SUCCESS
+        || size == 0
+    {
         return String::new();
     }
     let mut buf = vec![0u8; size];
     // SAFETY: the buffer holds `size` bytes, NUL included.
-    if unsafe { sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut c_char) } != nvrtcResult::NVRTC_SUCCESS {
+    if unsafe { sys::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut c_char) }
+        != nvrtcResult::NVRTC_SUCCESS
+    {
         return String::new();
     }
-    String::from_utf8_lossy(&buf).trim_end_matches('\0').trim().to_string()
+    String::from_utf8_lossy(&buf)
+        .trim_end_matches('\0')
+        .trim()
+        .to_string()
 }
 
 /// Compiles every unit, `threads` at a time (NVRTC programs are independent).
-pub fn compile_all(units: &[CompileUnit], arch: &str, threads: usize) -> Result<Vec<CompiledUnit>, CudaError> {
+pub fn compile_all(
+    units: &[CompileUnit],
+    arch: &str,
+    threads: usize,
+) -> Result<Vec<CompiledUnit>, CudaError> {
     let threads = threads.clamp(1, units.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<CompiledUnit, CudaError>>> = (0..units.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<CompiledUnit, CudaError>>> =
+        (0..units.len()).map(|_| None).collect();
     let slots = std::sync::Mutex::new(&mut results);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -181,7 +238,12 @@ pub fn compile_all(units: &[CompileUnit], arch: &str, threads: usize) -> Result<
         .into_iter()
         .zip(units)
         .map(|(r, u)| {
-            r.unwrap_or_else(|| Err(CudaError::Compile { unit: u.name.clone(), message: "not compiled".into() }))
+            r.unwrap_or_else(|| {
+                Err(CudaError::Compile {
+                    unit: u.name.clone(),
+                    message: "not compiled".into(),
+                })
+            })
         })
         .collect()
 }
@@ -205,7 +267,9 @@ mod tests {
 
     #[test]
     fn include_dir_needs_the_headers() {
-        let none = find_include_dir(&|k| (k == "CUDA_INCLUDE_DIR").then(|| "/nonexistent/include".to_string()));
+        let none = find_include_dir(&|k| {
+            (k == "CUDA_INCLUDE_DIR").then(|| "/nonexistent/include".to_string())
+        });
         assert!(none.is_none() || none == Some(PathBuf::from("/usr/local/cuda/include")));
     }
 }

@@ -52,21 +52,37 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "rotary_embedding";
         ensure(rope.half > 0 && 2 * rope.half <= head_dim, op, || {
-            format!("table rotates {} dims, head_dim is {head_dim}", 2 * rope.half)
+            format!(
+                "table rotates {} dims, head_dim is {head_dim}",
+                2 * rope.half
+            )
         })?;
-        ensure(positions.len() >= num_tokens, op, || format!("positions shorter than {num_tokens}"))?;
-        for (name, len, stride, heads) in [("q", q.len(), q_stride, num_heads), ("k", k.len(), k_stride, num_kv_heads)] {
-            ensure(stride >= heads * head_dim, op, || format!("{name} stride {stride} < {heads} x {head_dim}"))?;
+        ensure(positions.len() >= num_tokens, op, || {
+            format!("positions shorter than {num_tokens}")
+        })?;
+        for (name, len, stride, heads) in [
+            ("q", q.len(), q_stride, num_heads),
+            ("k", k.len(), k_stride, num_kv_heads),
+        ] {
+            ensure(stride >= heads * head_dim, op, || {
+                format!("{name} stride {stride} < {heads} x {head_dim}")
+            })?;
             if num_tokens > 0 {
                 let need = (num_tokens - 1) * stride + heads * head_dim;
-                ensure(len >= need, op, || format!("{name} holds {len} elements, {need} needed"))?;
+                ensure(len >= need, op, || {
+                    format!("{name} holds {len} elements, {need} needed")
+                })?;
             }
         }
         if num_tokens == 0 {
             return Ok(());
         }
         let stream = self.stream();
-        let f = self.function(&unit_name(&ROTARY), &format!("rotary_embedding_{}", T::SUFFIX), 0)?;
+        let f = self.function(
+            &unit_name(&ROTARY),
+            &format!("rotary_embedding_{}", T::SUFFIX),
+            0,
+        )?;
         let (p_p, _g1) = positions.device_ptr(stream);
         let (q_p, _g2) = q.device_ptr_mut(stream);
         let (k_p, _g3) = k.device_ptr_mut(stream);
@@ -74,12 +90,24 @@ impl CudaKernels {
         let (s_p, _g5) = rope.sin.device_ptr(stream);
         let (qs, ks) = (to_i32(op, q_stride)?, to_i32(op, k_stride)?);
         let (mp, half) = (to_i32(op, rope.max_position)?, to_i32(op, rope.half)?);
-        let (nh, nkv, hd) = (to_i32(op, num_heads)?, to_i32(op, num_kv_heads)?, to_i32(op, head_dim)?);
+        let (nh, nkv, hd) = (
+            to_i32(op, num_heads)?,
+            to_i32(op, num_kv_heads)?,
+            to_i32(op, head_dim)?,
+        );
         let mut b = stream.launch_builder(&f);
-        b.arg(&p_p).arg(&q_p).arg(&qs).arg(&k_p).arg(&ks).arg(&c_p).arg(&s_p);
+        b.arg(&p_p)
+            .arg(&q_p)
+            .arg(&qs)
+            .arg(&k_p)
+            .arg(&ks)
+            .arg(&c_p)
+            .arg(&s_p);
         b.arg(&mp).arg(&half).arg(&nh).arg(&nkv).arg(&hd);
         // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(num_tokens, (num_heads + num_kv_heads) * rope.half, 256).config()) }?;
+        unsafe {
+            b.launch(rows_shape(num_tokens, (num_heads + num_kv_heads) * rope.half, 256).config())
+        }?;
         Ok(())
     }
 }

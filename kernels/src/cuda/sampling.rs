@@ -32,7 +32,11 @@ pub struct CsrRows<V> {
 
 impl<V> CsrRows<V> {
     pub fn new() -> Self {
-        Self { offsets: vec![0], ids: Vec::new(), values: Vec::new() }
+        Self {
+            offsets: vec![0],
+            ids: Vec::new(),
+            values: Vec::new(),
+        }
     }
 
     pub fn num_rows(&self) -> usize {
@@ -76,8 +80,12 @@ pub fn penalty_row(prompt: &[u32], output: &[u32]) -> Vec<(u32, u32)> {
 }
 
 fn check_logits(op: &'static str, len: usize, rows: usize, vocab: usize) -> Result<(), CudaError> {
-    ensure(vocab > 0 && vocab <= i32::MAX as usize, op, || format!("vocab {vocab}"))?;
-    ensure(len >= rows * vocab, op, || format!("logits hold {len} elements, {rows} x {vocab} needed"))
+    ensure(vocab > 0 && vocab <= i32::MAX as usize, op, || {
+        format!("vocab {vocab}")
+    })?;
+    ensure(len >= rows * vocab, op, || {
+        format!("logits hold {len} elements, {rows} x {vocab} needed")
+    })
 }
 
 impl CudaKernels {
@@ -94,9 +102,16 @@ impl CudaKernels {
         check_logits(op, logits.len(), rows, vocab)?;
         let p = params;
         ensure(
-            [p.temperature.len(), p.top_k.len(), p.top_p.len(), p.min_p.len(), p.uniform.len(), out.len()]
-                .iter()
-                .all(|&l| l >= rows),
+            [
+                p.temperature.len(),
+                p.top_k.len(),
+                p.top_p.len(),
+                p.min_p.len(),
+                p.uniform.len(),
+                out.len(),
+            ]
+            .iter()
+            .all(|&l| l >= rows),
             op,
             || format!("a parameter array is shorter than {rows} rows"),
         )?;
@@ -114,7 +129,14 @@ impl CudaKernels {
         let (o_p, _g7) = out.device_ptr_mut(stream);
         let v = to_i32(op, vocab)?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&l_p).arg(&v).arg(&t_p).arg(&k_p).arg(&pp).arg(&m_p).arg(&u_p).arg(&o_p);
+        b.arg(&l_p)
+            .arg(&v)
+            .arg(&t_p)
+            .arg(&k_p)
+            .arg(&pp)
+            .arg(&m_p)
+            .arg(&u_p)
+            .arg(&o_p);
         // SAFETY: arguments match the kernel; lengths validated.
         unsafe { b.launch(sampling_shape(rows).config()) }?;
         Ok(())
@@ -134,8 +156,14 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "logprobs_topk";
         check_logits(op, logits.len(), rows, vocab)?;
-        ensure(k <= vocab && k <= LOGPROBS_MAX_K, op, || format!("k {k} above the vocab or {LOGPROBS_MAX_K}"))?;
-        ensure(ids.len() >= rows * k && logprobs.len() >= rows * k, op, || format!("outputs shorter than {rows} x {k}"))?;
+        ensure(k <= vocab && k <= LOGPROBS_MAX_K, op, || {
+            format!("k {k} above the vocab or {LOGPROBS_MAX_K}")
+        })?;
+        ensure(
+            ids.len() >= rows * k && logprobs.len() >= rows * k,
+            op,
+            || format!("outputs shorter than {rows} x {k}"),
+        )?;
         if rows == 0 || k == 0 {
             return Ok(());
         }
@@ -165,9 +193,11 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "token_logprobs";
         check_logits(op, logits.len(), rows, vocab)?;
-        ensure(tokens.len() >= rows && logprob.len() >= rows && rank.len() >= rows, op, || {
-            format!("arrays shorter than {rows}")
-        })?;
+        ensure(
+            tokens.len() >= rows && logprob.len() >= rows && rank.len() >= rows,
+            op,
+            || format!("arrays shorter than {rows}"),
+        )?;
         if rows == 0 {
             return Ok(());
         }
@@ -197,7 +227,11 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "apply_logit_bias";
         check_logits(op, logits.len(), rows, vocab)?;
-        ensure(offsets.len() > rows && values.len() >= ids.len(), op, || "CSR arrays too short".into())?;
+        ensure(
+            offsets.len() > rows && values.len() >= ids.len(),
+            op,
+            || "CSR arrays too short".into(),
+        )?;
         if rows == 0 {
             return Ok(());
         }
@@ -232,10 +266,16 @@ impl CudaKernels {
     ) -> Result<(), CudaError> {
         let op = "apply_penalties";
         check_logits(op, logits.len(), rows, vocab)?;
-        ensure(offsets.len() > rows && output_counts.len() >= ids.len(), op, || "CSR arrays too short".into())?;
-        ensure(repetition.len() >= rows && frequency.len() >= rows && presence.len() >= rows, op, || {
-            format!("penalty arrays shorter than {rows}")
-        })?;
+        ensure(
+            offsets.len() > rows && output_counts.len() >= ids.len(),
+            op,
+            || "CSR arrays too short".into(),
+        )?;
+        ensure(
+            repetition.len() >= rows && frequency.len() >= rows && presence.len() >= rows,
+            op,
+            || format!("penalty arrays shorter than {rows}"),
+        )?;
         if rows == 0 {
             return Ok(());
         }
@@ -250,7 +290,14 @@ impl CudaKernels {
         let (p_p, _g7) = presence.device_ptr(stream);
         let v = to_i32(op, vocab)?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&l_p).arg(&v).arg(&o_p).arg(&i_p).arg(&c_p).arg(&r_p).arg(&f_p).arg(&p_p);
+        b.arg(&l_p)
+            .arg(&v)
+            .arg(&o_p)
+            .arg(&i_p)
+            .arg(&c_p)
+            .arg(&r_p)
+            .arg(&f_p)
+            .arg(&p_p);
         // SAFETY: arguments match the kernel; ids are bounded by vocab in the kernel.
         unsafe { b.launch(rows_shape(rows, 128, 128).config()) }?;
         Ok(())
@@ -263,14 +310,20 @@ mod tests {
 
     #[test]
     fn penalty_rows_list_distinct_tokens_with_output_counts() {
-        assert_eq!(penalty_row(&[5, 1, 5], &[2, 2, 5]), vec![(1, 0), (2, 2), (5, 1)]);
+        assert_eq!(
+            penalty_row(&[5, 1, 5], &[2, 2, 5]),
+            vec![(1, 0), (2, 2), (5, 1)]
+        );
         assert!(penalty_row(&[], &[]).is_empty());
     }
 
     #[test]
     fn bias_rows_merge_and_mask() {
         let r = bias_row([(3, 1.0), (1, -2.0), (3, 0.5)], &[1, 7]);
-        assert_eq!(r, vec![(1, f32::NEG_INFINITY), (3, 1.5), (7, f32::NEG_INFINITY)]);
+        assert_eq!(
+            r,
+            vec![(1, f32::NEG_INFINITY), (3, 1.5), (7, f32::NEG_INFINITY)]
+        );
     }
 
     #[test]

@@ -13,21 +13,50 @@ pub struct CudaSource {
     pub code: &'static str,
 }
 
-pub const ATTENTION_PREFILL: CudaSource =
-    CudaSource { file: "attention_prefill.cu", code: include_str!("cu/attention_prefill.cu") };
-pub const ATTENTION_DECODE: CudaSource =
-    CudaSource { file: "attention_decode.cu", code: include_str!("cu/attention_decode.cu") };
-pub const CACHE: CudaSource = CudaSource { file: "cache.cu", code: include_str!("cu/cache.cu") };
-pub const NORM: CudaSource = CudaSource { file: "norm.cu", code: include_str!("cu/norm.cu") };
-pub const ROTARY: CudaSource = CudaSource { file: "rotary.cu", code: include_str!("cu/rotary.cu") };
-pub const ACTIVATION: CudaSource =
-    CudaSource { file: "activation.cu", code: include_str!("cu/activation.cu") };
-pub const LAYOUT: CudaSource = CudaSource { file: "layout.cu", code: include_str!("cu/layout.cu") };
-pub const SAMPLING: CudaSource = CudaSource { file: "sampling.cu", code: include_str!("cu/sampling.cu") };
+pub const ATTENTION_PREFILL: CudaSource = CudaSource {
+    file: "attention_prefill.cu",
+    code: include_str!("cu/attention_prefill.cu"),
+};
+pub const ATTENTION_DECODE: CudaSource = CudaSource {
+    file: "attention_decode.cu",
+    code: include_str!("cu/attention_decode.cu"),
+};
+pub const CACHE: CudaSource = CudaSource {
+    file: "cache.cu",
+    code: include_str!("cu/cache.cu"),
+};
+pub const NORM: CudaSource = CudaSource {
+    file: "norm.cu",
+    code: include_str!("cu/norm.cu"),
+};
+pub const ROTARY: CudaSource = CudaSource {
+    file: "rotary.cu",
+    code: include_str!("cu/rotary.cu"),
+};
+pub const ACTIVATION: CudaSource = CudaSource {
+    file: "activation.cu",
+    code: include_str!("cu/activation.cu"),
+};
+pub const LAYOUT: CudaSource = CudaSource {
+    file: "layout.cu",
+    code: include_str!("cu/layout.cu"),
+};
+pub const SAMPLING: CudaSource = CudaSource {
+    file: "sampling.cu",
+    code: include_str!("cu/sampling.cu"),
+};
 
 /// Every source file.
-pub const SOURCES: [CudaSource; 8] =
-    [ATTENTION_PREFILL, ATTENTION_DECODE, CACHE, NORM, ROTARY, ACTIVATION, LAYOUT, SAMPLING];
+pub const SOURCES: [CudaSource; 8] = [
+    ATTENTION_PREFILL,
+    ATTENTION_DECODE,
+    CACHE,
+    NORM,
+    ROTARY,
+    ACTIVATION,
+    LAYOUT,
+    SAMPLING,
+];
 
 /// Head sizes with attention instances.
 pub const HEAD_DIMS: [usize; 5] = [64, 80, 96, 128, 256];
@@ -57,7 +86,11 @@ pub fn compile_units(head_dims: &[usize]) -> Vec<CompileUnit> {
     let dims: Vec<usize> = if head_dims.is_empty() {
         HEAD_DIMS.to_vec()
     } else {
-        let mut d: Vec<usize> = head_dims.iter().copied().filter(|d| HEAD_DIMS.contains(d)).collect();
+        let mut d: Vec<usize> = head_dims
+            .iter()
+            .copied()
+            .filter(|d| HEAD_DIMS.contains(d))
+            .collect();
         d.sort_unstable();
         d.dedup();
         d
@@ -73,9 +106,73 @@ pub fn compile_units(head_dims: &[usize]) -> Vec<CompileUnit> {
         }
     }
     for src in [CACHE, NORM, ROTARY, ACTIVATION, LAYOUT, SAMPLING] {
-        units.push(CompileUnit { name: unit_name(&src), source: src, defines: Vec::new() });
+        units.push(CompileUnit {
+            name: unit_name(&src),
+            source: src,
+            defines: Vec::new(),
+        });
     }
     units
+}
+
+/// The kernels the host wrappers launch from a unit (by its name); the
+/// NVRTC compile test checks each is in the unit's CUBIN.
+pub fn kernel_names(unit: &str) -> Vec<String> {
+    let typed = |bases: &[&str], types: &[&str]| -> Vec<String> {
+        bases
+            .iter()
+            .flat_map(|b| types.iter().map(move |t| format!("{b}_{t}")))
+            .collect()
+    };
+    let half = ["bf16", "f16"];
+    let all = ["bf16", "f16", "f32"];
+    if let Some(d) = unit.strip_prefix("attention_prefill_d") {
+        return half
+            .iter()
+            .map(|t| format!("paged_attention_prefill_{t}_d{d}"))
+            .collect();
+    }
+    if let Some(d) = unit.strip_prefix("attention_decode_d") {
+        return half
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("paged_attention_decode_{t}_d{d}"),
+                    format!("paged_attention_reduce_{t}_d{d}"),
+                ]
+            })
+            .collect();
+    }
+    match unit {
+        "cache" => typed(&["reshape_and_cache"], &half),
+        "norm" => typed(&["rms_norm", "fused_add_rms_norm", "rms_norm_heads"], &all),
+        "rotary" => typed(&["rotary_embedding"], &all),
+        "activation" => typed(&["silu_and_mul"], &all),
+        "layout" => {
+            let mut v = typed(&["add_bias"], &all);
+            v.extend(["gather_rows_b16", "gather_rows_b32", "split_qkv_b16"].map(String::from));
+            v.extend(
+                [
+                    "convert_bf16_f32",
+                    "convert_f16_f32",
+                    "convert_f32_bf16",
+                    "convert_f32_f16",
+                ]
+                .map(String::from),
+            );
+            v
+        }
+        "sampling" => [
+            "sample_tokens",
+            "logprobs_topk",
+            "token_logprobs",
+            "apply_logit_bias",
+            "apply_penalties",
+        ]
+        .map(String::from)
+        .to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -85,10 +182,17 @@ mod tests {
     #[test]
     fn every_source_includes_the_common_header_and_nothing_else() {
         for src in SOURCES {
-            let includes: Vec<&str> = src.code.lines().filter(|l| l.trim_start().starts_with("#include")).collect();
+            let includes: Vec<&str> = src
+                .code
+                .lines()
+                .filter(|l| l.trim_start().starts_with("#include"))
+                .collect();
             assert_eq!(includes, vec!["#include \"common.cuh\""], "{}", src.file);
         }
-        assert!(!COMMON_HEADER.1.contains("#include"), "common.cuh must stay self-contained");
+        assert!(
+            !COMMON_HEADER.1.contains("#include"),
+            "common.cuh must stay self-contained"
+        );
     }
 
     #[test]
@@ -96,10 +200,16 @@ mod tests {
         let all = compile_units(&[]);
         assert_eq!(all.len(), 2 * HEAD_DIMS.len() + 6);
         for src in SOURCES {
-            assert!(all.iter().any(|u| u.source == src), "{} has no unit", src.file);
+            assert!(
+                all.iter().any(|u| u.source == src),
+                "{} has no unit",
+                src.file
+            );
         }
         let names: Vec<&str> = all.iter().map(|u| u.name.as_str()).collect();
-        assert!(names.contains(&"attention_prefill_d80") && names.contains(&"attention_decode_d256"));
+        assert!(
+            names.contains(&"attention_prefill_d80") && names.contains(&"attention_decode_d256")
+        );
         let mut dedup = names.clone();
         dedup.sort_unstable();
         dedup.dedup();
@@ -107,23 +217,45 @@ mod tests {
     }
 
     #[test]
+    fn every_unit_lists_its_kernels() {
+        for u in compile_units(&[]) {
+            assert!(!kernel_names(&u.name).is_empty(), "{}", u.name);
+        }
+        assert!(kernel_names("attention_decode_d96")
+            .contains(&"paged_attention_reduce_f16_d96".to_string()));
+    }
+
+    #[test]
     fn a_model_compiles_only_its_head_dims() {
         let units = compile_units(&[128, 128, 77]);
-        let attn: Vec<&str> =
-            units.iter().filter(|u| u.name.starts_with("attention")).map(|u| u.name.as_str()).collect();
-        assert_eq!(attn, vec!["attention_prefill_d128", "attention_decode_d128"]);
-        assert_eq!(units[0].defines, vec![("PAGODA_HEAD_DIM".to_string(), "128".to_string())]);
+        let attn: Vec<&str> = units
+            .iter()
+            .filter(|u| u.name.starts_with("attention"))
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(
+            attn,
+            vec!["attention_prefill_d128", "attention_decode_d128"]
+        );
+        assert_eq!(
+            units[0].defines,
+            vec![("PAGODA_HEAD_DIM".to_string(), "128".to_string())]
+        );
     }
 
     #[test]
     fn every_head_dim_is_instantiated_in_both_attention_sources() {
         for d in HEAD_DIMS {
-            for (src, prefix) in
-                [(ATTENTION_PREFILL, "PREFILL_KERNEL"), (ATTENTION_DECODE, "DECODE_KERNELS")]
-            {
+            for (src, prefix) in [
+                (ATTENTION_PREFILL, "PREFILL_KERNEL"),
+                (ATTENTION_DECODE, "DECODE_KERNELS"),
+            ] {
                 for dt in ["bf16", "f16"] {
                     let pat = format!("{prefix}({dt}, ");
-                    let found = src.code.lines().any(|l| l.starts_with(&pat) && l.contains(&format!(", {d}")));
+                    let found = src
+                        .code
+                        .lines()
+                        .any(|l| l.starts_with(&pat) && l.contains(&format!(", {d}")));
                     assert!(found, "{} lacks {dt} d{d}", src.file);
                 }
                 assert!(src.code.contains(&format!("PAGODA_HEAD_DIM == {d}")));

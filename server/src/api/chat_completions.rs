@@ -32,10 +32,15 @@ pub async fn create_chat_completion(
     State(state): State<SharedState>,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Response {
-    chat_completion(state, req).await.unwrap_or_else(IntoResponse::into_response)
+    chat_completion(state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn chat_completion(state: SharedState, req: ChatCompletionRequest) -> Result<Response, ApiError> {
+async fn chat_completion(
+    state: SharedState,
+    req: ChatCompletionRequest,
+) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     state.check_model(req.model.as_deref())?;
     let stream = req.stream.unwrap_or(false);
@@ -127,7 +132,9 @@ async fn chat_completion(state: SharedState, req: ChatCompletionRequest) -> Resu
         let builder = ChatChunks::new(state, meta, include_usage);
         Ok(sse_response(event_stream(first, generation, builder)))
     } else {
-        collect(state, meta, generation).await.map(|r| Json(r).into_response())
+        collect(state, meta, generation)
+            .await
+            .map(|r| Json(r).into_response())
     }
 }
 
@@ -240,11 +247,9 @@ impl ChunkBuilder for ChatChunks {
             }
             let state = &self.state;
             let logprobs = self.meta.logprobs.map(|top| ChatLogprobs {
-                content: chat_logprobs(
-                    d.logprobs.as_deref().unwrap_or_default(),
-                    top,
-                    &|id| token_text(state, id),
-                ),
+                content: chat_logprobs(d.logprobs.as_deref().unwrap_or_default(), top, &|id| {
+                    token_text(state, id)
+                }),
                 refusal: None,
             });
             let choice = ChatChunkChoice {

@@ -26,12 +26,17 @@ use pagoda_engine::RequestOutput;
 
 /// OpenAI's default `max_tokens` for completions.
 const DEFAULT_MAX_TOKENS: u32 = 16;
+/// Prompts times `n` in one request: a 4 MiB body of one-token prompts
+/// would otherwise queue a million requests.
+const MAX_CHOICES: usize = 1024;
 
 pub async fn create_completion(
     State(state): State<SharedState>,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Response {
-    completion(state, req).await.unwrap_or_else(IntoResponse::into_response)
+    completion(state, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn completion(state: SharedState, req: CompletionRequest) -> Result<Response, ApiError> {
@@ -45,15 +50,24 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
         ));
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid_param("suffix", "suffix is not supported."));
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "suffix is not supported.",
+        ));
     }
     let n = req.n.unwrap_or(1);
     if req.best_of.is_some_and(|b| b != n) {
-        return Err(ApiError::invalid_param("best_of", "best_of is not supported (only best_of = n)."));
+        return Err(ApiError::invalid_param(
+            "best_of",
+            "best_of is not supported (only best_of = n).",
+        ));
     }
     let echo = req.echo.unwrap_or(false);
     if echo && req.logprobs.is_some() {
-        return Err(ApiError::invalid_param("echo", "echo together with logprobs is not supported."));
+        return Err(ApiError::invalid_param(
+            "echo",
+            "echo together with logprobs is not supported.",
+        ));
     }
     let include_usage = req
         .stream_options
@@ -83,7 +97,21 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
     let params = sampling.to_sampling_params(state.vocab_size)?;
     let inputs = req.prompt.into_inputs();
     if inputs.is_empty() {
-        return Err(ApiError::invalid_param("prompt", "prompt must not be empty."));
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "prompt must not be empty.",
+        ));
+    }
+    if inputs.len() * params.n > MAX_CHOICES {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!(
+                "{} prompts with n = {} make {} choices; at most {MAX_CHOICES} per request.",
+                inputs.len(),
+                params.n,
+                inputs.len() * params.n
+            ),
+        ));
     }
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let st = state.clone();
@@ -104,7 +132,10 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
             "max_tokens",
         )?;
     }
-    let echo_texts: Vec<String> = prepared.iter().map(|p| p.text.clone().unwrap_or_default()).collect();
+    let echo_texts: Vec<String> = prepared
+        .iter()
+        .map(|p| p.text.clone().unwrap_or_default())
+        .collect();
     let prompts = prepared.into_iter().map(|p| p.token_ids).collect();
     let id = random_id("cmpl");
     let opts = SubmitOptions {
@@ -130,7 +161,9 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
         let builder = CompletionChunks::new(state, meta, include_usage);
         Ok(sse_response(event_stream(first, generation, builder)))
     } else {
-        collect(state, meta, generation).await.map(|r| Json(r).into_response())
+        collect(state, meta, generation)
+            .await
+            .map(|r| Json(r).into_response())
     }
 }
 
@@ -208,7 +241,11 @@ impl CompletionChunks {
         }
     }
 
-    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<crate::protocol::common::Usage>) -> Event {
+    fn chunk(
+        &self,
+        choices: Vec<CompletionChoice>,
+        usage: Option<crate::protocol::common::Usage>,
+    ) -> Event {
         json_event(&CompletionStreamResponse {
             id: self.meta.id.clone(),
             object: TEXT_COMPLETION,

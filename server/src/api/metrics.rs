@@ -19,5 +19,8 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         prompt_tokens_total: s.prompt_tokens_total,
         generation_tokens_total: s.generation_tokens_total,
     });
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
 }

@@ -19,7 +19,11 @@ pub fn parse_byte_size(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        _ => return Err(format!("unknown size unit `{unit}` in `{s}` (use e.g. 268435456, 256MiB or 4GiB)")),
+        _ => {
+            return Err(format!(
+                "unknown size unit `{unit}` in `{s}` (use e.g. 268435456, 256MiB or 4GiB)"
+            ))
+        }
     };
     let value: f64 = num
         .parse()

@@ -213,11 +213,30 @@ mod tests {
     #[test]
     fn flags_reach_the_engine_config() {
         let args = parse(&[
-            "--max-num-seqs", "4", "--max-num-batched-tokens", "256", "--max-model-len", "512",
-            "--block-size", "32", "--kv-cache-memory", "256MiB", "--no-enable-prefix-caching",
-            "--max-waiting-requests", "7", "--device", "cpu", "--load-format", "dummy",
-            "--scheduling-policy", "priority", "--enforce-eager", "--seed", "3",
-            "--gpu-memory-utilization", "0.5",
+            "--max-num-seqs",
+            "4",
+            "--max-num-batched-tokens",
+            "256",
+            "--max-model-len",
+            "512",
+            "--block-size",
+            "32",
+            "--kv-cache-memory",
+            "256MiB",
+            "--no-enable-prefix-caching",
+            "--max-waiting-requests",
+            "7",
+            "--device",
+            "cpu",
+            "--load-format",
+            "dummy",
+            "--scheduling-policy",
+            "priority",
+            "--enforce-eager",
+            "--seed",
+            "3",
+            "--gpu-memory-utilization",
+            "0.5",
         ])
         .unwrap();
         let c = args.engine_config("m".into(), Some("name".into()));

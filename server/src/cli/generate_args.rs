@@ -18,7 +18,9 @@ pub fn parse_token_ids(s: &str) -> Result<TokenIds, String> {
     match ids {
         Ok(ids) if !ids.is_empty() => Ok(TokenIds(ids)),
         Ok(_) => Err("expected comma-separated token ids, e.g. 1,2,3".into()),
-        Err(e) => Err(format!("`{s}`: {e} (expected comma-separated token ids, e.g. 1,2,3)")),
+        Err(e) => Err(format!(
+            "`{s}`: {e} (expected comma-separated token ids, e.g. 1,2,3)"
+        )),
     }
 }
 
@@ -52,7 +54,12 @@ pub struct GenerateArgs {
     pub top_p: f32,
 
     /// Keep only the K most likely tokens (0 or -1: all).
-    #[arg(long, value_name = "K", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub top_k: i32,
 
     /// Drop tokens less likely than P times the most likely one.

@@ -28,7 +28,12 @@ pub struct ServeArgs {
 
     /// Require `Authorization: Bearer <KEY>` on every route but /health and
     /// /metrics.
-    #[arg(long, env = "PAGODA_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PAGODA_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub api_key: Option<String>,
 
     /// Largest request body accepted; larger ones get 413 (suffixes KiB,
@@ -70,9 +75,23 @@ mod tests {
     #[test]
     fn flags_parse() {
         let c = Cli::try_parse_from([
-            "pagoda", "--model", "/m.gguf", "--host", "0.0.0.0", "--port", "9000",
-            "--served-model-name", "smol", "--api-key", "k", "--max-body-bytes", "1MiB",
-            "--shutdown-timeout", "2.5", "--max-num-seqs", "8",
+            "pagoda",
+            "--model",
+            "/m.gguf",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--served-model-name",
+            "smol",
+            "--api-key",
+            "k",
+            "--max-body-bytes",
+            "1MiB",
+            "--shutdown-timeout",
+            "2.5",
+            "--max-num-seqs",
+            "8",
         ])
         .unwrap()
         .serve;

@@ -170,9 +170,7 @@ mod tests {
         assert_eq!(r.messages[1].content.as_deref(), Some("hi"));
         assert_eq!(r.max_completion_tokens, Some(5));
         assert!(serde_json::from_str::<ChatCompletionRequest>(r#"{"model": "m"}"#).is_err());
-        assert!(
-            serde_json::from_str::<ChatCompletionRequest>(r#"{"messages": "hi"}"#).is_err()
-        );
+        assert!(serde_json::from_str::<ChatCompletionRequest>(r#"{"messages": "hi"}"#).is_err());
     }
 
     #[test]

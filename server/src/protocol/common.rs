@@ -60,7 +60,9 @@ impl<'de> Deserialize<'de> for Prompt {
                 if items.iter().all(Value::is_number) {
                     return token_ids(&items)
                         .map(|ids| Prompt::TokenIds(vec![ids]))
-                        .ok_or_else(|| de::Error::custom("prompt token ids must be integers in [0, 2^32)"));
+                        .ok_or_else(|| {
+                            de::Error::custom("prompt token ids must be integers in [0, 2^32)")
+                        });
                 }
                 if items.iter().all(Value::is_array) {
                     let mut batches = Vec::with_capacity(items.len());
@@ -89,7 +91,11 @@ pub fn deserialize_stop<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<St
         Ok(None) => None,
         Ok(Some(Stop::One(s))) => Some(vec![s]),
         Ok(Some(Stop::Many(v))) => Some(v),
-        Err(_) => return Err(de::Error::custom("stop must be a string or a list of strings")),
+        Err(_) => {
+            return Err(de::Error::custom(
+                "stop must be a string or a list of strings",
+            ))
+        }
     })
 }
 
@@ -124,16 +130,16 @@ fn deserialize_content<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>
                 match (kind, part.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(text)) => texts.push(text),
                     (Some("text"), None) => {
-                        return Err(de::Error::custom("a text content part needs a string `text`"))
+                        return Err(de::Error::custom(
+                            "a text content part needs a string `text`",
+                        ))
                     }
                     (Some(other), _) => {
                         return Err(de::Error::custom(format!(
                             "content parts of type `{other}` are not supported; only `text` is"
                         )))
                     }
-                    (None, _) => {
-                        return Err(de::Error::custom("each content part needs a `type`"))
-                    }
+                    (None, _) => return Err(de::Error::custom("each content part needs a `type`")),
                 }
             }
             Ok(Some(texts.join("\n")))
@@ -202,7 +208,10 @@ mod tests {
             prompt(r#"["a", "b"]"#).unwrap(),
             Prompt::Texts(vec!["a".into(), "b".into()])
         );
-        assert_eq!(prompt("[1, 2]").unwrap(), Prompt::TokenIds(vec![vec![1, 2]]));
+        assert_eq!(
+            prompt("[1, 2]").unwrap(),
+            Prompt::TokenIds(vec![vec![1, 2]])
+        );
         assert_eq!(
             prompt("[[1], [2, 3]]").unwrap(),
             Prompt::TokenIds(vec![vec![1], vec![2, 3]])
@@ -210,13 +219,26 @@ mod tests {
         assert_eq!(prompt("[]").unwrap(), Prompt::Texts(vec![]));
         assert_eq!(
             prompt("[[1], [2, 3]]").unwrap().into_inputs(),
-            vec![PromptInput::TokenIds(vec![1]), PromptInput::TokenIds(vec![2, 3])]
+            vec![
+                PromptInput::TokenIds(vec![1]),
+                PromptInput::TokenIds(vec![2, 3])
+            ]
         );
     }
 
     #[test]
     fn prompt_refuses_other_forms() {
-        for bad in ["3", "null", r#"{"a": 1}"#, "[1, \"a\"]", "[-1]", "[1.5]", "[4294967296]", "[[1], [\"a\"]]", "[[1], 2]"] {
+        for bad in [
+            "3",
+            "null",
+            r#"{"a": 1}"#,
+            "[1, \"a\"]",
+            "[-1]",
+            "[1.5]",
+            "[4294967296]",
+            "[[1], [\"a\"]]",
+            "[[1], 2]",
+        ] {
             assert!(prompt(bad).is_err(), "{bad}");
         }
     }
@@ -274,7 +296,10 @@ mod tests {
             serde_json::to_string(&StopReasonValue::Text("x".into())).unwrap(),
             r#""x""#
         );
-        assert_eq!(serde_json::to_string(&StopReasonValue::Token(7)).unwrap(), "7");
+        assert_eq!(
+            serde_json::to_string(&StopReasonValue::Token(7)).unwrap(),
+            "7"
+        );
         assert_eq!(finite_logprob(f32::NEG_INFINITY), -9999.0);
         assert_eq!(finite_logprob(-1.5), -1.5);
     }

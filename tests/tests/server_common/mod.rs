@@ -1,17 +1,16 @@
 //! Shared harness of the end-to-end server tests: builds and starts the real
 //! `pagoda` binary on 127.0.0.1 with SmolLM2, and talks to it over HTTP.
 //!
-//! Cargo builds the binaries of a dependency only for that package's own
-//! tests, so the harness runs `cargo build -p pagoda-server --bin pagoda`
-//! once per test binary, with the profile the tests were built with (a
-//! no-op when it is fresh). `PAGODA_BIN` points at a prebuilt binary instead.
+//! The program under test is `pagoda` built from server/src/main.rs as this
+//! package's `pagoda-e2e` binary (see tests/Cargo.toml); `PAGODA_BIN`
+//! points at another build instead.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -38,40 +37,12 @@ pub fn model_or_skip(test: &str) -> Option<PathBuf> {
     model
 }
 
-/// The `pagoda` binary, built on first use.
+/// The `pagoda` program: `PAGODA_BIN` if set (e.g. a release build), else
+/// the copy cargo built for this test run from the server's main.rs.
 pub fn pagoda_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("PAGODA_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile dir>/deps/<test exe>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable outside target/<profile>/deps")
-            .to_path_buf();
-        let profile_args: Vec<String> = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => vec!["--profile".into(), "test".into()],
-            Some("release") => vec!["--release".into()],
-            Some(other) => vec!["--profile".into(), other.into()],
-            None => Vec::new(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/Cargo.toml");
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "pagoda", "--manifest-path"])
-            .arg(&manifest)
-            .args(&profile_args)
-            .status()
-            .expect("running cargo build for the pagoda binary");
-        assert!(status.success(), "cargo build of the pagoda binary failed");
-        let bin = profile_dir.join("pagoda");
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin
-    })
-    .clone()
+    std::env::var_os("PAGODA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pagoda-e2e")))
 }
 
 fn free_port() -> u16 {
@@ -107,6 +78,14 @@ pub fn small_server_args(model: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Sets `flag` to `value` in `args`, replacing an earlier value.
+pub fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value.to_string(),
+        _ => args.extend([flag.to_string(), value.to_string()]),
+    }
 }
 
 impl TestServer {
@@ -241,7 +220,10 @@ impl TestServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         let text = r.text().expect("stream body");
         parse_sse(&text)
     }
@@ -308,7 +290,11 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "stream must end with [DONE]:\n{text}");
+    assert_eq!(
+        data.last(),
+        Some(&"[DONE]"),
+        "stream must end with [DONE]:\n{text}"
+    );
     data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("bad chunk {d}: {e}")))
@@ -349,8 +335,11 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A named check against a running server.
+pub type Check = (&'static str, fn(&TestServer));
+
 /// Runs named checks against one server, reporting every failure.
-pub fn run_checks(server: &TestServer, checks: &[(&str, fn(&TestServer))]) {
+pub fn run_checks(server: &TestServer, checks: &[Check]) {
     let mut failed = Vec::new();
     for (name, check) in checks {
         let start = Instant::now();
@@ -373,8 +362,14 @@ pub fn run_checks(server: &TestServer, checks: &[(&str, fn(&TestServer))]) {
 /// The `error` object of an OpenAI error body, checked for its shape.
 pub fn error_object(body: &Value) -> &Value {
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
     assert!(e["type"].is_string(), "no type in {body}");
-    assert!(e.get("param").is_some() && e.get("code").is_some(), "no param/code in {body}");
+    assert!(
+        e.get("param").is_some() && e.get("code").is_some(),
+        "no param/code in {body}"
+    );
     e
 }

@@ -75,7 +75,9 @@ struct RowView {
   const float* x;
   float inv_t;
   float max_s;
-  __device__ __forceinline__ float s(int i) const { return x[i] * inv_t; }
+  // __fmul_rn: never contracted into an FMA with the subtraction below, so the
+  // values are the host reference's bit for bit.
+  __device__ __forceinline__ float s(int i) const { return __fmul_rn(x[i], inv_t); }
   __device__ __forceinline__ u64 key(int i) const { return rank_key(s(i), (u32)i); }
   __device__ __forceinline__ u64 weight(int i) const {
     return (u64)((double)expf(s(i) - max_s) * FIXED_ONE);
@@ -325,7 +327,8 @@ extern "C" __global__ void apply_penalties(float* __restrict__ logits, int vocab
     float v = *l;
     if (rp != 1.f) v = v > 0.f ? v / rp : v * rp;
     const u32 c = output_counts[e];
-    if (c > 0 && (fp != 0.f || pp != 0.f)) v -= fp * (float)c + pp;
+    // Rounded like the CPU: (fp * c) + pp, then the subtraction (no FMA).
+    if (c > 0 && (fp != 0.f || pp != 0.f)) v = __fsub_rn(v, __fadd_rn(__fmul_rn(fp, (float)c), pp));
     *l = v;
   }
 }
