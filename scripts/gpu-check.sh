@@ -131,7 +131,7 @@ if need "$pagoda" generate; then
   done
   step generate 20 sh -c "\"$py\" scripts/gpu/compare_generate.py \"$out/generate_cpu.jsonl\" \"$out/generate_cuda.jsonl\" > \"$out/generate.json\""
 
-  llama=(--model scripts/gpu/llama3-8b --load-format dummy --device cuda --max-model-len 2048)
+  llama=(--model scripts/gpu/llama3-8b --load-format dummy --device cuda --max-model-len 2048 --max-num-seqs 256)
   step throughput 150 "$pagoda" bench throughput "${llama[@]}" --num-prompts 256 --input-len 256 \
     --output-len 256 --output-json "$out/throughput.json"
   for b in 1 32 256; do

@@ -27,13 +27,11 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     match config.device {
         Device::Cpu | Device::Auto => {}
-        Device::Cuda => {
-            return Err(EngineError::Device(
-                "the CUDA engine path is not wired in yet (the CUDA kernels exist in pagoda-kernels, \
+        Device::Cuda => return Err(EngineError::Device(
+            "the CUDA engine path is not wired in yet (the CUDA kernels exist in pagoda-kernels, \
                  the engine runs on CPU only in this version); use --device cpu"
-                    .into(),
-            ))
-        }
+                .into(),
+        )),
     }
     let backend = CpuBackend::new();
     let mc = &source.config;
@@ -48,10 +46,15 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let max_num_batched_tokens = config.max_num_batched_tokens.unwrap_or(2048);
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
-        return Err(load(format!("--block-size must be a power of two up to 256, got {block_size}")));
+        return Err(load(format!(
+            "--block-size must be a power of two up to 256, got {block_size}"
+        )));
     }
-    let kv_bytes = config.kv_cache_memory.unwrap_or_else(default_cpu_kv_cache_bytes);
-    let per_block = KvCache::<CpuBackend>::bytes_per_block(&dims, block_size, backend.element_bytes());
+    let kv_bytes = config
+        .kv_cache_memory
+        .unwrap_or_else(default_cpu_kv_cache_bytes);
+    let per_block =
+        KvCache::<CpuBackend>::bytes_per_block(&dims, block_size, backend.element_bytes());
     let num_blocks = (kv_bytes as usize / per_block).max(1);
     let usable_tokens = (num_blocks - 1) * block_size;
     if usable_tokens < max_model_len {
@@ -60,7 +63,10 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
              max_model_len = {max_model_len} tokens; raise --kv-cache-memory or lower --max-model-len"
         )));
     }
-    let name = config.served_model_name.clone().unwrap_or_else(|| source.name.clone());
+    let name = config
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| source.name.clone());
     let info = ModelInfo {
         name,
         architecture: format!("{:?}", mc.architecture),
@@ -88,17 +94,24 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     })
     .map_err(|e| load(e.to_string()))?;
     let progress = progress_bar(dims.num_layers + 3);
-    let weights = DecoderWeights::load(&backend, mc, source.weights.as_ref(), max_model_len, |done, total| {
-        progress.set_length(total as u64);
-        progress.set_position(done as u64);
-    })
+    let weights = DecoderWeights::load(
+        &backend,
+        mc,
+        source.weights.as_ref(),
+        max_model_len,
+        |done, total| {
+            progress.set_length(total as u64);
+            progress.set_position(done as u64);
+        },
+    )
     .map_err(|e| load(format!("{e:#}")))?;
     progress.finish_and_clear();
     let model = DecoderModel { dims, weights };
     let max_logits_rows = config.max_num_seqs.min(max_num_batched_tokens).max(1);
     let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
         .map_err(|e| load(format!("{e:#}")))?;
-    let kv = KvCache::new(&backend, &dims, num_blocks, block_size).map_err(|e| load(format!("{e:#}")))?;
+    let kv = KvCache::new(&backend, &dims, num_blocks, block_size)
+        .map_err(|e| load(format!("{e:#}")))?;
     let runner = ModelRunner::new(backend, model, ws, kv);
     tracing::info!(
         "loaded {} ({}) on {} in {:.1}s",
@@ -125,7 +138,10 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
         config.seed,
         config.max_waiting_requests,
     );
-    Ok(BuiltEngine { engine, chat_template })
+    Ok(BuiltEngine {
+        engine,
+        chat_template,
+    })
 }
 
 /// The tokenizer and its config, from the GGUF metadata or the HF folder.
@@ -135,15 +151,22 @@ fn open_tokenizer(source: &ModelSource) -> (Option<Tokenizer>, Option<TokenizerC
         return match Tokenizer::from_gguf(g) {
             Ok(t) => (Some(t), Some(TokenizerConfig::from_gguf(g))),
             Err(e) => {
-                tracing::warn!("no usable tokenizer in the GGUF file ({e}); running on token ids only");
+                tracing::warn!(
+                    "no usable tokenizer in the GGUF file ({e}); running on token ids only"
+                );
                 (None, None)
             }
         };
     }
-    let Some(dir) = &source.dir else { return (None, None) };
+    let Some(dir) = &source.dir else {
+        return (None, None);
+    };
     let path = dir.join("tokenizer.json");
     if !path.exists() {
-        tracing::warn!("{} has no tokenizer.json; running on token ids only (text fields stay empty)", dir.display());
+        tracing::warn!(
+            "{} has no tokenizer.json; running on token ids only (text fields stay empty)",
+            dir.display()
+        );
         return (None, None);
     }
     let tokenizer = match Tokenizer::from_file(&path) {
@@ -162,10 +185,15 @@ fn open_tokenizer(source: &ModelSource) -> (Option<Tokenizer>, Option<TokenizerC
 
 /// A load progress bar on stderr, shown only on a terminal and after a second.
 fn progress_bar(total: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     bar.set_style(
-        indicatif::ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} layers {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "loading weights {bar:40} {pos}/{len} layers {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }

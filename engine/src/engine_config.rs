@@ -22,7 +22,9 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
             "auto" => Ok(Device::Auto),
-            other => Err(format!("unknown device {other:?}: expected cpu, cuda or auto")),
+            other => Err(format!(
+                "unknown device {other:?}: expected cpu, cuda or auto"
+            )),
         }
     }
 }

@@ -12,7 +12,10 @@ pub enum EngineError {
         "This model's maximum context length is {max_model_len} tokens. However, your prompt has \
          {prompt_len} tokens, which leaves no room for a completion."
     )]
-    PromptTooLong { prompt_len: usize, max_model_len: usize },
+    PromptTooLong {
+        prompt_len: usize,
+        max_model_len: usize,
+    },
     #[error("The prompt is empty.")]
     EmptyPrompt,
     #[error("Token id {token_id} is out of vocabulary (size {vocab_size}).")]
@@ -45,18 +48,22 @@ impl EngineError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             EngineError::InvalidParams(e) => Some(e.param),
-            EngineError::PromptTooLong { .. } | EngineError::EmptyPrompt | EngineError::TokenOutOfVocab { .. } => {
-                Some("prompt")
-            }
+            EngineError::PromptTooLong { .. }
+            | EngineError::EmptyPrompt
+            | EngineError::TokenOutOfVocab { .. } => Some("prompt"),
             _ => None,
         }
     }
 
     pub(crate) fn from_add_request(e: AddRequestError) -> Self {
         match e {
-            AddRequestError::PromptTooLong { prompt_len, max_model_len } => {
-                EngineError::PromptTooLong { prompt_len, max_model_len }
-            }
+            AddRequestError::PromptTooLong {
+                prompt_len,
+                max_model_len,
+            } => EngineError::PromptTooLong {
+                prompt_len,
+                max_model_len,
+            },
             AddRequestError::EmptyPrompt => EngineError::EmptyPrompt,
             other => EngineError::Internal(other.to_string()),
         }

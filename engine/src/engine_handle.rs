@@ -16,14 +16,17 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 type OutputSender = mpsc::UnboundedSender<Result<RequestOutput, EngineError>>;
+type OutputReceiver = mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>;
+
+struct AddCommand {
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    opts: RequestOptions,
+    reply: Sender<Result<(u64, OutputReceiver), EngineError>>,
+}
 
 enum Command {
-    Add {
-        prompt: Vec<u32>,
-        params: SamplingParams,
-        opts: RequestOptions,
-        reply: Sender<Result<(u64, mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>), EngineError>>,
-    },
+    Add(Box<AddCommand>),
     Abort(u64),
     Shutdown,
 }
@@ -45,7 +48,7 @@ pub struct EngineHandle {
 /// The deltas of one request. Dropping it aborts the request.
 pub struct RequestStream {
     id: u64,
-    rx: mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>,
+    rx: OutputReceiver,
     commands: Sender<Command>,
     done: bool,
 }
@@ -105,7 +108,10 @@ impl EngineHandle {
             .name("pagoda-engine".into())
             .spawn(move || run_loop(engine, rx, &thread_shared))
             .expect("spawning the engine thread");
-        Self { commands: tx, shared }
+        Self {
+            commands: tx,
+            shared,
+        }
     }
 
     pub fn add_request(
@@ -116,12 +122,12 @@ impl EngineHandle {
     ) -> Result<RequestStream, EngineError> {
         let (reply_tx, reply_rx) = channel::bounded(1);
         self.commands
-            .send(Command::Add {
+            .send(Command::Add(Box::new(AddCommand {
                 prompt: prompt_token_ids,
                 params,
                 opts,
                 reply: reply_tx,
-            })
+            })))
             .map_err(|_| EngineError::Shutdown)?;
         let (id, rx) = reply_rx.recv().map_err(|_| EngineError::Shutdown)??;
         Ok(RequestStream {
@@ -167,9 +173,18 @@ fn run_loop(mut engine: LlmEngine, commands: Receiver<Command>, shared: &Shared)
             }
         };
         let mut shutdown = false;
-        for cmd in first.into_iter().chain(std::iter::from_fn(|| commands.try_recv().ok())) {
+        for cmd in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| commands.try_recv().ok()))
+        {
             match cmd {
-                Command::Add { prompt, params, opts, reply } => {
+                Command::Add(add) => {
+                    let AddCommand {
+                        prompt,
+                        params,
+                        opts,
+                        reply,
+                    } = *add;
                     let result = engine.add_request(prompt, params, opts).map(|id| {
                         let (tx, rx) = mpsc::unbounded_channel();
                         senders.insert(id, tx);

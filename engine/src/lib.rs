@@ -22,5 +22,7 @@ pub use engine_error::EngineError;
 pub use engine_handle::{generate_all, EngineHandle, FinalOutput, FinalSample, RequestStream};
 pub use llm_engine::{EngineStats, LlmEngine, RequestOptions};
 pub use model_info::ModelInfo;
-pub use outputs::{CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
+pub use outputs::{
+    CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs,
+};
 pub use sampling_params::{SamplingParams, SamplingParamsError};

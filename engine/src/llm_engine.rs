@@ -9,7 +9,9 @@ use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason,
 use crate::sampler::{self, ProcessorContext, Sampled};
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
-use pagoda_scheduler::{FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions};
+use pagoda_scheduler::{
+    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -120,7 +122,9 @@ impl LlmEngine {
 
     /// Checks a request without enqueuing it.
     pub fn validate(&self, prompt: &[u32], params: &SamplingParams) -> Result<(), EngineError> {
-        params.validate(self.info.vocab_size).map_err(EngineError::InvalidParams)?;
+        params
+            .validate(self.info.vocab_size)
+            .map_err(EngineError::InvalidParams)?;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -183,7 +187,14 @@ impl LlmEngine {
                 min_tokens: params.min_tokens,
                 ignore_eos: params.ignore_eos,
             };
-            let request = Request::new(id, prompt.clone(), stop, opts.priority, 0.0, cache_salt.clone());
+            let request = Request::new(
+                id,
+                prompt.clone(),
+                stop,
+                opts.priority,
+                0.0,
+                cache_salt.clone(),
+            );
             if let Err(e) = self.scheduler.add_request(request) {
                 for c in &children {
                     self.scheduler.abort_request(*c);
@@ -260,9 +271,9 @@ impl LlmEngine {
             num_running: s.num_running,
             num_waiting: s.num_waiting,
             kv_cache_usage: s.kv_cache_usage,
-            num_preemptions_total: s.num_preemptions_total as u64,
-            prefix_cache_queries: s.prefix_cache_queries as u64,
-            prefix_cache_hits: s.prefix_cache_hits as u64,
+            num_preemptions_total: s.num_preemptions_total,
+            prefix_cache_queries: s.prefix_cache_queries,
+            prefix_cache_hits: s.prefix_cache_hits,
             prompt_tokens_total: self.prompt_tokens_total,
             generation_tokens_total: self.generation_tokens_total,
         }
@@ -282,7 +293,10 @@ impl LlmEngine {
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
         self.collect_prompt_logprobs(&sched, &logits, &all_rows);
         let sampled = self.sample(&sched, &logits);
-        let tokens: Vec<Option<u32>> = sampled.iter().map(|s| s.as_ref().map(|s| s.token_id)).collect();
+        let tokens: Vec<Option<u32>> = sampled
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.token_id))
+            .collect();
         let updates = self.scheduler.update_from_output(&sched, &tokens);
         let mut by_id: HashMap<RequestId, Sampled> = HashMap::with_capacity(sampled.len());
         for (r, s) in sched.requests().iter().zip(sampled) {
@@ -297,7 +311,9 @@ impl LlmEngine {
                 parent.num_cached_tokens = u.num_cached_tokens;
             }
             let sampled = by_id.remove(&u.request_id);
-            if let Some(delta) = self.process_update(u.request_id, u.new_token_ids, u.finish_reason, sampled) {
+            if let Some(delta) =
+                self.process_update(u.request_id, u.new_token_ids, u.finish_reason, sampled)
+            {
                 deltas.push(delta);
             }
         }
@@ -316,27 +332,46 @@ impl LlmEngine {
                 if let Some(p) = self.parents.get_mut(&seq.parent) {
                     p.first_scheduled.get_or_insert(now);
                 }
-                seq.params.prompt_logprobs.is_some() && seq.index == 0 && r.start_position < r.num_prompt_tokens
+                seq.params.prompt_logprobs.is_some()
+                    && seq.index == 0
+                    && r.start_position < r.num_prompt_tokens
             })
             .collect()
     }
 
     /// Logprobs of each prompt token given the tokens before it.
-    fn collect_prompt_logprobs(&mut self, sched: &SchedulerOutput, logits: &StepLogits, all_rows: &[bool]) {
+    fn collect_prompt_logprobs(
+        &mut self,
+        sched: &SchedulerOutput,
+        logits: &StepLogits,
+        all_rows: &[bool],
+    ) {
         for (i, r) in sched.requests().iter().enumerate() {
             if !all_rows[i] {
                 continue;
             }
-            let Some(seq) = self.seqs.get(&r.request_id) else { continue };
+            let Some(seq) = self.seqs.get(&r.request_id) else {
+                continue;
+            };
             let k = seq.params.prompt_logprobs.unwrap_or(0);
-            let Some(parent) = self.parents.get_mut(&seq.parent) else { continue };
-            let Some(request) = self.scheduler.request(r.request_id) else { continue };
+            let Some(parent) = self.parents.get_mut(&seq.parent) else {
+                continue;
+            };
+            let Some(request) = self.scheduler.request(r.request_id) else {
+                continue;
+            };
             let prompt = request.prompt_token_ids();
-            let Some(out) = parent.prompt_logprobs.as_mut() else { continue };
+            let Some(out) = parent.prompt_logprobs.as_mut() else {
+                continue;
+            };
             for (j, row) in logits.rows[i].clone().enumerate() {
                 let next = r.start_position + j + 1;
                 if next < prompt.len() {
-                    out.push(Some(sampler::top_logprobs(logits.row(row), prompt[next], k)));
+                    out.push(Some(sampler::top_logprobs(
+                        logits.row(row),
+                        prompt[next],
+                        k,
+                    )));
                 }
             }
         }
@@ -354,8 +389,10 @@ impl LlmEngine {
         }
         let mut jobs: Vec<Option<Job>> = Vec::with_capacity(sched.requests().len());
         for (i, r) in sched.requests().iter().enumerate() {
-            let (Some(seq), Some(req)) = (self.seqs.get(&r.request_id), self.scheduler.request(r.request_id))
-            else {
+            let (Some(seq), Some(req)) = (
+                self.seqs.get(&r.request_id),
+                self.scheduler.request(r.request_id),
+            ) else {
                 jobs.push(None);
                 continue;
             };
@@ -458,7 +495,11 @@ impl LlmEngine {
     }
 
     /// Groups sequence deltas by request and retires finished requests.
-    fn assemble_outputs(&mut self, deltas: Vec<(u64, CompletionDelta)>, now: Instant) -> Vec<RequestOutput> {
+    fn assemble_outputs(
+        &mut self,
+        deltas: Vec<(u64, CompletionDelta)>,
+        now: Instant,
+    ) -> Vec<RequestOutput> {
         let mut order: Vec<u64> = Vec::new();
         let mut grouped: HashMap<u64, Vec<CompletionDelta>> = HashMap::new();
         for (parent, delta) in deltas {
@@ -471,7 +512,9 @@ impl LlmEngine {
         let mut outputs = Vec::with_capacity(order.len());
         for parent_id in order {
             let deltas = grouped.remove(&parent_id).unwrap_or_default();
-            let Some(parent) = self.parents.get_mut(&parent_id) else { continue };
+            let Some(parent) = self.parents.get_mut(&parent_id) else {
+                continue;
+            };
             parent.first_token.get_or_insert(now);
             let newly_finished = deltas.iter().filter(|d| d.finish_reason.is_some()).count();
             parent.num_unfinished = parent.num_unfinished.saturating_sub(newly_finished);

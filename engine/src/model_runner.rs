@@ -27,7 +27,8 @@ impl StepLogits {
 /// What the engine needs from a runner, whatever its backend.
 pub trait Runner: Send {
     /// `all_rows[i]`: request i wants the logits of every new token.
-    fn execute(&mut self, sched: &SchedulerOutput, all_rows: &[bool]) -> anyhow::Result<StepLogits>;
+    fn execute(&mut self, sched: &SchedulerOutput, all_rows: &[bool])
+        -> anyhow::Result<StepLogits>;
     fn device_name(&self) -> String;
 }
 
@@ -59,7 +60,11 @@ impl<B: Backend> ModelRunner<B> {
         b.clear();
         self.logit_rows.clear();
         let reqs = sched.requests();
-        b.max_blocks_per_seq = (0..reqs.len()).map(|i| sched.block_table(i).len()).max().unwrap_or(0).max(1);
+        b.max_blocks_per_seq = (0..reqs.len())
+            .map(|i| sched.block_table(i).len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         b.query_start_loc.push(0);
         let mut rows = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
@@ -69,15 +74,18 @@ impl<B: Backend> ModelRunner<B> {
             for p in r.start_position..r.start_position + r.num_tokens {
                 b.positions.push(p as u32);
                 let block = table[p / block_size] as i64;
-                b.slot_mapping.push(block * block_size as i64 + (p % block_size) as i64);
+                b.slot_mapping
+                    .push(block * block_size as i64 + (p % block_size) as i64);
             }
             b.query_start_loc.push(b.token_ids.len() as u32);
             b.seq_lens.push((r.start_position + r.num_tokens) as u32);
             b.block_tables.extend_from_slice(table);
-            b.block_tables.resize(b.block_tables.len() + b.max_blocks_per_seq - table.len(), 0);
+            b.block_tables
+                .resize(b.block_tables.len() + b.max_blocks_per_seq - table.len(), 0);
             let start = self.logit_rows.len();
             if all_rows.get(i).copied().unwrap_or(false) {
-                self.logit_rows.extend((first..b.token_ids.len()).map(|t| t as u32));
+                self.logit_rows
+                    .extend((first..b.token_ids.len()).map(|t| t as u32));
             } else if r.sample {
                 self.logit_rows.push((b.token_ids.len() - 1) as u32);
             }
@@ -88,7 +96,11 @@ impl<B: Backend> ModelRunner<B> {
 }
 
 impl<B: Backend> Runner for ModelRunner<B> {
-    fn execute(&mut self, sched: &SchedulerOutput, all_rows: &[bool]) -> anyhow::Result<StepLogits> {
+    fn execute(
+        &mut self,
+        sched: &SchedulerOutput,
+        all_rows: &[bool],
+    ) -> anyhow::Result<StepLogits> {
         let rows = self.build_batch(sched, all_rows);
         let num_tokens = self.batch.num_tokens();
         anyhow::ensure!(
@@ -97,9 +109,16 @@ impl<B: Backend> Runner for ModelRunner<B> {
             self.ws.max_tokens
         );
         let inputs = self.backend.prepare_inputs(&self.batch)?;
-        self.model
-            .forward_hidden(&self.backend, &inputs, num_tokens, &mut self.ws, &mut self.kv);
-        let logits = self.model.compute_logits(&self.backend, &mut self.ws, &self.logit_rows)?;
+        self.model.forward_hidden(
+            &self.backend,
+            &inputs,
+            num_tokens,
+            &mut self.ws,
+            &mut self.kv,
+        );
+        let logits = self
+            .model
+            .compute_logits(&self.backend, &mut self.ws, &self.logit_rows)?;
         Ok(StepLogits {
             vocab_size: self.model.dims.vocab_size,
             logits,

@@ -101,16 +101,25 @@ impl SamplingParams {
             );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return refuse("top_p", format!("top_p must be in (0, 1], got {}.", self.top_p));
+            return refuse(
+                "top_p",
+                format!("top_p must be in (0, 1], got {}.", self.top_p),
+            );
         }
         if self.top_k < -1 {
             return refuse(
                 "top_k",
-                format!("top_k must be -1 (disable), 0 (disable) or at least 1, got {}.", self.top_k),
+                format!(
+                    "top_k must be -1 (disable), 0 (disable) or at least 1, got {}.",
+                    self.top_k
+                ),
             );
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return refuse("min_p", format!("min_p must be in [0, 1], got {}.", self.min_p));
+            return refuse(
+                "min_p",
+                format!("min_p must be in [0, 1], got {}.", self.min_p),
+            );
         }
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
@@ -123,7 +132,10 @@ impl SamplingParams {
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 2.0) {
             return refuse(
                 "repetition_penalty",
-                format!("repetition_penalty must be in (0, 2], got {}.", self.repetition_penalty),
+                format!(
+                    "repetition_penalty must be in (0, 2], got {}.",
+                    self.repetition_penalty
+                ),
             );
         }
         if self.max_tokens == Some(0) {
@@ -133,31 +145,48 @@ impl SamplingParams {
             if self.min_tokens > max {
                 return refuse(
                     "min_tokens",
-                    format!("min_tokens ({}) must not exceed max_tokens ({max}).", self.min_tokens),
+                    format!(
+                        "min_tokens ({}) must not exceed max_tokens ({max}).",
+                        self.min_tokens
+                    ),
                 );
             }
         }
-        for (name, k) in [("logprobs", self.logprobs), ("prompt_logprobs", self.prompt_logprobs)] {
+        for (name, k) in [
+            ("logprobs", self.logprobs),
+            ("prompt_logprobs", self.prompt_logprobs),
+        ] {
             if let Some(k) = k {
                 if k > MAX_LOGPROBS {
-                    return refuse(name, format!("{name} must be at most {MAX_LOGPROBS}, got {k}."));
+                    return refuse(
+                        name,
+                        format!("{name} must be at most {MAX_LOGPROBS}, got {k}."),
+                    );
                 }
             }
         }
         if self.stop.iter().any(|s| s.is_empty()) {
             return refuse("stop", "stop strings must not be empty.".into());
         }
-        if let Some(&id) = self.stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
+        if let Some(&id) = self
+            .stop_token_ids
+            .iter()
+            .find(|&&id| id as usize >= vocab_size)
+        {
             return refuse(
                 "stop_token_ids",
-                format!("stop_token_ids has token id {id}, outside the vocabulary of {vocab_size}."),
+                format!(
+                    "stop_token_ids has token id {id}, outside the vocabulary of {vocab_size}."
+                ),
             );
         }
         for (&id, &bias) in &self.logit_bias {
             if id as usize >= vocab_size {
                 return refuse(
                     "logit_bias",
-                    format!("logit_bias has token id {id}, outside the vocabulary of {vocab_size}."),
+                    format!(
+                        "logit_bias has token id {id}, outside the vocabulary of {vocab_size}."
+                    ),
                 );
             }
             if !(-100.0..=100.0).contains(&bias) {
@@ -197,21 +226,103 @@ mod tests {
     #[test]
     fn refuses_bad_values_naming_the_field() {
         let cases: Vec<(SamplingParams, &str)> = vec![
-            (SamplingParams { n: 0, ..Default::default() }, "n"),
-            (SamplingParams { temperature: -1.0, ..Default::default() }, "temperature"),
-            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "temperature"),
-            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
-            (SamplingParams { top_k: -2, ..Default::default() }, "top_k"),
-            (SamplingParams { min_p: 1.5, ..Default::default() }, "min_p"),
-            (SamplingParams { presence_penalty: 3.0, ..Default::default() }, "presence_penalty"),
-            (SamplingParams { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
-            (SamplingParams { max_tokens: Some(0), ..Default::default() }, "max_tokens"),
-            (SamplingParams { min_tokens: 20, max_tokens: Some(5), ..Default::default() }, "min_tokens"),
-            (SamplingParams { logprobs: Some(21), ..Default::default() }, "logprobs"),
-            (SamplingParams { stop: vec![String::new()], ..Default::default() }, "stop"),
-            (SamplingParams { stop_token_ids: vec![100], ..Default::default() }, "stop_token_ids"),
             (
-                SamplingParams { logit_bias: HashMap::from([(5, 200.0)]), ..Default::default() },
+                SamplingParams {
+                    n: 0,
+                    ..Default::default()
+                },
+                "n",
+            ),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    top_k: -2,
+                    ..Default::default()
+                },
+                "top_k",
+            ),
+            (
+                SamplingParams {
+                    min_p: 1.5,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
+            (
+                SamplingParams {
+                    presence_penalty: 3.0,
+                    ..Default::default()
+                },
+                "presence_penalty",
+            ),
+            (
+                SamplingParams {
+                    repetition_penalty: 0.0,
+                    ..Default::default()
+                },
+                "repetition_penalty",
+            ),
+            (
+                SamplingParams {
+                    max_tokens: Some(0),
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
+            (
+                SamplingParams {
+                    min_tokens: 20,
+                    max_tokens: Some(5),
+                    ..Default::default()
+                },
+                "min_tokens",
+            ),
+            (
+                SamplingParams {
+                    logprobs: Some(21),
+                    ..Default::default()
+                },
+                "logprobs",
+            ),
+            (
+                SamplingParams {
+                    stop: vec![String::new()],
+                    ..Default::default()
+                },
+                "stop",
+            ),
+            (
+                SamplingParams {
+                    stop_token_ids: vec![100],
+                    ..Default::default()
+                },
+                "stop_token_ids",
+            ),
+            (
+                SamplingParams {
+                    logit_bias: HashMap::from([(5, 200.0)]),
+                    ..Default::default()
+                },
                 "logit_bias",
             ),
         ];

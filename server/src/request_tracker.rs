@@ -50,7 +50,12 @@ impl RequestTracker {
         let now = Instant::now();
         self.prompt_tokens = out.num_prompt_tokens;
         let new_tokens: usize = out.outputs.iter().map(|d| d.token_ids.len()).sum();
-        if let Some(r) = out.outputs.iter().rev().find_map(|d| d.finish_reason.as_ref()) {
+        if let Some(r) = out
+            .outputs
+            .iter()
+            .rev()
+            .find_map(|d| d.finish_reason.as_ref())
+        {
             self.finish_reason = Some(finish_reason_str(r));
         }
         if new_tokens > 0 {

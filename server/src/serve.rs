@@ -115,6 +115,13 @@ async fn serve(state: Arc<AppState>, args: &ServeArgs) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut graceful_rx = stop_rx.clone();
+    // Token-sized SSE writes must leave at once, not wait on Nagle and the
+    // client's delayed ACK (about 40 ms on loopback).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = graceful_rx.wait_for(|stop| *stop).await;

@@ -12,16 +12,27 @@ const MAX_TOKENS: usize = 12;
 const MAX_MODEL_LEN: usize = 128;
 
 fn model_path() -> PathBuf {
-    match std::env::var("PAGODA_SMOLLM2_GGUF").ok().map(PathBuf::from).filter(|p| p.exists()) {
+    match std::env::var("PAGODA_SMOLLM2_GGUF")
+        .ok()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+    {
         Some(p) => p,
         None => {
-            eprintln!("PAGODA_SMOLLM2_GGUF not set: running batch invariance on a tiny fixture model");
+            eprintln!(
+                "PAGODA_SMOLLM2_GGUF not set: running batch invariance on a tiny fixture model"
+            );
             Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/llama_gqa_tied_bias_f16")
         }
     }
 }
 
-fn start(model: &Path, max_num_batched_tokens: usize, kv_bytes: u64, max_num_seqs: usize) -> EngineHandle {
+fn start(
+    model: &Path,
+    max_num_batched_tokens: usize,
+    kv_bytes: u64,
+    max_num_seqs: usize,
+) -> EngineHandle {
     EngineHandle::start(EngineConfig {
         model: model.to_path_buf(),
         device: Device::Cpu,
@@ -38,7 +49,8 @@ fn start(model: &Path, max_num_batched_tokens: usize, kv_bytes: u64, max_num_seq
 fn batched_equals_alone_under_chunking_and_preemption() {
     let model = model_path();
     let config = open_model(&model, LoadFormat::Auto).unwrap().config;
-    let kv_bytes_per_block = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4 * 16;
+    let kv_bytes_per_block =
+        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4 * 16;
     let vocab = config.vocab_size as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let prompts: Vec<Vec<u32>> = (0..NUM_REQUESTS)
@@ -66,7 +78,14 @@ fn batched_equals_alone_under_chunking_and_preemption() {
 
     // 40 blocks hold 640 tokens: far less than 64 requests need at once.
     let batched_engine = start(&model, 64, (kv_bytes_per_block * 41) as u64, 64);
-    let batched = generate_all(&batched_engine, prompts.iter().map(|p| (p.clone(), params.clone())).collect()).unwrap();
+    let batched = generate_all(
+        &batched_engine,
+        prompts
+            .iter()
+            .map(|p| (p.clone(), params.clone()))
+            .collect(),
+    )
+    .unwrap();
     // Stats are published after each step: wait for the last one.
     let mut stats = batched_engine.stats();
     for _ in 0..100 {
@@ -76,12 +95,18 @@ fn batched_equals_alone_under_chunking_and_preemption() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         stats = batched_engine.stats();
     }
-    assert!(stats.num_preemptions_total > 0, "the small KV cache should force preemption");
+    assert!(
+        stats.num_preemptions_total > 0,
+        "the small KV cache should force preemption"
+    );
     assert_eq!(stats.num_running + stats.num_waiting, 0);
     assert_eq!(stats.kv_cache_usage, 0.0, "blocks leaked");
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
         assert_eq!(a.len(), MAX_TOKENS);
-        assert_eq!(a, &b.samples[0].token_ids, "request {i} differs between alone and batched");
+        assert_eq!(
+            a, &b.samples[0].token_ids,
+            "request {i} differs between alone and batched"
+        );
     }
     batched_engine.shutdown();
 }

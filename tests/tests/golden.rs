@@ -62,13 +62,25 @@ fn compare(golden: &Golden, handle: &EngineHandle) -> Result<(), String> {
         let got = &result.samples[0];
         for (step, &want) in case.output_token_ids.iter().enumerate() {
             let Some(&have) = got.token_ids.get(step) else {
-                return Err(format!("{} case {ci}: only {} tokens, want {}", golden.model, got.token_ids.len(), case.output_token_ids.len()));
+                return Err(format!(
+                    "{} case {ci}: only {} tokens, want {}",
+                    golden.model,
+                    got.token_ids.len(),
+                    case.output_token_ids.len()
+                ));
             };
             let ref_top1 = case.top_logprobs[step][0].1;
-            let our_lp = got.logprobs.get(step).map(|l| l.top[0].1).unwrap_or(f32::NAN);
+            let our_lp = got
+                .logprobs
+                .get(step)
+                .map(|l| l.top[0].1)
+                .unwrap_or(f32::NAN);
             if have != want {
                 if case.top2_margin[step] < 1e-3 {
-                    eprintln!("{} case {ci}: parted at step {step} after a near-tie (margin {})", golden.model, case.top2_margin[step]);
+                    eprintln!(
+                        "{} case {ci}: parted at step {step} after a near-tie (margin {})",
+                        golden.model, case.top2_margin[step]
+                    );
                     break;
                 }
                 return Err(format!(
@@ -79,7 +91,7 @@ fn compare(golden: &Golden, handle: &EngineHandle) -> Result<(), String> {
                     &case.output_token_ids[..=step]
                 ));
             }
-            if !((our_lp - ref_top1).abs() <= 5e-3) {
+            if (our_lp - ref_top1).abs().is_nan() || (our_lp - ref_top1).abs() > 5e-3 {
                 return Err(format!(
                     "{} case {ci} step {step}: top-1 logprob {our_lp}, HF {ref_top1}",
                     golden.model
@@ -88,7 +100,10 @@ fn compare(golden: &Golden, handle: &EngineHandle) -> Result<(), String> {
         }
         if let Some(text) = &case.output_text {
             if got.token_ids == case.output_token_ids && got.text.trim_end() != text.trim_end() {
-                return Err(format!("{} case {ci}: text {:?}, HF {:?}", golden.model, got.text, text));
+                return Err(format!(
+                    "{} case {ci}: text {:?}, HF {:?}",
+                    golden.model, got.text, text
+                ));
             }
         }
     }
@@ -104,11 +119,16 @@ fn tiny_checkpoints_match_hf_transformers() {
         .filter(|p| p.join("golden.json").exists())
         .collect();
     names.sort();
-    assert!(names.len() >= 8, "expected the golden checkpoints in {}", dir.display());
+    assert!(
+        names.len() >= 8,
+        "expected the golden checkpoints in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     for model_dir in names {
         let golden: Golden =
-            serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
+                .unwrap();
         let handle = engine_for(model_dir.clone());
         match compare(&golden, &handle) {
             Ok(()) => eprintln!("{}: matches HF", golden.model),
@@ -116,12 +136,18 @@ fn tiny_checkpoints_match_hf_transformers() {
         }
         handle.shutdown();
     }
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).
 pub fn smollm2_path() -> Option<PathBuf> {
-    let p = std::env::var("PAGODA_SMOLLM2_GGUF").ok().map(PathBuf::from)?;
+    let p = std::env::var("PAGODA_SMOLLM2_GGUF")
+        .ok()
+        .map(PathBuf::from)?;
     p.exists().then_some(p)
 }
 
@@ -129,15 +155,27 @@ pub fn smollm2_path() -> Option<PathBuf> {
 fn smollm2_gguf_matches_hf_transformers() {
     let Some(path) = smollm2_path() else {
         eprintln!("SKIPPED: PAGODA_SMOLLM2_GGUF is not set to the SmolLM2 GGUF (scripts/fetch-smollm2.sh fetches it)");
-        assert!(std::env::var("PAGODA_REQUIRE_SMOLLM2").is_err(), "PAGODA_REQUIRE_SMOLLM2 is set: the SmolLM2 golden test must run");
+        assert!(
+            std::env::var("PAGODA_REQUIRE_SMOLLM2").is_err(),
+            "PAGODA_REQUIRE_SMOLLM2 is set: the SmolLM2 golden test must run"
+        );
         return;
     };
-    let golden: Golden =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("smollm2/golden.json")).unwrap()).unwrap();
+    let golden: Golden = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("smollm2/golden.json")).unwrap(),
+    )
+    .unwrap();
     let handle = engine_for(path);
     compare(&golden, &handle).unwrap();
     // The chat answer is coherent text, decoded as HF decodes it.
-    let chat = golden.cases.iter().find(|c| c.output_text.as_deref().is_some_and(|t| t.contains("Paris")));
-    assert!(chat.is_some(), "the reference has a chat case answering Paris");
+    let chat = golden.cases.iter().find(|c| {
+        c.output_text
+            .as_deref()
+            .is_some_and(|t| t.contains("Paris"))
+    });
+    assert!(
+        chat.is_some(),
+        "the reference has a chat case answering Paris"
+    );
     handle.shutdown();
 }

@@ -708,6 +708,7 @@ fn server_api_end_to_end() {
         &[
             ("models_health_version", models_health_version),
             ("completion_basic", completion_basic),
+            ("completion_echo", completion_echo),
             (
                 "completion_stream_matches_non_stream",
                 completion_stream_matches_non_stream,

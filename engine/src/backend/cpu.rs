@@ -34,15 +34,30 @@ impl Backend for CpuBackend {
         zeroed_vec(len)
     }
 
-    fn rope(&self, inv_freq: &[f32], max_position: usize, attention_scaling: f32) -> anyhow::Result<cpu::RotaryCache> {
-        Ok(cpu::RotaryCache::new(inv_freq, max_position, attention_scaling))
+    fn rope(
+        &self,
+        inv_freq: &[f32],
+        max_position: usize,
+        attention_scaling: f32,
+    ) -> anyhow::Result<cpu::RotaryCache> {
+        Ok(cpu::RotaryCache::new(
+            inv_freq,
+            max_position,
+            attention_scaling,
+        ))
     }
 
     fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<ForwardBatch> {
         Ok(batch.clone())
     }
 
-    fn embedding(&self, inputs: &ForwardBatch, table: &Vec<f32>, out: &mut Vec<f32>, hidden: usize) {
+    fn embedding(
+        &self,
+        inputs: &ForwardBatch,
+        table: &Vec<f32>,
+        out: &mut Vec<f32>,
+        hidden: usize,
+    ) {
         let n = inputs.num_tokens() * hidden;
         cpu::embedding(&inputs.token_ids, table, hidden, &mut out[..n]);
     }
@@ -55,8 +70,21 @@ impl Backend for CpuBackend {
         cpu::add_bias(&mut out[..rows * n], &bias[..n]);
     }
 
-    fn rms_norm(&self, x: &Vec<f32>, weight: &Vec<f32>, out: &mut Vec<f32>, rows: usize, dim: usize, eps: f32) {
-        cpu::rms_norm(&x[..rows * dim], &weight[..dim], eps, &mut out[..rows * dim]);
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        weight: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
+        cpu::rms_norm(
+            &x[..rows * dim],
+            &weight[..dim],
+            eps,
+            &mut out[..rows * dim],
+        );
     }
 
     fn fused_add_rms_norm(
@@ -68,10 +96,22 @@ impl Backend for CpuBackend {
         dim: usize,
         eps: f32,
     ) {
-        cpu::fused_add_rms_norm(&mut x[..rows * dim], &mut residual[..rows * dim], &weight[..dim], eps);
+        cpu::fused_add_rms_norm(
+            &mut x[..rows * dim],
+            &mut residual[..rows * dim],
+            &weight[..dim],
+            eps,
+        );
     }
 
-    fn rms_norm_inplace(&self, x: &mut Vec<f32>, weight: &Vec<f32>, rows: usize, dim: usize, eps: f32) {
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Vec<f32>,
+        weight: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
         cpu::rms_norm_inplace(&mut x[..rows * dim], &weight[..dim], eps);
     }
 
@@ -116,7 +156,11 @@ impl Backend for CpuBackend {
     }
 
     fn silu_and_mul(&self, x: &Vec<f32>, out: &mut Vec<f32>, rows: usize, intermediate: usize) {
-        cpu::silu_and_mul(&x[..rows * 2 * intermediate], &mut out[..rows * intermediate], intermediate);
+        cpu::silu_and_mul(
+            &x[..rows * 2 * intermediate],
+            &mut out[..rows * intermediate],
+            intermediate,
+        );
     }
 
     fn reshape_and_cache(
@@ -165,7 +209,13 @@ impl Backend for CpuBackend {
         cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);
     }
 
-    fn gather_rows(&self, x: &Vec<f32>, rows: &[u32], out: &mut Vec<f32>, dim: usize) -> anyhow::Result<()> {
+    fn gather_rows(
+        &self,
+        x: &Vec<f32>,
+        rows: &[u32],
+        out: &mut Vec<f32>,
+        dim: usize,
+    ) -> anyhow::Result<()> {
         for (i, &r) in rows.iter().enumerate() {
             let src = r as usize * dim;
             anyhow::ensure!(src + dim <= x.len(), "gather_rows: row {r} out of range");

@@ -73,16 +73,42 @@ pub trait Backend: Send + 'static {
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Self::Tensor>;
     /// A zeroed buffer of `len` elements.
     fn alloc(&self, len: usize) -> anyhow::Result<Self::Tensor>;
-    fn rope(&self, inv_freq: &[f32], max_position: usize, attention_scaling: f32)
-        -> anyhow::Result<Self::Rope>;
+    fn rope(
+        &self,
+        inv_freq: &[f32],
+        max_position: usize,
+        attention_scaling: f32,
+    ) -> anyhow::Result<Self::Rope>;
     fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<Self::Inputs>;
 
     /// `out[t] = table[token_ids[t]]`.
-    fn embedding(&self, inputs: &Self::Inputs, table: &Self::Tensor, out: &mut Self::Tensor, hidden: usize);
+    fn embedding(
+        &self,
+        inputs: &Self::Inputs,
+        table: &Self::Tensor,
+        out: &mut Self::Tensor,
+        hidden: usize,
+    );
     /// `out[m, n] = x[m, k] · w[n, k]ᵀ`.
-    fn matmul(&self, x: &Self::Tensor, w: &Self::Tensor, out: &mut Self::Tensor, m: usize, k: usize, n: usize);
+    fn matmul(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        out: &mut Self::Tensor,
+        m: usize,
+        k: usize,
+        n: usize,
+    );
     fn add_bias(&self, out: &mut Self::Tensor, bias: &Self::Tensor, rows: usize, n: usize);
-    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Tensor, out: &mut Self::Tensor, rows: usize, dim: usize, eps: f32);
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        out: &mut Self::Tensor,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    );
     /// `residual += x; x = rms_norm(residual)`.
     fn fused_add_rms_norm(
         &self,
@@ -94,7 +120,14 @@ pub trait Backend: Send + 'static {
         eps: f32,
     );
     /// Per-row norm in place (Qwen3's per-head q/k norm).
-    fn rms_norm_inplace(&self, x: &mut Self::Tensor, weight: &Self::Tensor, rows: usize, dim: usize, eps: f32);
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Self::Tensor,
+        weight: &Self::Tensor,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    );
     /// Splits fused `[rows, q_dim + 2 * kv_dim]` projections into q, k and v.
     #[allow(clippy::too_many_arguments)]
     fn split_qkv(
@@ -119,7 +152,13 @@ pub trait Backend: Send + 'static {
         head_dim: usize,
     );
     /// `out = silu(x[:, :inter]) * x[:, inter:]`.
-    fn silu_and_mul(&self, x: &Self::Tensor, out: &mut Self::Tensor, rows: usize, intermediate: usize);
+    fn silu_and_mul(
+        &self,
+        x: &Self::Tensor,
+        out: &mut Self::Tensor,
+        rows: usize,
+        intermediate: usize,
+    );
     #[allow(clippy::too_many_arguments)]
     fn reshape_and_cache(
         &self,
@@ -142,7 +181,13 @@ pub trait Backend: Send + 'static {
         dims: AttentionDims,
     );
     /// `out[i] = x[rows[i]]` for rows of `dim` elements.
-    fn gather_rows(&self, x: &Self::Tensor, rows: &[u32], out: &mut Self::Tensor, dim: usize) -> anyhow::Result<()>;
+    fn gather_rows(
+        &self,
+        x: &Self::Tensor,
+        rows: &[u32],
+        out: &mut Self::Tensor,
+        dim: usize,
+    ) -> anyhow::Result<()>;
     /// The first `len` elements as f32 on the host.
     fn to_host(&self, x: &Self::Tensor, len: usize) -> anyhow::Result<Vec<f32>>;
 }

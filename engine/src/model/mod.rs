@@ -93,7 +93,14 @@ impl<B: Backend> DecoderModel<B> {
         };
         for (i, layer) in w.layers.iter().enumerate() {
             if i == 0 {
-                backend.rms_norm(&ws.residual, &layer.input_layernorm, &mut ws.hidden, t, d.hidden, d.eps);
+                backend.rms_norm(
+                    &ws.residual,
+                    &layer.input_layernorm,
+                    &mut ws.hidden,
+                    t,
+                    d.hidden,
+                    d.eps,
+                );
             } else {
                 backend.fused_add_rms_norm(
                     &mut ws.hidden,
@@ -104,21 +111,59 @@ impl<B: Backend> DecoderModel<B> {
                     d.eps,
                 );
             }
-            backend.matmul(&ws.hidden, &layer.qkv_proj, &mut ws.qkv, t, d.hidden, d.qkv_dim());
+            backend.matmul(
+                &ws.hidden,
+                &layer.qkv_proj,
+                &mut ws.qkv,
+                t,
+                d.hidden,
+                d.qkv_dim(),
+            );
             if let Some(bias) = &layer.qkv_bias {
                 backend.add_bias(&mut ws.qkv, bias, t, d.qkv_dim());
             }
-            backend.split_qkv(&ws.qkv, &mut ws.q, &mut ws.k, &mut ws.v, t, d.q_dim(), d.kv_dim());
+            backend.split_qkv(
+                &ws.qkv,
+                &mut ws.q,
+                &mut ws.k,
+                &mut ws.v,
+                t,
+                d.q_dim(),
+                d.kv_dim(),
+            );
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 backend.rms_norm_inplace(&mut ws.q, qn, t * d.num_heads, d.head_dim, d.eps);
                 backend.rms_norm_inplace(&mut ws.k, kn, t * d.num_kv_heads, d.head_dim, d.eps);
             }
-            backend.rotary(inputs, &mut ws.q, &mut ws.k, &w.rope, d.num_heads, d.num_kv_heads, d.head_dim);
+            backend.rotary(
+                inputs,
+                &mut ws.q,
+                &mut ws.k,
+                &w.rope,
+                d.num_heads,
+                d.num_kv_heads,
+                d.head_dim,
+            );
             let (k_cache, v_cache) = kv.layer_mut(i);
-            backend.reshape_and_cache(inputs, &ws.k, &ws.v, k_cache, v_cache, d.num_kv_heads, d.head_dim);
+            backend.reshape_and_cache(
+                inputs,
+                &ws.k,
+                &ws.v,
+                k_cache,
+                v_cache,
+                d.num_kv_heads,
+                d.head_dim,
+            );
             let (k_cache, v_cache) = kv.layer(i);
             backend.paged_attention(inputs, &ws.q, k_cache, v_cache, &mut ws.attn, attn_dims);
-            backend.matmul(&ws.attn, &layer.o_proj, &mut ws.hidden, t, d.q_dim(), d.hidden);
+            backend.matmul(
+                &ws.attn,
+                &layer.o_proj,
+                &mut ws.hidden,
+                t,
+                d.q_dim(),
+                d.hidden,
+            );
             if let Some(bias) = &layer.o_bias {
                 backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
             }
@@ -130,28 +175,65 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.eps,
             );
-            backend.matmul(&ws.hidden, &layer.gate_up_proj, &mut ws.gate_up, t, d.hidden, 2 * d.intermediate);
+            backend.matmul(
+                &ws.hidden,
+                &layer.gate_up_proj,
+                &mut ws.gate_up,
+                t,
+                d.hidden,
+                2 * d.intermediate,
+            );
             if let Some(bias) = &layer.gate_up_bias {
                 backend.add_bias(&mut ws.gate_up, bias, t, 2 * d.intermediate);
             }
             backend.silu_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate);
-            backend.matmul(&ws.act, &layer.down_proj, &mut ws.hidden, t, d.intermediate, d.hidden);
+            backend.matmul(
+                &ws.act,
+                &layer.down_proj,
+                &mut ws.hidden,
+                t,
+                d.intermediate,
+                d.hidden,
+            );
             if let Some(bias) = &layer.down_bias {
                 backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
             }
         }
-        backend.fused_add_rms_norm(&mut ws.hidden, &mut ws.residual, &w.norm, t, d.hidden, d.eps);
+        backend.fused_add_rms_norm(
+            &mut ws.hidden,
+            &mut ws.residual,
+            &w.norm,
+            t,
+            d.hidden,
+            d.eps,
+        );
     }
 
     /// Logits (f32, on the host) of the given token rows of `ws.hidden`,
     /// computed in chunks that fit the workspace.
-    pub fn compute_logits(&self, backend: &B, ws: &mut Workspace<B>, rows: &[u32]) -> anyhow::Result<Vec<f32>> {
+    pub fn compute_logits(
+        &self,
+        backend: &B,
+        ws: &mut Workspace<B>,
+        rows: &[u32],
+    ) -> anyhow::Result<Vec<f32>> {
         let d = self.dims;
-        let lm_head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed_tokens);
+        let lm_head = self
+            .weights
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.weights.embed_tokens);
         let mut logits = Vec::with_capacity(rows.len() * d.vocab_size);
         for chunk in rows.chunks(ws.max_logits_rows) {
             backend.gather_rows(&ws.hidden, chunk, &mut ws.logits_hidden, d.hidden)?;
-            backend.matmul(&ws.logits_hidden, lm_head, &mut ws.logits, chunk.len(), d.hidden, d.vocab_size);
+            backend.matmul(
+                &ws.logits_hidden,
+                lm_head,
+                &mut ws.logits,
+                chunk.len(),
+                d.hidden,
+                d.vocab_size,
+            );
             logits.extend(backend.to_host(&ws.logits, chunk.len() * d.vocab_size)?);
         }
         Ok(logits)

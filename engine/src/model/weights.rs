@@ -80,9 +80,18 @@ impl<B: Backend> DecoderWeights<B> {
         for i in 0..d.num_layers {
             let p = format!("model.layers.{i}");
             let layer = (|| -> anyhow::Result<LayerWeights<B>> {
-                let q = get(&format!("{p}.self_attn.q_proj.weight"), &[d.q_dim(), d.hidden])?;
-                let k = get(&format!("{p}.self_attn.k_proj.weight"), &[d.kv_dim(), d.hidden])?;
-                let v = get(&format!("{p}.self_attn.v_proj.weight"), &[d.kv_dim(), d.hidden])?;
+                let q = get(
+                    &format!("{p}.self_attn.q_proj.weight"),
+                    &[d.q_dim(), d.hidden],
+                )?;
+                let k = get(
+                    &format!("{p}.self_attn.k_proj.weight"),
+                    &[d.kv_dim(), d.hidden],
+                )?;
+                let v = get(
+                    &format!("{p}.self_attn.v_proj.weight"),
+                    &[d.kv_dim(), d.hidden],
+                )?;
                 let qkv_bias = if d.qkv_bias {
                     let qb = get(&format!("{p}.self_attn.q_proj.bias"), &[d.q_dim()])?;
                     let kb = get(&format!("{p}.self_attn.k_proj.bias"), &[d.kv_dim()])?;
@@ -93,19 +102,26 @@ impl<B: Backend> DecoderWeights<B> {
                 };
                 let (q_norm, k_norm) = if d.qk_norm {
                     (
-                        Some(load(get(&format!("{p}.self_attn.q_norm.weight"), &[d.head_dim])?)?),
-                        Some(load(get(&format!("{p}.self_attn.k_norm.weight"), &[d.head_dim])?)?),
+                        Some(load(get(
+                            &format!("{p}.self_attn.q_norm.weight"),
+                            &[d.head_dim],
+                        )?)?),
+                        Some(load(get(
+                            &format!("{p}.self_attn.k_norm.weight"),
+                            &[d.head_dim],
+                        )?)?),
                     )
                 } else {
                     (None, None)
                 };
-                let optional = |name: String, shape: &[usize]| -> anyhow::Result<Option<HostTensor>> {
-                    if source.contains(&name) {
-                        Ok(Some(get(&name, shape)?))
-                    } else {
-                        Ok(None)
-                    }
-                };
+                let optional =
+                    |name: String, shape: &[usize]| -> anyhow::Result<Option<HostTensor>> {
+                        if source.contains(&name) {
+                            Ok(Some(get(&name, shape)?))
+                        } else {
+                            Ok(None)
+                        }
+                    };
                 let o_bias = optional(format!("{p}.self_attn.o_proj.bias"), &[d.hidden])?;
                 let gate_bias = optional(format!("{p}.mlp.gate_proj.bias"), &[d.intermediate])?;
                 let up_bias = optional(format!("{p}.mlp.up_proj.bias"), &[d.intermediate])?;
@@ -113,24 +129,42 @@ impl<B: Backend> DecoderWeights<B> {
                 let gate_up_bias = match (gate_bias, up_bias) {
                     (Some(g), Some(u)) => Some(load(concat_rows(vec![g, u]))?),
                     (None, None) => None,
-                    _ => anyhow::bail!("{}: layer {i} has only one of the gate/up biases", source.describe()),
+                    _ => anyhow::bail!(
+                        "{}: layer {i} has only one of the gate/up biases",
+                        source.describe()
+                    ),
                 };
-                let gate = get(&format!("{p}.mlp.gate_proj.weight"), &[d.intermediate, d.hidden])?;
-                let up = get(&format!("{p}.mlp.up_proj.weight"), &[d.intermediate, d.hidden])?;
+                let gate = get(
+                    &format!("{p}.mlp.gate_proj.weight"),
+                    &[d.intermediate, d.hidden],
+                )?;
+                let up = get(
+                    &format!("{p}.mlp.up_proj.weight"),
+                    &[d.intermediate, d.hidden],
+                )?;
                 Ok(LayerWeights {
-                    input_layernorm: load(get(&format!("{p}.input_layernorm.weight"), &[d.hidden])?)?,
+                    input_layernorm: load(get(
+                        &format!("{p}.input_layernorm.weight"),
+                        &[d.hidden],
+                    )?)?,
                     qkv_proj: load(concat_rows(vec![q, k, v]))?,
                     qkv_bias,
                     q_norm,
                     k_norm,
-                    o_proj: load(get(&format!("{p}.self_attn.o_proj.weight"), &[d.hidden, d.q_dim()])?)?,
+                    o_proj: load(get(
+                        &format!("{p}.self_attn.o_proj.weight"),
+                        &[d.hidden, d.q_dim()],
+                    )?)?,
                     o_bias: o_bias.map(load).transpose()?,
                     post_attention_layernorm: load(get(
                         &format!("{p}.post_attention_layernorm.weight"),
                         &[d.hidden],
                     )?)?,
                     gate_up_proj: load(concat_rows(vec![gate, up]))?,
-                    down_proj: load(get(&format!("{p}.mlp.down_proj.weight"), &[d.hidden, d.intermediate])?)?,
+                    down_proj: load(get(
+                        &format!("{p}.mlp.down_proj.weight"),
+                        &[d.hidden, d.intermediate],
+                    )?)?,
                     gate_up_bias,
                     down_bias: down_bias.map(load).transpose()?,
                 })
@@ -150,7 +184,8 @@ impl<B: Backend> DecoderWeights<B> {
                 source.describe()
             );
         };
-        let inv_freq = pagoda_kernels::cpu::rope_inv_freq(d.head_dim, config.rope_theta, &config.rope_scaling);
+        let inv_freq =
+            pagoda_kernels::cpu::rope_inv_freq(d.head_dim, config.rope_theta, &config.rope_scaling);
         let rope = backend.rope(&inv_freq, max_position, 1.0)?;
         progress(total, total);
         Ok(Self {

@@ -22,7 +22,12 @@ pub struct Workspace<B: Backend> {
 }
 
 impl<B: Backend> Workspace<B> {
-    pub fn new(backend: &B, d: &ModelDims, max_tokens: usize, max_logits_rows: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        backend: &B,
+        d: &ModelDims,
+        max_tokens: usize,
+        max_logits_rows: usize,
+    ) -> anyhow::Result<Self> {
         let t = max_tokens;
         Ok(Self {
             max_tokens,
@@ -51,7 +56,12 @@ pub struct KvCache<B: Backend> {
 }
 
 impl<B: Backend> KvCache<B> {
-    pub fn new(backend: &B, d: &ModelDims, num_blocks: usize, block_size: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        backend: &B,
+        d: &ModelDims,
+        num_blocks: usize,
+        block_size: usize,
+    ) -> anyhow::Result<Self> {
         let per_layer = num_blocks * block_size * d.kv_dim();
         let mut k = Vec::with_capacity(d.num_layers);
         let mut v = Vec::with_capacity(d.num_layers);

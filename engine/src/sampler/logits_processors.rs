@@ -43,7 +43,11 @@ pub fn apply_penalties(logits: &mut [f32], ctx: &ProcessorContext) {
             let i = id as usize;
             if i < logits.len() && !seen[i] {
                 seen[i] = true;
-                logits[i] = if logits[i] > 0.0 { logits[i] / rp } else { logits[i] * rp };
+                logits[i] = if logits[i] > 0.0 {
+                    logits[i] / rp
+                } else {
+                    logits[i] * rp
+                };
             }
         }
     }
@@ -75,7 +79,11 @@ pub fn apply_all(logits: &mut [f32], ctx: &ProcessorContext) {
 mod tests {
     use super::*;
 
-    fn ctx<'a>(params: &'a SamplingParams, prompt: &'a [u32], output: &'a [u32]) -> ProcessorContext<'a> {
+    fn ctx<'a>(
+        params: &'a SamplingParams,
+        prompt: &'a [u32],
+        output: &'a [u32],
+    ) -> ProcessorContext<'a> {
         ProcessorContext {
             params,
             prompt_token_ids: prompt,
@@ -86,7 +94,10 @@ mod tests {
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_once() {
-        let params = SamplingParams { repetition_penalty: 2.0, ..Default::default() };
+        let params = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
         let mut logits = vec![4.0, -4.0, 4.0, 1.0];
         apply_penalties(&mut logits, &ctx(&params, &[0, 0, 1], &[0]));
         assert_eq!(logits, vec![2.0, -8.0, 4.0, 1.0]);
@@ -94,7 +105,11 @@ mod tests {
 
     #[test]
     fn frequency_and_presence_count_output_only() {
-        let params = SamplingParams { frequency_penalty: 0.5, presence_penalty: 1.0, ..Default::default() };
+        let params = SamplingParams {
+            frequency_penalty: 0.5,
+            presence_penalty: 1.0,
+            ..Default::default()
+        };
         let mut logits = vec![0.0; 4];
         apply_penalties(&mut logits, &ctx(&params, &[1, 1, 1], &[2, 2, 0]));
         assert_eq!(logits, vec![-1.5, 0.0, -2.0, 0.0]);
@@ -102,7 +117,10 @@ mod tests {
 
     #[test]
     fn min_tokens_masks_stop_ids_until_reached() {
-        let params = SamplingParams { min_tokens: 2, ..Default::default() };
+        let params = SamplingParams {
+            min_tokens: 2,
+            ..Default::default()
+        };
         let mut logits = vec![0.0; 4];
         apply_min_tokens(&mut logits, &ctx(&params, &[], &[1]));
         assert_eq!(logits[3], f32::NEG_INFINITY);

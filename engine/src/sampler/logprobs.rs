@@ -36,7 +36,10 @@ pub fn top_logprobs(row: &[f32], token_id: u32, k: usize) -> TokenLogprobs {
         token_id,
         logprob: chosen - lse,
         rank,
-        top: idx.into_iter().map(|i| (i, row[i as usize] - lse)).collect(),
+        top: idx
+            .into_iter()
+            .map(|i| (i, row[i as usize] - lse))
+            .collect(),
     }
 }
 
@@ -46,7 +49,9 @@ mod tests {
 
     #[test]
     fn matches_a_full_log_softmax() {
-        let row: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3 - 1.0).collect();
+        let row: Vec<f32> = (0..50)
+            .map(|i| ((i * 37) % 11) as f32 * 0.3 - 1.0)
+            .collect();
         let lse = logsumexp(&row);
         let full: Vec<f64> = {
             let s: f64 = row.iter().map(|&l| (l as f64).exp()).sum();

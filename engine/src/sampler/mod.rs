@@ -77,11 +77,16 @@ mod tests {
 
     #[test]
     fn seeded_sampling_is_reproducible_and_follows_the_distribution() {
-        let p = SamplingParams { temperature: 1.0, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            ..Default::default()
+        };
         let logits = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..4000).map(|_| sample_row(&logits, &ctx(&p), &mut rng).token_id).collect::<Vec<_>>()
+            (0..4000)
+                .map(|_| sample_row(&logits, &ctx(&p), &mut rng).token_id)
+                .collect::<Vec<_>>()
         };
         let a = draw(7);
         assert_eq!(a, draw(7));
@@ -92,7 +97,12 @@ mod tests {
 
     #[test]
     fn logprobs_come_from_the_raw_distribution() {
-        let p = SamplingParams { temperature: 0.0, logprobs: Some(2), repetition_penalty: 1.5, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 0.0,
+            logprobs: Some(2),
+            repetition_penalty: 1.5,
+            ..Default::default()
+        };
         let raw = [1.0f32, 2.0, 3.0];
         let mut rng = StdRng::seed_from_u64(0);
         let s = sample_row(&raw, &ctx(&p), &mut rng);

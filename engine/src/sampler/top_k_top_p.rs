@@ -32,12 +32,24 @@ pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32
         let floor = max + min_p.ln();
         cand.retain(|&i| logits[i as usize] >= floor);
     }
-    let k = if top_k > 0 { (top_k as usize).min(cand.len()) } else { cand.len() };
+    let k = if top_k > 0 {
+        (top_k as usize).min(cand.len())
+    } else {
+        cand.len()
+    };
     let sorted = if k < cand.len() || top_p < 1.0 {
-        let prefix = if top_p < 1.0 { k.min(TOP_P_PREFIX.max(1)) } else { k };
+        let prefix = if top_p < 1.0 {
+            k.min(TOP_P_PREFIX.max(1))
+        } else {
+            k
+        };
         let mut head = select_sorted(&cand, logits, prefix);
         if top_p < 1.0 && prefix < k {
-            let mass: f32 = head.iter().map(|&i| (logits[i as usize] - max).exp()).sum::<f32>() / total;
+            let mass: f32 = head
+                .iter()
+                .map(|&i| (logits[i as usize] - max).exp())
+                .sum::<f32>()
+                / total;
             if mass < top_p {
                 head = select_sorted(&cand, logits, k);
             }
@@ -47,7 +59,10 @@ pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32
         cand
     };
     // Probabilities renormalized over the kept set, cut at top-p mass.
-    let weights: Vec<f32> = sorted.iter().map(|&i| (logits[i as usize] - max).exp()).collect();
+    let weights: Vec<f32> = sorted
+        .iter()
+        .map(|&i| (logits[i as usize] - max).exp())
+        .collect();
     let kept_total: f32 = weights.iter().sum();
     let mut n = weights.len();
     if top_p < 1.0 {
@@ -133,18 +148,35 @@ mod tests {
 
     #[test]
     fn large_vocab_top_p_matches_full_sort() {
-        let logits: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+        let logits: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect();
         for u in [0.0, 0.3, 0.77, 0.999] {
             // Reference: sort the whole vocabulary, cut at mass 0.95, walk the CDF.
             let mut all: Vec<u32> = (0..logits.len() as u32).collect();
             all.sort_by(desc(&logits));
-            let w: Vec<f64> = all.iter().map(|&i| (logits[i as usize] as f64).exp()).collect();
+            let w: Vec<f64> = all
+                .iter()
+                .map(|&i| (logits[i as usize] as f64).exp())
+                .collect();
             let z: f64 = w.iter().sum();
             let mut acc = 0.0;
-            let n = w.iter().position(|x| { acc += x / z; acc >= 0.95 }).unwrap() + 1;
+            let n = w
+                .iter()
+                .position(|x| {
+                    acc += x / z;
+                    acc >= 0.95
+                })
+                .unwrap()
+                + 1;
             let kept: f64 = w[..n].iter().sum();
             let mut c = 0.0;
-            let exact = all[(0..n).find(|&j| { c += w[j]; (u as f64) * kept < c }).unwrap_or(n - 1)];
+            let exact = all[(0..n)
+                .find(|&j| {
+                    c += w[j];
+                    (u as f64) * kept < c
+                })
+                .unwrap_or(n - 1)];
             assert_eq!(sample(&logits, 0, 0.95, 0.0, u), exact);
         }
     }

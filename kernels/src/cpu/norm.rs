@@ -60,7 +60,11 @@ pub fn fused_add_rms_norm(x: &mut [f32], residual: &mut [f32], weight: &[f32], e
 fn check_rows(name: &str, len: usize, weight: &[f32]) -> usize {
     let d = weight.len();
     assert!(
-        if d == 0 { len == 0 } else { len.is_multiple_of(d) },
+        if d == 0 {
+            len == 0
+        } else {
+            len.is_multiple_of(d)
+        },
         "{name}: length {len} is not a whole number of rows of {d}"
     );
     d
