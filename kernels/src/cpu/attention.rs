@@ -6,11 +6,14 @@
 //! causally, to KV positions `0..=position` of its own sequence. Query head
 //! `h` reads KV head `h / (num_heads / num_kv_heads)` (GQA, MQA).
 //!
-//! Work is split into items of (sequence, KV head, run of query tokens, run of
-//! that KV head's query heads) and spread over rayon. An item walks its
-//! sequence's blocks once for all its query rows (a block's K and V stay in
-//! L1 while every row uses them); the softmax is online (running max and
-//! sum, f32), one block at a time.
+//! Work is split into items (sequence, run of query tokens, run of query
+//! heads: all of them, so a block's slots are read as one contiguous run; or,
+//! when that leaves threads idle, one KV head's group or a single head) spread
+//! over rayon. An item walks its sequence's blocks once for all its rows: the
+//! heads of a token that share a KV head go through a block together, each K
+//! and V row loaded once for all of them. Scores are 16-lane FMA chains with
+//! a horizontal sum; the softmax is online (running max and sum, f32), one
+//! block at a time.
 //!
 //! A query row's arithmetic depends only on its own query, its position and
 //! the KV cache, never on which other rows share its item: the result for a
@@ -690,6 +693,22 @@ mod tests {
             let alone_out = alone.run(Isa::Avx512);
             assert_eq!(alone_out, big_out[last * row..][..row], "sequence {s}");
         }
+    }
+
+    #[test]
+    fn empty_batch_is_a_no_op() {
+        let p = PagedAttentionParams {
+            query_start_loc: &[0],
+            seq_lens: &[],
+            block_tables: &[],
+            max_blocks_per_seq: 0,
+            block_size: 16,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 8,
+            scale: 1.0,
+        };
+        paged_attention(&[], &[0.0; 128], &[0.0; 128], &p, &mut []);
     }
 
     #[test]

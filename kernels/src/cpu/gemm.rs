@@ -2,15 +2,18 @@
 //!
 //! Batches go to the `gemm` crate (packed, cache-blocked, AVX-512/AVX2
 //! microkernels chosen at run time), split over the rayon pool by ranges of
-//! W's rows; a single row takes its GEMV path. Batches of 2 to
+//! W's rows; batches of up to 256 rows have it write `outᵀ` (then
+//! transposed), which its microkernels run up to 2x faster; a single row takes
+//! its GEMV path. Batches of 2 to
 //! [`GEMV_MAX_M`] rows, where the `gemm` crate is several times slower than
 //! memory allows, go to a hand-written GEMV that reads W once for all rows.
 //!
 //! Batch invariance: the `gemm` crate gives every output row the same bits
-//! whatever the number of rows (from 3 up; measured and pinned by a test), but
-//! its 1- and 2-row paths and the GEMV round differently. With
-//! [`set_batch_invariant`] every batch goes through the `gemm` crate (one row
-//! padded to three), so a sequence's logits do not depend on what it is batched
+//! whatever the number of rows and output layout (from 3 rows up, 65 when W
+//! has at most 64 rows; measured and pinned by a test), but its 1- and 2-row
+//! paths and the GEMV round differently. With
+//! [`set_batch_invariant`] every batch goes through the `gemm` crate (small
+//! batches padded with copies of their rows), so a sequence's logits do not depend on what it is batched
 //! with, at the price of slow 1 to 4-row batches (vLLM's batch-invariant mode).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,9 +27,12 @@ use super::simd::{dispatch, fmadd, hsum, LANES};
 /// `gemm` crate's own GEMV, faster still).
 pub const GEMV_MAX_M: usize = 4;
 
-/// Below this many multiply-adds a GEMM runs on the calling thread: fork/join
+/// Below this many multiply-adds a GEMV runs on the calling thread: fork/join
 /// costs more than it saves.
 const PAR_MIN_MACS: usize = 1 << 18;
+
+/// Least work per parallel GEMM task: each also packs x again.
+const MIN_MACS_PER_RANGE: usize = 1 << 21;
 
 static BATCH_INVARIANT: AtomicBool = AtomicBool::new(false);
 
@@ -119,13 +125,15 @@ thread_local! {
 }
 
 fn gemm_blocked(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    // W's rows (= output columns) are split into ranges by n and the pool
-    // only, never by m, each over 64 long: the crate blocks k differently for
-    // matrices of at most 64 x 64, and a row's bits must not depend on the
-    // batch it is in.
-    let ranges = (n / 96).clamp(1, 4 * num_threads());
+    // W's rows (= output columns) are split into one range per thread, each
+    // worth a few tens of microseconds and over 64 long: the crate blocks k
+    // differently for matrices of at most 64 x 64, and a row's bits must not
+    // depend on the batch it is in.
+    let ranges = (n / 96)
+        .min(m * n * k / MIN_MACS_PER_RANGE)
+        .clamp(1, num_threads());
     let chunk = n.div_ceil(ranges);
-    let parallel = ranges > 1 && m * n * k >= PAR_MIN_MACS;
+    let parallel = ranges > 1;
     if m <= TRANSPOSED_MAX_M && m * n <= TRANSPOSED_MAX_ELEMS {
         TRANSPOSED.with(|cell| {
             // A rayon worker can re-enter while it waits: then use a fresh buffer.
