@@ -8,7 +8,7 @@ use crate::engine_error::EngineError;
 use crate::llm_engine::LlmEngine;
 use crate::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
 use crate::model_info::ModelInfo;
-use crate::model_runner::ModelRunner;
+use crate::model_runner::{ModelRunner, Runner};
 use crate::tokenizer::{ChatTemplate, Tokenizer, TokenizerConfig};
 use crate::weights::{open_model, ModelSource};
 use pagoda_scheduler::{Scheduler, SchedulerConfig};
@@ -25,17 +25,9 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let started = Instant::now();
     let source = open_model(&config.model, config.load_format).map_err(|e| load(e.to_string()))?;
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
-    match config.device {
-        Device::Cpu | Device::Auto => {}
-        Device::Cuda => return Err(EngineError::Device(
-            "the CUDA engine path is not wired in yet (the CUDA kernels exist in pagoda-kernels, \
-                 the engine runs on CPU only in this version); use --device cpu"
-                .into(),
-        )),
-    }
-    let backend = CpuBackend::new();
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
+    let device = choose_device(config.device, &dims)?;
     let mut max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
     if let Some(window) = mc.sliding_window {
         if window < max_model_len {
@@ -43,76 +35,29 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
             max_model_len = window;
         }
     }
-    let max_num_batched_tokens = config.max_num_batched_tokens.unwrap_or(2048);
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
         return Err(load(format!(
             "--block-size must be a power of two up to 256, got {block_size}"
         )));
     }
-    let kv_bytes = config
-        .kv_cache_memory
-        .unwrap_or_else(default_cpu_kv_cache_bytes);
-    let per_block =
-        KvCache::<CpuBackend>::bytes_per_block(&dims, block_size, backend.element_bytes());
-    let num_blocks = (kv_bytes as usize / per_block).max(1);
-    let usable_tokens = (num_blocks - 1) * block_size;
-    if usable_tokens < max_model_len {
-        return Err(load(format!(
-            "the KV cache ({kv_bytes} bytes = {usable_tokens} tokens) cannot hold one request of \
-             max_model_len = {max_model_len} tokens; raise --kv-cache-memory or lower --max-model-len"
-        )));
-    }
-    let name = config
-        .served_model_name
-        .clone()
-        .unwrap_or_else(|| source.name.clone());
-    let info = ModelInfo {
-        name,
-        architecture: format!("{:?}", mc.architecture),
+    let plan = Plan {
+        config,
+        source: &source,
+        dims,
         max_model_len,
-        vocab_size: mc.vocab_size,
-        eos_token_ids: mc.eos_token_ids.clone(),
-        bos_token_id: mc.bos_token_id,
-        num_kv_blocks: num_blocks,
         block_size,
-        kv_cache_tokens: usable_tokens,
-        max_concurrency: usable_tokens as f64 / max_model_len as f64,
-        device: backend.device_name(),
-        max_num_seqs: config.max_num_seqs,
-        max_num_batched_tokens,
     };
-    let scheduler = Scheduler::new(SchedulerConfig {
-        block_size,
-        num_blocks,
-        max_num_seqs: config.max_num_seqs,
-        max_num_batched_tokens,
-        max_model_len,
-        long_prefill_token_threshold: config.long_prefill_token_threshold,
-        enable_prefix_caching: config.enable_prefix_caching,
-        policy: config.scheduling_policy,
-    })
-    .map_err(|e| load(e.to_string()))?;
-    let progress = progress_bar(dims.num_layers + 3);
-    let weights = DecoderWeights::load(
-        &backend,
-        mc,
-        source.weights.as_ref(),
-        max_model_len,
-        |done, total| {
-            progress.set_length(total as u64);
-            progress.set_position(done as u64);
-        },
-    )
-    .map_err(|e| load(format!("{e:#}")))?;
-    progress.finish_and_clear();
-    let model = DecoderModel { dims, weights };
-    let max_logits_rows = config.max_num_seqs.min(max_num_batched_tokens).max(1);
-    let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
-        .map_err(|e| load(format!("{e:#}")))?;
-    let kv = KvCache::new(&backend, &dims, num_blocks, block_size)
-        .map_err(|e| load(format!("{e:#}")))?;
-    let runner = ModelRunner::new(backend, model, ws, kv);
+    let (runner, scheduler, info) = match device {
+        ChosenDevice::Cpu => {
+            let kv_bytes = config
+                .kv_cache_memory
+                .unwrap_or_else(default_cpu_kv_cache_bytes);
+            build_runner(CpuBackend::new(), &plan, 2048, KvBudget::Bytes(kv_bytes))?
+        }
+        #[cfg(feature = "cuda")]
+        ChosenDevice::Cuda(kernels) => build_cuda_runner(*kernels, &plan)?,
+    };
     tracing::info!(
         "loaded {} ({}) on {} in {:.1}s",
         source.name,
@@ -132,7 +77,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     });
     let engine = LlmEngine::new(
         scheduler,
-        Box::new(runner),
+        runner,
         tokenizer,
         info,
         config.seed,
@@ -142,6 +87,274 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
         engine,
         chat_template,
     })
+}
+
+/// The device the engine runs on.
+enum ChosenDevice {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(Box<pagoda_kernels::cuda::CudaKernels>),
+}
+
+/// `--device cuda` opens GPU 0 or fails with the reason; `auto` tries GPU 0
+/// and falls back to the CPU, logging why; `cpu` is the CPU.
+fn choose_device(device: Device, dims: &ModelDims) -> Result<ChosenDevice, EngineError> {
+    match device {
+        Device::Cpu => Ok(ChosenDevice::Cpu),
+        Device::Cuda => match open_cuda(dims) {
+            Ok(d) => {
+                warn_unvalidated_cuda();
+                Ok(d)
+            }
+            Err(reason) => Err(EngineError::Device(format!(
+                "the CUDA engine path cannot start ({reason}); use --device cpu"
+            ))),
+        },
+        Device::Auto => match open_cuda(dims) {
+            Ok(d) => {
+                tracing::info!("--device auto: using CUDA device 0");
+                warn_unvalidated_cuda();
+                Ok(d)
+            }
+            Err(reason) => {
+                tracing::info!("--device auto: using the CPU ({reason})");
+                Ok(ChosenDevice::Cpu)
+            }
+        },
+    }
+}
+
+/// The CUDA path compiles and is unit-tested on the host, but no GPU run has
+/// checked it against the CPU yet: say so wherever it is chosen.
+fn warn_unvalidated_cuda() {
+    tracing::warn!(
+        "the CUDA engine path has not yet been validated on a GPU against the CPU reference; \
+         use --device cpu for the checked path"
+    );
+}
+
+/// Opens GPU 0, compiling attention for the model's head size only.
+#[cfg(feature = "cuda")]
+fn open_cuda(dims: &ModelDims) -> Result<ChosenDevice, String> {
+    pagoda_kernels::cuda::CudaKernels::with_head_dims(0, &[dims.head_dim])
+        .map(|k| ChosenDevice::Cuda(Box::new(k)))
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_dims: &ModelDims) -> Result<ChosenDevice, String> {
+    Err("this build of Pagoda has no CUDA support: it was built without the `cuda` feature".into())
+}
+
+/// What every device's build shares.
+struct Plan<'a> {
+    config: &'a EngineConfig,
+    source: &'a ModelSource,
+    dims: ModelDims,
+    max_model_len: usize,
+    block_size: usize,
+}
+
+/// The KV cache's size: fixed bytes (checked before the weights load), or
+/// computed by the device once the weights and the workspace are resident.
+enum KvBudget<B> {
+    Bytes(u64),
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    AfterLoad(MeasureKv<B>),
+}
+
+/// Measures the KV cache's bytes on the loaded backend.
+type MeasureKv<B> = Box<dyn FnOnce(&B) -> Result<u64, String>>;
+
+/// The CUDA runner: bf16 weights on GPU 0; the KV cache gets what is left
+/// of the memory budget once the weights and the workspace are loaded
+/// (see [`cuda_kv_cache_bytes`]), unless `--kv-cache-memory` fixes it.
+#[cfg(feature = "cuda")]
+fn build_cuda_runner(
+    kernels: pagoda_kernels::cuda::CudaKernels,
+    plan: &Plan<'_>,
+) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
+    use crate::backend::cuda::CudaBackend;
+    use crate::backend::AttentionDims;
+    let d = &plan.dims;
+    let attn = AttentionDims {
+        num_heads: d.num_heads,
+        num_kv_heads: d.num_kv_heads,
+        head_dim: d.head_dim,
+        block_size: plan.block_size,
+        scale: 1.0 / (d.head_dim as f32).sqrt(),
+    };
+    let backend = CudaBackend::new(kernels, attn, plan.config.max_num_seqs, plan.max_model_len)
+        .map_err(|e| EngineError::Load(format!("CUDA attention workspace: {e}")))?;
+    let utilization = plan.config.gpu_memory_utilization;
+    let budget = match plan.config.kv_cache_memory {
+        Some(bytes) => KvBudget::Bytes(bytes),
+        None => KvBudget::AfterLoad(Box::new(move |b: &CudaBackend| {
+            let (free, total) = b.kernels().mem_get_info().map_err(|e| e.to_string())?;
+            cuda_kv_cache_bytes(free as u64, total as u64, utilization)
+        })),
+    };
+    build_runner(backend, plan, 8192, budget)
+}
+
+/// Headroom kept out of the KV cache on a GPU for what is allocated after
+/// start-up and not profiled: cuBLAS workspaces, each step's uploaded batch
+/// metadata, allocator fragmentation.
+#[cfg(feature = "cuda")]
+const CUDA_HEADROOM_BYTES: u64 = 512 << 20;
+
+/// The KV cache's bytes on a GPU, measured once the weights and the
+/// activation workspace are resident: the budget `total ×
+/// gpu_memory_utilization`, minus what is in use now (`total − free`: the
+/// weights, the workspace, the CUDA context, other processes), minus
+/// [`CUDA_HEADROOM_BYTES`]. No profiling pass: activations are allocated
+/// up front for the largest step, so their peak is already counted.
+#[cfg(feature = "cuda")]
+fn cuda_kv_cache_bytes(free: u64, total: u64, utilization: f32) -> Result<u64, String> {
+    if !(utilization > 0.0 && utilization <= 1.0) {
+        return Err(format!(
+            "--gpu-memory-utilization must be in (0, 1], got {utilization}"
+        ));
+    }
+    let budget = (total as f64 * utilization as f64) as u64;
+    let used = total.saturating_sub(free);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    budget
+        .checked_sub(used + CUDA_HEADROOM_BYTES)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| {
+            format!(
+                "no GPU memory left for the KV cache: {:.2} GiB are in use after loading the \
+                 model and the budget ({utilization} of {:.2} GiB) is {:.2} GiB; raise \
+                 --gpu-memory-utilization or lower --max-num-batched-tokens / --max-model-len",
+                gib(used),
+                gib(total),
+                gib(budget)
+            )
+        })
+}
+
+/// Blocks of `per_block` bytes in `kv_bytes`, checked to hold one request
+/// of `max_model_len` tokens (block 0 is the null block).
+fn kv_blocks(
+    kv_bytes: u64,
+    per_block: usize,
+    block_size: usize,
+    max_model_len: usize,
+    hint: &str,
+) -> Result<(usize, usize), EngineError> {
+    let num_blocks = (kv_bytes as usize / per_block).max(1);
+    let usable_tokens = (num_blocks - 1) * block_size;
+    if usable_tokens < max_model_len {
+        return Err(EngineError::Load(format!(
+            "the KV cache ({kv_bytes} bytes = {usable_tokens} tokens) cannot hold one request of \
+             max_model_len = {max_model_len} tokens; {hint}"
+        )));
+    }
+    Ok((num_blocks, usable_tokens))
+}
+
+/// Loads the model on `backend` and builds its runner, scheduler and info.
+/// `default_batched_tokens` is the step token budget when the config gives none.
+fn build_runner<B: Backend>(
+    backend: B,
+    plan: &Plan<'_>,
+    default_batched_tokens: usize,
+    kv_budget: KvBudget<B>,
+) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
+    let load = |e: String| EngineError::Load(e);
+    let config = plan.config;
+    let source = plan.source;
+    let mc = &source.config;
+    let dims = plan.dims;
+    let (max_model_len, block_size) = (plan.max_model_len, plan.block_size);
+    let max_num_batched_tokens = config
+        .max_num_batched_tokens
+        .unwrap_or(default_batched_tokens);
+    let per_block = KvCache::<B>::bytes_per_block(&dims, block_size, backend.element_bytes());
+    let make_scheduler = |num_blocks: usize| {
+        Scheduler::new(SchedulerConfig {
+            block_size,
+            num_blocks,
+            max_num_seqs: config.max_num_seqs,
+            max_num_batched_tokens,
+            max_model_len,
+            long_prefill_token_threshold: config.long_prefill_token_threshold,
+            enable_prefix_caching: config.enable_prefix_caching,
+            policy: config.scheduling_policy,
+        })
+        .map_err(|e| load(e.to_string()))
+    };
+    // A fixed size is checked (and the scheduler built) before the weights load.
+    // Ok: blocks, tokens and scheduler known now; Err: measured after loading.
+    let stage = match kv_budget {
+        KvBudget::Bytes(kv_bytes) => {
+            let (num_blocks, usable_tokens) = kv_blocks(
+                kv_bytes,
+                per_block,
+                block_size,
+                max_model_len,
+                "raise --kv-cache-memory or lower --max-model-len",
+            )?;
+            let scheduler = make_scheduler(num_blocks)?;
+            Ok((num_blocks, usable_tokens, scheduler))
+        }
+        KvBudget::AfterLoad(f) => Err(f),
+    };
+    let progress = progress_bar(dims.num_layers + 3);
+    let weights = DecoderWeights::load(
+        &backend,
+        mc,
+        source.weights.as_ref(),
+        max_model_len,
+        |done, total| {
+            progress.set_length(total as u64);
+            progress.set_position(done as u64);
+        },
+    )
+    .map_err(|e| load(format!("{e:#}")))?;
+    progress.finish_and_clear();
+    let model = DecoderModel { dims, weights };
+    let max_logits_rows = config.max_num_seqs.min(max_num_batched_tokens).max(1);
+    let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
+        .map_err(|e| load(format!("{e:#}")))?;
+    let (num_blocks, usable_tokens, scheduler) = match stage {
+        Ok(early) => early,
+        Err(f) => {
+            let kv_bytes = f(&backend).map_err(load)?;
+            let (num_blocks, usable_tokens) = kv_blocks(
+                kv_bytes,
+                per_block,
+                block_size,
+                max_model_len,
+                "raise --gpu-memory-utilization, set --kv-cache-memory or lower --max-model-len",
+            )?;
+            (num_blocks, usable_tokens, make_scheduler(num_blocks)?)
+        }
+    };
+    let kv = KvCache::new(&backend, &dims, num_blocks, block_size)
+        .map_err(|e| load(format!("{e:#}")))?;
+    let name = config
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| source.name.clone());
+    let info = ModelInfo {
+        name,
+        architecture: format!("{:?}", mc.architecture),
+        max_model_len,
+        vocab_size: mc.vocab_size,
+        eos_token_ids: mc.eos_token_ids.clone(),
+        bos_token_id: mc.bos_token_id,
+        num_kv_blocks: num_blocks,
+        block_size,
+        kv_cache_tokens: usable_tokens,
+        max_concurrency: usable_tokens as f64 / max_model_len as f64,
+        device: backend.device_name(),
+        max_num_seqs: config.max_num_seqs,
+        max_num_batched_tokens,
+    };
+    let runner = ModelRunner::new(backend, model, ws, kv);
+    Ok((Box::new(runner), scheduler, info))
 }
 
 /// The tokenizer and its config, from the GGUF metadata or the HF folder.
@@ -196,4 +409,20 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_kv_budget_is_what_is_left_of_the_utilization() {
+        let gib = 1u64 << 30;
+        // 80 GiB card, 20 GiB in use after loading, 0.75 → 60 − 20 − 0.5 GiB.
+        let b = cuda_kv_cache_bytes(60 * gib, 80 * gib, 0.75).unwrap();
+        assert_eq!(b, 40 * gib - CUDA_HEADROOM_BYTES);
+        assert!(cuda_kv_cache_bytes(gib, 80 * gib, 0.9).is_err());
+        assert!(cuda_kv_cache_bytes(60 * gib, 80 * gib, 0.0).is_err());
+        assert!(cuda_kv_cache_bytes(60 * gib, 80 * gib, 1.5).is_err());
+    }
 }

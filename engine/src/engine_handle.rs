@@ -12,6 +12,7 @@ use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -36,6 +37,17 @@ struct Shared {
     tokenizer: Option<Tokenizer>,
     chat_template: Option<ChatTemplate>,
     stats: Mutex<EngineStats>,
+    /// Cleared when the engine thread ends, whether it returned or panicked.
+    alive: AtomicBool,
+}
+
+/// Marks the engine dead when the loop's stack unwinds or returns.
+struct AliveGuard<'a>(&'a AtomicBool);
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// A cheap, cloneable handle to the running engine.
@@ -91,27 +103,34 @@ impl EngineHandle {
     /// Loads the model (blocking) and starts the engine thread.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         let built = build_engine(&config)?;
-        Ok(Self::from_engine(built.engine, built.chat_template))
+        Self::from_engine(built.engine, built.chat_template)
     }
 
     /// Runs an already built engine on a new thread.
-    pub fn from_engine(engine: LlmEngine, chat_template: Option<ChatTemplate>) -> Self {
+    pub fn from_engine(
+        engine: LlmEngine,
+        chat_template: Option<ChatTemplate>,
+    ) -> Result<Self, EngineError> {
         let (tx, rx) = channel::unbounded();
         let shared = Arc::new(Shared {
             info: engine.model_info().clone(),
             tokenizer: engine.tokenizer().cloned(),
             chat_template,
             stats: Mutex::new(engine.stats()),
+            alive: AtomicBool::new(true),
         });
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("pagoda-engine".into())
-            .spawn(move || run_loop(engine, rx, &thread_shared))
-            .expect("spawning the engine thread");
-        Self {
+            .spawn(move || {
+                let _guard = AliveGuard(&thread_shared.alive);
+                run_loop(engine, rx, &thread_shared)
+            })
+            .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
+        Ok(Self {
             commands: tx,
             shared,
-        }
+        })
     }
 
     pub fn add_request(
@@ -148,6 +167,11 @@ impl EngineHandle {
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.shared.chat_template.as_ref()
+    }
+
+    /// Whether the engine thread is still running (for /health).
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> EngineStats {

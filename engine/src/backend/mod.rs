@@ -6,6 +6,8 @@
 //! are what CUDA graph capture needs on the GPU.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::weights::HostTensor;
 

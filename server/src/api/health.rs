@@ -1,7 +1,14 @@
-//! GET /health: 200 while the server runs (open even with an API key).
+//! GET /health: 200 while the engine loop runs, 503 once it has died (open
+//! even with an API key), so a load balancer takes a broken replica out.
 
+use crate::state::SharedState;
+use axum::extract::State;
 use axum::http::StatusCode;
 
-pub async fn health() -> StatusCode {
-    StatusCode::OK
+pub async fn health(State(state): State<SharedState>) -> StatusCode {
+    if state.engine.is_alive() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }

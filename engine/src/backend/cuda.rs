@@ -1,0 +1,413 @@
+//! The CUDA backend: bf16 buffers on one device and the kernels of
+//! `pagoda_kernels::cuda` (f32 accumulation inside every kernel and GEMM).
+//!
+//! Status: compiled, never run on a GPU. The op methods of [`Backend`]
+//! return `()`, so a failed launch is recorded here (the first error wins)
+//! and returned by the next fallible call (`prepare_inputs`, `gather_rows`,
+//! `to_host`): a CUDA failure becomes an engine error, never a panic.
+
+use super::{AttentionDims, Backend, ForwardBatch};
+use crate::weights::HostTensor;
+use half::bf16;
+use pagoda_kernels::cpu::RotaryCache;
+use pagoda_kernels::cuda::{
+    AttentionMetadata, AttentionShape, AttentionWorkspace, CudaError, CudaKernels, CudaRope,
+    CudaSlice,
+};
+use parking_lot::Mutex;
+
+/// One step's batch metadata on the device.
+pub struct CudaInputs {
+    pub token_ids: CudaSlice<u32>,
+    pub positions: CudaSlice<u32>,
+    pub slot_mapping: CudaSlice<i64>,
+    pub query_start_loc: CudaSlice<u32>,
+    pub seq_lens: CudaSlice<u32>,
+    pub block_tables: CudaSlice<u32>,
+    pub max_blocks_per_seq: usize,
+    pub num_tokens: usize,
+    pub num_seqs: usize,
+    /// Sequences with exactly one new token this step.
+    pub num_decodes: usize,
+    /// The longest `seq_len` of the step (bounds the decode grid).
+    pub max_seq_len: usize,
+}
+
+/// The attention workspace and the head layout `(num_heads, num_kv_heads,
+/// head_dim)` it was sized for.
+struct Attention {
+    heads: (usize, usize, usize),
+    ws: AttentionWorkspace,
+}
+
+pub struct CudaBackend {
+    kernels: CudaKernels,
+    attention: Mutex<Attention>,
+    /// The first failure of an op since the last fallible call.
+    error: Mutex<Option<String>>,
+}
+
+impl CudaBackend {
+    /// A backend over `kernels`, with an attention workspace for up to
+    /// `max_num_seqs` sequences of up to `max_seq_len` tokens in the head
+    /// layout of `dims` (the model's; `paged_attention` checks it).
+    pub fn new(
+        kernels: CudaKernels,
+        dims: AttentionDims,
+        max_num_seqs: usize,
+        max_seq_len: usize,
+    ) -> Result<Self, CudaError> {
+        let shape = attention_shape(&dims);
+        let ws = AttentionWorkspace::new(&kernels, max_num_seqs, &shape, max_seq_len)?;
+        Ok(Self {
+            kernels,
+            attention: Mutex::new(Attention {
+                heads: (dims.num_heads, dims.num_kv_heads, dims.head_dim),
+                ws,
+            }),
+            error: Mutex::new(None),
+        })
+    }
+
+    pub fn kernels(&self) -> &CudaKernels {
+        &self.kernels
+    }
+
+    /// Records the first error of an op.
+    fn record(&self, op: &str, result: Result<(), CudaError>) {
+        if let Err(e) = result {
+            let mut slot = self.error.lock();
+            if slot.is_none() {
+                tracing::error!("CUDA {op} failed: {e}");
+                *slot = Some(format!("CUDA {op}: {e}"));
+            }
+        }
+    }
+
+    /// Returns (and clears) the recorded error, if any.
+    fn check(&self) -> anyhow::Result<()> {
+        match self.error.lock().take() {
+            Some(e) => Err(anyhow::anyhow!(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Uploads `data`, at least one element long (a zero-length device
+    /// buffer is avoided; the kernels check only lower bounds on lengths).
+    fn upload<T: cudarc::driver::DeviceRepr + Copy + Default>(
+        &self,
+        data: &[T],
+    ) -> anyhow::Result<CudaSlice<T>> {
+        let r = if data.is_empty() {
+            self.kernels.upload(&[T::default()])
+        } else {
+            self.kernels.upload(data)
+        };
+        r.map_err(|e| anyhow::anyhow!("CUDA upload: {e}"))
+    }
+}
+
+fn attention_shape(dims: &AttentionDims) -> AttentionShape {
+    AttentionShape {
+        num_heads: dims.num_heads,
+        num_kv_heads: dims.num_kv_heads,
+        head_dim: dims.head_dim,
+        block_size: dims.block_size,
+        scale: dims.scale,
+        q_stride: dims.num_heads * dims.head_dim,
+        out_stride: dims.num_heads * dims.head_dim,
+    }
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaSlice<bf16>;
+    type Rope = CudaRope;
+    type Inputs = CudaInputs;
+
+    fn device_name(&self) -> String {
+        let i = self.kernels.info();
+        format!(
+            "cuda:{} ({}, sm_{}{}, {} GiB)",
+            i.ordinal,
+            i.name,
+            i.compute_capability.0,
+            i.compute_capability.1,
+            i.total_memory >> 30
+        )
+    }
+
+    fn element_bytes(&self) -> usize {
+        2
+    }
+
+    fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<CudaSlice<bf16>> {
+        self.upload(&tensor.to_bf16())
+    }
+
+    fn alloc(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {
+        self.kernels
+            .alloc_zeros(len.max(1))
+            .map_err(|e| anyhow::anyhow!("CUDA alloc of {} MiB: {e}", (len * 2) >> 20))
+    }
+
+    fn rope(
+        &self,
+        inv_freq: &[f32],
+        max_position: usize,
+        attention_scaling: f32,
+    ) -> anyhow::Result<CudaRope> {
+        let cache = RotaryCache::new(inv_freq, max_position, attention_scaling);
+        CudaRope::new(&self.kernels, &cache).map_err(|e| anyhow::anyhow!("CUDA rope: {e}"))
+    }
+
+    fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<CudaInputs> {
+        self.check()?;
+        let num_seqs = batch.num_seqs();
+        let num_decodes = batch
+            .query_start_loc
+            .windows(2)
+            .filter(|w| w[1].saturating_sub(w[0]) == 1)
+            .count();
+        let max_seq_len = batch.seq_lens.iter().copied().max().unwrap_or(0) as usize;
+        Ok(CudaInputs {
+            token_ids: self.upload(&batch.token_ids)?,
+            positions: self.upload(&batch.positions)?,
+            slot_mapping: self.upload(&batch.slot_mapping)?,
+            query_start_loc: self.upload(&batch.query_start_loc)?,
+            seq_lens: self.upload(&batch.seq_lens)?,
+            block_tables: self.upload(&batch.block_tables)?,
+            max_blocks_per_seq: batch.max_blocks_per_seq,
+            num_tokens: batch.num_tokens(),
+            num_seqs,
+            num_decodes,
+            max_seq_len,
+        })
+    }
+
+    fn embedding(
+        &self,
+        inputs: &CudaInputs,
+        table: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        hidden: usize,
+    ) {
+        let r = self
+            .kernels
+            .gather_rows(table, &inputs.token_ids, out, inputs.num_tokens, hidden);
+        self.record("embedding", r);
+    }
+
+    fn matmul(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let r = self.kernels.matmul::<bf16, bf16>(x, w, out, m, k, n);
+        self.record("matmul", r);
+    }
+
+    fn add_bias(&self, out: &mut CudaSlice<bf16>, bias: &CudaSlice<bf16>, rows: usize, n: usize) {
+        let r = self.kernels.add_bias(out, bias, rows, n);
+        self.record("add_bias", r);
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CudaSlice<bf16>,
+        weight: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
+        let r = self
+            .kernels
+            .rms_norm(x, dim, weight, out, dim, rows, dim, eps);
+        self.record("rms_norm", r);
+    }
+
+    fn fused_add_rms_norm(
+        &self,
+        x: &mut CudaSlice<bf16>,
+        residual: &mut CudaSlice<bf16>,
+        weight: &CudaSlice<bf16>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
+        let r = self
+            .kernels
+            .fused_add_rms_norm(x, residual, weight, rows, dim, eps);
+        self.record("fused_add_rms_norm", r);
+    }
+
+    fn rms_norm_inplace(
+        &self,
+        x: &mut CudaSlice<bf16>,
+        weight: &CudaSlice<bf16>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) {
+        let r = self
+            .kernels
+            .rms_norm_heads(x, dim, 1, dim, weight, rows, eps);
+        self.record("rms_norm_inplace", r);
+    }
+
+    fn split_qkv(
+        &self,
+        qkv: &CudaSlice<bf16>,
+        q: &mut CudaSlice<bf16>,
+        k: &mut CudaSlice<bf16>,
+        v: &mut CudaSlice<bf16>,
+        rows: usize,
+        q_dim: usize,
+        kv_dim: usize,
+    ) {
+        let r = self.kernels.split_qkv(qkv, q, k, v, rows, q_dim, kv_dim);
+        self.record("split_qkv", r);
+    }
+
+    fn rotary(
+        &self,
+        inputs: &CudaInputs,
+        q: &mut CudaSlice<bf16>,
+        k: &mut CudaSlice<bf16>,
+        rope: &CudaRope,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
+        let r = self.kernels.rotary_embedding(
+            &inputs.positions,
+            q,
+            num_heads * head_dim,
+            k,
+            num_kv_heads * head_dim,
+            rope,
+            inputs.num_tokens,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+        );
+        self.record("rotary", r);
+    }
+
+    fn silu_and_mul(
+        &self,
+        x: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        rows: usize,
+        intermediate: usize,
+    ) {
+        let r = self.kernels.silu_and_mul(x, out, rows, intermediate);
+        self.record("silu_and_mul", r);
+    }
+
+    fn reshape_and_cache(
+        &self,
+        inputs: &CudaInputs,
+        k: &CudaSlice<bf16>,
+        v: &CudaSlice<bf16>,
+        k_cache: &mut CudaSlice<bf16>,
+        v_cache: &mut CudaSlice<bf16>,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
+        let row = num_kv_heads * head_dim;
+        let r = self.kernels.reshape_and_cache(
+            k,
+            row,
+            v,
+            row,
+            k_cache,
+            v_cache,
+            &inputs.slot_mapping,
+            inputs.num_tokens,
+            num_kv_heads,
+            head_dim,
+        );
+        self.record("reshape_and_cache", r);
+    }
+
+    fn paged_attention(
+        &self,
+        inputs: &CudaInputs,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        dims: AttentionDims,
+    ) {
+        let shape = attention_shape(&dims);
+        let mut att = self.attention.lock();
+        let heads = (dims.num_heads, dims.num_kv_heads, dims.head_dim);
+        if heads != att.heads {
+            let msg = format!(
+                "(heads, kv heads, head_dim) {heads:?} differ from the workspace's {:?}",
+                att.heads
+            );
+            self.record(
+                "paged_attention",
+                Err(CudaError::InvalidArgument {
+                    op: "paged_attention",
+                    message: msg,
+                }),
+            );
+            return;
+        }
+        let meta = AttentionMetadata {
+            query_start_loc: &inputs.query_start_loc,
+            seq_lens: &inputs.seq_lens,
+            block_tables: &inputs.block_tables,
+            max_blocks_per_seq: inputs.max_blocks_per_seq,
+            num_tokens: inputs.num_tokens,
+            num_seqs: inputs.num_seqs,
+            num_decodes: inputs.num_decodes,
+            max_seq_len: inputs.max_seq_len,
+        };
+        let r = self
+            .kernels
+            .paged_attention(q, k_cache, v_cache, out, &meta, &shape, &mut att.ws);
+        self.record("paged_attention", r);
+    }
+
+    fn gather_rows(
+        &self,
+        x: &CudaSlice<bf16>,
+        rows: &[u32],
+        out: &mut CudaSlice<bf16>,
+        dim: usize,
+    ) -> anyhow::Result<()> {
+        self.check()?;
+        for &r in rows {
+            let src = r as usize * dim;
+            anyhow::ensure!(src + dim <= x.len(), "gather_rows: row {r} out of range");
+        }
+        let indices = self.upload(rows)?;
+        self.kernels
+            .gather_rows(x, &indices, out, rows.len(), dim)
+            .map_err(|e| anyhow::anyhow!("CUDA gather_rows: {e}"))
+    }
+
+    fn to_host(&self, x: &CudaSlice<bf16>, len: usize) -> anyhow::Result<Vec<f32>> {
+        self.check()?;
+        anyhow::ensure!(len <= x.len(), "to_host: {len} elements of {}", x.len());
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let host = self
+            .kernels
+            .stream()
+            .clone_dtoh(&x.slice(..len))
+            .map_err(|e| anyhow::anyhow!("CUDA copy to host: {e}"))?;
+        // Errors of kernels queued before the copy surface here too.
+        self.check()?;
+        Ok(host.iter().map(|v| v.to_f32()).collect())
+    }
+}
