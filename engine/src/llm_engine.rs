@@ -293,6 +293,7 @@ impl LlmEngine {
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
         self.collect_prompt_logprobs(&sched, &logits, &all_rows);
         let sampled = self.sample(&sched, &logits);
+        self.runner.recycle(logits);
         let tokens: Vec<Option<u32>> = sampled
             .iter()
             .map(|s| s.as_ref().map(|s| s.token_id))

@@ -30,6 +30,8 @@ pub trait Runner: Send {
     fn execute(&mut self, sched: &SchedulerOutput, all_rows: &[bool])
         -> anyhow::Result<StepLogits>;
     fn device_name(&self) -> String;
+    /// Hands a step's logits back so their buffer serves the next step.
+    fn recycle(&mut self, logits: StepLogits);
 }
 
 pub struct ModelRunner<B: Backend> {
@@ -39,6 +41,8 @@ pub struct ModelRunner<B: Backend> {
     kv: KvCache<B>,
     batch: ForwardBatch,
     logit_rows: Vec<u32>,
+    /// The host logits buffer, reused across steps.
+    spare_logits: Vec<f32>,
 }
 
 impl<B: Backend> ModelRunner<B> {
@@ -50,6 +54,7 @@ impl<B: Backend> ModelRunner<B> {
             kv,
             batch: ForwardBatch::default(),
             logit_rows: Vec::new(),
+            spare_logits: Vec::new(),
         }
     }
 
@@ -116,9 +121,9 @@ impl<B: Backend> Runner for ModelRunner<B> {
             &mut self.ws,
             &mut self.kv,
         );
-        let logits = self
-            .model
-            .compute_logits(&self.backend, &mut self.ws, &self.logit_rows)?;
+        let mut logits = std::mem::take(&mut self.spare_logits);
+        self.model
+            .compute_logits(&self.backend, &mut self.ws, &self.logit_rows, &mut logits)?;
         Ok(StepLogits {
             vocab_size: self.model.dims.vocab_size,
             logits,
@@ -128,5 +133,9 @@ impl<B: Backend> Runner for ModelRunner<B> {
 
     fn device_name(&self) -> String {
         self.backend.device_name()
+    }
+
+    fn recycle(&mut self, logits: StepLogits) {
+        self.spare_logits = logits.logits;
     }
 }

@@ -224,8 +224,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn to_host(&self, x: &Vec<f32>, len: usize) -> anyhow::Result<Vec<f32>> {
-        Ok(x[..len].to_vec())
+    fn to_host(&self, x: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()> {
+        out.extend_from_slice(&x[..len]);
+        Ok(())
     }
 }
 

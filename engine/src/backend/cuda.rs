@@ -395,11 +395,11 @@ impl Backend for CudaBackend {
             .map_err(|e| anyhow::anyhow!("CUDA gather_rows: {e}"))
     }
 
-    fn to_host(&self, x: &CudaSlice<bf16>, len: usize) -> anyhow::Result<Vec<f32>> {
+    fn to_host(&self, x: &CudaSlice<bf16>, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()> {
         self.check()?;
         anyhow::ensure!(len <= x.len(), "to_host: {len} elements of {}", x.len());
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let host = self
             .kernels
@@ -408,6 +408,7 @@ impl Backend for CudaBackend {
             .map_err(|e| anyhow::anyhow!("CUDA copy to host: {e}"))?;
         // Errors of kernels queued before the copy surface here too.
         self.check()?;
-        Ok(host.iter().map(|v| v.to_f32()).collect())
+        out.extend(host.iter().map(|v| v.to_f32()));
+        Ok(())
     }
 }

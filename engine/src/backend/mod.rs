@@ -190,6 +190,7 @@ pub trait Backend: Send + 'static {
         out: &mut Self::Tensor,
         dim: usize,
     ) -> anyhow::Result<()>;
-    /// The first `len` elements as f32 on the host.
-    fn to_host(&self, x: &Self::Tensor, len: usize) -> anyhow::Result<Vec<f32>>;
+    /// Appends the first `len` elements, as f32, to `out` (a buffer the
+    /// caller reuses: fresh multi-megabyte vectors page-fault every step).
+    fn to_host(&self, x: &Self::Tensor, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()>;
 }

@@ -210,20 +210,21 @@ impl<B: Backend> DecoderModel<B> {
     }
 
     /// Logits (f32, on the host) of the given token rows of `ws.hidden`,
-    /// computed in chunks that fit the workspace.
+    /// computed in chunks that fit the workspace, into `logits` (cleared first).
     pub fn compute_logits(
         &self,
         backend: &B,
         ws: &mut Workspace<B>,
         rows: &[u32],
-    ) -> anyhow::Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> anyhow::Result<()> {
         let d = self.dims;
         let lm_head = self
             .weights
             .lm_head
             .as_ref()
             .unwrap_or(&self.weights.embed_tokens);
-        let mut logits = Vec::with_capacity(rows.len() * d.vocab_size);
+        logits.clear();
         for chunk in rows.chunks(ws.max_logits_rows) {
             backend.gather_rows(&ws.hidden, chunk, &mut ws.logits_hidden, d.hidden)?;
             backend.matmul(
@@ -234,8 +235,8 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.vocab_size,
             );
-            logits.extend(backend.to_host(&ws.logits, chunk.len() * d.vocab_size)?);
+            backend.to_host(&ws.logits, chunk.len() * d.vocab_size, logits)?;
         }
-        Ok(logits)
+        Ok(())
     }
 }
