@@ -175,15 +175,7 @@ fn build_cuda_runner(
     plan: &Plan<'_>,
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     use crate::backend::cuda::CudaBackend;
-    use crate::backend::AttentionDims;
-    let d = &plan.dims;
-    let attn = AttentionDims {
-        num_heads: d.num_heads,
-        num_kv_heads: d.num_kv_heads,
-        head_dim: d.head_dim,
-        block_size: plan.block_size,
-        scale: 1.0 / (d.head_dim as f32).sqrt(),
-    };
+    let attn = plan.dims.attention_dims(plan.block_size);
     let backend = CudaBackend::new(kernels, attn, plan.config.max_num_seqs, plan.max_model_len)
         .map_err(|e| EngineError::Load(format!("CUDA attention workspace: {e}")))?;
     let utilization = plan.config.gpu_memory_utilization;

@@ -55,6 +55,17 @@ impl ModelDims {
         self.q_dim() + 2 * self.kv_dim()
     }
 
+    /// The attention call's shapes for a KV cache of `block_size`-token blocks.
+    pub fn attention_dims(&self, block_size: usize) -> AttentionDims {
+        AttentionDims {
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            block_size,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+        }
+    }
+
     /// KV-cache elements per token over all layers (K and V).
     pub fn kv_elements_per_token(&self) -> usize {
         2 * self.num_layers * self.kv_dim()
@@ -84,13 +95,7 @@ impl<B: Backend> DecoderModel<B> {
         let t = num_tokens;
         let w = &self.weights;
         backend.embedding(inputs, &w.embed_tokens, &mut ws.residual, d.hidden);
-        let attn_dims = AttentionDims {
-            num_heads: d.num_heads,
-            num_kv_heads: d.num_kv_heads,
-            head_dim: d.head_dim,
-            block_size: kv.block_size,
-            scale: 1.0 / (d.head_dim as f32).sqrt(),
-        };
+        let attn_dims = d.attention_dims(kv.block_size);
         for (i, layer) in w.layers.iter().enumerate() {
             if i == 0 {
                 backend.rms_norm(

@@ -64,6 +64,13 @@ pub fn apply_penalties(logits: &mut [f32], ctx: &ProcessorContext) {
     }
 }
 
+/// Whether `apply_all` would leave the logits unchanged.
+pub fn is_noop(ctx: &ProcessorContext) -> bool {
+    let min_tokens_active =
+        ctx.output_token_ids.len() < ctx.params.min_tokens && !ctx.stop_ids.is_empty();
+    ctx.params.logit_bias.is_empty() && !min_tokens_active && !ctx.params.has_penalties()
+}
+
 /// All processors, in order.
 pub fn apply_all(logits: &mut [f32], ctx: &ProcessorContext) {
     if !ctx.params.logit_bias.is_empty() {

@@ -38,6 +38,11 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// Samples one token from `raw` (left untouched) for one sequence.
 pub fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Sampled {
     let params = ctx.params;
+    if params.is_greedy() && logits_processors::is_noop(ctx) {
+        let token_id = argmax(raw);
+        let logprobs = params.logprobs.map(|k| top_logprobs(raw, token_id, k));
+        return Sampled { token_id, logprobs };
+    }
     let mut logits = raw.to_vec();
     logits_processors::apply_all(&mut logits, ctx);
     let token_id = if params.is_greedy() {
