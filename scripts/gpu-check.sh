@@ -13,7 +13,8 @@
 #    Steps, each under its own time limit (about 8 minutes in all):
 #      a. every .cu unit compiled by that machine's NVRTC (sm_90, sm_80);
 #      b. each CUDA kernel against its CPU twin (PAGODA_REQUIRE_GPU=1: no skips);
-#      c. `pagoda generate`, 32 greedy tokens on several prompts, cuda against cpu:
+#      c. `pagoda generate`, 32 greedy tokens on several prompts, cuda against cpu
+#         (and cuda with CUDA graphs against cuda --enforce-eager):
 #         SmolLM2-135M-Instruct when its GGUF is there (PAGODA_SMOLLM2_GGUF, or
 #         .device/models/*.gguf, or split parts .device/models/*.gguf.part-*),
 #         else SmolLM2's shape with dummy weights (said so in the table);
@@ -130,10 +131,16 @@ if need "$pagoda" generate; then
       "$pagoda" generate "${gen_model[@]}" --device "$dev" "${prompts[@]}" --max-tokens 32 --ignore-eos --json
   done
   step generate 20 sh -c "\"$py\" scripts/gpu/compare_generate.py \"$out/generate_cpu.jsonl\" \"$out/generate_cuda.jsonl\" > \"$out/generate.json\""
+  # Decode steps replay CUDA graphs by default: eager must give the same tokens.
+  step generate_cuda_eager 60 sh -c '"$@" > "'"$out/generate_cuda_eager.jsonl"'"' _ \
+    "$pagoda" generate "${gen_model[@]}" --device cuda --enforce-eager "${prompts[@]}" --max-tokens 32 --ignore-eos --json
+  step graphs_vs_eager 20 sh -c "\"$py\" scripts/gpu/compare_generate.py \"$out/generate_cuda_eager.jsonl\" \"$out/generate_cuda.jsonl\" > \"$out/graphs_vs_eager.json\""
 
   llama=(--model scripts/gpu/llama3-8b --load-format dummy --device cuda --max-model-len 2048 --max-num-seqs 256)
   step throughput 150 "$pagoda" bench throughput "${llama[@]}" --num-prompts 256 --input-len 256 \
     --output-len 256 --output-json "$out/throughput.json"
+  step latency_b1_eager 60 "$pagoda" bench latency "${llama[@]}" --enforce-eager --batch-size 1 \
+    --input-len 128 --output-len 64 --num-iters-warmup 2 --num-iters 5 --output-json "$out/latency_b1_eager.json"
   for b in 1 32 256; do
     step "latency_b$b" 80 "$pagoda" bench latency "${llama[@]}" --batch-size "$b" --input-len 128 \
       --output-len 64 --num-iters-warmup 2 --num-iters 5 --output-json "$out/latency_b$b.json"

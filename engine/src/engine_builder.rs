@@ -53,7 +53,13 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
             let kv_bytes = config
                 .kv_cache_memory
                 .unwrap_or_else(default_cpu_kv_cache_bytes);
-            build_runner(CpuBackend::new(), &plan, 2048, KvBudget::Bytes(kv_bytes))?
+            build_runner(
+                CpuBackend::new(),
+                &plan,
+                2048,
+                KvBudget::Bytes(kv_bytes),
+                &[],
+            )?
         }
         #[cfg(feature = "cuda")]
         ChosenDevice::Cuda(kernels) => build_cuda_runner(*kernels, &plan)?,
@@ -175,18 +181,27 @@ fn build_cuda_runner(
     plan: &Plan<'_>,
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     use crate::backend::cuda::CudaBackend;
+    use pagoda_kernels::cuda::graphs::{cudagraph_capture_sizes, default_max_capture_size};
+    let max_num_seqs = plan.config.max_num_seqs;
+    let capture_sizes = if plan.config.enforce_eager {
+        Vec::new()
+    } else {
+        cudagraph_capture_sizes(max_num_seqs, default_max_capture_size(max_num_seqs))
+    };
+    let max_seqs = capture_sizes.iter().copied().fold(max_num_seqs, usize::max);
     let attn = plan.dims.attention_dims(plan.block_size);
-    let backend = CudaBackend::new(kernels, attn, plan.config.max_num_seqs, plan.max_model_len)
+    let backend = CudaBackend::new(kernels, attn, max_seqs, plan.max_model_len)
         .map_err(|e| EngineError::Load(format!("CUDA attention workspace: {e}")))?;
     let utilization = plan.config.gpu_memory_utilization;
     let budget = match plan.config.kv_cache_memory {
         Some(bytes) => KvBudget::Bytes(bytes),
         None => KvBudget::AfterLoad(Box::new(move |b: &CudaBackend| {
+            b.kernels().synchronize().map_err(|e| e.to_string())?;
             let (free, total) = b.kernels().mem_get_info().map_err(|e| e.to_string())?;
             cuda_kv_cache_bytes(free as u64, total as u64, utilization)
         })),
     };
-    build_runner(backend, plan, 8192, budget)
+    build_runner(backend, plan, 8192, budget, &capture_sizes)
 }
 
 /// Headroom kept out of the KV cache on a GPU for what is allocated after
@@ -195,12 +210,11 @@ fn build_cuda_runner(
 #[cfg(feature = "cuda")]
 const CUDA_HEADROOM_BYTES: u64 = 512 << 20;
 
-/// The KV cache's bytes on a GPU, measured once the weights and the
-/// activation workspace are resident: the budget `total ×
-/// gpu_memory_utilization`, minus what is in use now (`total − free`: the
-/// weights, the workspace, the CUDA context, other processes), minus
-/// [`CUDA_HEADROOM_BYTES`]. No profiling pass: activations are allocated
-/// up front for the largest step, so their peak is already counted.
+/// The KV cache's bytes on a GPU, measured after a profiling forward pass
+/// at the largest step: the budget `total × gpu_memory_utilization`, minus
+/// what is in use then (`total − free`: the weights, the workspace, the
+/// CUDA context, what the pass allocated, other processes), minus
+/// [`CUDA_HEADROOM_BYTES`] for what comes later (graphs, per-step uploads).
 #[cfg(feature = "cuda")]
 fn cuda_kv_cache_bytes(free: u64, total: u64, utilization: f32) -> Result<u64, String> {
     if !(utilization > 0.0 && utilization <= 1.0) {
@@ -247,12 +261,15 @@ fn kv_blocks(
 }
 
 /// Loads the model on `backend` and builds its runner, scheduler and info.
-/// `default_batched_tokens` is the step token budget when the config gives none.
+/// `default_batched_tokens` is the step token budget when the config gives
+/// none; `capture_sizes` are the decode batch sizes to record graphs for
+/// (empty: none).
 fn build_runner<B: Backend>(
     backend: B,
     plan: &Plan<'_>,
     default_batched_tokens: usize,
     kv_budget: KvBudget<B>,
+    capture_sizes: &[usize],
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     let load = |e: String| EngineError::Load(e);
     let config = plan.config;
@@ -307,13 +324,28 @@ fn build_runner<B: Backend>(
     .map_err(|e| load(format!("{e:#}")))?;
     progress.finish_and_clear();
     let model = DecoderModel { dims, weights };
-    let max_logits_rows = config.max_num_seqs.min(max_num_batched_tokens).max(1);
+    let largest_capture = capture_sizes.iter().copied().max().unwrap_or(0);
+    let max_seqs = config.max_num_seqs.max(largest_capture);
+    let max_logits_rows = max_seqs.min(max_num_batched_tokens).max(1);
     let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
         .map_err(|e| load(format!("{e:#}")))?;
-    let (num_blocks, usable_tokens, scheduler) = match stage {
-        Ok(early) => early,
-        Err(f) => {
-            let kv_bytes = f(&backend).map_err(load)?;
+    let runner_err = |e: anyhow::Error| load(format!("{e:#}"));
+    let (runner, num_blocks, usable_tokens, scheduler) = match stage {
+        Ok((num_blocks, usable_tokens, scheduler)) => {
+            let kv = KvCache::new(&backend, &dims, num_blocks, block_size).map_err(runner_err)?;
+            let runner = ModelRunner::new(backend, model, ws, kv, max_seqs, max_model_len)
+                .map_err(runner_err)?;
+            (runner, num_blocks, usable_tokens, scheduler)
+        }
+        Err(measure) => {
+            // Profile with a one-block cache, measure, then allocate the real one.
+            let kv = KvCache::new(&backend, &dims, 1, block_size).map_err(runner_err)?;
+            let mut runner = ModelRunner::new(backend, model, ws, kv, max_seqs, max_model_len)
+                .map_err(runner_err)?;
+            runner
+                .profile_run(max_num_batched_tokens, config.max_num_seqs, max_model_len)
+                .map_err(|e| load(format!("the profiling forward pass failed: {e:#}")))?;
+            let kv_bytes = measure(runner.backend()).map_err(load)?;
             let (num_blocks, usable_tokens) = kv_blocks(
                 kv_bytes,
                 per_block,
@@ -321,11 +353,31 @@ fn build_runner<B: Backend>(
                 max_model_len,
                 "raise --gpu-memory-utilization, set --kv-cache-memory or lower --max-model-len",
             )?;
-            (num_blocks, usable_tokens, make_scheduler(num_blocks)?)
+            runner.replace_kv_cache(num_blocks).map_err(runner_err)?;
+            (
+                runner,
+                num_blocks,
+                usable_tokens,
+                make_scheduler(num_blocks)?,
+            )
         }
     };
-    let kv = KvCache::new(&backend, &dims, num_blocks, block_size)
-        .map_err(|e| load(format!("{e:#}")))?;
+    let mut runner = runner;
+    if !capture_sizes.is_empty() {
+        let started = Instant::now();
+        match runner.capture_decode_graphs(capture_sizes, max_model_len) {
+            Ok(sizes) => tracing::info!(
+                "captured {} decode graphs (batch sizes {:?}..={:?}) in {:.1}s",
+                sizes.len(),
+                sizes.first(),
+                sizes.last(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => tracing::warn!(
+                "CUDA graph capture failed ({e:#}); decode steps run eagerly (as with --enforce-eager)"
+            ),
+        }
+    }
     let name = config
         .served_model_name
         .clone()
@@ -341,11 +393,10 @@ fn build_runner<B: Backend>(
         block_size,
         kv_cache_tokens: usable_tokens,
         max_concurrency: usable_tokens as f64 / max_model_len as f64,
-        device: backend.device_name(),
+        device: runner.device_name(),
         max_num_seqs: config.max_num_seqs,
         max_num_batched_tokens,
     };
-    let runner = ModelRunner::new(backend, model, ws, kv);
     Ok((Box::new(runner), scheduler, info))
 }
 

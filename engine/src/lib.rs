@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod decode_graphs;
 pub mod engine_builder;
 pub mod engine_config;
 pub mod engine_error;

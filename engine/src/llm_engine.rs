@@ -2,6 +2,7 @@
 //! samples, updates the scheduler and detokenizes. `EngineHandle` runs it on
 //! a thread; tests and offline tools may drive it directly.
 
+use crate::backend::SamplingRows;
 use crate::engine_error::EngineError;
 use crate::model_info::ModelInfo;
 use crate::model_runner::{Runner, StepLogits};
@@ -287,12 +288,32 @@ impl LlmEngine {
         }
         let now = Instant::now();
         let all_rows = self.mark_scheduled(&sched, now);
-        let logits = self
+        let device_sampling = if self.runner.samples_on_device() {
+            self.device_sampling(&sched, &all_rows)
+        } else {
+            None
+        };
+        let mut logits = self
             .runner
-            .execute(&sched, &all_rows)
+            .execute(&sched, &all_rows, device_sampling.as_ref())
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
-        self.collect_prompt_logprobs(&sched, &logits, &all_rows);
-        let sampled = self.sample(&sched, &logits);
+        let sampled = match logits.sampled.take() {
+            Some(tokens) => sched
+                .requests()
+                .iter()
+                .zip(tokens)
+                .map(|(r, t)| {
+                    t.filter(|_| r.sample).map(|token_id| Sampled {
+                        token_id,
+                        logprobs: None,
+                    })
+                })
+                .collect(),
+            None => {
+                self.collect_prompt_logprobs(&sched, &logits, &all_rows);
+                self.sample(&sched, &logits)
+            }
+        };
         self.runner.recycle(logits);
         let tokens: Vec<Option<u32>> = sampled
             .iter()
@@ -376,6 +397,46 @@ impl LlmEngine {
                 }
             }
         }
+    }
+
+    /// Per-request parameters for sampling on the device, when every
+    /// request of the step can: no prompt logprobs, no logprobs, no active
+    /// logits processor (those need the logits on the host). Draws each
+    /// sampling request's uniform from its own stream exactly as the host
+    /// sampler would, so seeded requests give the same tokens either way.
+    fn device_sampling(
+        &mut self,
+        sched: &SchedulerOutput,
+        all_rows: &[bool],
+    ) -> Option<SamplingRows> {
+        if all_rows.iter().any(|&a| a) {
+            return None;
+        }
+        for r in sched.requests().iter().filter(|r| r.sample) {
+            let seq = self.seqs.get(&r.request_id)?;
+            let req = self.scheduler.request(r.request_id)?;
+            let ctx = ProcessorContext {
+                params: &seq.params,
+                prompt_token_ids: req.prompt_token_ids(),
+                output_token_ids: req.output_token_ids(),
+                stop_ids: &seq.stop_ids,
+            };
+            if seq.params.logprobs.is_some() || !sampler::logits_processors::is_noop(&ctx) {
+                return None;
+            }
+        }
+        let mut rows = SamplingRows::default();
+        for r in sched.requests() {
+            match self.seqs.get_mut(&r.request_id).filter(|_| r.sample) {
+                Some(seq) if !seq.params.is_greedy() => {
+                    let p = &seq.params;
+                    let u: f32 = seq.rng.random();
+                    rows.push(p.temperature, p.top_k, p.top_p, p.min_p, u);
+                }
+                _ => rows.push_greedy(),
+            }
+        }
+        Some(rows)
     }
 
     /// Samples every request that needs a token, in parallel, each from its own stream.

@@ -1,21 +1,26 @@
 //! Turns a `SchedulerOutput` into one flat batch, runs one forward pass over
-//! it, and returns the logits of the rows that need them.
+//! it, and returns the logits of the rows that need them. Pure-decode steps
+//! that fit a captured size are padded to it and replay its graph.
 
-use crate::backend::{Backend, ForwardBatch};
+use crate::backend::{Backend, ForwardBatch, InputLimits, SamplingRows};
+use crate::decode_graphs::DecodeGraphs;
 use crate::model::{DecoderModel, KvCache, Workspace};
 use pagoda_scheduler::SchedulerOutput;
 use std::ops::Range;
 
-/// Logits of one step, on the host.
+/// Logits of one step, on the host, or the tokens sampled on the device.
 #[derive(Debug, Default)]
 pub struct StepLogits {
     pub vocab_size: usize,
-    /// `[rows, vocab_size]`.
+    /// `[rows, vocab_size]`; empty when the device sampled.
     pub logits: Vec<f32>,
     /// For each scheduled request, its rows in `logits`: every new token's
     /// row when all rows were asked for (prompt logprobs), else the last
     /// token's row when it samples, else none.
     pub rows: Vec<Range<usize>>,
+    /// Set when the device sampled: per request, its token (requests with
+    /// a logits row).
+    pub sampled: Option<Vec<Option<u32>>>,
 }
 
 impl StepLogits {
@@ -27,8 +32,16 @@ impl StepLogits {
 /// What the engine needs from a runner, whatever its backend.
 pub trait Runner: Send {
     /// `all_rows[i]`: request i wants the logits of every new token.
-    fn execute(&mut self, sched: &SchedulerOutput, all_rows: &[bool])
-        -> anyhow::Result<StepLogits>;
+    /// `sampling` (per request, only when `samples_on_device`): sample on
+    /// the device with these parameters instead of returning logits.
+    fn execute(
+        &mut self,
+        sched: &SchedulerOutput,
+        all_rows: &[bool],
+        sampling: Option<&SamplingRows>,
+    ) -> anyhow::Result<StepLogits>;
+    /// Whether `execute` can sample on the device.
+    fn samples_on_device(&self) -> bool;
     fn device_name(&self) -> String;
     /// Hands a step's logits back so their buffer serves the next step.
     fn recycle(&mut self, logits: StepLogits);
@@ -40,22 +53,232 @@ pub struct ModelRunner<B: Backend> {
     ws: Workspace<B>,
     kv: KvCache<B>,
     batch: ForwardBatch,
+    /// Step metadata where the kernels read it, allocated once.
+    inputs: B::Inputs,
     logit_rows: Vec<u32>,
     /// The host logits buffer, reused across steps.
     spare_logits: Vec<f32>,
+    /// Device-sampling parameters in logits-row order, and its tokens.
+    row_params: SamplingRows,
+    tokens: Vec<u32>,
+    /// Padded decode steps (with graphs where the backend records them).
+    graphs: Option<DecodeGraphs<B>>,
 }
 
 impl<B: Backend> ModelRunner<B> {
-    pub fn new(backend: B, model: DecoderModel<B>, ws: Workspace<B>, kv: KvCache<B>) -> Self {
-        Self {
+    /// A runner whose metadata buffers hold steps of up to `max_seqs`
+    /// sequences (at least the largest decode size to be captured) and
+    /// `max_model_len` tokens each; the token bound is the workspace's.
+    pub fn new(
+        backend: B,
+        model: DecoderModel<B>,
+        ws: Workspace<B>,
+        kv: KvCache<B>,
+        max_seqs: usize,
+        max_model_len: usize,
+    ) -> anyhow::Result<Self> {
+        let inputs = backend.alloc_inputs(InputLimits {
+            max_tokens: ws.max_tokens,
+            max_seqs,
+            max_blocks_per_seq: max_model_len.div_ceil(kv.block_size),
+        })?;
+        Ok(Self {
             backend,
             model,
             ws,
             kv,
             batch: ForwardBatch::default(),
+            inputs,
             logit_rows: Vec::new(),
             spare_logits: Vec::new(),
+            row_params: SamplingRows::default(),
+            tokens: Vec::new(),
+            graphs: None,
+        })
+    }
+
+    /// The sizes decode steps may be padded to: those the workspace holds
+    /// (tokens and logits rows), ascending.
+    pub fn usable_decode_sizes(&self, sizes: &[usize]) -> Vec<usize> {
+        let cap = self.ws.max_tokens.min(self.ws.max_logits_rows);
+        let mut s: Vec<usize> = sizes
+            .iter()
+            .copied()
+            .filter(|&b| b > 0 && b <= cap)
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+
+    /// Records one graph per size (largest first, as vLLM does) for decode
+    /// steps of sequences up to `max_seq_len` tokens. Each size first runs
+    /// once eagerly, so kernels are loaded and cuBLAS has chosen its
+    /// algorithms before recording. On error nothing is kept and steps run
+    /// eagerly. Returns the sizes captured.
+    pub fn capture_decode_graphs(
+        &mut self,
+        sizes: &[usize],
+        max_seq_len: usize,
+    ) -> anyhow::Result<Vec<usize>> {
+        let sizes = self.usable_decode_sizes(sizes);
+        let max_blocks = max_seq_len.div_ceil(self.kv.block_size);
+        let mut graphs: Vec<Option<B::Graph>> = Vec::with_capacity(sizes.len());
+        for &size in sizes.iter().rev() {
+            self.batch.clear();
+            self.batch.pad_decodes(size, max_blocks, max_seq_len);
+            self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
+            self.run_dense(size);
+            self.backend.begin_capture()?;
+            self.run_dense(size);
+            graphs.push(Some(self.backend.end_capture()?));
         }
+        graphs.reverse();
+        self.graphs = Some(DecodeGraphs::new(
+            sizes.clone(),
+            graphs,
+            max_blocks,
+            max_seq_len,
+        ));
+        Ok(sizes)
+    }
+
+    /// Pads decode steps to `sizes` and runs them eagerly: the graph path
+    /// without recording, on any backend (how the padding is tested on CPU).
+    pub fn pad_decodes(&mut self, sizes: &[usize], max_seq_len: usize) {
+        let sizes = self.usable_decode_sizes(sizes);
+        let graphs = sizes.iter().map(|_| None).collect();
+        let max_blocks = max_seq_len.div_ceil(self.kv.block_size);
+        self.graphs = Some(DecodeGraphs::new(sizes, graphs, max_blocks, max_seq_len));
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Swaps the KV cache for one of `num_blocks` blocks (after profiling
+    /// with a one-block cache). Graphs record the cache's addresses, so
+    /// this comes before `capture_decode_graphs`.
+    pub fn replace_kv_cache(&mut self, num_blocks: usize) -> anyhow::Result<()> {
+        debug_assert!(self.graphs.is_none());
+        let block_size = self.kv.block_size;
+        // Free the old cache first.
+        self.kv = KvCache::new(&self.backend, &self.model.dims, 1, block_size)?;
+        self.kv = KvCache::new(&self.backend, &self.model.dims, num_blocks, block_size)?;
+        Ok(())
+    }
+
+    /// One forward pass at the largest step: `max_tokens` tokens over as
+    /// few sequences of up to `max_model_len` as hold them (at most
+    /// `max_num_seqs`), then the LM head over the most logits rows. Padding
+    /// slots write no KV and block tables point at the null block, so any
+    /// cache of one block serves. Every kernel the serving path uses is
+    /// loaded here, a failing launch shows before the first request, and
+    /// the device's memory high-water mark is reached before the KV cache
+    /// is sized (vLLM's profile run).
+    pub fn profile_run(
+        &mut self,
+        max_tokens: usize,
+        max_num_seqs: usize,
+        max_model_len: usize,
+    ) -> anyhow::Result<()> {
+        let max_tokens = max_tokens.min(self.ws.max_tokens).max(1);
+        let per_seq = max_model_len.min(max_tokens).max(1);
+        let seqs = max_tokens.div_ceil(per_seq).clamp(1, max_num_seqs.max(1));
+        let tokens = (seqs * per_seq).min(max_tokens);
+        let width = per_seq.div_ceil(self.kv.block_size);
+        let b = &mut self.batch;
+        b.clear();
+        b.query_start_loc.push(0);
+        b.max_blocks_per_seq = width;
+        for s in 0..seqs {
+            let len = per_seq.min(tokens - s * per_seq);
+            b.token_ids.extend(std::iter::repeat_n(0, len));
+            b.positions.extend(0..len as u32);
+            b.slot_mapping.extend(std::iter::repeat_n(-1, len));
+            b.query_start_loc.push(b.token_ids.len() as u32);
+            b.seq_lens.push(len as u32);
+            b.block_tables.extend(std::iter::repeat_n(0, width));
+            b.max_seq_len = b.max_seq_len.max(len);
+        }
+        self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
+        self.run_dense_tokens(tokens, tokens.min(self.ws.max_logits_rows));
+        // Copying a row back waits for the pass and surfaces its errors.
+        let mut row = Vec::new();
+        self.backend
+            .to_host(&self.ws.logits, self.model.dims.vocab_size, &mut row)
+    }
+
+    /// The sizes decode steps are padded to (empty: every step is eager).
+    pub fn decode_sizes(&self) -> &[usize] {
+        self.graphs.as_ref().map_or(&[], |g| g.sizes())
+    }
+
+    /// The forward pass and the LM head over the first `rows` rows (all of
+    /// which sample): what a decode graph records.
+    fn run_dense(&mut self, rows: usize) {
+        self.run_dense_tokens(rows, rows);
+    }
+
+    fn run_dense_tokens(&mut self, tokens: usize, logits_rows: usize) {
+        self.model.forward_hidden(
+            &self.backend,
+            &self.inputs,
+            tokens,
+            &mut self.ws,
+            &mut self.kv,
+        );
+        self.model
+            .lm_head_dense(&self.backend, &mut self.ws, logits_rows);
+    }
+
+    /// Runs the pure-decode batch in `self.batch` padded to bucket `i`;
+    /// logits rows are the requests' order (request j's row is j).
+    fn execute_padded(
+        &mut self,
+        i: usize,
+        mut rows: Vec<Range<usize>>,
+        sampling: Option<&SamplingRows>,
+    ) -> anyhow::Result<StepLogits> {
+        let n = self.batch.num_seqs();
+        let graphs = self.graphs.as_ref().expect("a bucket implies graphs");
+        let (size, max_blocks, max_seq_len) = (
+            graphs.sizes()[i],
+            graphs.max_blocks_per_seq,
+            graphs.max_seq_len,
+        );
+        self.batch.pad_decodes(size, max_blocks, max_seq_len);
+        self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
+        match self.graphs.as_ref().and_then(|g| g.graph(i)) {
+            Some(graph) => self.backend.replay(graph)?,
+            None => self.run_dense(size),
+        }
+        for (j, r) in rows.iter_mut().enumerate() {
+            if r.start < r.end {
+                *r = j..j + 1;
+            }
+        }
+        let vocab = self.model.dims.vocab_size;
+        let mut logits = std::mem::take(&mut self.spare_logits);
+        logits.clear();
+        let mut sampled = None;
+        if let Some(params) = sampling {
+            self.row_params.clear();
+            (0..n).for_each(|j| self.row_params.push_row_of(params, j));
+            self.tokens.clear();
+            self.backend
+                .sample(&self.ws.logits, vocab, &self.row_params, &mut self.tokens)?;
+            sampled = Some(per_request(&rows, &self.tokens));
+        } else {
+            self.backend
+                .to_host(&self.ws.logits, n * vocab, &mut logits)?;
+        }
+        Ok(StepLogits {
+            vocab_size: vocab,
+            logits,
+            rows,
+            sampled,
+        })
     }
 
     /// Fills `self.batch` from the scheduler's decision.
@@ -71,6 +294,11 @@ impl<B: Backend> ModelRunner<B> {
             .unwrap_or(0)
             .max(1);
         b.query_start_loc.push(0);
+        b.max_seq_len = reqs
+            .iter()
+            .map(|r| r.start_position + r.num_tokens)
+            .max()
+            .unwrap_or(0);
         let mut rows = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
             let table = sched.block_table(i);
@@ -105,30 +333,83 @@ impl<B: Backend> Runner for ModelRunner<B> {
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
+        sampling: Option<&SamplingRows>,
     ) -> anyhow::Result<StepLogits> {
+        let sampling = sampling.filter(|_| self.backend.samples_on_device());
         let rows = self.build_batch(sched, all_rows);
+        if self.batch.is_pure_decode() {
+            let bucket = self
+                .graphs
+                .as_ref()
+                .and_then(|g| g.bucket(self.batch.num_seqs(), self.batch.max_blocks_per_seq));
+            if let Some(i) = bucket {
+                return self.execute_padded(i, rows, sampling);
+            }
+        }
         let num_tokens = self.batch.num_tokens();
         anyhow::ensure!(
             num_tokens <= self.ws.max_tokens,
             "step of {num_tokens} tokens exceeds the workspace of {}",
             self.ws.max_tokens
         );
-        let inputs = self.backend.prepare_inputs(&self.batch)?;
+        self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
         self.model.forward_hidden(
             &self.backend,
-            &inputs,
+            &self.inputs,
             num_tokens,
             &mut self.ws,
             &mut self.kv,
         );
+        let vocab = self.model.dims.vocab_size;
         let mut logits = std::mem::take(&mut self.spare_logits);
-        self.model
-            .compute_logits(&self.backend, &mut self.ws, &self.logit_rows, &mut logits)?;
+        let mut sampled = None;
+        if let Some(params) = sampling {
+            // One logits row per sampling request, in request order.
+            self.row_params.clear();
+            for (i, r) in rows.iter().enumerate() {
+                if r.start < r.end {
+                    self.row_params.push_row_of(params, i);
+                }
+            }
+            anyhow::ensure!(
+                self.row_params.len() == self.logit_rows.len(),
+                "device sampling: {} parameter rows for {} logits rows",
+                self.row_params.len(),
+                self.logit_rows.len()
+            );
+            self.tokens.clear();
+            let (row_params, tokens) = (&self.row_params, &mut self.tokens);
+            let mut chunk_params = SamplingRows::default();
+            self.model.for_logits_chunks(
+                &self.backend,
+                &mut self.ws,
+                &self.logit_rows,
+                |backend, chunk_logits, first, len| {
+                    chunk_params.clear();
+                    (first..first + len).for_each(|j| chunk_params.push_row_of(row_params, j));
+                    backend.sample(chunk_logits, vocab, &chunk_params, tokens)
+                },
+            )?;
+            logits.clear();
+            sampled = Some(per_request(&rows, &self.tokens));
+        } else {
+            self.model.compute_logits(
+                &self.backend,
+                &mut self.ws,
+                &self.logit_rows,
+                &mut logits,
+            )?;
+        }
         Ok(StepLogits {
-            vocab_size: self.model.dims.vocab_size,
+            vocab_size: vocab,
             logits,
             rows,
+            sampled,
         })
+    }
+
+    fn samples_on_device(&self) -> bool {
+        self.backend.samples_on_device()
     }
 
     fn device_name(&self) -> String {
@@ -138,4 +419,15 @@ impl<B: Backend> Runner for ModelRunner<B> {
     fn recycle(&mut self, logits: StepLogits) {
         self.spare_logits = logits.logits;
     }
+}
+
+/// Per request, the token of its logits row (`tokens` in row order).
+fn per_request(rows: &[Range<usize>], tokens: &[u32]) -> Vec<Option<u32>> {
+    rows.iter()
+        .map(|r| {
+            (r.start < r.end)
+                .then(|| tokens.get(r.end - 1).copied())
+                .flatten()
+        })
+        .collect()
 }

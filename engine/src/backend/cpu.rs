@@ -1,8 +1,10 @@
 //! The CPU backend: f32 buffers and the kernels of `pagoda_kernels::cpu`.
 
-use super::{AttentionDims, Backend, ForwardBatch};
+use super::{AttentionDims, Backend, ForwardBatch, InputLimits, SamplingRows};
+use crate::sampler;
 use crate::weights::HostTensor;
 use pagoda_kernels::cpu;
+use rayon::prelude::*;
 
 #[derive(Debug, Default)]
 pub struct CpuBackend;
@@ -17,6 +19,7 @@ impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
     type Rope = cpu::RotaryCache;
     type Inputs = ForwardBatch;
+    type Graph = ();
 
     fn device_name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -47,8 +50,17 @@ impl Backend for CpuBackend {
         ))
     }
 
-    fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<ForwardBatch> {
-        Ok(batch.clone())
+    fn alloc_inputs(&self, _limits: InputLimits) -> anyhow::Result<ForwardBatch> {
+        Ok(ForwardBatch::default())
+    }
+
+    fn prepare_inputs(
+        &mut self,
+        batch: &ForwardBatch,
+        inputs: &mut ForwardBatch,
+    ) -> anyhow::Result<()> {
+        inputs.clone_from(batch);
+        Ok(())
     }
 
     fn embedding(
@@ -221,6 +233,47 @@ impl Backend for CpuBackend {
             anyhow::ensure!(src + dim <= x.len(), "gather_rows: row {r} out of range");
             out[i * dim..(i + 1) * dim].copy_from_slice(&x[src..src + dim]);
         }
+        Ok(())
+    }
+
+    /// Rows sampled in place of the engine's host sampler (same rules and
+    /// draws), skipping the copy of the logits out of the workspace.
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn sample(
+        &self,
+        logits: &Vec<f32>,
+        vocab: usize,
+        params: &SamplingRows,
+        out: &mut Vec<u32>,
+    ) -> anyhow::Result<()> {
+        let rows = params.len();
+        anyhow::ensure!(
+            rows * vocab <= logits.len(),
+            "sample: {rows} rows of {vocab} exceed the logits"
+        );
+        let tokens: Vec<u32> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                let t = params.temperature[r];
+                if t < 1e-5 {
+                    sampler::argmax(row)
+                } else {
+                    let mut scaled = row.to_vec();
+                    let (k, p, m, u) = (
+                        params.top_k[r],
+                        params.top_p[r],
+                        params.min_p[r],
+                        params.uniform[r],
+                    );
+                    sampler::sample_scaled(&mut scaled, t, k, p, m, u)
+                }
+            })
+            .collect();
+        out.extend_from_slice(&tokens);
         Ok(())
     }
 

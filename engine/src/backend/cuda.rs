@@ -1,22 +1,26 @@
 //! The CUDA backend: bf16 buffers on one device and the kernels of
 //! `pagoda_kernels::cuda` (f32 accumulation inside every kernel and GEMM).
 //!
+//! Batch metadata lives in buffers allocated once (`alloc_inputs`) and
+//! refilled each step, so recorded graphs keep valid addresses.
+//!
 //! Status: compiled, never run on a GPU. The op methods of [`Backend`]
 //! return `()`, so a failed launch is recorded here (the first error wins)
 //! and returned by the next fallible call (`prepare_inputs`, `gather_rows`,
 //! `to_host`): a CUDA failure becomes an engine error, never a panic.
 
-use super::{AttentionDims, Backend, ForwardBatch};
+use super::{AttentionDims, Backend, ForwardBatch, InputLimits, SamplingRows};
 use crate::weights::HostTensor;
 use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
 use pagoda_kernels::cuda::{
     AttentionMetadata, AttentionShape, AttentionWorkspace, CudaError, CudaKernels, CudaRope,
-    CudaSlice,
+    CudaSlice, DeviceGraph, SamplingTensors,
 };
 use parking_lot::Mutex;
 
-/// One step's batch metadata on the device.
+/// One step's batch metadata on the device, in buffers sized for the
+/// largest step; the sizes say how much of each the step uses.
 pub struct CudaInputs {
     pub token_ids: CudaSlice<u32>,
     pub positions: CudaSlice<u32>,
@@ -29,8 +33,9 @@ pub struct CudaInputs {
     pub num_seqs: usize,
     /// Sequences with exactly one new token this step.
     pub num_decodes: usize,
-    /// The longest `seq_len` of the step (bounds the decode grid).
+    /// Bounds every `seq_len` of the step (sizes the decode grid).
     pub max_seq_len: usize,
+    limits: InputLimits,
 }
 
 /// The attention workspace and the head layout `(num_heads, num_kv_heads,
@@ -43,6 +48,8 @@ struct Attention {
 pub struct CudaBackend {
     kernels: CudaKernels,
     attention: Mutex<Attention>,
+    /// f32 logits for the sampler, grown to the largest step seen.
+    sampling_logits: Mutex<Option<CudaSlice<f32>>>,
     /// The first failure of an op since the last fallible call.
     error: Mutex<Option<String>>,
 }
@@ -65,6 +72,7 @@ impl CudaBackend {
                 heads: (dims.num_heads, dims.num_kv_heads, dims.head_dim),
                 ws,
             }),
+            sampling_logits: Mutex::new(None),
             error: Mutex::new(None),
         })
     }
@@ -105,6 +113,39 @@ impl CudaBackend {
         };
         r.map_err(|e| anyhow::anyhow!("CUDA upload: {e}"))
     }
+
+    /// A zeroed metadata buffer of `len` (at least one) elements.
+    fn alloc_meta<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> anyhow::Result<CudaSlice<T>> {
+        self.kernels
+            .alloc_zeros(len.max(1))
+            .map_err(|e| anyhow::anyhow!("CUDA alloc of step metadata: {e}"))
+    }
+}
+
+/// Copies `data` into the front of `dst`, refusing (not panicking) when it
+/// does not fit.
+fn copy_into<T: cudarc::driver::DeviceRepr>(
+    kernels: &CudaKernels,
+    name: &str,
+    data: &[T],
+    dst: &mut CudaSlice<T>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data.len() <= dst.len(),
+        "step metadata {name}: {} elements, room for {}",
+        data.len(),
+        dst.len()
+    );
+    if data.is_empty() {
+        return Ok(());
+    }
+    kernels
+        .stream()
+        .memcpy_htod(data, &mut dst.slice_mut(..data.len()))
+        .map_err(|e| anyhow::anyhow!("CUDA copy of {name}: {e}"))
 }
 
 fn attention_shape(dims: &AttentionDims) -> AttentionShape {
@@ -123,6 +164,7 @@ impl Backend for CudaBackend {
     type Tensor = CudaSlice<bf16>;
     type Rope = CudaRope;
     type Inputs = CudaInputs;
+    type Graph = DeviceGraph;
 
     fn device_name(&self) -> String {
         let i = self.kernels.info();
@@ -160,28 +202,99 @@ impl Backend for CudaBackend {
         CudaRope::new(&self.kernels, &cache).map_err(|e| anyhow::anyhow!("CUDA rope: {e}"))
     }
 
-    fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<CudaInputs> {
+    fn alloc_inputs(&self, limits: InputLimits) -> anyhow::Result<CudaInputs> {
+        let (t, n) = (limits.max_tokens, limits.max_seqs);
+        Ok(CudaInputs {
+            token_ids: self.alloc_meta(t)?,
+            positions: self.alloc_meta(t)?,
+            slot_mapping: self.alloc_meta(t)?,
+            query_start_loc: self.alloc_meta(n + 1)?,
+            seq_lens: self.alloc_meta(n)?,
+            block_tables: self.alloc_meta(n * limits.max_blocks_per_seq)?,
+            max_blocks_per_seq: 0,
+            num_tokens: 0,
+            num_seqs: 0,
+            num_decodes: 0,
+            max_seq_len: 0,
+            limits,
+        })
+    }
+
+    fn prepare_inputs(
+        &mut self,
+        batch: &ForwardBatch,
+        inputs: &mut CudaInputs,
+    ) -> anyhow::Result<()> {
         self.check()?;
-        let num_seqs = batch.num_seqs();
-        let num_decodes = batch
+        let l = inputs.limits;
+        anyhow::ensure!(
+            batch.num_tokens() <= l.max_tokens
+                && batch.num_seqs() <= l.max_seqs
+                && batch.max_blocks_per_seq <= l.max_blocks_per_seq,
+            "a step of {} tokens, {} sequences and {} blocks per sequence exceeds the metadata \
+             buffers ({l:?})",
+            batch.num_tokens(),
+            batch.num_seqs(),
+            batch.max_blocks_per_seq
+        );
+        let k = &self.kernels;
+        copy_into(k, "token_ids", &batch.token_ids, &mut inputs.token_ids)?;
+        copy_into(k, "positions", &batch.positions, &mut inputs.positions)?;
+        copy_into(
+            k,
+            "slot_mapping",
+            &batch.slot_mapping,
+            &mut inputs.slot_mapping,
+        )?;
+        copy_into(
+            k,
+            "query_start_loc",
+            &batch.query_start_loc,
+            &mut inputs.query_start_loc,
+        )?;
+        copy_into(k, "seq_lens", &batch.seq_lens, &mut inputs.seq_lens)?;
+        copy_into(
+            k,
+            "block_tables",
+            &batch.block_tables,
+            &mut inputs.block_tables,
+        )?;
+        inputs.num_decodes = batch
             .query_start_loc
             .windows(2)
             .filter(|w| w[1].saturating_sub(w[0]) == 1)
             .count();
-        let max_seq_len = batch.seq_lens.iter().copied().max().unwrap_or(0) as usize;
-        Ok(CudaInputs {
-            token_ids: self.upload(&batch.token_ids)?,
-            positions: self.upload(&batch.positions)?,
-            slot_mapping: self.upload(&batch.slot_mapping)?,
-            query_start_loc: self.upload(&batch.query_start_loc)?,
-            seq_lens: self.upload(&batch.seq_lens)?,
-            block_tables: self.upload(&batch.block_tables)?,
-            max_blocks_per_seq: batch.max_blocks_per_seq,
-            num_tokens: batch.num_tokens(),
-            num_seqs,
-            num_decodes,
-            max_seq_len,
-        })
+        let longest = batch.seq_lens.iter().copied().max().unwrap_or(0) as usize;
+        inputs.max_seq_len = batch.max_seq_len.max(longest);
+        inputs.max_blocks_per_seq = batch.max_blocks_per_seq;
+        inputs.num_tokens = batch.num_tokens();
+        inputs.num_seqs = batch.num_seqs();
+        Ok(())
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> anyhow::Result<()> {
+        self.check()?;
+        self.kernels
+            .begin_capture()
+            .map_err(|e| anyhow::anyhow!("CUDA graph capture: {e}"))
+    }
+
+    fn end_capture(&self) -> anyhow::Result<DeviceGraph> {
+        let graph = self.kernels.end_capture();
+        // A launch that failed while recording makes the graph unusable.
+        self.check()?;
+        graph.map_err(|e| anyhow::anyhow!("CUDA graph capture: {e}"))
+    }
+
+    fn replay(&self, graph: &DeviceGraph) -> anyhow::Result<()> {
+        self.check()?;
+        graph
+            .replay()
+            .map_err(|e| anyhow::anyhow!("CUDA graph replay: {e}"))
     }
 
     fn embedding(
@@ -393,6 +506,60 @@ impl Backend for CudaBackend {
         self.kernels
             .gather_rows(x, &indices, out, rows.len(), dim)
             .map_err(|e| anyhow::anyhow!("CUDA gather_rows: {e}"))
+    }
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn sample(
+        &self,
+        logits: &CudaSlice<bf16>,
+        vocab: usize,
+        params: &SamplingRows,
+        out: &mut Vec<u32>,
+    ) -> anyhow::Result<()> {
+        self.check()?;
+        let rows = params.len();
+        if rows == 0 {
+            return Ok(());
+        }
+        let n = rows * vocab;
+        anyhow::ensure!(
+            n <= logits.len(),
+            "sample: {rows} rows of {vocab} exceed the logits"
+        );
+        let cuda = |e: CudaError| anyhow::anyhow!("CUDA sampling: {e}");
+        let mut scratch = self.sampling_logits.lock();
+        if scratch.as_ref().is_none_or(|s| s.len() < n) {
+            *scratch = None;
+            *scratch = Some(self.kernels.alloc_zeros::<f32>(n).map_err(cuda)?);
+        }
+        let Some(wide) = scratch.as_mut() else {
+            anyhow::bail!("sampling buffer missing");
+        };
+        self.kernels
+            .convert::<bf16, f32>(logits, wide, n)
+            .map_err(cuda)?;
+        let temperature = self.upload(&params.temperature)?;
+        let top_k = self.upload(&params.top_k)?;
+        let top_p = self.upload(&params.top_p)?;
+        let min_p = self.upload(&params.min_p)?;
+        let uniform = self.upload(&params.uniform)?;
+        let tensors = SamplingTensors {
+            temperature: &temperature,
+            top_k: &top_k,
+            top_p: &top_p,
+            min_p: &min_p,
+            uniform: &uniform,
+        };
+        let mut tokens = self.kernels.alloc_zeros::<u32>(rows).map_err(cuda)?;
+        self.kernels
+            .sample_tokens(&*wide, rows, vocab, &tensors, &mut tokens)
+            .map_err(cuda)?;
+        let host = self.kernels.download(&tokens).map_err(cuda)?;
+        out.extend_from_slice(&host);
+        Ok(())
     }
 
     fn to_host(&self, x: &CudaSlice<bf16>, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()> {

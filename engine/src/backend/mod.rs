@@ -12,7 +12,7 @@ pub mod cuda;
 use crate::weights::HostTensor;
 
 /// One step's flat batch, on the host (vLLM v1's varlen layout).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ForwardBatch {
     /// Every token computed this step, request after request.
     pub token_ids: Vec<u32>,
@@ -26,6 +26,10 @@ pub struct ForwardBatch {
     /// `[num_seqs, max_blocks_per_seq]`, padded with the null block 0.
     pub block_tables: Vec<u32>,
     pub max_blocks_per_seq: usize,
+    /// Bounds every `seq_len` (sizes the GPU's decode grid): the step's
+    /// longest sequence, or the model's max length in a graph step, whose
+    /// launch shapes must not depend on the batch.
+    pub max_seq_len: usize,
 }
 
 impl ForwardBatch {
@@ -45,7 +49,112 @@ impl ForwardBatch {
         self.seq_lens.clear();
         self.block_tables.clear();
         self.max_blocks_per_seq = 0;
+        self.max_seq_len = 0;
     }
+
+    /// Whether every sequence computes exactly one token (a graph-able step).
+    pub fn is_pure_decode(&self) -> bool {
+        self.num_seqs() > 0 && self.num_tokens() == self.num_seqs()
+    }
+
+    /// Pads a pure-decode batch to `size` sequences with vLLM's padding
+    /// rows: token 0 at position 0, slot -1 (nothing written to the KV
+    /// cache), `seq_len` 0 (attention reads nothing) and a block-table row
+    /// of null blocks. Block tables are re-laid with `max_blocks_per_seq`
+    /// columns and `max_seq_len` is set, so the launch shapes of the step
+    /// depend on `size` only.
+    pub fn pad_decodes(&mut self, size: usize, max_blocks_per_seq: usize, max_seq_len: usize) {
+        debug_assert!(self.is_pure_decode() || self.num_seqs() == 0);
+        let n = self.num_seqs();
+        debug_assert!(size >= n && max_blocks_per_seq >= self.max_blocks_per_seq);
+        if max_blocks_per_seq != self.max_blocks_per_seq {
+            let old = std::mem::take(&mut self.block_tables);
+            let width = self.max_blocks_per_seq;
+            self.block_tables = Vec::with_capacity(size * max_blocks_per_seq);
+            for row in old.chunks_exact(width.max(1)).take(n) {
+                self.block_tables.extend_from_slice(row);
+                self.block_tables
+                    .resize(self.block_tables.len() + max_blocks_per_seq - width, 0);
+            }
+            self.max_blocks_per_seq = max_blocks_per_seq;
+        }
+        if self.query_start_loc.is_empty() {
+            self.query_start_loc.push(0);
+        }
+        for _ in n..size {
+            self.token_ids.push(0);
+            self.positions.push(0);
+            self.slot_mapping.push(-1);
+            let last = *self.query_start_loc.last().unwrap_or(&0);
+            self.query_start_loc.push(last + 1);
+            self.seq_lens.push(0);
+        }
+        self.block_tables.resize(size * max_blocks_per_seq, 0);
+        self.max_seq_len = max_seq_len;
+    }
+}
+
+/// Per-row parameters for sampling on the device, in logits-row order
+/// (rows with no logits processors and no logprobs; see `LlmEngine`).
+/// `uniform` is the row's draw from its request's seeded generator, so a
+/// request samples as it would on the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingRows {
+    pub temperature: Vec<f32>,
+    pub top_k: Vec<i32>,
+    pub top_p: Vec<f32>,
+    pub min_p: Vec<f32>,
+    pub uniform: Vec<f32>,
+}
+
+impl SamplingRows {
+    pub fn len(&self) -> usize {
+        self.temperature.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.temperature.is_empty()
+    }
+
+    pub fn push(&mut self, temperature: f32, top_k: i32, top_p: f32, min_p: f32, uniform: f32) {
+        self.temperature.push(temperature);
+        self.top_k.push(top_k);
+        self.top_p.push(top_p);
+        self.min_p.push(min_p);
+        self.uniform.push(uniform);
+    }
+
+    /// A greedy row (for rows whose token is not used).
+    pub fn push_greedy(&mut self) {
+        self.push(0.0, 0, 1.0, 0.0, 0.0);
+    }
+
+    /// Appends row `i` of `other`.
+    pub fn push_row_of(&mut self, other: &SamplingRows, i: usize) {
+        self.push(
+            other.temperature[i],
+            other.top_k[i],
+            other.top_p[i],
+            other.min_p[i],
+            other.uniform[i],
+        );
+    }
+
+    pub fn clear(&mut self) {
+        self.temperature.clear();
+        self.top_k.clear();
+        self.top_p.clear();
+        self.min_p.clear();
+        self.uniform.clear();
+    }
+}
+
+/// The largest step `Inputs` must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    pub max_tokens: usize,
+    pub max_seqs: usize,
+    pub max_blocks_per_seq: usize,
 }
 
 /// Shapes of the attention call.
@@ -64,8 +173,11 @@ pub trait Backend: Send + 'static {
     type Tensor: Send;
     /// Precomputed rotary cos/sin table.
     type Rope: Send;
-    /// One step's batch metadata, resident where the kernels read it.
+    /// One step's batch metadata, resident where the kernels read it,
+    /// allocated once for the largest step (fixed addresses for graphs).
     type Inputs: Send;
+    /// A recorded sequence of ops replayed as one (CUDA graphs).
+    type Graph: Send;
 
     /// Human-readable device name, for logs and /metrics.
     fn device_name(&self) -> String;
@@ -81,7 +193,32 @@ pub trait Backend: Send + 'static {
         max_position: usize,
         attention_scaling: f32,
     ) -> anyhow::Result<Self::Rope>;
-    fn prepare_inputs(&mut self, batch: &ForwardBatch) -> anyhow::Result<Self::Inputs>;
+    /// Metadata buffers for steps of up to these sizes.
+    fn alloc_inputs(&self, limits: InputLimits) -> anyhow::Result<Self::Inputs>;
+    /// Copies one step's batch into `inputs` (ordered before the step's ops).
+    fn prepare_inputs(
+        &mut self,
+        batch: &ForwardBatch,
+        inputs: &mut Self::Inputs,
+    ) -> anyhow::Result<()>;
+
+    /// Whether `begin_capture` / `end_capture` / `replay` are available.
+    fn supports_graphs(&self) -> bool {
+        false
+    }
+    /// Starts recording the ops issued until `end_capture` instead of
+    /// running them.
+    fn begin_capture(&self) -> anyhow::Result<()> {
+        anyhow::bail!("{} cannot record graphs", self.device_name())
+    }
+    /// Ends the recording (always, even after a failed op) and returns it.
+    fn end_capture(&self) -> anyhow::Result<Self::Graph> {
+        anyhow::bail!("{} cannot record graphs", self.device_name())
+    }
+    /// Runs a recorded graph over the buffers it was recorded with.
+    fn replay(&self, _graph: &Self::Graph) -> anyhow::Result<()> {
+        anyhow::bail!("{} cannot replay graphs", self.device_name())
+    }
 
     /// `out[t] = table[token_ids[t]]`.
     fn embedding(
@@ -190,7 +327,82 @@ pub trait Backend: Send + 'static {
         out: &mut Self::Tensor,
         dim: usize,
     ) -> anyhow::Result<()>;
+    /// Whether `sample` works: only token ids then come back to the host.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+    /// Appends one token per row of the first `params.len()` rows of
+    /// `logits` (`[rows, vocab]`) to `out`.
+    fn sample(
+        &self,
+        _logits: &Self::Tensor,
+        _vocab: usize,
+        _params: &SamplingRows,
+        _out: &mut Vec<u32>,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("{} samples on the host", self.device_name())
+    }
     /// Appends the first `len` elements, as f32, to `out` (a buffer the
     /// caller reuses: fresh multi-megabyte vectors page-fault every step).
     fn to_host(&self, x: &Self::Tensor, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two decodes: seq 0 at position 5 (blocks [3]), seq 1 at 17 (blocks [4, 7]).
+    fn two_decodes() -> ForwardBatch {
+        ForwardBatch {
+            token_ids: vec![11, 12],
+            positions: vec![5, 17],
+            slot_mapping: vec![3 * 16 + 5, 7 * 16 + 1],
+            query_start_loc: vec![0, 1, 2],
+            seq_lens: vec![6, 18],
+            block_tables: vec![3, 0, 4, 7],
+            max_blocks_per_seq: 2,
+            max_seq_len: 18,
+        }
+    }
+
+    #[test]
+    fn padding_adds_null_rows_and_widens_block_tables() {
+        let mut b = two_decodes();
+        assert!(b.is_pure_decode());
+        b.pad_decodes(4, 3, 64);
+        assert_eq!(b.token_ids, vec![11, 12, 0, 0]);
+        assert_eq!(b.positions, vec![5, 17, 0, 0]);
+        assert_eq!(b.slot_mapping, vec![53, 113, -1, -1]);
+        assert_eq!(b.query_start_loc, vec![0, 1, 2, 3, 4]);
+        assert_eq!(b.seq_lens, vec![6, 18, 0, 0]);
+        assert_eq!(b.block_tables, vec![3, 0, 0, 4, 7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((b.max_blocks_per_seq, b.max_seq_len), (3, 64));
+        assert!(b.is_pure_decode());
+    }
+
+    #[test]
+    fn padding_to_the_same_size_only_fixes_the_shapes() {
+        let mut b = two_decodes();
+        b.pad_decodes(2, 2, 32);
+        let mut want = two_decodes();
+        want.max_seq_len = 32;
+        assert_eq!(b, want);
+        let mut empty = ForwardBatch::default();
+        empty.pad_decodes(1, 1, 8);
+        assert_eq!(empty.query_start_loc, vec![0, 1]);
+        assert_eq!(empty.block_tables, vec![0]);
+        assert!(empty.is_pure_decode());
+    }
+
+    #[test]
+    fn a_prefill_is_not_a_pure_decode() {
+        let b = ForwardBatch {
+            token_ids: vec![1, 2, 3],
+            query_start_loc: vec![0, 3],
+            seq_lens: vec![3],
+            ..ForwardBatch::default()
+        };
+        assert!(!b.is_pure_decode());
+        assert!(!ForwardBatch::default().is_pure_decode());
+    }
 }

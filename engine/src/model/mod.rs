@@ -214,6 +214,30 @@ impl<B: Backend> DecoderModel<B> {
         );
     }
 
+    /// The LM head's weight (the embedding when tied).
+    fn lm_head(&self) -> &B::Tensor {
+        self.weights
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.weights.embed_tokens)
+    }
+
+    /// The LM head over the first `rows` rows of `ws.hidden`, into
+    /// `ws.logits` on the device (the decode path: every row samples, so no
+    /// gather; the ops a decode graph records end here).
+    pub fn lm_head_dense(&self, backend: &B, ws: &mut Workspace<B>, rows: usize) {
+        let d = self.dims;
+        debug_assert!(rows <= ws.max_logits_rows);
+        backend.matmul(
+            &ws.hidden,
+            self.lm_head(),
+            &mut ws.logits,
+            rows,
+            d.hidden,
+            d.vocab_size,
+        );
+    }
+
     /// Logits (f32, on the host) of the given token rows of `ws.hidden`,
     /// computed in chunks that fit the workspace, into `logits` (cleared first).
     pub fn compute_logits(
@@ -223,14 +247,26 @@ impl<B: Backend> DecoderModel<B> {
         rows: &[u32],
         logits: &mut Vec<f32>,
     ) -> anyhow::Result<()> {
-        let d = self.dims;
-        let lm_head = self
-            .weights
-            .lm_head
-            .as_ref()
-            .unwrap_or(&self.weights.embed_tokens);
         logits.clear();
-        for chunk in rows.chunks(ws.max_logits_rows) {
+        let vocab = self.dims.vocab_size;
+        self.for_logits_chunks(backend, ws, rows, |backend, chunk_logits, _, len| {
+            backend.to_host(chunk_logits, len * vocab, logits)
+        })
+    }
+
+    /// Runs the LM head over the given token rows of `ws.hidden` in chunks
+    /// that fit the workspace, handing each chunk's logits (on the device)
+    /// to `f` with the chunk's first row index into `rows` and its length.
+    pub fn for_logits_chunks(
+        &self,
+        backend: &B,
+        ws: &mut Workspace<B>,
+        rows: &[u32],
+        mut f: impl FnMut(&B, &B::Tensor, usize, usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let d = self.dims;
+        let lm_head = self.lm_head();
+        for (c, chunk) in rows.chunks(ws.max_logits_rows).enumerate() {
             backend.gather_rows(&ws.hidden, chunk, &mut ws.logits_hidden, d.hidden)?;
             backend.matmul(
                 &ws.logits_hidden,
@@ -240,7 +276,7 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.vocab_size,
             );
-            backend.to_host(&ws.logits, chunk.len() * d.vocab_size, logits)?;
+            f(backend, &ws.logits, c * ws.max_logits_rows, chunk.len())?;
         }
         Ok(())
     }

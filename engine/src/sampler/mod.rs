@@ -48,13 +48,33 @@ pub fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Samp
     let token_id = if params.is_greedy() {
         argmax(&logits)
     } else {
-        let inv_t = 1.0 / params.temperature;
-        logits.iter_mut().for_each(|l| *l *= inv_t);
         let u: f32 = rng.random();
-        top_k_top_p::sample(&logits, params.top_k, params.top_p, params.min_p, u)
+        sample_scaled(
+            &mut logits,
+            params.temperature,
+            params.top_k,
+            params.top_p,
+            params.min_p,
+            u,
+        )
     };
     let logprobs = params.logprobs.map(|k| top_logprobs(raw, token_id, k));
     Sampled { token_id, logprobs }
+}
+
+/// Temperature-scales `logits` in place, then draws one token under
+/// min-p / top-k / top-p with the uniform draw `u` (a non-greedy row).
+pub fn sample_scaled(
+    logits: &mut [f32],
+    temperature: f32,
+    top_k: i32,
+    top_p: f32,
+    min_p: f32,
+    u: f32,
+) -> u32 {
+    let inv_t = 1.0 / temperature;
+    logits.iter_mut().for_each(|l| *l *= inv_t);
+    top_k_top_p::sample(logits, top_k, top_p, min_p, u)
 }
 
 #[cfg(test)]

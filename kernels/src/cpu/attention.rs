@@ -76,6 +76,14 @@ fn paged_attention_with(
     validate(q, key_cache, value_cache, params, out);
     let p = params;
     let d = p.head_dim;
+    // Padding rows (vLLM's padded decode batches: `seq_len` 0) attend to
+    // nothing and read nothing; their output is zero.
+    for (seq, w) in p.query_start_loc.windows(2).enumerate() {
+        if p.seq_lens[seq] == 0 {
+            let row = p.num_heads * d;
+            out[w[0] as usize * row..w[1] as usize * row].fill(0.0);
+        }
+    }
     let group = p.num_heads / p.num_kv_heads;
     // Widest items first (every head of a token: a block's K/V slots are then
     // read as one contiguous run); narrower ones while the pool would idle.
@@ -124,6 +132,9 @@ fn plan(p: &PagedAttentionParams<'_>, heads_per_item: usize) -> Vec<WorkItem> {
     let mut items = Vec::new();
     for (seq, w) in p.query_start_loc.windows(2).enumerate() {
         let (start, end) = (w[0] as usize, w[1] as usize);
+        if p.seq_lens[seq] == 0 {
+            continue; // a padding row: zeroed by the caller
+        }
         let pos_start = p.seq_lens[seq] as usize - (end - start);
         for h0 in (0..p.num_heads).step_by(heads_per_item) {
             for t0 in (start..end).step_by(tokens_per_item) {
@@ -201,10 +212,10 @@ fn validate(
         );
         let (q_len, seq_len) = ((qsl[s + 1] - qsl[s]) as usize, p.seq_lens[s] as usize);
         assert!(
-            q_len <= seq_len,
+            q_len <= seq_len || seq_len == 0,
             "paged_attention: sequence {s} has {q_len} new tokens > seq_len {seq_len}"
         );
-        if q_len == 0 {
+        if q_len == 0 || seq_len == 0 {
             continue;
         }
         let needed = seq_len.div_ceil(p.block_size);
@@ -725,6 +736,23 @@ mod tests {
             &p,
             &mut vec![0.0; case.q.len()],
         );
+    }
+
+    /// Padding rows of a padded decode batch (`seq_len` 0, null block
+    /// table) come out zero and leave the other rows as they were.
+    #[test]
+    fn padding_rows_are_zero_and_change_nothing_else() {
+        let mut case = Case::new(9, 3, 64, 16, &[(1, 17), (1, 33), (1, 5)], 9);
+        let want = case.naive();
+        case.seq_lens[2] = 0;
+        let width = case.max_blocks;
+        case.tables[2 * width..3 * width].fill(0);
+        let row = 9 * 64;
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            let got = case.run(isa);
+            assert_close(&got[..2 * row], &want[..2 * row], 1e-4, 2e-5, "real rows");
+            assert!(got[2 * row..].iter().all(|&v| v == 0.0), "{isa:?}");
+        }
     }
 
     #[test]

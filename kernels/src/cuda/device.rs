@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -53,8 +54,12 @@ pub struct CudaKernels {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS's workspace, set explicitly so that a GEMM never allocates
+    /// (an allocation inside CUDA graph capture fails the capture).
+    _blas_workspace: CudaSlice<u8>,
     modules: HashMap<String, Arc<CudaModule>>,
-    functions: RwLock<HashMap<String, CudaFunction>>,
+    /// Loaded functions and the dynamic shared memory each may use.
+    functions: RwLock<HashMap<String, (CudaFunction, usize)>>,
     info: DeviceInfo,
 }
 
@@ -126,10 +131,12 @@ impl CudaKernels {
         }
         let blas =
             CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas(format!("{e:?}")))?;
+        let blas_workspace = set_blas_workspace(&blas, &stream)?;
         Ok(Self {
             ctx,
             stream,
             blas,
+            _blas_workspace: blas_workspace,
             modules,
             functions: RwLock::new(HashMap::new()),
             info,
@@ -193,13 +200,16 @@ impl CudaKernels {
         smem_bytes: usize,
     ) -> Result<CudaFunction, CudaError> {
         let key = format!("{unit}/{name}");
-        if let Some(f) = self
+        // A cached function whose opt-in limit already covers this launch.
+        if let Some((f, limit)) = self
             .functions
             .read()
             .ok()
             .and_then(|m| m.get(&key).cloned())
         {
-            return Ok(f);
+            if smem_bytes <= limit.max(DEFAULT_SMEM_LIMIT) {
+                return Ok(f);
+            }
         }
         let module = self.modules.get(unit).ok_or_else(|| {
             CudaError::invalid(
@@ -208,6 +218,9 @@ impl CudaKernels {
             )
         })?;
         let f = module.load_function(name)?;
+        // Opt in to the largest amount this kernel may need (one split-K
+        // plan may need more than the last), so the limit is raised once.
+        let mut limit = DEFAULT_SMEM_LIMIT;
         if smem_bytes > DEFAULT_SMEM_LIMIT {
             if smem_bytes > self.info.max_smem_optin {
                 return Err(CudaError::invalid(
@@ -218,16 +231,43 @@ impl CudaKernels {
                     ),
                 ));
             }
+            limit = self.info.max_smem_optin;
             f.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem_bytes as i32,
+                limit as i32,
             )?;
         }
         if let Ok(mut m) = self.functions.write() {
-            m.insert(key, f.clone());
+            m.insert(key, (f.clone(), limit));
         }
         Ok(f)
     }
+}
+
+/// Bytes of the cuBLAS workspace: NVIDIA recommends 32 MiB on Hopper.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// Gives cuBLAS a fixed workspace on `stream`.
+fn set_blas_workspace(
+    blas: &CudaBlas,
+    stream: &Arc<CudaStream>,
+) -> Result<CudaSlice<u8>, CudaError> {
+    let ws = stream.alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)?;
+    let (ptr, _guard) = ws.device_ptr(stream);
+    // SAFETY: the handle is live; `ws` outlives it (both owned by CudaKernels,
+    // the handle declared first so it is destroyed first).
+    let status = unsafe {
+        cudarc::cublas::sys::cublasSetWorkspace_v2(
+            *blas.handle(),
+            ptr as *mut std::ffi::c_void,
+            BLAS_WORKSPACE_BYTES,
+        )
+    };
+    if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        return Err(CudaError::Cublas(format!("cublasSetWorkspace: {status:?}")));
+    }
+    drop(_guard);
+    Ok(ws)
 }
 
 #[cfg(test)]

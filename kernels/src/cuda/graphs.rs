@@ -1,6 +1,48 @@
-//! CUDA graph batch-size buckets, as vLLM chooses them: decode steps are
-//! padded up to the nearest captured size and replay that graph; a batch
-//! larger than the largest captured size runs eagerly.
+//! CUDA graphs: decode steps are padded up to the nearest captured batch
+//! size and replay that graph (vLLM's buckets); a batch larger than the
+//! largest captured size runs eagerly. Capture and replay live here too.
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
+
+use super::{CudaError, CudaKernels};
+
+/// A captured, instantiated graph of this device's stream.
+pub struct DeviceGraph(CudaGraph);
+
+// SAFETY: a graph is used by one thread at a time: it is owned by the model
+// runner, which only the engine thread drives (CUDA requires external
+// synchronization, not thread affinity).
+unsafe impl Send for DeviceGraph {}
+
+impl DeviceGraph {
+    /// Queues the whole graph on the stream it was captured from.
+    pub fn replay(&self) -> Result<(), CudaError> {
+        Ok(self.0.launch()?)
+    }
+}
+
+impl CudaKernels {
+    /// Starts recording this device's stream. Thread-local mode: a call of
+    /// this thread that is illegal during capture (an allocation, a
+    /// synchronous copy) fails the capture rather than running uncaptured.
+    pub fn begin_capture(&self) -> Result<(), CudaError> {
+        Ok(self
+            .stream()
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?)
+    }
+
+    /// Ends the recording and instantiates it. Always ends the capture, so
+    /// the stream is usable again whatever happened while recording.
+    pub fn end_capture(&self) -> Result<DeviceGraph, CudaError> {
+        let graph = self
+            .stream()
+            .end_capture(CUgraphInstantiate_flags(0))?
+            .ok_or_else(|| CudaError::invalid("graph capture", "nothing was captured"))?;
+        graph.upload()?;
+        Ok(DeviceGraph(graph))
+    }
+}
 
 /// vLLM's default capture sizes: 1, 2, 4, then every 8 up to 256, then every
 /// 16, up to `max_capture_size` (vLLM: min(2 * max_num_seqs, 512)); never

@@ -32,6 +32,7 @@ pub use attention::{AttentionMetadata, AttentionShape, AttentionWorkspace};
 pub use device::{device_count, CudaKernels, DeviceInfo};
 pub use dtype::{kernel_name, CudaDType, Half16};
 pub use error::CudaError;
+pub use graphs::DeviceGraph;
 pub use rotary::CudaRope;
 pub use sampling::{CsrRows, SamplingTensors};
 
