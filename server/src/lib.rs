@@ -9,6 +9,7 @@ pub mod default_model;
 pub mod error;
 pub mod generate;
 pub mod generation;
+pub mod gpu_metrics;
 pub mod json_body;
 pub mod logprobs;
 pub mod metrics;

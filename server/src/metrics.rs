@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::gpu_metrics::GpuReading;
+
 /// The content type of the exposition (`encode` writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -69,10 +71,34 @@ pub struct Metrics {
     request_queue_time: Histogram,
     /// Serializes scrape-time updates so two scrapes never add a delta twice.
     update_lock: Mutex<()>,
+    /// Present when the engine runs on a GPU that NVML can read.
+    gpu: Option<GpuGauges>,
+}
+
+/// The GPU's gauges (f64: bytes fit exactly below 2^53; a failed reading
+/// sets NaN, Prometheus's "unknown", rather than keeping a stale value).
+#[derive(Default)]
+struct GpuGauges {
+    memory_used_bytes: Gauge<f64, AtomicU64>,
+    memory_total_bytes: Gauge<f64, AtomicU64>,
+    utilization_ratio: Gauge<f64, AtomicU64>,
+}
+
+/// The labels of the GPU's gauges: NVML index and device name.
+#[derive(Debug, Clone)]
+pub struct GpuLabels {
+    pub gpu: String,
+    pub gpu_name: String,
 }
 
 impl Metrics {
     pub fn new(model_name: &str) -> Self {
+        Self::with_gpu(model_name, None)
+    }
+
+    /// The metrics, with GPU gauges labelled `gpu` and `gpu_name` when
+    /// `gpu` is given (see `crate::gpu_metrics`).
+    pub fn with_gpu(model_name: &str, gpu: Option<GpuLabels>) -> Self {
         let mut registry = Registry::default();
         let m = Self {
             registry: Registry::default(),
@@ -90,6 +116,7 @@ impl Metrics {
             e2e_request_latency: Histogram::new(REQUEST_LATENCY_BUCKETS),
             request_queue_time: Histogram::new(REQUEST_LATENCY_BUCKETS),
             update_lock: Mutex::new(()),
+            gpu: gpu.as_ref().map(|_| GpuGauges::default()),
         };
         {
             // The label goes on every metric; the `:` names are registered
@@ -164,6 +191,29 @@ impl Metrics {
                 "Histogram of time spent in WAITING phase for request.",
                 m.request_queue_time.clone(),
             );
+            if let (Some(labels), Some(g)) = (gpu, m.gpu.as_ref()) {
+                let r = r
+                    .sub_registry_with_label((Cow::Borrowed("gpu"), Cow::Owned(labels.gpu)))
+                    .sub_registry_with_label((
+                        Cow::Borrowed("gpu_name"),
+                        Cow::Owned(labels.gpu_name),
+                    ));
+                r.register(
+                    "pagoda:gpu_memory_used_bytes",
+                    "GPU memory in use on the engine's GPU (all processes), from NVML.",
+                    g.memory_used_bytes.clone(),
+                );
+                r.register(
+                    "pagoda:gpu_memory_total_bytes",
+                    "GPU memory installed on the engine's GPU, from NVML.",
+                    g.memory_total_bytes.clone(),
+                );
+                r.register(
+                    "pagoda:gpu_utilization_ratio",
+                    "Share of NVML's last sample period in which a kernel ran on the engine's GPU (1 = always).",
+                    g.utilization_ratio.clone(),
+                );
+            }
         }
         Self { registry, ..m }
     }
@@ -184,6 +234,29 @@ impl Metrics {
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// Whether GPU gauges are exported.
+    pub fn has_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// Sets the GPU gauges from a reading; `None` (a failed reading) sets NaN.
+    pub fn update_gpu(&self, reading: Option<&GpuReading>) {
+        let Some(g) = &self.gpu else {
+            return;
+        };
+        let (used, total, util) = match reading {
+            Some(r) => (
+                r.memory_used_bytes as f64,
+                r.memory_total_bytes as f64,
+                r.utilization.clamp(0.0, 1.0),
+            ),
+            None => (f64::NAN, f64::NAN, f64::NAN),
+        };
+        g.memory_used_bytes.set(used);
+        g.memory_total_bytes.set(total);
+        g.utilization_ratio.set(util);
     }
 
     /// Counts one finished request by finish reason ("stop", "length", "abort").
@@ -313,5 +386,34 @@ mod tests {
             sample(&t, r#"pagoda:num_requests_running{model_name="m"}"#),
             0.0
         );
+    }
+
+    #[test]
+    fn gpu_gauges_carry_gpu_labels_and_nan_when_unread() {
+        let m = Metrics::new("smol");
+        m.update_gpu(None);
+        assert!(!m.has_gpu() && !m.render().contains("gpu_"));
+        let m = Metrics::with_gpu(
+            "smol",
+            Some(GpuLabels {
+                gpu: "0".into(),
+                gpu_name: "NVIDIA H200".into(),
+            }),
+        );
+        m.update_gpu(Some(&GpuReading {
+            memory_used_bytes: 3 << 30,
+            memory_total_bytes: 141 << 30,
+            utilization: 0.87,
+        }));
+        let text = m.render();
+        let labels = r#"{model_name="smol",gpu="0",gpu_name="NVIDIA H200"}"#;
+        let used = format!("pagoda:gpu_memory_used_bytes{labels}");
+        assert_eq!(sample(&text, &used), (3u64 << 30) as f64, "{text}");
+        let total = format!("pagoda:gpu_memory_total_bytes{labels}");
+        assert_eq!(sample(&text, &total), (141u64 << 30) as f64);
+        let util = format!("pagoda:gpu_utilization_ratio{labels}");
+        assert_eq!(sample(&text, &util), 0.87);
+        m.update_gpu(None);
+        assert!(sample(&m.render(), &util).is_nan());
     }
 }

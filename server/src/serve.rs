@@ -13,7 +13,8 @@ use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
 use crate::default_model::{resolve_default_model, DEFAULT_MODEL_NAME};
-use crate::metrics::Metrics;
+use crate::gpu_metrics::GpuMonitor;
+use crate::metrics::{GpuLabels, Metrics};
 use crate::router::build_router;
 use crate::shutdown::shutdown_signal;
 use crate::state::{unix_time, AppState};
@@ -74,9 +75,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         info.max_num_batched_tokens
     );
     log_kv_cache(&info);
+    let gpu = info
+        .device
+        .starts_with("cuda")
+        .then(GpuMonitor::open)
+        .flatten();
+    let gpu_labels = gpu.as_ref().map(|g| GpuLabels {
+        gpu: g.index.clone(),
+        gpu_name: g.name.clone(),
+    });
     let state = Arc::new(AppState {
         engine: engine.clone(),
-        metrics: Metrics::new(&model_name),
+        metrics: Metrics::with_gpu(&model_name, gpu_labels),
+        gpu,
         model_name,
         model_root: model.display().to_string(),
         max_model_len: info.max_model_len,

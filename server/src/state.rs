@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pagoda_engine::EngineHandle;
 
 use crate::error::ApiError;
+use crate::gpu_metrics::GpuMonitor;
 use crate::metrics::Metrics;
 
 pub struct AppState {
@@ -18,6 +19,8 @@ pub struct AppState {
     pub max_model_len: usize,
     pub vocab_size: usize,
     pub metrics: Metrics,
+    /// NVML on the engine's GPU, when it runs on one and NVML loads.
+    pub gpu: Option<GpuMonitor>,
     /// When set, every route but /health and /metrics needs it.
     pub api_key: Option<String>,
     /// Largest request body accepted (`--max-body-bytes`).

@@ -19,6 +19,10 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         prompt_tokens_total: s.prompt_tokens_total,
         generation_tokens_total: s.generation_tokens_total,
     });
+    if let Some(gpu) = &state.gpu {
+        // NVML calls take microseconds: fine on the async thread.
+        state.metrics.update_gpu(gpu.read().as_ref());
+    }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.render(),
