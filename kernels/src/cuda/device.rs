@@ -33,11 +33,37 @@ pub struct DeviceInfo {
     pub nvrtc_version: (i32, i32),
 }
 
-/// Number of CUDA devices, or why there are none (never panics).
-pub fn device_count() -> Result<usize, CudaError> {
+/// The oldest driver accepted, as `cuDriverGetVersion` reports it (CUDA
+/// 12.0: the first with everything the kernels and cudarc's calls use on
+/// Hopper).
+pub const MIN_DRIVER_VERSION: i32 = 12000;
+
+/// The CUDA version the driver supports (`major * 1000 + minor * 10`).
+pub fn driver_version() -> Result<i32, CudaError> {
     if !driver_present() {
         return Err(CudaError::NoDriver);
     }
+    let mut v = 0;
+    // SAFETY: libcuda is present; cuDriverGetVersion exists in every
+    // driver and needs no cuInit.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result()?;
+    Ok(v)
+}
+
+/// `Ok` when the driver is new enough.
+pub fn check_driver_version(found: i32) -> Result<(), CudaError> {
+    if found < MIN_DRIVER_VERSION {
+        return Err(CudaError::DriverTooOld {
+            found,
+            needed: MIN_DRIVER_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Number of CUDA devices, or why there are none (never panics).
+pub fn device_count() -> Result<usize, CudaError> {
+    check_driver_version(driver_version()?)?;
     match CudaContext::device_count() {
         Ok(0) => Err(CudaError::NoDevice(
             "the driver reports no CUDA device".into(),
@@ -278,6 +304,17 @@ mod tests {
     fn kernels_can_move_to_the_engine_thread_and_be_shared() {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<CudaKernels>();
+    }
+
+    #[test]
+    fn old_drivers_are_refused_by_name() {
+        let e = check_driver_version(11080).unwrap_err().to_string();
+        assert!(
+            e.contains("supports CUDA 11.8") && e.contains("CUDA 12.0"),
+            "{e}"
+        );
+        check_driver_version(12000).unwrap();
+        check_driver_version(13000).unwrap();
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum CudaError {
         env: &'static str,
         searched: String,
     },
+    #[error("the NVIDIA driver supports CUDA {}.{}; Pagoda needs a driver for CUDA {}.{} or newer", .found / 1000, .found % 1000 / 10, .needed / 1000, .needed % 1000 / 10)]
+    DriverTooOld { found: i32, needed: i32 },
     #[error("GPU compute capability {major}.{minor} is not supported: Pagoda's CUDA kernels need 8.0 (Ampere) or newer")]
     UnsupportedArch { major: i32, minor: i32 },
     #[error("CUDA driver error: {0}")]
