@@ -2,12 +2,11 @@
 //! samples, updates the scheduler and detokenizes. `EngineHandle` runs it on
 //! a thread; tests and offline tools may drive it directly.
 
-use crate::backend::SamplingRows;
 use crate::engine_error::EngineError;
 use crate::model_info::ModelInfo;
 use crate::model_runner::{Runner, StepLogits};
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
-use crate::sampler::{self, ProcessorContext, Sampled};
+use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use pagoda_scheduler::{
@@ -295,19 +294,14 @@ impl LlmEngine {
         };
         let mut logits = self
             .runner
-            .execute(&sched, &all_rows, device_sampling.as_ref())
+            .execute(&sched, &all_rows, device_sampling.as_deref())
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
         let sampled = match logits.sampled.take() {
-            Some(tokens) => sched
+            Some(results) => sched
                 .requests()
                 .iter()
-                .zip(tokens)
-                .map(|(r, t)| {
-                    t.filter(|_| r.sample).map(|token_id| Sampled {
-                        token_id,
-                        logprobs: None,
-                    })
-                })
+                .zip(results)
+                .map(|(r, s)| s.filter(|_| r.sample))
                 .collect(),
             None => {
                 self.collect_prompt_logprobs(&sched, &logits, &all_rows);
@@ -399,42 +393,35 @@ impl LlmEngine {
         }
     }
 
-    /// Per-request parameters for sampling on the device, when every
-    /// request of the step can: no prompt logprobs, no logprobs, no active
-    /// logits processor (those need the logits on the host). Draws each
-    /// sampling request's uniform from its own stream exactly as the host
-    /// sampler would, so seeded requests give the same tokens either way.
+    /// Per-request sampling rows for the backend, when no request of the
+    /// step needs logits on the host (prompt logprobs do). Each sampling
+    /// request's uniform is drawn from its own stream exactly as the host
+    /// sampler would draw it, so seeded requests give the same tokens
+    /// either way.
     fn device_sampling(
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
-    ) -> Option<SamplingRows> {
+    ) -> Option<Vec<SamplingRow>> {
         if all_rows.iter().any(|&a| a) {
             return None;
         }
-        for r in sched.requests().iter().filter(|r| r.sample) {
-            let seq = self.seqs.get(&r.request_id)?;
-            let req = self.scheduler.request(r.request_id)?;
+        let mut rows = Vec::with_capacity(sched.requests().len());
+        for r in sched.requests() {
+            let (Some(seq), Some(req)) = (
+                self.seqs.get_mut(&r.request_id).filter(|_| r.sample),
+                self.scheduler.request(r.request_id),
+            ) else {
+                rows.push(SamplingRow::greedy());
+                continue;
+            };
             let ctx = ProcessorContext {
                 params: &seq.params,
                 prompt_token_ids: req.prompt_token_ids(),
                 output_token_ids: req.output_token_ids(),
                 stop_ids: &seq.stop_ids,
             };
-            if seq.params.logprobs.is_some() || !sampler::logits_processors::is_noop(&ctx) {
-                return None;
-            }
-        }
-        let mut rows = SamplingRows::default();
-        for r in sched.requests() {
-            match self.seqs.get_mut(&r.request_id).filter(|_| r.sample) {
-                Some(seq) if !seq.params.is_greedy() => {
-                    let p = &seq.params;
-                    let u: f32 = seq.rng.random();
-                    rows.push(p.temperature, p.top_k, p.top_p, p.min_p, u);
-                }
-                _ => rows.push_greedy(),
-            }
+            rows.push(SamplingRow::new(&ctx, &mut seq.rng));
         }
         Some(rows)
     }

@@ -2,9 +2,10 @@
 //! it, and returns the logits of the rows that need them. Pure-decode steps
 //! that fit a captured size are padded to it and replay its graph.
 
-use crate::backend::{Backend, ForwardBatch, InputLimits, SamplingRows};
+use crate::backend::{Backend, ForwardBatch, InputLimits};
 use crate::decode_graphs::DecodeGraphs;
 use crate::model::{DecoderModel, KvCache, Workspace};
+use crate::sampler::{Sampled, SamplingRow};
 use pagoda_scheduler::SchedulerOutput;
 use std::ops::Range;
 
@@ -18,9 +19,9 @@ pub struct StepLogits {
     /// row when all rows were asked for (prompt logprobs), else the last
     /// token's row when it samples, else none.
     pub rows: Vec<Range<usize>>,
-    /// Set when the device sampled: per request, its token (requests with
-    /// a logits row).
-    pub sampled: Option<Vec<Option<u32>>>,
+    /// Set when the backend sampled: per request, its token and logprobs
+    /// (requests with a logits row).
+    pub sampled: Option<Vec<Option<Sampled>>>,
 }
 
 impl StepLogits {
@@ -38,7 +39,7 @@ pub trait Runner: Send {
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
-        sampling: Option<&SamplingRows>,
+        sampling: Option<&[SamplingRow]>,
     ) -> anyhow::Result<StepLogits>;
     /// Whether `execute` can sample on the device.
     fn samples_on_device(&self) -> bool;
@@ -58,9 +59,8 @@ pub struct ModelRunner<B: Backend> {
     logit_rows: Vec<u32>,
     /// The host logits buffer, reused across steps.
     spare_logits: Vec<f32>,
-    /// Device-sampling parameters in logits-row order, and its tokens.
-    row_params: SamplingRows,
-    tokens: Vec<u32>,
+    /// Sampling rows in logits-row order.
+    row_params: Vec<SamplingRow>,
     /// Padded decode steps (with graphs where the backend records them).
     graphs: Option<DecodeGraphs<B>>,
 }
@@ -91,8 +91,7 @@ impl<B: Backend> ModelRunner<B> {
             inputs,
             logit_rows: Vec::new(),
             spare_logits: Vec::new(),
-            row_params: SamplingRows::default(),
-            tokens: Vec::new(),
+            row_params: Vec::new(),
             graphs: None,
         })
     }
@@ -238,7 +237,7 @@ impl<B: Backend> ModelRunner<B> {
         &mut self,
         i: usize,
         mut rows: Vec<Range<usize>>,
-        sampling: Option<&SamplingRows>,
+        sampling: Option<&[SamplingRow]>,
     ) -> anyhow::Result<StepLogits> {
         let n = self.batch.num_seqs();
         let graphs = self.graphs.as_ref().expect("a bucket implies graphs");
@@ -263,12 +262,10 @@ impl<B: Backend> ModelRunner<B> {
         logits.clear();
         let mut sampled = None;
         if let Some(params) = sampling {
-            self.row_params.clear();
-            (0..n).for_each(|j| self.row_params.push_row_of(params, j));
-            self.tokens.clear();
+            let mut out = Vec::with_capacity(n);
             self.backend
-                .sample(&self.ws.logits, vocab, &self.row_params, &mut self.tokens)?;
-            sampled = Some(per_request(&rows, &self.tokens));
+                .sample(&self.ws.logits, vocab, &params[..n], &mut out)?;
+            sampled = Some(per_request(&rows, out));
         } else {
             self.backend
                 .to_host(&self.ws.logits, n * vocab, &mut logits)?;
@@ -333,9 +330,17 @@ impl<B: Backend> Runner for ModelRunner<B> {
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
-        sampling: Option<&SamplingRows>,
+        sampling: Option<&[SamplingRow]>,
     ) -> anyhow::Result<StepLogits> {
         let sampling = sampling.filter(|_| self.backend.samples_on_device());
+        if let Some(p) = sampling {
+            anyhow::ensure!(
+                p.len() == sched.requests().len(),
+                "{} sampling rows for {} requests",
+                p.len(),
+                sched.requests().len()
+            );
+        }
         let rows = self.build_batch(sched, all_rows);
         if self.batch.is_pure_decode() {
             let bucket = self
@@ -368,7 +373,7 @@ impl<B: Backend> Runner for ModelRunner<B> {
             self.row_params.clear();
             for (i, r) in rows.iter().enumerate() {
                 if r.start < r.end {
-                    self.row_params.push_row_of(params, i);
+                    self.row_params.push(params[i].clone());
                 }
             }
             anyhow::ensure!(
@@ -377,21 +382,23 @@ impl<B: Backend> Runner for ModelRunner<B> {
                 self.row_params.len(),
                 self.logit_rows.len()
             );
-            self.tokens.clear();
-            let (row_params, tokens) = (&self.row_params, &mut self.tokens);
-            let mut chunk_params = SamplingRows::default();
+            let row_params = &self.row_params;
+            let mut out = Vec::with_capacity(row_params.len());
             self.model.for_logits_chunks(
                 &self.backend,
                 &mut self.ws,
                 &self.logit_rows,
                 |backend, chunk_logits, first, len| {
-                    chunk_params.clear();
-                    (first..first + len).for_each(|j| chunk_params.push_row_of(row_params, j));
-                    backend.sample(chunk_logits, vocab, &chunk_params, tokens)
+                    backend.sample(
+                        chunk_logits,
+                        vocab,
+                        &row_params[first..first + len],
+                        &mut out,
+                    )
                 },
             )?;
             logits.clear();
-            sampled = Some(per_request(&rows, &self.tokens));
+            sampled = Some(per_request(&rows, out));
         } else {
             self.model.compute_logits(
                 &self.backend,
@@ -421,12 +428,13 @@ impl<B: Backend> Runner for ModelRunner<B> {
     }
 }
 
-/// Per request, the token of its logits row (`tokens` in row order).
-fn per_request(rows: &[Range<usize>], tokens: &[u32]) -> Vec<Option<u32>> {
+/// Per request, the result of its logits row (`sampled` in row order).
+fn per_request(rows: &[Range<usize>], sampled: Vec<Sampled>) -> Vec<Option<Sampled>> {
+    let mut sampled: Vec<Option<Sampled>> = sampled.into_iter().map(Some).collect();
     rows.iter()
         .map(|r| {
             (r.start < r.end)
-                .then(|| tokens.get(r.end - 1).copied())
+                .then(|| sampled.get_mut(r.end - 1).and_then(Option::take))
                 .flatten()
         })
         .collect()

@@ -5,10 +5,9 @@
 //! picks the tokens the host picks.
 
 use pagoda_engine::backend::cpu::CpuBackend;
-use pagoda_engine::backend::SamplingRows;
 use pagoda_engine::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
 use pagoda_engine::model_runner::{ModelRunner, Runner, StepLogits};
-use pagoda_engine::sampler::argmax;
+use pagoda_engine::sampler::{argmax, SamplingRow};
 use pagoda_engine::weights::{open_model, LoadFormat};
 use pagoda_scheduler::{Request, Scheduler, SchedulerConfig, SchedulingPolicy, StopConditions};
 use std::path::Path;
@@ -105,8 +104,7 @@ fn check(model: &str) {
         let a = eager.execute(&out, &none, None).unwrap();
         let b = padded.execute(&out, &none, None).unwrap();
         assert_close(&a, &b, step);
-        let mut greedy = SamplingRows::default();
-        reqs.iter().for_each(|_| greedy.push_greedy());
+        let greedy = vec![SamplingRow::greedy(); reqs.len()];
         let c = sampling.execute(&out, &none, Some(&greedy)).unwrap();
         assert!(c.logits.is_empty());
         let want: Vec<Option<u32>> = a
@@ -114,7 +112,11 @@ fn check(model: &str) {
             .iter()
             .map(|r| (r.start < r.end).then(|| argmax(a.row(r.end - 1))))
             .collect();
-        assert_eq!(c.sampled.as_ref(), Some(&want), "step {step}");
+        let got: Option<Vec<Option<u32>>> = c
+            .sampled
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_ref().map(|s| s.token_id)).collect());
+        assert_eq!(got, Some(want), "step {step}");
         sampling.recycle(c);
         let tokens: Vec<Option<u32>> = a
             .rows

@@ -1,7 +1,7 @@
 //! The CPU backend: f32 buffers and the kernels of `pagoda_kernels::cpu`.
 
-use super::{AttentionDims, Backend, ForwardBatch, InputLimits, SamplingRows};
-use crate::sampler;
+use super::{AttentionDims, Backend, ForwardBatch, InputLimits};
+use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
 use pagoda_kernels::cpu;
 use rayon::prelude::*;
@@ -246,34 +246,20 @@ impl Backend for CpuBackend {
         &self,
         logits: &Vec<f32>,
         vocab: usize,
-        params: &SamplingRows,
-        out: &mut Vec<u32>,
+        rows: &[SamplingRow],
+        out: &mut Vec<Sampled>,
     ) -> anyhow::Result<()> {
-        let rows = params.len();
         anyhow::ensure!(
-            rows * vocab <= logits.len(),
-            "sample: {rows} rows of {vocab} exceed the logits"
+            rows.len() * vocab <= logits.len(),
+            "sample: {} rows of {vocab} exceed the logits",
+            rows.len()
         );
-        let tokens: Vec<u32> = (0..rows)
-            .into_par_iter()
-            .map(|r| {
-                let row = &logits[r * vocab..(r + 1) * vocab];
-                let t = params.temperature[r];
-                if t < 1e-5 {
-                    sampler::argmax(row)
-                } else {
-                    let mut scaled = row.to_vec();
-                    let (k, p, m, u) = (
-                        params.top_k[r],
-                        params.top_p[r],
-                        params.min_p[r],
-                        params.uniform[r],
-                    );
-                    sampler::sample_scaled(&mut scaled, t, k, p, m, u)
-                }
-            })
+        let sampled: Vec<Sampled> = rows
+            .par_iter()
+            .enumerate()
+            .map(|(r, row)| row.sample(&logits[r * vocab..(r + 1) * vocab]))
             .collect();
-        out.extend_from_slice(&tokens);
+        out.extend(sampled);
         Ok(())
     }
 

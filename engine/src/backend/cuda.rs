@@ -9,13 +9,15 @@
 //! and returned by the next fallible call (`prepare_inputs`, `gather_rows`,
 //! `to_host`): a CUDA failure becomes an engine error, never a panic.
 
-use super::{AttentionDims, Backend, ForwardBatch, InputLimits, SamplingRows};
+use super::{AttentionDims, Backend, ForwardBatch, InputLimits};
+use crate::outputs::TokenLogprobs;
+use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
 use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
 use pagoda_kernels::cuda::{
-    AttentionMetadata, AttentionShape, AttentionWorkspace, CudaError, CudaKernels, CudaRope,
-    CudaSlice, DeviceGraph, SamplingTensors,
+    AttentionMetadata, AttentionShape, AttentionWorkspace, CsrRows, CudaError, CudaKernels,
+    CudaRope, CudaSlice, DeviceGraph, SamplingTensors,
 };
 use parking_lot::Mutex;
 
@@ -513,53 +515,154 @@ impl Backend for CudaBackend {
         true
     }
 
+    /// Widens the logits to f32 on the device; logprobs (of the raw row)
+    /// from one copy, processors applied to another, then `sample_tokens`;
+    /// only ids and the requested logprobs come back.
     fn sample(
         &self,
         logits: &CudaSlice<bf16>,
         vocab: usize,
-        params: &SamplingRows,
-        out: &mut Vec<u32>,
+        rows: &[SamplingRow],
+        out: &mut Vec<Sampled>,
     ) -> anyhow::Result<()> {
         self.check()?;
-        let rows = params.len();
-        if rows == 0 {
+        let n_rows = rows.len();
+        if n_rows == 0 {
             return Ok(());
         }
-        let n = rows * vocab;
+        let n = n_rows * vocab;
         anyhow::ensure!(
             n <= logits.len(),
-            "sample: {rows} rows of {vocab} exceed the logits"
+            "sample: {n_rows} rows of {vocab} exceed the logits"
         );
         let cuda = |e: CudaError| anyhow::anyhow!("CUDA sampling: {e}");
+        let top_k = rows.iter().filter_map(|r| r.logprobs).max();
+        let edits = rows
+            .iter()
+            .any(|r| !r.bias.is_empty() || r.penalties.is_some());
+        // [processed | raw], the raw half only when logprobs are asked for.
+        let need = if top_k.is_some() { 2 * n } else { n };
         let mut scratch = self.sampling_logits.lock();
-        if scratch.as_ref().is_none_or(|s| s.len() < n) {
+        if scratch.as_ref().is_none_or(|s| s.len() < need) {
             *scratch = None;
-            *scratch = Some(self.kernels.alloc_zeros::<f32>(n).map_err(cuda)?);
+            *scratch = Some(self.kernels.alloc_zeros::<f32>(need).map_err(cuda)?);
         }
         let Some(wide) = scratch.as_mut() else {
             anyhow::bail!("sampling buffer missing");
         };
+        let (mut proc_l, mut raw_l) = wide.split_at_mut(n);
         self.kernels
-            .convert::<bf16, f32>(logits, wide, n)
+            .convert::<bf16, f32>(logits, &mut proc_l, n)
             .map_err(cuda)?;
-        let temperature = self.upload(&params.temperature)?;
-        let top_k = self.upload(&params.top_k)?;
-        let top_p = self.upload(&params.top_p)?;
-        let min_p = self.upload(&params.min_p)?;
-        let uniform = self.upload(&params.uniform)?;
+        if top_k.is_some() {
+            self.kernels
+                .convert::<bf16, f32>(logits, &mut raw_l, n)
+                .map_err(cuda)?;
+        }
+        if edits {
+            let mut bias = CsrRows::new();
+            let mut pen = CsrRows::new();
+            let (mut rep, mut freq, mut pres) = (Vec::new(), Vec::new(), Vec::new());
+            for r in rows {
+                bias.push_row(r.bias.iter().copied());
+                match &r.penalties {
+                    Some(p) => {
+                        pen.push_row(p.entries.iter().copied());
+                        rep.push(p.repetition);
+                        freq.push(p.frequency);
+                        pres.push(p.presence);
+                    }
+                    None => {
+                        pen.push_row(std::iter::empty());
+                        rep.push(1.0);
+                        freq.push(0.0);
+                        pres.push(0.0);
+                    }
+                }
+            }
+            let (o, i, v) = (
+                self.upload(&bias.offsets)?,
+                self.upload(&bias.ids)?,
+                self.upload(&bias.values)?,
+            );
+            self.kernels
+                .apply_logit_bias(&mut proc_l, n_rows, vocab, &o, &i, &v)
+                .map_err(cuda)?;
+            let (o, i, c) = (
+                self.upload(&pen.offsets)?,
+                self.upload(&pen.ids)?,
+                self.upload(&pen.values)?,
+            );
+            let (rp, fp, pp) = (self.upload(&rep)?, self.upload(&freq)?, self.upload(&pres)?);
+            self.kernels
+                .apply_penalties(&mut proc_l, n_rows, vocab, &o, &i, &c, &rp, &fp, &pp)
+                .map_err(cuda)?;
+        }
+        let column = |f: fn(&SamplingRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
+        let temperature = self.upload(&column(|r| r.temperature))?;
+        let top_p = self.upload(&column(|r| r.top_p))?;
+        let min_p = self.upload(&column(|r| r.min_p))?;
+        let uniform = self.upload(&column(|r| r.uniform))?;
+        let top_k_rows = self.upload(&rows.iter().map(|r| r.top_k).collect::<Vec<i32>>())?;
         let tensors = SamplingTensors {
             temperature: &temperature,
-            top_k: &top_k,
+            top_k: &top_k_rows,
             top_p: &top_p,
             min_p: &min_p,
             uniform: &uniform,
         };
-        let mut tokens = self.kernels.alloc_zeros::<u32>(rows).map_err(cuda)?;
+        let mut tokens = self.kernels.alloc_zeros::<u32>(n_rows).map_err(cuda)?;
         self.kernels
-            .sample_tokens(&*wide, rows, vocab, &tensors, &mut tokens)
+            .sample_tokens(&proc_l, n_rows, vocab, &tensors, &mut tokens)
             .map_err(cuda)?;
+        let mut logprobs: Vec<Option<TokenLogprobs>> = vec![None; n_rows];
+        if let Some(k) = top_k {
+            let mut ids = self
+                .kernels
+                .alloc_zeros::<u32>((n_rows * k).max(1))
+                .map_err(cuda)?;
+            let mut lps = self
+                .kernels
+                .alloc_zeros::<f32>((n_rows * k).max(1))
+                .map_err(cuda)?;
+            self.kernels
+                .logprobs_topk(&raw_l, n_rows, vocab, k, &mut ids, &mut lps)
+                .map_err(cuda)?;
+            let mut lp = self.kernels.alloc_zeros::<f32>(n_rows).map_err(cuda)?;
+            let mut rank = self.kernels.alloc_zeros::<u32>(n_rows).map_err(cuda)?;
+            self.kernels
+                .token_logprobs(&raw_l, n_rows, vocab, &tokens, &mut lp, &mut rank)
+                .map_err(cuda)?;
+            let (ids, lps) = (
+                self.kernels.download(&ids).map_err(cuda)?,
+                self.kernels.download(&lps).map_err(cuda)?,
+            );
+            let (lp, rank) = (
+                self.kernels.download(&lp).map_err(cuda)?,
+                self.kernels.download(&rank).map_err(cuda)?,
+            );
+            let host_tokens = self.kernels.download(&tokens).map_err(cuda)?;
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(want) = row.logprobs {
+                    let top = (0..want.min(k))
+                        .map(|j| (ids[r * k + j], lps[r * k + j]))
+                        .collect();
+                    logprobs[r] = Some(TokenLogprobs {
+                        token_id: host_tokens[r],
+                        logprob: lp[r],
+                        rank: rank[r] as usize,
+                        top,
+                    });
+                }
+            }
+        }
         let host = self.kernels.download(&tokens).map_err(cuda)?;
-        out.extend_from_slice(&host);
+        self.check()?;
+        out.extend(
+            host.into_iter()
+                .zip(logprobs)
+                .map(|(token_id, logprobs)| Sampled { token_id, logprobs }),
+        );
         Ok(())
     }
 

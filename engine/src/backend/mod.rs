@@ -9,6 +9,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
+use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
 
 /// One step's flat batch, on the host (vLLM v1's varlen layout).
@@ -91,61 +92,6 @@ impl ForwardBatch {
         }
         self.block_tables.resize(size * max_blocks_per_seq, 0);
         self.max_seq_len = max_seq_len;
-    }
-}
-
-/// Per-row parameters for sampling on the device, in logits-row order
-/// (rows with no logits processors and no logprobs; see `LlmEngine`).
-/// `uniform` is the row's draw from its request's seeded generator, so a
-/// request samples as it would on the host.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SamplingRows {
-    pub temperature: Vec<f32>,
-    pub top_k: Vec<i32>,
-    pub top_p: Vec<f32>,
-    pub min_p: Vec<f32>,
-    pub uniform: Vec<f32>,
-}
-
-impl SamplingRows {
-    pub fn len(&self) -> usize {
-        self.temperature.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.temperature.is_empty()
-    }
-
-    pub fn push(&mut self, temperature: f32, top_k: i32, top_p: f32, min_p: f32, uniform: f32) {
-        self.temperature.push(temperature);
-        self.top_k.push(top_k);
-        self.top_p.push(top_p);
-        self.min_p.push(min_p);
-        self.uniform.push(uniform);
-    }
-
-    /// A greedy row (for rows whose token is not used).
-    pub fn push_greedy(&mut self) {
-        self.push(0.0, 0, 1.0, 0.0, 0.0);
-    }
-
-    /// Appends row `i` of `other`.
-    pub fn push_row_of(&mut self, other: &SamplingRows, i: usize) {
-        self.push(
-            other.temperature[i],
-            other.top_k[i],
-            other.top_p[i],
-            other.min_p[i],
-            other.uniform[i],
-        );
-    }
-
-    pub fn clear(&mut self) {
-        self.temperature.clear();
-        self.top_k.clear();
-        self.top_p.clear();
-        self.min_p.clear();
-        self.uniform.clear();
     }
 }
 
@@ -331,14 +277,15 @@ pub trait Backend: Send + 'static {
     fn samples_on_device(&self) -> bool {
         false
     }
-    /// Appends one token per row of the first `params.len()` rows of
-    /// `logits` (`[rows, vocab]`) to `out`.
+    /// Samples row `i` of `logits` (`[rows, vocab]`) as `rows[i]` says
+    /// (processors, then greedy or random; logprobs of the raw row when
+    /// asked), appending one result per row to `out`.
     fn sample(
         &self,
         _logits: &Self::Tensor,
         _vocab: usize,
-        _params: &SamplingRows,
-        _out: &mut Vec<u32>,
+        _rows: &[SamplingRow],
+        _out: &mut Vec<Sampled>,
     ) -> anyhow::Result<()> {
         anyhow::bail!("{} samples on the host", self.device_name())
     }

@@ -6,10 +6,12 @@
 
 pub mod logits_processors;
 mod logprobs;
+pub mod sampling_row;
 mod top_k_top_p;
 
 pub use logits_processors::ProcessorContext;
 pub use logprobs::{logsumexp, top_logprobs};
+pub use sampling_row::{PenaltyRow, SamplingRow};
 
 use crate::outputs::TokenLogprobs;
 use rand::rngs::StdRng;
