@@ -122,3 +122,46 @@ fn a_compile_error_is_an_error_with_the_log() {
         "{e}"
     );
 }
+
+/// A second start takes its CUBINs from the disk cache: after the first
+/// compile, the cached CUBIN is replaced by marker bytes and the second call
+/// returns them (loaded, not recompiled); a changed key recompiles.
+#[test]
+fn a_second_start_loads_cubins_from_the_cache() {
+    use pagoda_kernels::cuda::kernel_cache::{compile_all_cached, KernelCache};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pagoda-kcache-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = KernelCache::new(&dir);
+    let units: Vec<_> = compile_units(&[64])
+        .into_iter()
+        .filter(|u| !u.name.starts_with("attention"))
+        .take(2)
+        .collect();
+    assert_eq!(units.len(), 2);
+    let v = nvrtc_version().unwrap();
+    let (first, hits) = compile_all_cached(&units, "sm_90", v, 2, Some(&cache)).unwrap();
+    assert_eq!(hits, 0);
+    let cubins: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cubin"))
+        .collect();
+    assert_eq!(cubins.len(), 2, "{cubins:?}");
+    for p in &cubins {
+        std::fs::write(p, b"marker").unwrap();
+    }
+    let (second, hits) = compile_all_cached(&units, "sm_90", v, 2, Some(&cache)).unwrap();
+    assert_eq!(hits, 2);
+    assert!(second.iter().all(|c| c.cubin == b"marker"));
+    // Another architecture is another key: compiled, real CUBINs.
+    let (third, hits) = compile_all_cached(&units, "sm_80", v, 2, Some(&cache)).unwrap();
+    assert_eq!(hits, 0);
+    for (a, b) in first.iter().zip(&third) {
+        assert_eq!(a.name, b.name);
+        assert!(b.cubin.len() > 100 && b.cubin != b"marker");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,9 +13,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::kernel_cache::{compile_all_cached, KernelCache};
 use super::launch::DEFAULT_SMEM_LIMIT;
 use super::libraries::{driver_present, ensure_loaded, CudaLibrary};
-use super::nvrtc::{arch_for, compile_all, nvrtc_version};
+use super::nvrtc::{arch_for, nvrtc_version};
 use super::sources::{compile_units, HEAD_DIMS};
 use super::CudaError;
 
@@ -149,7 +150,15 @@ impl CudaKernels {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(4);
-        let compiled = compile_all(&units, &info.arch, threads)?;
+        // CUBINs of an earlier start on this GPU model come from the disk cache.
+        let cache = KernelCache::from_env();
+        let (compiled, _cached) = compile_all_cached(
+            &units,
+            &info.arch,
+            info.nvrtc_version,
+            threads,
+            cache.as_ref(),
+        )?;
         let mut modules = HashMap::new();
         for c in compiled {
             let module = ctx.load_module(Ptx::from_binary(c.cubin))?;

@@ -17,6 +17,7 @@ mod dtype;
 mod error;
 pub mod gemm;
 pub mod graphs;
+pub mod kernel_cache;
 pub mod launch;
 pub mod layout;
 pub mod libraries;
