@@ -49,6 +49,13 @@ if gen and "prompts" in gen:
     lines.append(f"| generate cuda vs cpu ({status('generate')}) | {gen['identical']}/{gen['prompts']} prompts identical over 32 tokens{detail} |")
 else:
     lines.append(f"| generate cuda vs cpu | {status('generate')} |")
+ge = read("graphs_vs_eager.json")
+if ge and "prompts" in ge:
+    firsts = [r["first_difference"] for r in ge["rows"] if not r["identical"]]
+    detail = f"; first differences at token {firsts}" if firsts else ""
+    lines.append(f"| CUDA graphs vs --enforce-eager ({status('graphs_vs_eager')}) | {ge['identical']}/{ge['prompts']} prompts identical over 32 tokens{detail} |")
+else:
+    lines.append(f"| CUDA graphs vs --enforce-eager | {status('graphs_vs_eager')} |")
 tp = read("throughput.json")
 if tp:
     lines.append(f"| bench throughput, Llama-3-8B shape, 256 x (256 in, 256 out) | {tp['tokens_per_second']:.0f} total tok/s, {tp['output_tokens_per_second']:.0f} output tok/s (target 15000 total) |")
@@ -56,8 +63,8 @@ else:
     lines.append(f"| bench throughput | {status('throughput')} |")
 lines += ["", "| decode batch | step ms | roofline ms | roofline / step | avg context |", "| --- | --- | --- | --- | --- |"]
 ctx = input_len + output_len / 2
-for b in (1, 32, 256):
-    lat = read(f"latency_b{b}.json")
+for b, name in ((1, "1_eager"), (1, "1"), (32, "32"), (256, "256")):
+    lat = read(f"latency_b{name}.json")
     step = lat.get("mean_decode_step_ms") if lat else None
     if bw_gbps:
         roof = (weight_bytes + b * ctx * kv_per_token) / (bw_gbps * 1e9) * 1e3
@@ -66,9 +73,9 @@ for b in (1, 32, 256):
         roof, roof_s = None, "n/a"
     if step:
         ratio = f"{roof / step:.0%}" if roof else "n/a"
-        lines.append(f"| {b} | {step:.2f} | {roof_s} | {ratio} | {ctx:.0f} |")
+        lines.append(f"| {name.replace('_', ' ')} | {step:.2f} | {roof_s} | {ratio} | {ctx:.0f} |")
     else:
-        lines.append(f"| {b} | {status(f'latency_b{b}')} | {roof_s} | | {ctx:.0f} |")
+        lines.append(f"| {name.replace('_', ' ')} | {status(f'latency_b{name}')} | {roof_s} | | {ctx:.0f} |")
 lines += ["", f"Weights read per step: {weight_bytes / 1e9:.2f} GB; KV cache {kv_per_token / 1024:.0f} KiB per token."]
 text = "\n".join(lines) + "\n"
 open(os.path.join(out, "gpu-check.md"), "w").write(text)
