@@ -76,8 +76,9 @@ pub struct EngineArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_byte_size)]
     pub kv_cache_memory: Option<u64>,
 
-    /// Fraction of GPU memory for weights, activations and KV cache (0, 1].
-    /// [default: 0.9]
+    /// Fraction of GPU memory for weights, activations and KV cache (0, 1]:
+    /// after a profiling pass at the largest step, the KV cache gets what
+    /// is left of it (less 512 MiB of headroom). [default: 0.9]
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub gpu_memory_utilization: Option<f32>,
 
@@ -103,7 +104,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N")]
     pub long_prefill_token_threshold: Option<usize>,
 
-    /// Do not capture CUDA graphs (always run eagerly).
+    /// Do not capture CUDA graphs: run every step eagerly (by default decode
+    /// steps of up to min(2 × max-num-seqs, 512) sequences replay graphs).
     #[arg(long)]
     pub enforce_eager: bool,
 
