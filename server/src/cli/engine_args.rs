@@ -105,7 +105,7 @@ pub struct EngineArgs {
     pub long_prefill_token_threshold: Option<usize>,
 
     /// Do not capture CUDA graphs: run every step eagerly (by default decode
-    /// steps of up to min(2 × max-num-seqs, 512) sequences replay graphs).
+    /// steps of up to max-num-seqs sequences, 512 at most, replay graphs).
     #[arg(long)]
     pub enforce_eager: bool,
 
