@@ -75,13 +75,45 @@ pub struct Metrics {
     gpu: Option<GpuGauges>,
 }
 
-/// The GPU's gauges (f64: bytes fit exactly below 2^53; a failed reading
-/// sets NaN, Prometheus's "unknown", rather than keeping a stale value).
-#[derive(Default)]
+/// The GPU's gauges, in Prometheus base units: bytes, and utilization as a
+/// ratio in 0..=1 (not percent). Each is a family holding the one
+/// `gpu`/`gpu_name` label set, so that a gauge NVML failed to read is left
+/// out of that scrape (removed) rather than showing a stale value; it comes
+/// back with the next good reading. f64: bytes are exact below 2^53.
 struct GpuGauges {
-    memory_used_bytes: Gauge<f64, AtomicU64>,
-    memory_total_bytes: Gauge<f64, AtomicU64>,
-    utilization_ratio: Gauge<f64, AtomicU64>,
+    labels: GpuLabelSet,
+    memory_used_bytes: GpuGauge,
+    memory_total_bytes: GpuGauge,
+    utilization_ratio: GpuGauge,
+}
+
+type GpuLabelSet = Vec<(&'static str, String)>;
+type GpuGauge = Family<GpuLabelSet, Gauge<f64, AtomicU64>>;
+
+impl GpuGauges {
+    fn new(labels: &GpuLabels) -> Self {
+        Self {
+            labels: vec![
+                ("gpu", labels.gpu.clone()),
+                ("gpu_name", labels.gpu_name.clone()),
+            ],
+            memory_used_bytes: Family::default(),
+            memory_total_bytes: Family::default(),
+            utilization_ratio: Family::default(),
+        }
+    }
+
+    /// Sets the gauge to `value`, or leaves it out of the exposition.
+    fn set(&self, gauge: &GpuGauge, value: Option<f64>) {
+        match value {
+            Some(v) => {
+                gauge.get_or_create(&self.labels).set(v);
+            }
+            None => {
+                gauge.remove(&self.labels);
+            }
+        }
+    }
 }
 
 /// The labels of the GPU's gauges: NVML index and device name.
@@ -116,7 +148,7 @@ impl Metrics {
             e2e_request_latency: Histogram::new(REQUEST_LATENCY_BUCKETS),
             request_queue_time: Histogram::new(REQUEST_LATENCY_BUCKETS),
             update_lock: Mutex::new(()),
-            gpu: gpu.as_ref().map(|_| GpuGauges::default()),
+            gpu: gpu.as_ref().map(GpuGauges::new),
         };
         {
             // The label goes on every metric; the `:` names are registered
@@ -191,26 +223,20 @@ impl Metrics {
                 "Histogram of time spent in WAITING phase for request.",
                 m.request_queue_time.clone(),
             );
-            if let (Some(labels), Some(g)) = (gpu, m.gpu.as_ref()) {
-                let r = r
-                    .sub_registry_with_label((Cow::Borrowed("gpu"), Cow::Owned(labels.gpu)))
-                    .sub_registry_with_label((
-                        Cow::Borrowed("gpu_name"),
-                        Cow::Owned(labels.gpu_name),
-                    ));
+            if let Some(g) = m.gpu.as_ref() {
                 r.register(
                     "pagoda:gpu_memory_used_bytes",
-                    "GPU memory in use on the engine's GPU (all processes), from NVML.",
+                    "GPU memory in use on the engine's GPU (all processes), in bytes, from NVML.",
                     g.memory_used_bytes.clone(),
                 );
                 r.register(
                     "pagoda:gpu_memory_total_bytes",
-                    "GPU memory installed on the engine's GPU, from NVML.",
+                    "GPU memory installed on the engine's GPU, in bytes, from NVML.",
                     g.memory_total_bytes.clone(),
                 );
                 r.register(
                     "pagoda:gpu_utilization_ratio",
-                    "Share of NVML's last sample period in which a kernel ran on the engine's GPU (1 = always).",
+                    "Share of NVML's last sample period in which a kernel ran on the engine's GPU (0..1).",
                     g.utilization_ratio.clone(),
                 );
             }
@@ -241,22 +267,24 @@ impl Metrics {
         self.gpu.is_some()
     }
 
-    /// Sets the GPU gauges from a reading; `None` (a failed reading) sets NaN.
+    /// Sets the GPU gauges from a reading. A gauge whose value is missing
+    /// (`None` reading: nothing could be read) is left out of the exposition
+    /// until a reading has it again: no stale values, no NaN.
     pub fn update_gpu(&self, reading: Option<&GpuReading>) {
         let Some(g) = &self.gpu else {
             return;
         };
-        let (used, total, util) = match reading {
-            Some(r) => (
-                r.memory_used_bytes as f64,
-                r.memory_total_bytes as f64,
-                r.utilization.clamp(0.0, 1.0),
-            ),
-            None => (f64::NAN, f64::NAN, f64::NAN),
-        };
-        g.memory_used_bytes.set(used);
-        g.memory_total_bytes.set(total);
-        g.utilization_ratio.set(util);
+        let r = reading.copied().unwrap_or_default();
+        let _guard = self.update_lock.lock();
+        g.set(&g.memory_used_bytes, r.memory_used_bytes.map(|b| b as f64));
+        g.set(
+            &g.memory_total_bytes,
+            r.memory_total_bytes.map(|b| b as f64),
+        );
+        g.set(
+            &g.utilization_ratio,
+            r.utilization_ratio.map(|u| u.clamp(0.0, 1.0)),
+        );
     }
 
     /// Counts one finished request by finish reason ("stop", "length", "abort").
@@ -389,10 +417,10 @@ mod tests {
     }
 
     #[test]
-    fn gpu_gauges_carry_gpu_labels_and_nan_when_unread() {
+    fn gpu_gauges_carry_gpu_labels_and_drop_unread_values() {
         let m = Metrics::new("smol");
-        m.update_gpu(None);
-        assert!(!m.has_gpu() && !m.render().contains("gpu_"));
+        m.update_gpu(Some(&GpuReading::default()));
+        assert!(!m.has_gpu() && !m.render().contains("gpu"));
         let m = Metrics::with_gpu(
             "smol",
             Some(GpuLabels {
@@ -400,11 +428,12 @@ mod tests {
                 gpu_name: "NVIDIA H200".into(),
             }),
         );
-        m.update_gpu(Some(&GpuReading {
-            memory_used_bytes: 3 << 30,
-            memory_total_bytes: 141 << 30,
-            utilization: 0.87,
-        }));
+        let full = GpuReading {
+            memory_used_bytes: Some(3 << 30),
+            memory_total_bytes: Some(141 << 30),
+            utilization_ratio: Some(0.87),
+        };
+        m.update_gpu(Some(&full));
         let text = m.render();
         let labels = r#"{model_name="smol",gpu="0",gpu_name="NVIDIA H200"}"#;
         let used = format!("pagoda:gpu_memory_used_bytes{labels}");
@@ -413,7 +442,34 @@ mod tests {
         assert_eq!(sample(&text, &total), (141u64 << 30) as f64);
         let util = format!("pagoda:gpu_utilization_ratio{labels}");
         assert_eq!(sample(&text, &util), 0.87);
+        assert!(text.contains("# TYPE pagoda:gpu_utilization_ratio gauge"));
+
+        // Utilization unreadable (e.g. a MIG instance): only it is left out.
+        m.update_gpu(Some(&GpuReading {
+            utilization_ratio: None,
+            ..full
+        }));
+        let text = m.render();
+        assert!(!text.contains(&util), "{text}");
+        assert_eq!(sample(&text, &used), (3u64 << 30) as f64);
+        assert_eq!(sample(&text, &total), (141u64 << 30) as f64);
+
+        // Nothing readable: no GPU samples, none stale, none NaN.
         m.update_gpu(None);
-        assert!(sample(&m.render(), &util).is_nan());
+        let text = m.render();
+        for g in [&used, &total, &util] {
+            assert!(!text.contains(g.as_str()), "{g} in\n{text}");
+        }
+        assert!(!text.contains("NaN"), "{text}");
+
+        // A good reading brings them back, with the new values.
+        m.update_gpu(Some(&GpuReading {
+            memory_used_bytes: Some(5 << 30),
+            utilization_ratio: Some(1.5),
+            ..full
+        }));
+        let text = m.render();
+        assert_eq!(sample(&text, &used), (5u64 << 30) as f64);
+        assert_eq!(sample(&text, &util), 1.0, "clamped to 0..=1");
     }
 }
