@@ -1,11 +1,18 @@
-// RMSNorm family (f32 statistics, one rounding to the storage type):
-//   rms_norm:           out = x * rsqrt(mean(x²) + eps) * w
+// RMSNorm family (f32 statistics; the output rounded where HF rounds it):
+//   rms_norm:           out = w * T(x * rsqrt(mean(x²) + eps))  (HF's order and casts)
 //   fused_add_rms_norm: residual = x + residual; x = rms_norm(residual)
 //                       (the normalized value is that of the rounded residual,
 //                       which is what the next layer reads)
 //   rms_norm_heads:     in place over sub-rows of `dim` (Qwen3's per-head q/k norm)
 // Grid for the first two: one CTA per row. Reductions have a fixed order.
 #include "common.cuh"
+
+// HF's rounding: `weight * (x * rsqrt(var + eps)).to(dtype)`, so the normalized
+// value is rounded to T before the weight multiply (rounded again).
+template <typename T>
+__device__ __forceinline__ T norm_scale(float v, float r, T w) {
+  return from_float<T>(to_float(from_float<T>(v * r)) * to_float(w));
+}
 
 template <typename T>
 __device__ __forceinline__ void rms_norm_impl(T* __restrict__ out, int out_stride, const T* __restrict__ x,
@@ -19,7 +26,7 @@ __device__ __forceinline__ void rms_norm_impl(T* __restrict__ out, int out_strid
     ss += v * v;
   }
   const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = from_float<T>(to_float(xr[i]) * r * to_float(w[i]));
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = norm_scale<T>(to_float(xr[i]), r, w[i]);
 }
 
 template <typename T>
@@ -37,7 +44,7 @@ __device__ __forceinline__ void fused_add_rms_norm_impl(T* x, T* residual, const
   }
   const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
   // Each thread re-reads only the elements it wrote itself.
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = from_float<T>(to_float(rr[i]) * r * to_float(w[i]));
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = norm_scale<T>(to_float(rr[i]), r, w[i]);
 }
 
 // One warp per sub-row: sub-row i is at x + (i / per_row) * row_stride + (i % per_row) * dim.
@@ -54,7 +61,7 @@ __device__ __forceinline__ void rms_norm_heads_impl(T* x, int row_stride, int pe
     ss += v * v;
   }
   const float r = rsqrtf(warp_sum(ss) / (float)dim + eps);
-  for (int e = lane; e < dim; e += WARP_SIZE) p[e] = from_float<T>(to_float(p[e]) * r * to_float(w[e]));
+  for (int e = lane; e < dim; e += WARP_SIZE) p[e] = norm_scale<T>(to_float(p[e]), r, w[e]);
 }
 
 #define NORM_KERNELS(SUFFIX, T)                                                                          \

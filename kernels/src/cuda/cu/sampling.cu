@@ -305,7 +305,10 @@ extern "C" __global__ void apply_logit_bias(float* __restrict__ logits, int voca
   const int r = blockIdx.x;
   for (u32 e = offsets[r] + threadIdx.x; e < offsets[r + 1]; e += blockDim.x) {
     const u32 id = ids[e];
-    if (id < (u32)vocab) logits[(size_t)r * vocab + id] += values[e];
+    if (id >= (u32)vocab) continue;
+    // -inf sets (as the CPU's apply_edits), so a +inf or NaN logit is masked too.
+    float* l = logits + (size_t)r * vocab + id;
+    *l = values[e] == NEG_INF ? NEG_INF : *l + values[e];
   }
 }
 
