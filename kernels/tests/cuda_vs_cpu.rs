@@ -405,7 +405,9 @@ fn gemm_matches_cpu() {
     }
 }
 
-/// A random flat batch: per sequence (new tokens, context length).
+/// A random flat batch: per sequence (new tokens, context length); `(1, 0)`
+/// is a padding row of a graph-padded decode batch (slot -1, seq_len 0,
+/// block-table row of null blocks).
 struct Batch {
     qsl: Vec<u32>,
     seq_lens: Vec<u32>,
@@ -421,7 +423,8 @@ fn make_batch(r: &mut StdRng, seqs: &[(usize, usize)], block_size: usize) -> Bat
         .iter()
         .map(|&(_, c)| c.div_ceil(block_size))
         .max()
-        .unwrap_or(1);
+        .unwrap_or(0)
+        .max(1);
     let total: usize = seqs.iter().map(|&(_, c)| c.div_ceil(block_size)).sum();
     let num_blocks = total + 3;
     // Shuffled physical blocks, never block 0 (the null block).
@@ -444,6 +447,11 @@ fn make_batch(r: &mut StdRng, seqs: &[(usize, usize)], block_size: usize) -> Bat
         }
         b.qsl.push(b.qsl.last().unwrap() + q_len as u32);
         b.seq_lens.push(ctx as u32);
+        if ctx == 0 {
+            b.positions.extend(std::iter::repeat_n(0, q_len));
+            b.slots.extend(std::iter::repeat_n(-1, q_len));
+            continue;
+        }
         for p in ctx - q_len..ctx {
             b.positions.push(p as u32);
             let blk = b.block_tables[s * max_blocks + p / block_size] as i64;
@@ -583,6 +591,21 @@ fn attention_matches_cpu() {
     // Batch 1 decode over a long context: the finest split.
     check_attention::<bf16>(&k, 25, 32, 8, 128, 16, &[(1, 30_000)], None);
     check_attention::<bf16>(&k, 26, 64, 8, 128, 16, &[(1, 9000), (1, 3)], None);
+}
+
+/// CUDA graph replay pads decode batches with rows of seq_len 0 and slot -1:
+/// reshape_and_cache skips them, attention writes them zeros (as the CPU
+/// does) and the real rows are unchanged, on the direct and the split path.
+#[test]
+fn padded_decode_batches_match_cpu() {
+    let Some(k) = gpu() else { return };
+    let padded: &[(usize, usize)] = &[(1, 17), (1, 0), (1, 700), (1, 0), (1, 0)];
+    for d in [64, 128] {
+        check_attention::<bf16>(&k, 40, 32, 8, d, 16, padded, None);
+        check_attention::<bf16>(&k, 41, 32, 8, d, 16, padded, Some(16_384));
+        check_attention::<f16>(&k, 42, 12, 1, d, 16, padded, Some(4096));
+    }
+    check_attention::<bf16>(&k, 43, 8, 2, 64, 16, &[(1, 0)], Some(2048));
 }
 
 #[test]

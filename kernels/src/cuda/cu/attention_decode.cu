@@ -46,17 +46,25 @@ __device__ __forceinline__ void decode_attention(
   if ((int)query_start_loc[seq + 1] - q_start != 1) return;
   const int ctx = (int)seq_lens[seq];
   const int part = blockIdx.z;
-  const int start = part * partition_size;
-  if (start >= ctx) return;
-  const int end = min(ctx, start + partition_size);
-  const int num_parts = (ctx + partition_size - 1) / partition_size;
-  if (num_parts > max_partitions) return;  // the host sized the grid too small: never read past tmp
   const int group = num_heads / num_kv_heads;
   const int chunks = (group + heads_per_cta - 1) / heads_per_cta;
   const int kv_head = blockIdx.x / chunks;
   const int chunk = blockIdx.x % chunks;
   const int h0 = kv_head * group + chunk * heads_per_cta;
   const int nh = min(heads_per_cta, group - chunk * heads_per_cta);
+  if (ctx <= 0) {
+    // A padding row of a graph-padded batch (seq_len 0, slot -1): it attends
+    // to nothing; write zeros, as the CPU kernel does, so the row is defined.
+    if (part == 0)
+      for (int i = threadIdx.x; i < nh * D; i += DEC_THREADS)
+        out[(size_t)q_start * out_stride + h0 * D + i] = from_float<T>(0.f);
+    return;
+  }
+  const int start = part * partition_size;
+  if (start >= ctx) return;
+  const int end = min(ctx, start + partition_size);
+  const int num_parts = (ctx + partition_size - 1) / partition_size;
+  if (num_parts > max_partitions) return;  // the host sized the grid too small: never read past tmp
   const u32* bt = block_tables + (size_t)seq * max_blocks_per_seq;
 
   for (int i = threadIdx.x; i < nh * D; i += DEC_THREADS)
