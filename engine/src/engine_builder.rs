@@ -330,7 +330,7 @@ fn build_runner<B: Backend>(
     let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
         .map_err(|e| load(format!("{e:#}")))?;
     let runner_err = |e: anyhow::Error| load(format!("{e:#}"));
-    let (runner, num_blocks, usable_tokens, scheduler) = match stage {
+    let (mut runner, num_blocks, usable_tokens, scheduler) = match stage {
         Ok((num_blocks, usable_tokens, scheduler)) => {
             let kv = KvCache::new(&backend, &dims, num_blocks, block_size).map_err(runner_err)?;
             let runner = ModelRunner::new(backend, model, ws, kv, max_seqs, max_model_len)
@@ -362,7 +362,6 @@ fn build_runner<B: Backend>(
             )
         }
     };
-    let mut runner = runner;
     if !capture_sizes.is_empty() {
         let started = Instant::now();
         match runner.capture_decode_graphs(capture_sizes, max_model_len) {

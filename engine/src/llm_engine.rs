@@ -287,14 +287,18 @@ impl LlmEngine {
         }
         let now = Instant::now();
         let all_rows = self.mark_scheduled(&sched, now);
-        let device_sampling = if self.runner.samples_on_device() {
-            self.device_sampling(&sched, &all_rows)
+        let rows = self.sampling_rows(&sched);
+        // Prompt logprobs need the logits on the host; otherwise the
+        // backend samples where the logits are.
+        let on_device = self.runner.samples_on_device() && !all_rows.iter().any(|&a| a);
+        let (device_rows, host_rows) = if on_device {
+            (Some(rows), Vec::new())
         } else {
-            None
+            (None, rows)
         };
         let mut logits = self
             .runner
-            .execute(&sched, &all_rows, device_sampling.as_deref())
+            .execute(&sched, &all_rows, device_rows)
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
         let sampled = match logits.sampled.take() {
             Some(results) => sched
@@ -305,7 +309,7 @@ impl LlmEngine {
                 .collect(),
             None => {
                 self.collect_prompt_logprobs(&sched, &logits, &all_rows);
-                self.sample(&sched, &logits)
+                sample_on_host(&sched, &logits, &host_rows)
             }
         };
         self.runner.recycle(logits);
@@ -393,19 +397,11 @@ impl LlmEngine {
         }
     }
 
-    /// Per-request sampling rows for the backend, when no request of the
-    /// step needs logits on the host (prompt logprobs do). Each sampling
-    /// request's uniform is drawn from its own stream exactly as the host
-    /// sampler would draw it, so seeded requests give the same tokens
-    /// either way.
-    fn device_sampling(
-        &mut self,
-        sched: &SchedulerOutput,
-        all_rows: &[bool],
-    ) -> Option<Vec<SamplingRow>> {
-        if all_rows.iter().any(|&a| a) {
-            return None;
-        }
+    /// One sampling row per scheduled request (a greedy placeholder for
+    /// those that do not sample). Each sampling request's uniform is drawn
+    /// from its own stream, so a seeded request samples the same tokens
+    /// whatever its batch and wherever it is sampled.
+    fn sampling_rows(&mut self, sched: &SchedulerOutput) -> Vec<SamplingRow> {
         let mut rows = Vec::with_capacity(sched.requests().len());
         for r in sched.requests() {
             let (Some(seq), Some(req)) = (
@@ -423,68 +419,7 @@ impl LlmEngine {
             };
             rows.push(SamplingRow::new(&ctx, &mut seq.rng));
         }
-        Some(rows)
-    }
-
-    /// Samples every request that needs a token, in parallel, each from its own stream.
-    fn sample(&mut self, sched: &SchedulerOutput, logits: &StepLogits) -> Vec<Option<Sampled>> {
-        struct Job<'a> {
-            row: &'a [f32],
-            params: Arc<SamplingParams>,
-            prompt: &'a [u32],
-            output: &'a [u32],
-            stop_ids: &'a [u32],
-            rng: StdRng,
-        }
-        let mut jobs: Vec<Option<Job>> = Vec::with_capacity(sched.requests().len());
-        for (i, r) in sched.requests().iter().enumerate() {
-            let (Some(seq), Some(req)) = (
-                self.seqs.get(&r.request_id),
-                self.scheduler.request(r.request_id),
-            ) else {
-                jobs.push(None);
-                continue;
-            };
-            if !r.sample || logits.rows[i].is_empty() {
-                jobs.push(None);
-                continue;
-            }
-            jobs.push(Some(Job {
-                row: logits.row(logits.rows[i].end - 1),
-                params: seq.params.clone(),
-                prompt: req.prompt_token_ids(),
-                output: req.output_token_ids(),
-                stop_ids: &seq.stop_ids,
-                rng: seq.rng.clone(),
-            }));
-        }
-        let results: Vec<Option<(Sampled, StdRng)>> = jobs
-            .into_par_iter()
-            .map(|job| {
-                job.map(|mut j| {
-                    let ctx = ProcessorContext {
-                        params: &j.params,
-                        prompt_token_ids: j.prompt,
-                        output_token_ids: j.output,
-                        stop_ids: j.stop_ids,
-                    };
-                    (sampler::sample_row(j.row, &ctx, &mut j.rng), j.rng)
-                })
-            })
-            .collect();
-        sched
-            .requests()
-            .iter()
-            .zip(results)
-            .map(|(r, res)| {
-                res.map(|(s, rng)| {
-                    if let Some(seq) = self.seqs.get_mut(&r.request_id) {
-                        seq.rng = rng;
-                    }
-                    s
-                })
-            })
-            .collect()
+        rows
     }
 
     /// Detokenizes a sequence's new tokens and applies stop strings.
@@ -605,4 +540,23 @@ impl LlmEngine {
         }
         outputs
     }
+}
+
+/// Samples, in parallel, every request that needs a token from its last
+/// logits row on the host (steps whose logits came back).
+fn sample_on_host(
+    sched: &SchedulerOutput,
+    logits: &StepLogits,
+    rows: &[SamplingRow],
+) -> Vec<Option<Sampled>> {
+    let reqs = sched.requests();
+    (0..reqs.len())
+        .into_par_iter()
+        .map(|i| {
+            let lr = &logits.rows[i];
+            (reqs[i].sample && lr.start < lr.end)
+                .then(|| rows.get(i).map(|row| row.sample(logits.row(lr.end - 1))))
+                .flatten()
+        })
+        .collect()
 }

@@ -33,13 +33,14 @@ impl StepLogits {
 /// What the engine needs from a runner, whatever its backend.
 pub trait Runner: Send {
     /// `all_rows[i]`: request i wants the logits of every new token.
-    /// `sampling` (per request, only when `samples_on_device`): sample on
-    /// the device with these parameters instead of returning logits.
+    /// `sampling` (one row per request; only when `samples_on_device` and
+    /// no request wants all rows): sample where the logits are and return
+    /// the results in `StepLogits::sampled` instead of logits.
     fn execute(
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
-        sampling: Option<&[SamplingRow]>,
+        sampling: Option<Vec<SamplingRow>>,
     ) -> anyhow::Result<StepLogits>;
     /// Whether `execute` can sample on the device.
     fn samples_on_device(&self) -> bool;
@@ -59,8 +60,6 @@ pub struct ModelRunner<B: Backend> {
     logit_rows: Vec<u32>,
     /// The host logits buffer, reused across steps.
     spare_logits: Vec<f32>,
-    /// Sampling rows in logits-row order.
-    row_params: Vec<SamplingRow>,
     /// Padded decode steps (with graphs where the backend records them).
     graphs: Option<DecodeGraphs<B>>,
 }
@@ -91,7 +90,6 @@ impl<B: Backend> ModelRunner<B> {
             inputs,
             logit_rows: Vec::new(),
             spare_logits: Vec::new(),
-            row_params: Vec::new(),
             graphs: None,
         })
     }
@@ -237,7 +235,7 @@ impl<B: Backend> ModelRunner<B> {
         &mut self,
         i: usize,
         mut rows: Vec<Range<usize>>,
-        sampling: Option<&[SamplingRow]>,
+        sampling: Option<Vec<SamplingRow>>,
     ) -> anyhow::Result<StepLogits> {
         let n = self.batch.num_seqs();
         let graphs = self.graphs.as_ref().expect("a bucket implies graphs");
@@ -262,9 +260,10 @@ impl<B: Backend> ModelRunner<B> {
         logits.clear();
         let mut sampled = None;
         if let Some(params) = sampling {
+            // Logits row j is request j's.
             let mut out = Vec::with_capacity(n);
             self.backend
-                .sample(&self.ws.logits, vocab, &params[..n], &mut out)?;
+                .sample(&self.ws.logits, vocab, &params, &mut out)?;
             sampled = Some(per_request(&rows, out));
         } else {
             self.backend
@@ -330,10 +329,9 @@ impl<B: Backend> Runner for ModelRunner<B> {
         &mut self,
         sched: &SchedulerOutput,
         all_rows: &[bool],
-        sampling: Option<&[SamplingRow]>,
+        sampling: Option<Vec<SamplingRow>>,
     ) -> anyhow::Result<StepLogits> {
-        let sampling = sampling.filter(|_| self.backend.samples_on_device());
-        if let Some(p) = sampling {
+        if let Some(p) = &sampling {
             anyhow::ensure!(
                 p.len() == sched.requests().len(),
                 "{} sampling rows for {} requests",
@@ -368,33 +366,23 @@ impl<B: Backend> Runner for ModelRunner<B> {
         let vocab = self.model.dims.vocab_size;
         let mut logits = std::mem::take(&mut self.spare_logits);
         let mut sampled = None;
-        if let Some(params) = sampling {
-            // One logits row per sampling request, in request order.
-            self.row_params.clear();
-            for (i, r) in rows.iter().enumerate() {
-                if r.start < r.end {
-                    self.row_params.push(params[i].clone());
-                }
-            }
+        if let Some(mut params) = sampling {
+            // Logits rows are the requests that have one, in order.
+            let mut has_row = rows.iter().map(|r| r.start < r.end);
+            params.retain(|_| has_row.next().unwrap_or(false));
             anyhow::ensure!(
-                self.row_params.len() == self.logit_rows.len(),
-                "device sampling: {} parameter rows for {} logits rows",
-                self.row_params.len(),
+                params.len() == self.logit_rows.len(),
+                "sampling: {} rows for {} logits rows",
+                params.len(),
                 self.logit_rows.len()
             );
-            let row_params = &self.row_params;
-            let mut out = Vec::with_capacity(row_params.len());
+            let mut out = Vec::with_capacity(params.len());
             self.model.for_logits_chunks(
                 &self.backend,
                 &mut self.ws,
                 &self.logit_rows,
                 |backend, chunk_logits, first, len| {
-                    backend.sample(
-                        chunk_logits,
-                        vocab,
-                        &row_params[first..first + len],
-                        &mut out,
-                    )
+                    backend.sample(chunk_logits, vocab, &params[first..first + len], &mut out)
                 },
             )?;
             logits.clear();

@@ -105,7 +105,7 @@ fn check(model: &str) {
         let b = padded.execute(&out, &none, None).unwrap();
         assert_close(&a, &b, step);
         let greedy = vec![SamplingRow::greedy(); reqs.len()];
-        let c = sampling.execute(&out, &none, Some(&greedy)).unwrap();
+        let c = sampling.execute(&out, &none, Some(greedy)).unwrap();
         assert!(c.logits.is_empty());
         let want: Vec<Option<u32>> = a
             .rows

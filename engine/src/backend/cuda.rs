@@ -117,6 +117,24 @@ impl CudaBackend {
         r.map_err(|e| anyhow::anyhow!("CUDA upload: {e}"))
     }
 
+    /// The f32 scratch buffer, grown (the old one freed first) to hold `len`.
+    fn f32_scratch<'a>(
+        &self,
+        slot: &'a mut Option<CudaSlice<f32>>,
+        len: usize,
+    ) -> anyhow::Result<&'a mut CudaSlice<f32>> {
+        if slot.as_ref().is_none_or(|s| s.len() < len) {
+            *slot = None;
+            let buf = self
+                .kernels
+                .alloc_zeros::<f32>(len)
+                .map_err(|e| anyhow::anyhow!("CUDA alloc of {len} f32 logits: {e}"))?;
+            return Ok(slot.insert(buf));
+        }
+        slot.as_mut()
+            .ok_or_else(|| anyhow::anyhow!("logits scratch missing"))
+    }
+
     /// A zeroed metadata buffer of `len` (at least one) elements.
     fn alloc_meta<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,
@@ -543,13 +561,7 @@ impl Backend for CudaBackend {
         // [processed | raw], the raw half only when logprobs are asked for.
         let need = if top_k.is_some() { 2 * n } else { n };
         let mut scratch = self.sampling_logits.lock();
-        if scratch.as_ref().is_none_or(|s| s.len() < need) {
-            *scratch = None;
-            *scratch = Some(self.kernels.alloc_zeros::<f32>(need).map_err(cuda)?);
-        }
-        let Some(wide) = scratch.as_mut() else {
-            anyhow::bail!("sampling buffer missing");
-        };
+        let wide = self.f32_scratch(&mut scratch, need)?;
         let (mut proc_l, mut raw_l) = wide.split_at_mut(n);
         self.kernels
             .convert::<bf16, f32>(logits, &mut proc_l, n)
@@ -615,6 +627,7 @@ impl Backend for CudaBackend {
         self.kernels
             .sample_tokens(&proc_l, n_rows, vocab, &tensors, &mut tokens)
             .map_err(cuda)?;
+        let host_tokens = self.kernels.download(&tokens).map_err(cuda)?;
         let mut logprobs: Vec<Option<TokenLogprobs>> = vec![None; n_rows];
         if let Some(k) = top_k {
             let mut ids = self
@@ -641,7 +654,6 @@ impl Backend for CudaBackend {
                 self.kernels.download(&lp).map_err(cuda)?,
                 self.kernels.download(&rank).map_err(cuda)?,
             );
-            let host_tokens = self.kernels.download(&tokens).map_err(cuda)?;
             for (r, row) in rows.iter().enumerate() {
                 if let Some(want) = row.logprobs {
                     let top = (0..want.min(k))
@@ -656,10 +668,10 @@ impl Backend for CudaBackend {
                 }
             }
         }
-        let host = self.kernels.download(&tokens).map_err(cuda)?;
         self.check()?;
         out.extend(
-            host.into_iter()
+            host_tokens
+                .into_iter()
                 .zip(logprobs)
                 .map(|(token_id, logprobs)| Sampled { token_id, logprobs }),
         );
@@ -677,13 +689,7 @@ impl Backend for CudaBackend {
         }
         let cuda = |e: CudaError| anyhow::anyhow!("CUDA copy to host: {e}");
         let mut scratch = self.sampling_logits.lock();
-        if scratch.as_ref().is_none_or(|s| s.len() < len) {
-            *scratch = None;
-            *scratch = Some(self.kernels.alloc_zeros::<f32>(len).map_err(cuda)?);
-        }
-        let Some(wide) = scratch.as_mut() else {
-            anyhow::bail!("host copy buffer missing");
-        };
+        let wide = self.f32_scratch(&mut scratch, len)?;
         self.kernels
             .convert::<bf16, f32>(x, wide, len)
             .map_err(cuda)?;

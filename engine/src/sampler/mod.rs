@@ -37,7 +37,9 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-/// Samples one token from `raw` (left untouched) for one sequence.
+/// Samples one token from `raw` (left untouched) for one sequence, applying
+/// the processors one by one: the reference `SamplingRow::sample` is tested
+/// against (the engine samples through `SamplingRow`).
 pub fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Sampled {
     let params = ctx.params;
     if params.is_greedy() && logits_processors::is_noop(ctx) {
