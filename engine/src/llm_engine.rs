@@ -7,10 +7,10 @@ use crate::model_info::ModelInfo;
 use crate::model_runner::{Runner, StepLogits};
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
 use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
-use crate::sampling_params::SamplingParams;
+use crate::sampling_params::{SamplingParams, SamplingParamsError};
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use pagoda_scheduler::{
-    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions,
+    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, SchedulingPolicy, StopConditions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -143,6 +143,21 @@ impl LlmEngine {
         Ok(())
     }
 
+    /// vLLM refuses a non-default priority unless the priority policy is on
+    /// (`Processor._validate_request`): under fcfs it would be silently ignored.
+    fn check_priority(&self, priority: i32) -> Result<(), EngineError> {
+        if priority != 0 && self.scheduler.config().policy != SchedulingPolicy::Priority {
+            return Err(EngineError::InvalidParams(SamplingParamsError {
+                param: "priority",
+                message: format!(
+                    "Got priority {priority} but priority scheduling is not enabled \
+                     (start the server with --scheduling-policy priority)."
+                ),
+            }));
+        }
+        Ok(())
+    }
+
     /// Enqueues a request; returns its id.
     pub fn add_request(
         &mut self,
@@ -151,6 +166,7 @@ impl LlmEngine {
         opts: RequestOptions,
     ) -> Result<u64, EngineError> {
         self.validate(&prompt, &params)?;
+        self.check_priority(opts.priority)?;
         if let Some(limit) = self.max_waiting_requests {
             if self.scheduler.stats().num_waiting >= limit {
                 return Err(EngineError::QueueFull);
@@ -209,6 +225,7 @@ impl LlmEngine {
                     params.stop.clone(),
                     params.include_stop_str_in_output,
                 )
+                .with_min_tokens(params.min_tokens)
             });
             self.seqs.insert(
                 id,
@@ -290,7 +307,9 @@ impl LlmEngine {
         let rows = self.sampling_rows(&sched);
         // Prompt logprobs need the logits on the host; otherwise the
         // backend samples where the logits are.
-        let on_device = self.runner.samples_on_device() && !all_rows.iter().any(|&a| a);
+        let on_device = self.runner.samples_on_device()
+            && !all_rows.iter().any(|&a| a)
+            && rows.iter().all(SamplingRow::device_can_sample);
         let (device_rows, host_rows) = if on_device {
             (Some(rows), Vec::new())
         } else {
@@ -438,7 +457,16 @@ impl LlmEngine {
         let mut stop_reason = None;
         let mut text = String::new();
         if let (Some(detok), Some(tok)) = (seq.detok.as_mut(), self.tokenizer.as_ref()) {
-            let delta = detok.push(tok, &new_token_ids);
+            // A sequence ended by EOS or a stop token id does not show that
+            // token's text unless asked to (vLLM's detokenizer drops it when
+            // `stop_terminated`, vllm/v1/engine/detokenizer.py `update`).
+            let stop_terminated =
+                finish == Some(FinishReason::Stop) && !seq.params.include_stop_str_in_output;
+            let text_ids = match new_token_ids.split_last() {
+                Some((_, before)) if stop_terminated => before,
+                _ => &new_token_ids[..],
+            };
+            let delta = detok.push(tok, text_ids);
             text = delta.text;
             if let Some(stop) = delta.stop_matched {
                 if finish.is_none() {

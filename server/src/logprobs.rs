@@ -1,13 +1,11 @@
 //! The engine's per-token logprobs in OpenAI's two shapes: parallel lists
 //! for completions, a list of token objects for chat.
 
-use std::collections::BTreeMap;
-
 use pagoda_engine::TokenLogprobs;
 
 use crate::protocol::chat::{ChatTokenLogprob, ChatTopLogprob};
 use crate::protocol::common::finite_logprob;
-use crate::protocol::completion::CompletionLogprobs;
+use crate::protocol::completion::{CompletionLogprobs, TopLogprobs};
 
 /// Completions logprobs for `tokens`; `text_offset` is where the first
 /// token's text starts in the choice's text (in characters, as OpenAI counts).
@@ -23,13 +21,13 @@ pub fn completion_logprobs(
         out.text_offset.push(*text_offset);
         *text_offset += text.chars().count();
         out.token_logprobs.push(Some(finite_logprob(t.logprob)));
-        let mut top: BTreeMap<String, f32> = t
+        let mut top: Vec<(String, f32)> = t
             .top
             .iter()
             .map(|&(id, lp)| (token_text(id), finite_logprob(lp)))
             .collect();
-        top.entry(text.clone()).or_insert(finite_logprob(t.logprob));
-        out.top_logprobs.push(Some(top));
+        top.push((text.clone(), finite_logprob(t.logprob)));
+        out.top_logprobs.push(Some(TopLogprobs::new(top)));
         out.tokens.push(text);
     }
     out
@@ -102,9 +100,12 @@ mod tests {
         );
         let top1 = out.top_logprobs[1].as_ref().unwrap();
         assert_eq!(top1.len(), 2);
-        assert_eq!(top1["d"], -3.0);
-        assert_eq!(top1["é"], -0.1);
+        assert_eq!(top1.get("d"), Some(-3.0));
+        assert_eq!(top1.get("é"), Some(-0.1));
         assert_eq!(out.top_logprobs[0].as_ref().unwrap().len(), 2);
+        // Most likely first, whatever the texts' order.
+        let json = serde_json::to_string(top1).unwrap();
+        assert_eq!(json, r#"{"é":-0.1,"d":-3.0}"#);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! These run on a blocking thread (a long prompt takes a while to
 //! tokenize), so they take the state by reference and return owned data.
 
-use pagoda_engine::tokenizer::Tokenizer;
+use pagoda_engine::tokenizer::{continue_final_message, Tokenizer};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -88,11 +88,44 @@ pub fn prepare_completion_prompt(
     }
 }
 
+/// How a chat ends: a new assistant turn opened (`add_generation_prompt`),
+/// or the final message left open for the model to continue
+/// (`continue_final_message`, HF's and vLLM's), or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatPromptOptions {
+    pub add_generation_prompt: bool,
+    pub continue_final_message: bool,
+}
+
+impl ChatPromptOptions {
+    /// `add_generation_prompt` defaults to true, except with
+    /// `continue_final_message`, where an open assistant header would be
+    /// wrong (vLLM's default would make such a request fail; a client that
+    /// asks to continue means the other off). Both set true is a 400, as
+    /// vLLM's `check_generation_prompt` answers.
+    pub fn resolve(
+        add_generation_prompt: Option<bool>,
+        continue_final_message: Option<bool>,
+    ) -> Result<Self, ApiError> {
+        let continue_final_message = continue_final_message.unwrap_or(false);
+        if continue_final_message && add_generation_prompt == Some(true) {
+            return Err(ApiError::invalid_param(
+                "continue_final_message",
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+            ));
+        }
+        Ok(Self {
+            add_generation_prompt: add_generation_prompt.unwrap_or(!continue_final_message),
+            continue_final_message,
+        })
+    }
+}
+
 /// Renders `messages` with the model's chat template.
 pub fn render_chat(
     state: &AppState,
     messages: &[ChatMessage],
-    add_generation_prompt: bool,
+    opts: ChatPromptOptions,
 ) -> Result<String, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid_param(
@@ -106,20 +139,25 @@ pub fn render_chat(
         )
     })?;
     let values: Vec<Value> = messages.iter().map(message_value).collect();
-    template
-        .render(&values, add_generation_prompt, None)
-        .map_err(|e| {
-            ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"))
-        })
+    let template_error =
+        |e| ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"));
+    let text = template
+        .render(&values, opts.add_generation_prompt, None)
+        .map_err(template_error)?;
+    if !opts.continue_final_message {
+        return Ok(text);
+    }
+    let last = messages.last().and_then(|m| m.content.as_deref());
+    continue_final_message(&text, last.unwrap_or_default()).map_err(template_error)
 }
 
 /// Renders and tokenizes a chat (the template adds BOS itself).
 pub fn prepare_chat_prompt(
     state: &AppState,
     messages: &[ChatMessage],
-    add_generation_prompt: bool,
+    opts: ChatPromptOptions,
 ) -> Result<Vec<u32>, ApiError> {
-    let text = render_chat(state, messages, add_generation_prompt)?;
+    let text = render_chat(state, messages, opts)?;
     encode(state, &text, false)
 }
 

@@ -14,6 +14,7 @@ pub use logprobs::{logsumexp, top_logprobs};
 pub use sampling_row::{PenaltyRow, SamplingRow};
 
 use crate::outputs::TokenLogprobs;
+use crate::sampling_params::SamplingParams;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -52,33 +53,57 @@ pub fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Samp
     let token_id = if params.is_greedy() {
         argmax(&logits)
     } else {
-        let u: f32 = rng.random();
         sample_scaled(
             &mut logits,
             params.temperature,
             params.top_k,
             params.top_p,
             params.min_p,
-            u,
+            Draw::next(params, rng),
         )
     };
     let logprobs = params.logprobs.map(|k| top_logprobs(raw, token_id, k));
     Sampled { token_id, logprobs }
 }
 
+/// The randomness of one sampled token, taken from the request's stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Draw {
+    /// A uniform in [0, 1) for the CDF walk (unseeded requests; what the
+    /// device kernel runs).
+    Uniform(f32),
+    /// The key of an exponential race (seeded requests: reproducible when
+    /// the logits are recomputed, see `top_k_top_p::sample_race`).
+    Race(u64),
+}
+
+impl Draw {
+    /// One draw from `rng` for a non-greedy token of a request with `params`.
+    pub fn next(params: &SamplingParams, rng: &mut StdRng) -> Self {
+        if params.seed.is_some() {
+            Draw::Race(rng.random())
+        } else {
+            Draw::Uniform(rng.random())
+        }
+    }
+}
+
 /// Temperature-scales `logits` in place, then draws one token under
-/// min-p / top-k / top-p with the uniform draw `u` (a non-greedy row).
+/// min-p / top-k / top-p (a non-greedy row).
 pub fn sample_scaled(
     logits: &mut [f32],
     temperature: f32,
     top_k: i32,
     top_p: f32,
     min_p: f32,
-    u: f32,
+    draw: Draw,
 ) -> u32 {
     let inv_t = 1.0 / temperature;
     logits.iter_mut().for_each(|l| *l *= inv_t);
-    top_k_top_p::sample(logits, top_k, top_p, min_p, u)
+    match draw {
+        Draw::Uniform(u) => top_k_top_p::sample(logits, top_k, top_p, min_p, u),
+        Draw::Race(key) => top_k_top_p::sample_race(logits, top_k, top_p, min_p, key),
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,8 @@
 //! the logits are (only token ids and requested logprobs come back).
 
 use super::logits_processors::{is_noop, ProcessorContext};
-use super::{argmax, sample_scaled, top_logprobs, Sampled};
+use super::{argmax, sample_scaled, top_logprobs, Draw, Sampled};
 use rand::rngs::StdRng;
-use rand::Rng;
 use std::collections::BTreeMap;
 
 /// vLLM's penalties for one row.
@@ -28,8 +27,12 @@ pub struct SamplingRow {
     pub top_k: i32,
     pub top_p: f32,
     pub min_p: f32,
-    /// The row's draw from its request's seeded stream (0 when greedy).
+    /// The row's draw from its request's seeded stream (0 when greedy or
+    /// when `race_key` is set).
     pub uniform: f32,
+    /// Seeded requests draw a race key instead of a uniform
+    /// (`Draw::Race`); such rows are sampled on the host.
+    pub race_key: Option<u64>,
     /// Top logprobs wanted (the sampled token's always comes with them).
     pub logprobs: Option<usize>,
     /// Logit bias summed per id, and -inf for stop ids masked by
@@ -47,6 +50,7 @@ impl SamplingRow {
             top_p: 1.0,
             min_p: 0.0,
             uniform: 0.0,
+            race_key: None,
             logprobs: None,
             bias: Vec::new(),
             penalties: None,
@@ -64,6 +68,7 @@ impl SamplingRow {
             top_p: p.top_p,
             min_p: p.min_p,
             uniform: 0.0,
+            race_key: None,
             logprobs: p.logprobs,
             bias: Vec::new(),
             penalties: None,
@@ -96,13 +101,29 @@ impl SamplingRow {
             }
         }
         if !p.is_greedy() {
-            row.uniform = rng.random();
+            match Draw::next(p, rng) {
+                Draw::Uniform(u) => row.uniform = u,
+                Draw::Race(key) => row.race_key = Some(key),
+            }
         }
         row
     }
 
     pub fn is_greedy(&self) -> bool {
         self.temperature < 1e-5
+    }
+
+    /// Whether a device can sample this row: its kernel walks the CDF, so
+    /// race rows (seeded requests) go to the host.
+    pub fn device_can_sample(&self) -> bool {
+        self.race_key.is_none()
+    }
+
+    fn draw(&self) -> Draw {
+        match self.race_key {
+            Some(key) => Draw::Race(key),
+            None => Draw::Uniform(self.uniform),
+        }
     }
 
     /// Applies the bias, the masks and the penalties to `logits` (one row),
@@ -145,7 +166,7 @@ impl SamplingRow {
                     self.top_k,
                     self.top_p,
                     self.min_p,
-                    self.uniform,
+                    self.draw(),
                 )
             }
         } else {
@@ -160,7 +181,7 @@ impl SamplingRow {
                     self.top_k,
                     self.top_p,
                     self.min_p,
-                    self.uniform,
+                    self.draw(),
                 )
             }
         };
@@ -174,7 +195,7 @@ mod tests {
     use super::*;
     use crate::sampler::sample_row;
     use crate::sampling_params::SamplingParams;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
 
     fn logits(seed: u32) -> Vec<f32> {
         (0..64u32)
@@ -202,6 +223,10 @@ mod tests {
         cases.push(p.clone());
         p.min_tokens = 4;
         cases.push(p.clone());
+        // A seeded request draws a race key instead of a uniform.
+        let mut seeded = p.clone();
+        seeded.seed = Some(3);
+        cases.push(seeded);
         p.temperature = 0.0;
         cases.push(p);
         let prompt = [1u32, 5, 7, 7, 40];

@@ -17,15 +17,28 @@ fn desc(logits: &[f32]) -> impl Fn(&u32, &u32) -> Ordering + '_ {
     }
 }
 
-/// Draws one token with uniform `u` in [0, 1).
-pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32 {
+/// The tokens min-p, top-k and top-p keep, with their unnormalized
+/// probabilities `exp(l - max)`; sorted most likely first whenever top-k or
+/// top-p sorted them, else in id order.
+struct Kept {
+    ids: Vec<u32>,
+    weights: Vec<f32>,
+    /// The largest logit (the weights are relative to it).
+    max: f32,
+}
+
+fn kept(logits: &[f32], top_k: i32, top_p: f32, min_p: f32) -> Kept {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let total: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
     let mut cand: Vec<u32> = (0..logits.len() as u32)
         .filter(|&i| logits[i as usize] > f32::NEG_INFINITY)
         .collect();
     if cand.is_empty() {
-        return 0;
+        return Kept {
+            ids: vec![0],
+            weights: vec![1.0],
+            max: 0.0,
+        };
     }
     // min-p: drop tokens whose probability is under min_p times the top one.
     if min_p > 0.0 {
@@ -59,7 +72,7 @@ pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32
         cand
     };
     // Probabilities renormalized over the kept set, cut at top-p mass.
-    let weights: Vec<f32> = sorted
+    let mut weights: Vec<f32> = sorted
         .iter()
         .map(|&i| (logits[i as usize] - max).exp())
         .collect();
@@ -75,16 +88,70 @@ pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32
             }
         }
     }
-    let norm: f32 = weights[..n].iter().sum();
+    let mut ids = sorted;
+    ids.truncate(n);
+    weights.truncate(n);
+    Kept { ids, weights, max }
+}
+
+/// Draws one token with uniform `u` in [0, 1) by walking the CDF of the
+/// kept tokens (the draw the device kernel mirrors).
+pub fn sample(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, u: f32) -> u32 {
+    let Kept { ids, weights, .. } = kept(logits, top_k, top_p, min_p);
+    let norm: f32 = weights.iter().sum();
     let target = u * norm;
     let mut acc = 0.0;
-    for j in 0..n {
-        acc += weights[j];
+    for (j, w) in weights.iter().enumerate() {
+        acc += w;
         if target < acc {
-            return sorted[j];
+            return ids[j];
         }
     }
-    sorted[n - 1]
+    ids[ids.len() - 1]
+}
+
+/// Draws one token by the exponential race (the Gumbel-max trick, as
+/// vLLM's `random_sample` does with `probs / Exp(1)`): each kept token gets
+/// its own noise from `key` and its id, and the largest
+/// `l - ln(-ln u)` wins, which picks token i with probability p_i.
+///
+/// Why seeded requests use it: a walk along the CDF lands on a token whose
+/// interval is narrower than the rounding noise of the running sum, so the
+/// same seed drew different tokens when the logits were recomputed with
+/// last-bit differences (after a preemption). Here a change needs two
+/// tokens' scores to tie within that noise, which almost never happens.
+pub fn sample_race(logits: &[f32], top_k: i32, top_p: f32, min_p: f32, key: u64) -> u32 {
+    let Kept { ids, weights, max } = kept(logits, top_k, top_p, min_p);
+    let mut best = ids[0];
+    // Scores relative to `max`; `bound` = exp(-best score).
+    let mut best_score = f64::NEG_INFINITY;
+    let mut bound = f64::INFINITY;
+    for (&id, &w) in ids.iter().zip(&weights) {
+        let u = noise_uniform(key, id);
+        // -ln u >= 1 - u, so the score is at most ln w - ln(1 - u): a token
+        // that cannot beat the best is skipped without its two logs (about
+        // one token per row is scored; the margin covers exp's rounding).
+        if 1.0 - u >= f64::from(w) * bound * (1.0 + 1e-5) {
+            continue;
+        }
+        let score = f64::from(logits[id as usize] - max) - (-u.ln()).ln();
+        if score > best_score {
+            best_score = score;
+            best = id;
+            bound = (-best_score).exp();
+        }
+    }
+    best
+}
+
+/// A uniform in (0, 1) from the row's key and a token id: SplitMix64's
+/// mixer over the pair, 53 bits, never 0 or 1 (so both logs are finite).
+fn noise_uniform(key: u64, id: u32) -> f64 {
+    let mut z = key ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
 /// The `k` candidates with the largest logits, largest first.
@@ -144,6 +211,108 @@ mod tests {
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.04f32.ln()];
         let h = histogram(&logits, 0, 1.0, 0.1);
         assert_eq!(h[2], 0.0);
+    }
+
+    fn race_histogram(logits: &[f32], top_k: i32, top_p: f32, min_p: f32) -> Vec<f64> {
+        let n = 40000;
+        let mut h = vec![0.0; logits.len()];
+        for key in 0..n {
+            h[sample_race(logits, top_k, top_p, min_p, key) as usize] += 1.0 / n as f64;
+        }
+        h
+    }
+
+    #[test]
+    fn race_follows_the_same_distributions() {
+        let logits = [0.0f32, 1.0, 2.0, f32::NEG_INFINITY];
+        let h = race_histogram(&logits, 0, 1.0, 0.0);
+        let z: f64 = logits[..3].iter().map(|&l| (l as f64).exp()).sum();
+        for (i, &l) in logits[..3].iter().enumerate() {
+            let p = (l as f64).exp() / z;
+            assert!((h[i] - p).abs() < 0.01, "token {i}: {} vs {p}", h[i]);
+        }
+        assert_eq!(h[3], 0.0);
+        // top-k, top-p and min-p keep the same sets as the CDF walk.
+        let h = race_histogram(&[0.0, 1.0, 2.0, 3.0], 2, 1.0, 0.0);
+        assert_eq!(h[0] + h[1], 0.0);
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let h = race_histogram(&logits, 0, 0.6, 0.0);
+        assert_eq!(h[2], 0.0);
+        assert!((h[0] - 0.625).abs() < 0.01);
+        let h = race_histogram(&[0.5f32.ln(), 0.3f32.ln(), 0.04f32.ln()], 0, 1.0, 0.1);
+        assert_eq!(h[2], 0.0);
+    }
+
+    /// The race without the pruning: every kept token scored.
+    fn race_unpruned(logits: &[f32], key: u64) -> u32 {
+        let Kept { ids, max, .. } = kept(logits, 0, 1.0, 0.0);
+        let score =
+            |id: u32| f64::from(logits[id as usize] - max) - (-noise_uniform(key, id).ln()).ln();
+        ids.into_iter()
+            .fold((0, f64::NEG_INFINITY), |(b, bs), id| {
+                let s = score(id);
+                if s > bs {
+                    (id, s)
+                } else {
+                    (b, bs)
+                }
+            })
+            .0
+    }
+
+    /// The failure the race fixes: logits recomputed with last-bit noise
+    /// (as after a preemption), a peaked distribution over a 32k vocabulary
+    /// with a long tail. The CDF walk lands elsewhere now and then (5 of
+    /// 1,000 draws here; over a 64-token seeded completion that is a
+    /// divergence about every third request, as seen through the server);
+    /// the race keeps its token, and its pruning changes nothing.
+    #[test]
+    fn race_is_robust_to_last_bit_noise_where_the_cdf_walk_is_not() {
+        let vocab = 32000;
+        let mut rng_state = 0x1234_5678u64;
+        let mut next = || {
+            rng_state = rng_state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng_state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let (mut walk_changed, mut race_changed) = (0, 0);
+        let draws = 1000;
+        for d in 0..draws {
+            let logits: Vec<f32> = (0..vocab)
+                .map(|i| {
+                    let tail = (next() + next() + next() + next() - 2.0) * 1.5;
+                    tail + if i % 5000 == 7 { 12.0 } else { 0.0 }
+                })
+                .collect();
+            let noisy: Vec<f32> = logits
+                .iter()
+                .map(|&l| {
+                    let bits = l.to_bits() as i32 + (next() * 5.0) as i32 - 2;
+                    f32::from_bits(bits as u32)
+                })
+                .collect();
+            let u = next();
+            if sample(&logits, 0, 1.0, 0.0, u) != sample(&noisy, 0, 1.0, 0.0, u) {
+                walk_changed += 1;
+            }
+            let key = d as u64 * 7919;
+            let raced = sample_race(&logits, 0, 1.0, 0.0, key);
+            if raced != sample_race(&noisy, 0, 1.0, 0.0, key) {
+                race_changed += 1;
+            }
+            if d % 50 == 0 {
+                assert_eq!(raced, race_unpruned(&logits, key), "draw {d}");
+            }
+        }
+        assert!(
+            walk_changed >= 2,
+            "the CDF walk changed only {walk_changed} draws: the test lost its contrast"
+        );
+        assert!(
+            race_changed <= 1,
+            "the race changed {race_changed} of {draws} draws"
+        );
     }
 
     #[test]

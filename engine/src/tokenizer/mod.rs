@@ -3,6 +3,7 @@
 //! incremental detokenizer with stop strings that streams output text.
 
 mod chat_template;
+mod continue_final_message;
 mod detokenizer;
 mod gguf_tokenizer;
 mod stop_checker;
@@ -11,6 +12,7 @@ mod tokenizer;
 mod tokenizer_config;
 
 pub use chat_template::ChatTemplate;
+pub use continue_final_message::continue_final_message;
 pub use detokenizer::{DetokenizerDelta, IncrementalDetokenizer};
 pub use gguf_tokenizer::{byte_alphabet, pre_tokenizer_split, tokenizer_from_gguf_metadata};
 pub use stop_checker::{StopChecker, StopMatch};

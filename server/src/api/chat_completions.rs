@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::generation::{submit, GenerationStream, SubmitOptions};
 use crate::json_body::JsonBody;
 use crate::logprobs::chat_logprobs;
-use crate::prompt::{check_prompt_fits, prepare_chat_prompt, token_text};
+use crate::prompt::{check_prompt_fits, prepare_chat_prompt, token_text, ChatPromptOptions};
 use crate::protocol::chat::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatResponseMessage, ASSISTANT,
@@ -95,14 +95,14 @@ async fn chat_completion(
             e
         }
     })?;
-    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let chat_opts =
+        ChatPromptOptions::resolve(req.add_generation_prompt, req.continue_final_message)?;
     let messages = req.messages;
     let st = state.clone();
-    let prompt = tokio::task::spawn_blocking(move || {
-        prepare_chat_prompt(&st, &messages, add_generation_prompt)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("chat template failed: {e}")))??;
+    let prompt =
+        tokio::task::spawn_blocking(move || prepare_chat_prompt(&st, &messages, chat_opts))
+            .await
+            .map_err(|e| ApiError::internal(format!("chat template failed: {e}")))??;
     check_prompt_fits(
         prompt.len(),
         params.max_tokens,

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Json, Response};
 
 use crate::error::ApiError;
 use crate::json_body::JsonBody;
-use crate::prompt::{decode, encode, prepare_chat_prompt, token_text};
+use crate::prompt::{decode, encode, prepare_chat_prompt, token_text, ChatPromptOptions};
 use crate::protocol::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
@@ -21,7 +21,11 @@ pub async fn tokenize(
         let tokens = tokio::task::spawn_blocking(move || match (req.prompt, req.messages) {
             (Some(prompt), None) => encode(&st, &prompt, req.add_special_tokens.unwrap_or(true)),
             (None, Some(messages)) => {
-                prepare_chat_prompt(&st, &messages, req.add_generation_prompt.unwrap_or(true))
+                let opts = ChatPromptOptions::resolve(
+                    req.add_generation_prompt,
+                    req.continue_final_message,
+                )?;
+                prepare_chat_prompt(&st, &messages, opts)
             }
             _ => Err(ApiError::bad_request(
                 "Send exactly one of `prompt` (text) and `messages` (a chat).",

@@ -64,6 +64,10 @@ pub struct ChatCompletionRequest {
     pub include_stop_str_in_output: Option<bool>,
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
+    /// Leave the final message open for the model to continue (HF's and
+    /// vLLM's); `add_generation_prompt` then defaults to false.
+    #[serde(default)]
+    pub continue_final_message: Option<bool>,
     #[serde(default)]
     pub priority: Option<i32>,
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! `/v1/completions`: OpenAI's legacy completions API with vLLM's extras.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,50 @@ pub struct CompletionLogprobs {
     pub text_offset: Vec<usize>,
     pub token_logprobs: Vec<Option<f32>>,
     pub tokens: Vec<String>,
-    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
+    pub top_logprobs: Vec<Option<TopLogprobs>>,
+}
+
+/// One token's alternatives as a JSON object from token text to logprob,
+/// most likely first (OpenAI's and vLLM's order; a sorted map would order
+/// them by text). A text shared by several tokens keeps its likeliest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopLogprobs(Vec<(String, f32)>);
+
+impl TopLogprobs {
+    /// From `(text, logprob)` pairs in any order.
+    pub fn new(mut entries: Vec<(String, f32)>) -> Self {
+        entries.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut seen = std::collections::HashSet::new();
+        entries.retain(|(text, _)| seen.insert(text.clone()));
+        Self(entries)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, text: &str) -> Option<f32> {
+        self.0.iter().find(|(t, _)| t == text).map(|&(_, lp)| lp)
+    }
+
+    pub fn entries(&self) -> &[(String, f32)] {
+        &self.0
+    }
+}
+
+impl Serialize for TopLogprobs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (text, logprob) in &self.0 {
+            map.serialize_entry(text, logprob)?;
+        }
+        map.end()
+    }
 }
 
 impl CompletionLogprobs {

@@ -18,6 +18,10 @@ pub struct TokenizeRequest {
     pub add_special_tokens: Option<bool>,
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
+    /// Leave the final message open for the model to continue (HF's and
+    /// vLLM's); `add_generation_prompt` then defaults to false.
+    #[serde(default)]
+    pub continue_final_message: Option<bool>,
     #[serde(default)]
     pub return_token_strs: Option<bool>,
 }
