@@ -410,7 +410,18 @@ fn chat_logprobs(s: &TestServer) {
 fn prefix_cache_reports_cached_tokens(s: &TestServer) {
     let prompt = "Pagoda is a serving engine. ".repeat(12);
     let first = greedy_completion(s, &prompt, 1, json!({}));
-    let second = greedy_completion(s, &prompt, 1, json!({}));
+    // The counters move once per request (its prompt), not once per step.
+    let label = format!("{{model_name=\"{}\"}}", model_name(s));
+    let counters = || {
+        s.wait_idle(std::time::Duration::from_secs(10)).unwrap();
+        (
+            s.metric(&format!("pagoda:prefix_cache_queries_total{label}")),
+            s.metric(&format!("pagoda:prefix_cache_hits_total{label}")),
+        )
+    };
+    let (queries, hits) = counters();
+    let second = greedy_completion(s, &prompt, 5, json!({"ignore_eos": true}));
+    let (queries_after, hits_after) = counters();
     let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
     let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
@@ -420,6 +431,8 @@ fn prefix_cache_reports_cached_tokens(s: &TestServer) {
         cached >= 48 && cached < prompt_tokens,
         "cached {cached} of {prompt_tokens}; first {first}"
     );
+    assert_eq!(queries_after - queries, prompt_tokens as f64);
+    assert_eq!(hits_after - hits, cached as f64);
 }
 
 fn tokenize_and_detokenize(s: &TestServer) {
