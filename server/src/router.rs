@@ -32,6 +32,7 @@ pub fn build_router(state: SharedState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     let open = Router::new()
         .route("/health", get(health::health))
+        .route("/ping", get(health::health).post(health::health))
         .route("/metrics", get(metrics::metrics));
     protected
         .merge(open)

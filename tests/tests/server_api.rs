@@ -67,6 +67,11 @@ fn stream_texts(chunks: &[Value], chat: bool) -> std::collections::BTreeMap<u64,
 fn models_health_version(s: &TestServer) {
     let (status, body) = s.get("/health");
     assert_eq!(status, 200, "{body}");
+    // vLLM's /ping: the same answer, on GET and POST.
+    let (status, body) = s.get("/ping");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.post("/ping", &json!({}));
+    assert_eq!(status, 200, "{body}");
     let (status, text) = s.get("/v1/models");
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&text).unwrap();
