@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pagoda_engine::{FinishReason, RequestOutput};
+use pagoda_engine::{EngineError, FinishReason, RequestOutput};
 
 use crate::state::AppState;
 
@@ -26,7 +26,10 @@ pub struct RequestTracker {
     output_tokens: usize,
     /// The latest finish reason of any of its samples.
     finish_reason: Option<&'static str>,
+    /// Finished, or refused: nothing left to record on drop.
     finished: bool,
+    /// Some output arrived: an error now aborts a started request.
+    started: bool,
 }
 
 impl RequestTracker {
@@ -42,12 +45,27 @@ impl RequestTracker {
             output_tokens: 0,
             finish_reason: None,
             finished: false,
+            started: false,
+        }
+    }
+
+    /// Looks at an error that ends the request. Before any output it is the
+    /// engine's refusal (e.g. queue full): the request never ran, so it is
+    /// not counted as finished or aborted; the client gets the error status.
+    pub fn observe_error(&mut self, err: &EngineError) {
+        if self.started {
+            return; // counted as aborted on drop
+        }
+        self.finished = true;
+        if self.state.log_requests {
+            tracing::info!("Refused request {}: {err}", self.label);
         }
     }
 
     /// Looks at one streamed output of the request.
     pub fn observe(&mut self, out: &RequestOutput) {
         let now = Instant::now();
+        self.started = true;
         self.prompt_tokens = out.num_prompt_tokens;
         let new_tokens: usize = out.outputs.iter().map(|d| d.token_ids.len()).sum();
         if let Some(r) = out
