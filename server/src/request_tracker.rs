@@ -30,6 +30,9 @@ pub struct RequestTracker {
     finished: bool,
     /// Some output arrived: an error now aborts a started request.
     started: bool,
+    /// The handler's span (it names the client's `X-Request-Id`): the log
+    /// line of a streamed request is written after the handler returned.
+    span: tracing::Span,
 }
 
 impl RequestTracker {
@@ -46,6 +49,7 @@ impl RequestTracker {
             finish_reason: None,
             finished: false,
             started: false,
+            span: tracing::Span::current(),
         }
     }
 
@@ -58,6 +62,7 @@ impl RequestTracker {
         }
         self.finished = true;
         if self.state.log_requests {
+            let _entered = self.span.enter();
             tracing::info!("Refused request {}: {err}", self.label);
         }
     }
@@ -119,6 +124,7 @@ impl RequestTracker {
         m.observe_e2e_request_latency(e2e);
         m.record_finished(reason);
         if self.state.log_requests {
+            let _entered = self.span.enter();
             tracing::info!(
                 "Finished request {} (engine id {}): prompt_tokens={} output_tokens={} ttft={} e2e={:.3}s finish_reason={}",
                 self.label,
@@ -141,6 +147,7 @@ impl Drop for RequestTracker {
         let elapsed = self.arrival.elapsed().as_secs_f64();
         self.state.metrics.record_finished("abort");
         if self.state.log_requests {
+            let _entered = self.span.enter();
             tracing::info!(
                 "Aborted request {} (engine id {}): prompt_tokens={} output_tokens={} after {:.3}s (client gone or error)",
                 self.label,

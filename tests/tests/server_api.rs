@@ -440,6 +440,41 @@ fn prefix_cache_reports_cached_tokens(s: &TestServer) {
     assert_eq!(hits_after - hits, cached as f64);
 }
 
+/// The client's X-Request-Id comes back and names the request in the log.
+fn request_id_is_echoed_and_logged(s: &TestServer) {
+    let id = "client-req-7f3a";
+    let r = reqwest::blocking::Client::new()
+        .post(s.url("/v1/completions"))
+        .header("x-request-id", id)
+        .json(&json!({"model": model_name(s), "prompt": "Hi", "max_tokens": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], id);
+    let _ = r.text();
+    let start = std::time::Instant::now();
+    let logged = loop {
+        let log = s.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(id) && l.contains("Finished request"))
+            .map(str::to_owned);
+        if line.is_some() || start.elapsed() > std::time::Duration::from_secs(10) {
+            break line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(logged.is_some(), "no log line names {id}:\n{}", s.log());
+    // Errors echo it too.
+    let r = reqwest::blocking::Client::new()
+        .get(s.url("/v1/nowhere"))
+        .header("x-request-id", id)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], id);
+}
+
 fn tokenize_and_detokenize(s: &TestServer) {
     let v = s.post_ok("/tokenize", &json!({"prompt": "Hello world, héllo 世界"}));
     let tokens = v["tokens"].as_array().unwrap().clone();
@@ -754,6 +789,10 @@ fn server_api_end_to_end() {
                 prefix_cache_reports_cached_tokens,
             ),
             ("tokenize_and_detokenize", tokenize_and_detokenize),
+            (
+                "request_id_is_echoed_and_logged",
+                request_id_is_echoed_and_logged,
+            ),
             (
                 "errors_invalid_json_and_types",
                 errors_invalid_json_and_types,
