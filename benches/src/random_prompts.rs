@@ -43,6 +43,7 @@ mod tests {
 
     fn info(vocab_size: usize) -> ModelInfo {
         ModelInfo {
+            scheduling_policy: Default::default(),
             name: "m".into(),
             architecture: "LlamaForCausalLM".into(),
             max_model_len: 128,

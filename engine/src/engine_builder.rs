@@ -395,6 +395,7 @@ fn build_runner<B: Backend>(
         device: runner.device_name(),
         max_num_seqs: config.max_num_seqs,
         max_num_batched_tokens,
+        scheduling_policy: config.scheduling_policy,
     };
     Ok((Box::new(runner), scheduler, info))
 }

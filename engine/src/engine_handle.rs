@@ -1,5 +1,12 @@
 //! The engine on its own OS thread. Callers add requests through a channel
 //! and read a stream of deltas; dropping the stream aborts the request.
+//!
+//! Adding never waits for the engine thread, which reads commands only
+//! between steps: the handle checks what needs no engine state (sampling
+//! parameters, prompt ids, length), takes the request's id from the counter
+//! it shares with the engine, sends the request and returns its stream at
+//! once. A refusal that needs the engine's state (queue full, scheduler)
+//! arrives as the stream's first and only item.
 
 use crate::engine_builder::build_engine;
 use crate::engine_config::EngineConfig;
@@ -7,6 +14,8 @@ use crate::engine_error::EngineError;
 use crate::llm_engine::{EngineStats, LlmEngine, RequestOptions};
 use crate::model_info::ModelInfo;
 use crate::outputs::RequestOutput;
+use crate::request_ids::RequestIds;
+use crate::request_validation::validate_request;
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crossbeam::channel::{self, Receiver, Sender};
@@ -19,15 +28,24 @@ use tokio::sync::mpsc;
 type OutputSender = mpsc::UnboundedSender<Result<RequestOutput, EngineError>>;
 type OutputReceiver = mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>;
 
+/// One request as a caller hands it to `EngineHandle::add_requests`.
+#[derive(Debug, Clone)]
+pub struct EngineRequest {
+    pub prompt_token_ids: Vec<u32>,
+    pub params: SamplingParams,
+    pub opts: RequestOptions,
+}
+
 struct AddCommand {
-    prompt: Vec<u32>,
-    params: SamplingParams,
-    opts: RequestOptions,
-    reply: Sender<Result<(u64, OutputReceiver), EngineError>>,
+    id: u64,
+    request: EngineRequest,
+    output: OutputSender,
 }
 
 enum Command {
-    Add(Box<AddCommand>),
+    /// Requests added together: all are enqueued, or none and each stream
+    /// gets the refusal (one API request's prompts succeed or fail as one).
+    Add(Vec<AddCommand>),
     Abort(u64),
     Shutdown,
 }
@@ -37,23 +55,24 @@ struct Shared {
     tokenizer: Option<Tokenizer>,
     chat_template: Option<ChatTemplate>,
     stats: Mutex<EngineStats>,
-    /// Cleared when the engine thread ends, whether it returned or panicked.
+    /// The engine's own id counter.
+    ids: RequestIds,
+    /// Cleared when the engine loop ends, whether it returned or panicked.
     alive: AtomicBool,
-}
-
-/// Marks the engine dead when the loop's stack unwinds or returns.
-struct AliveGuard<'a>(&'a AtomicBool);
-
-impl Drop for AliveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 /// A cheap, cloneable handle to the running engine.
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// The engine's side of an `EngineHandle`: `run` drives the engine on the
+/// calling thread until shutdown or until every handle is gone.
+pub struct EngineLoop {
+    engine: LlmEngine,
+    commands: Receiver<Command>,
     shared: Arc<Shared>,
 }
 
@@ -72,21 +91,29 @@ impl RequestStream {
 
     pub async fn next(&mut self) -> Option<Result<RequestOutput, EngineError>> {
         let item = self.rx.recv().await;
-        self.observe(&item);
-        item
+        self.observe(item)
     }
 
     /// For callers outside an async runtime.
     pub fn blocking_next(&mut self) -> Option<Result<RequestOutput, EngineError>> {
         let item = self.rx.blocking_recv();
-        self.observe(&item);
-        item
+        self.observe(item)
     }
 
-    fn observe(&mut self, item: &Option<Result<RequestOutput, EngineError>>) {
-        match item {
+    /// Notes the end of the stream. A channel closed before the final
+    /// output means the engine loop is gone: reported once, as `Shutdown`.
+    fn observe(
+        &mut self,
+        item: Option<Result<RequestOutput, EngineError>>,
+    ) -> Option<Result<RequestOutput, EngineError>> {
+        let was_done = self.done;
+        match &item {
             Some(Ok(o)) if !o.finished => {}
             _ => self.done = true,
+        }
+        match item {
+            None if !was_done => Some(Err(EngineError::Shutdown)),
+            item => item,
         }
     }
 }
@@ -111,50 +138,91 @@ impl EngineHandle {
         engine: LlmEngine,
         chat_template: Option<ChatTemplate>,
     ) -> Result<Self, EngineError> {
+        let (handle, engine_loop) = Self::unstarted(engine, chat_template);
+        std::thread::Builder::new()
+            .name("pagoda-engine".into())
+            .spawn(move || engine_loop.run())
+            .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
+        Ok(handle)
+    }
+
+    /// A handle and the loop that serves it, for callers that run the loop
+    /// on a thread of their own. Requests added before `run` wait for it.
+    pub fn unstarted(engine: LlmEngine, chat_template: Option<ChatTemplate>) -> (Self, EngineLoop) {
         let (tx, rx) = channel::unbounded();
         let shared = Arc::new(Shared {
             info: engine.model_info().clone(),
             tokenizer: engine.tokenizer().cloned(),
             chat_template,
             stats: Mutex::new(engine.stats()),
+            ids: engine.request_ids(),
             alive: AtomicBool::new(true),
         });
-        let thread_shared = shared.clone();
-        std::thread::Builder::new()
-            .name("pagoda-engine".into())
-            .spawn(move || {
-                let _guard = AliveGuard(&thread_shared.alive);
-                run_loop(engine, rx, &thread_shared)
-            })
-            .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
-        Ok(Self {
+        let handle = Self {
             commands: tx,
+            shared: shared.clone(),
+        };
+        let engine_loop = EngineLoop {
+            engine,
+            commands: rx,
             shared,
-        })
+        };
+        (handle, engine_loop)
     }
 
+    /// Adds one request without waiting for the engine: see `add_requests`.
     pub fn add_request(
         &self,
         prompt_token_ids: Vec<u32>,
         params: SamplingParams,
         opts: RequestOptions,
     ) -> Result<RequestStream, EngineError> {
-        let (reply_tx, reply_rx) = channel::bounded(1);
+        let mut streams = self.add_requests(vec![EngineRequest {
+            prompt_token_ids,
+            params,
+            opts,
+        }])?;
+        streams
+            .pop()
+            .ok_or_else(|| EngineError::Internal("no stream for the request".into()))
+    }
+
+    /// Adds requests that stand or fall together, without waiting for the
+    /// engine. A request the model cannot take fails here; a refusal of the
+    /// engine (e.g. `QueueFull`) is then every stream's first item.
+    pub fn add_requests(
+        &self,
+        requests: Vec<EngineRequest>,
+    ) -> Result<Vec<RequestStream>, EngineError> {
+        for r in &requests {
+            validate_request(
+                &self.shared.info,
+                &r.prompt_token_ids,
+                &r.params,
+                r.opts.priority,
+            )?;
+        }
+        let mut streams = Vec::with_capacity(requests.len());
+        let mut group = Vec::with_capacity(requests.len());
+        for request in requests {
+            let id = self.shared.ids.reserve(request.params.n);
+            let (tx, rx) = mpsc::unbounded_channel();
+            group.push(AddCommand {
+                id,
+                request,
+                output: tx,
+            });
+            streams.push(RequestStream {
+                id,
+                rx,
+                commands: self.commands.clone(),
+                done: false,
+            });
+        }
         self.commands
-            .send(Command::Add(Box::new(AddCommand {
-                prompt: prompt_token_ids,
-                params,
-                opts,
-                reply: reply_tx,
-            })))
+            .send(Command::Add(group))
             .map_err(|_| EngineError::Shutdown)?;
-        let (id, rx) = reply_rx.recv().map_err(|_| EngineError::Shutdown)??;
-        Ok(RequestStream {
-            id,
-            rx,
-            commands: self.commands.clone(),
-            done: false,
-        })
+        Ok(streams)
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -184,7 +252,21 @@ impl EngineHandle {
     }
 }
 
-fn run_loop(mut engine: LlmEngine, commands: Receiver<Command>, shared: &Shared) {
+impl EngineLoop {
+    /// Drives the engine until shutdown or until every handle is dropped.
+    pub fn run(mut self) {
+        run_loop(&mut self.engine, &self.commands, &self.shared);
+    }
+}
+
+impl Drop for EngineLoop {
+    /// Marks the engine dead when the loop returns, panics, or never ran.
+    fn drop(&mut self) {
+        self.shared.alive.store(false, Ordering::Release);
+    }
+}
+
+fn run_loop(engine: &mut LlmEngine, commands: &Receiver<Command>, shared: &Shared) {
     let mut senders: HashMap<u64, OutputSender> = HashMap::new();
     loop {
         // Block while idle; otherwise take what has arrived and step.
@@ -202,20 +284,7 @@ fn run_loop(mut engine: LlmEngine, commands: Receiver<Command>, shared: &Shared)
             .chain(std::iter::from_fn(|| commands.try_recv().ok()))
         {
             match cmd {
-                Command::Add(add) => {
-                    let AddCommand {
-                        prompt,
-                        params,
-                        opts,
-                        reply,
-                    } = *add;
-                    let result = engine.add_request(prompt, params, opts).map(|id| {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        senders.insert(id, tx);
-                        (id, rx)
-                    });
-                    let _ = reply.send(result);
-                }
+                Command::Add(group) => add_group(engine, &mut senders, group),
                 Command::Abort(id) => {
                     engine.abort_request(id);
                     senders.remove(&id);
@@ -260,6 +329,47 @@ fn run_loop(mut engine: LlmEngine, commands: Receiver<Command>, shared: &Shared)
     }
 }
 
+/// Enqueues a group of requests, all or none: on a refusal the ones
+/// already enqueued are aborted and every stream of the group gets it.
+fn add_group(
+    engine: &mut LlmEngine,
+    senders: &mut HashMap<u64, OutputSender>,
+    group: Vec<AddCommand>,
+) {
+    let mut added = Vec::with_capacity(group.len());
+    let mut refused = Vec::new();
+    let mut refusal = None;
+    for add in group {
+        if refusal.is_none() {
+            let EngineRequest {
+                prompt_token_ids,
+                params,
+                opts,
+            } = add.request;
+            match engine.add_request_with_id(add.id, prompt_token_ids, params, opts) {
+                Ok(()) => {
+                    added.push((add.id, add.output));
+                    continue;
+                }
+                Err(e) => refusal = Some(e),
+            }
+        }
+        refused.push(add.output);
+    }
+    match refusal {
+        None => senders.extend(added),
+        Some(e) => {
+            for (id, output) in added {
+                engine.abort_request(id);
+                refused.push(output);
+            }
+            for output in refused {
+                let _ = output.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 /// A finished request, for offline use (`generate`, `bench throughput`).
 #[derive(Debug, Clone)]
 pub struct FinalOutput {
@@ -283,14 +393,21 @@ pub fn generate_all(
     handle: &EngineHandle,
     prompts: Vec<(Vec<u32>, SamplingParams)>,
 ) -> Result<Vec<FinalOutput>, EngineError> {
-    let mut streams = Vec::with_capacity(prompts.len());
-    for (prompt, params) in prompts {
-        let n = params.n;
-        let stream = handle.add_request(prompt.clone(), params, RequestOptions::default())?;
-        streams.push((prompt, n, stream));
-    }
+    let shapes: Vec<(Vec<u32>, usize)> = prompts
+        .iter()
+        .map(|(prompt, params)| (prompt.clone(), params.n))
+        .collect();
+    let requests = prompts
+        .into_iter()
+        .map(|(prompt_token_ids, params)| EngineRequest {
+            prompt_token_ids,
+            params,
+            opts: RequestOptions::default(),
+        })
+        .collect();
+    let streams = handle.add_requests(requests)?;
     let mut results = Vec::with_capacity(streams.len());
-    for (prompt, n, mut stream) in streams {
+    for ((prompt, n), mut stream) in shapes.into_iter().zip(streams) {
         let mut out = FinalOutput {
             prompt_token_ids: prompt,
             num_cached_tokens: 0,

@@ -13,6 +13,8 @@ pub mod model;
 pub mod model_info;
 pub mod model_runner;
 pub mod outputs;
+pub mod request_ids;
+pub mod request_validation;
 pub mod sampler;
 pub mod sampling_params;
 pub mod tokenizer;
@@ -20,10 +22,13 @@ pub mod weights;
 
 pub use engine_config::{Device, EngineConfig};
 pub use engine_error::EngineError;
-pub use engine_handle::{generate_all, EngineHandle, FinalOutput, FinalSample, RequestStream};
+pub use engine_handle::{
+    generate_all, EngineHandle, EngineLoop, EngineRequest, FinalOutput, FinalSample, RequestStream,
+};
 pub use llm_engine::{EngineStats, LlmEngine, RequestOptions};
 pub use model_info::ModelInfo;
 pub use outputs::{
     CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs,
 };
+pub use request_ids::RequestIds;
 pub use sampling_params::{SamplingParams, SamplingParamsError};

@@ -6,11 +6,13 @@ use crate::engine_error::EngineError;
 use crate::model_info::ModelInfo;
 use crate::model_runner::{Runner, StepLogits};
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
+use crate::request_ids::RequestIds;
+use crate::request_validation::validate_request;
 use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
-use crate::sampling_params::{SamplingParams, SamplingParamsError};
+use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use pagoda_scheduler::{
-    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, SchedulingPolicy, StopConditions,
+    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,7 +79,7 @@ pub struct LlmEngine {
     info: ModelInfo,
     seqs: HashMap<RequestId, SeqState>,
     parents: HashMap<u64, ParentState>,
-    next_id: u64,
+    ids: RequestIds,
     rng: StdRng,
     max_waiting_requests: Option<usize>,
     prompt_tokens_total: u64,
@@ -100,7 +102,7 @@ impl LlmEngine {
             info,
             seqs: HashMap::new(),
             parents: HashMap::new(),
-            next_id: 1,
+            ids: RequestIds::default(),
             rng: StdRng::seed_from_u64(seed),
             max_waiting_requests,
             prompt_tokens_total: 0,
@@ -121,41 +123,19 @@ impl LlmEngine {
     }
 
     /// Checks a request without enqueuing it.
-    pub fn validate(&self, prompt: &[u32], params: &SamplingParams) -> Result<(), EngineError> {
-        params
-            .validate(self.info.vocab_size)
-            .map_err(EngineError::InvalidParams)?;
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.info.vocab_size) {
-            return Err(EngineError::TokenOutOfVocab {
-                token_id: bad,
-                vocab_size: self.info.vocab_size,
-            });
-        }
-        if prompt.len() >= self.info.max_model_len {
-            return Err(EngineError::PromptTooLong {
-                prompt_len: prompt.len(),
-                max_model_len: self.info.max_model_len,
-            });
-        }
-        Ok(())
+    pub fn validate(
+        &self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        opts: &RequestOptions,
+    ) -> Result<(), EngineError> {
+        validate_request(&self.info, prompt, params, opts.priority)
     }
 
-    /// vLLM refuses a non-default priority unless the priority policy is on
-    /// (`Processor._validate_request`): under fcfs it would be silently ignored.
-    fn check_priority(&self, priority: i32) -> Result<(), EngineError> {
-        if priority != 0 && self.scheduler.config().policy != SchedulingPolicy::Priority {
-            return Err(EngineError::InvalidParams(SamplingParamsError {
-                param: "priority",
-                message: format!(
-                    "Got priority {priority} but priority scheduling is not enabled \
-                     (start the server with --scheduling-policy priority)."
-                ),
-            }));
-        }
-        Ok(())
+    /// The engine's id counter, for callers that pick ids themselves
+    /// (`add_request_with_id`), such as `EngineHandle`.
+    pub fn request_ids(&self) -> RequestIds {
+        self.ids.clone()
     }
 
     /// Enqueues a request; returns its id.
@@ -165,15 +145,36 @@ impl LlmEngine {
         params: SamplingParams,
         opts: RequestOptions,
     ) -> Result<u64, EngineError> {
-        self.validate(&prompt, &params)?;
-        self.check_priority(opts.priority)?;
+        self.validate(&prompt, &params, &opts)?;
+        let id = self.ids.reserve(params.n);
+        self.add_request_with_id(id, prompt, params, opts)?;
+        Ok(id)
+    }
+
+    /// Enqueues a request under an id taken from `request_ids()`
+    /// (`reserve(params.n)`): its samples run as `id..id + n`.
+    pub fn add_request_with_id(
+        &mut self,
+        parent_id: u64,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+        opts: RequestOptions,
+    ) -> Result<(), EngineError> {
+        self.validate(&prompt, &params, &opts)?;
+        let child_ids = parent_id..parent_id + params.n as u64;
+        if self.parents.contains_key(&parent_id)
+            || child_ids.clone().any(|c| self.seqs.contains_key(&c))
+        {
+            return Err(EngineError::Internal(format!(
+                "request id {parent_id} is already in use"
+            )));
+        }
         if let Some(limit) = self.max_waiting_requests {
-            if self.scheduler.stats().num_waiting >= limit {
+            if self.scheduler.num_waiting() >= limit {
                 return Err(EngineError::QueueFull);
             }
         }
         let arrival = opts.arrival_time.unwrap_or_else(Instant::now);
-        let parent_id = self.next_id;
         let params = Arc::new(params);
         let max_tokens = params
             .max_tokens
@@ -189,9 +190,7 @@ impl LlmEngine {
             opts.cache_salt.clone()
         };
         let mut children = Vec::with_capacity(params.n);
-        for index in 0..params.n {
-            let id = self.next_id;
-            self.next_id += 1;
+        for (index, id) in child_ids.enumerate() {
             let seed = match params.seed {
                 Some(s) => s.wrapping_add(index as u64),
                 None => self.rng.random(),
@@ -256,7 +255,7 @@ impl LlmEngine {
             },
         );
         self.prompt_tokens_total += prompt.len() as u64;
-        Ok(parent_id)
+        Ok(())
     }
 
     /// Aborts every unfinished sequence of a request; frees its blocks.

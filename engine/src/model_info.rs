@@ -1,5 +1,7 @@
 //! Facts about the loaded model and its KV cache that callers need.
 
+use pagoda_scheduler::SchedulingPolicy;
+
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     /// The name clients use (`--served-model-name`).
@@ -18,4 +20,6 @@ pub struct ModelInfo {
     pub device: String,
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
+    /// Requests may carry a priority only under `Priority`.
+    pub scheduling_policy: SchedulingPolicy,
 }

@@ -107,7 +107,9 @@ impl KvCacheManager {
         num_new_tokens: usize,
         num_lookahead_tokens: usize,
     ) -> Option<usize> {
-        self.allocate_slots_with_prefix(
+        // A running request's later steps are not prefix-cache queries: its
+        // tokens were counted once, when it was admitted.
+        self.allocate(
             request,
             num_new_tokens,
             num_lookahead_tokens,
@@ -118,7 +120,8 @@ impl KvCacheManager {
     /// `allocate_slots` for a request being admitted with a prefix hit from
     /// `get_computed_blocks` (called just before, with no pool change in
     /// between). `num_new_tokens` counts tokens after the hit. On success the
-    /// admission is recorded in the prefix-cache counters.
+    /// admission is recorded in the prefix-cache counters: its tokens once
+    /// as queries, its hit as hits (vLLM counts at admission too).
     pub fn allocate_slots_with_prefix(
         &mut self,
         request: &mut Request,

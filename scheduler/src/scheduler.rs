@@ -582,6 +582,28 @@ mod tests {
     }
 
     #[test]
+    fn prefix_cache_counts_a_request_once_at_admission() {
+        // Chunked prefill then decodes: 11 prompt tokens in 4-token chunks,
+        // 5 output tokens. Only the admission is a prefix-cache query.
+        let mut cfg = config(64, 4, 4);
+        cfg.long_prefill_token_threshold = 4;
+        let mut s = Scheduler::new(cfg).unwrap();
+        s.add_request(req(1, 11, 5)).unwrap();
+        while s.has_unfinished_requests() {
+            step(&mut s, 99);
+        }
+        assert_eq!(s.stats().prefix_cache_queries, 11);
+        assert_eq!(s.stats().prefix_cache_hits, 0);
+        // The same prompt again hits its two full blocks, counted once too.
+        s.add_request(req(2, 11, 5)).unwrap();
+        while s.has_unfinished_requests() {
+            step(&mut s, 99);
+        }
+        assert_eq!(s.stats().prefix_cache_queries, 22);
+        assert_eq!(s.stats().prefix_cache_hits, 8);
+    }
+
+    #[test]
     fn budget_and_max_num_seqs_are_respected() {
         let mut s = Scheduler::new(config(64, 2, 10)).unwrap();
         for id in 0..4 {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, BoxStream, StreamExt};
-use pagoda_engine::{EngineError, RequestOptions, RequestOutput, RequestStream, SamplingParams};
+use pagoda_engine::{
+    EngineError, EngineRequest, RequestOptions, RequestOutput, RequestStream, SamplingParams,
+};
 
 use crate::error::ApiError;
 use crate::request_tracker::RequestTracker;
@@ -28,8 +30,11 @@ pub struct SubmitOptions {
     pub cache_salt: Option<String>,
 }
 
-/// Submits every prompt; on any refusal the ones already submitted are
-/// dropped (so aborted) and the error returned.
+/// Submits every prompt without waiting for the engine. A prompt the model
+/// cannot take fails here (400); a refusal of the engine (queue full) comes
+/// as the first item of every prompt's stream, before any output, so
+/// awaiting the first item tells success from refusal. The prompts are
+/// added as one group: refused, none of them runs.
 pub fn submit(
     state: &Arc<AppState>,
     response_id: &str,
@@ -39,26 +44,29 @@ pub fn submit(
     arrival: Instant,
 ) -> Result<GenerationStream, ApiError> {
     let single = prompts.len() == 1;
-    let mut tracked = Vec::with_capacity(prompts.len());
-    for (i, prompt) in prompts.into_iter().enumerate() {
-        let request_opts = RequestOptions {
-            priority: opts.priority,
-            cache_salt: opts.cache_salt.clone(),
-            arrival_time: Some(arrival),
-        };
-        let stream = state
-            .engine
-            .add_request(prompt, params.clone(), request_opts)?;
+    let requests = prompts
+        .into_iter()
+        .map(|prompt_token_ids| EngineRequest {
+            prompt_token_ids,
+            params: params.clone(),
+            opts: RequestOptions {
+                priority: opts.priority,
+                cache_salt: opts.cache_salt.clone(),
+                arrival_time: Some(arrival),
+            },
+        })
+        .collect();
+    let streams = state.engine.add_requests(requests)?;
+    let tracked = streams.into_iter().enumerate().map(|(i, stream)| {
         let label = if single {
             response_id.to_string()
         } else {
             format!("{response_id}-{i}")
         };
         let tracker = RequestTracker::new(state.clone(), label, stream.request_id(), arrival);
-        tracked.push((i, stream, tracker));
-    }
-    let streams = tracked.into_iter().map(|(i, s, t)| prompt_stream(i, s, t));
-    Ok(stream::select_all(streams).boxed())
+        prompt_stream(i, stream, tracker)
+    });
+    Ok(stream::select_all(tracked).boxed())
 }
 
 /// The outputs of one engine request, ending after its last output or error.
@@ -79,7 +87,10 @@ fn prompt_stream(
                 };
                 Some(((index, Ok(out)), next))
             }
-            Some(Err(e)) => Some(((index, Err(e)), None)),
+            Some(Err(e)) => {
+                tracker.observe_error(&e);
+                Some(((index, Err(e)), None))
+            }
             None => Some((
                 (
                     index,

@@ -15,6 +15,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod prompt;
 pub mod protocol;
+pub mod request_id;
 pub mod request_tracker;
 pub mod router;
 pub mod sampling;

@@ -152,91 +152,92 @@ impl Metrics {
         };
         {
             // The label goes on every metric; the `:` names are registered
-            // without a registry prefix, which would join with `_`.
+            // without a registry prefix, which would join with `_`. Help
+            // strings have no final period: `register` appends one.
             let r = registry.sub_registry_with_label((
                 Cow::Borrowed("model_name"),
                 Cow::Owned(model_name.to_string()),
             ));
             r.register(
                 "pagoda:num_requests_running",
-                "Number of requests in model execution batches.",
+                "Number of requests in model execution batches",
                 m.num_requests_running.clone(),
             );
             r.register(
                 "pagoda:num_requests_waiting",
-                "Number of requests waiting to be processed.",
+                "Number of requests waiting to be processed",
                 m.num_requests_waiting.clone(),
             );
             r.register(
                 "pagoda:kv_cache_usage_perc",
-                "KV-cache usage. 1 means 100 percent usage.",
+                "KV-cache usage. 1 means 100 percent usage",
                 m.kv_cache_usage_perc.clone(),
             );
             // Counters: the encoder appends `_total`.
             r.register(
                 "pagoda:prompt_tokens",
-                "Number of prefill tokens processed.",
+                "Number of prefill tokens processed",
                 m.prompt_tokens.clone(),
             );
             r.register(
                 "pagoda:generation_tokens",
-                "Number of generation tokens processed.",
+                "Number of generation tokens processed",
                 m.generation_tokens.clone(),
             );
             r.register(
                 "pagoda:request_success",
-                "Count of successfully processed requests.",
+                "Count of successfully processed requests",
                 m.request_success.clone(),
             );
             r.register(
                 "pagoda:num_preemptions",
-                "Cumulative number of preemptions from the engine.",
+                "Cumulative number of preemptions from the engine",
                 m.num_preemptions.clone(),
             );
             r.register(
                 "pagoda:prefix_cache_queries",
-                "Prefix cache queries, in terms of number of queried tokens.",
+                "Prefix cache queries, in terms of number of queried tokens",
                 m.prefix_cache_queries.clone(),
             );
             r.register(
                 "pagoda:prefix_cache_hits",
-                "Prefix cache hits, in terms of number of cached tokens.",
+                "Prefix cache hits, in terms of number of cached tokens",
                 m.prefix_cache_hits.clone(),
             );
             r.register(
                 "pagoda:time_to_first_token_seconds",
-                "Histogram of time to first token in seconds.",
+                "Histogram of time to first token in seconds",
                 m.time_to_first_token.clone(),
             );
             r.register(
                 "pagoda:inter_token_latency_seconds",
-                "Histogram of inter-token latency in seconds.",
+                "Histogram of inter-token latency in seconds",
                 m.inter_token_latency.clone(),
             );
             r.register(
                 "pagoda:e2e_request_latency_seconds",
-                "Histogram of e2e request latency in seconds.",
+                "Histogram of e2e request latency in seconds",
                 m.e2e_request_latency.clone(),
             );
             r.register(
                 "pagoda:request_queue_time_seconds",
-                "Histogram of time spent in WAITING phase for request.",
+                "Histogram of time spent in WAITING phase for request",
                 m.request_queue_time.clone(),
             );
             if let Some(g) = m.gpu.as_ref() {
                 r.register(
                     "pagoda:gpu_memory_used_bytes",
-                    "GPU memory in use on the engine's GPU (all processes), in bytes, from NVML.",
+                    "GPU memory in use on the engine's GPU (all processes), in bytes, from NVML",
                     g.memory_used_bytes.clone(),
                 );
                 r.register(
                     "pagoda:gpu_memory_total_bytes",
-                    "GPU memory installed on the engine's GPU, in bytes, from NVML.",
+                    "GPU memory installed on the engine's GPU, in bytes, from NVML",
                     g.memory_total_bytes.clone(),
                 );
                 r.register(
                     "pagoda:gpu_utilization_ratio",
-                    "Share of NVML's last sample period in which a kernel ran on the engine's GPU (0..1).",
+                    "Share of NVML's last sample period in which a kernel ran on the engine's GPU (0..1)",
                     g.utilization_ratio.clone(),
                 );
             }
@@ -330,6 +331,20 @@ mod tests {
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn help_lines_end_in_one_period() {
+        let gpu = GpuLabels {
+            gpu: "0".into(),
+            gpu_name: "H200".into(),
+        };
+        let t = Metrics::with_gpu("smol", Some(gpu)).render();
+        let help: Vec<&str> = t.lines().filter(|l| l.starts_with("# HELP")).collect();
+        assert!(help.len() >= 16, "{t}");
+        for line in help {
+            assert!(line.ends_with('.') && !line.ends_with(".."), "{line}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pagoda_engine::{FinishReason, RequestOutput};
+use pagoda_engine::{EngineError, FinishReason, RequestOutput};
 
 use crate::state::AppState;
 
@@ -26,7 +26,13 @@ pub struct RequestTracker {
     output_tokens: usize,
     /// The latest finish reason of any of its samples.
     finish_reason: Option<&'static str>,
+    /// Finished, or refused: nothing left to record on drop.
     finished: bool,
+    /// Some output arrived: an error now aborts a started request.
+    started: bool,
+    /// The handler's span (it names the client's `X-Request-Id`): the log
+    /// line of a streamed request is written after the handler returned.
+    span: tracing::Span,
 }
 
 impl RequestTracker {
@@ -42,12 +48,29 @@ impl RequestTracker {
             output_tokens: 0,
             finish_reason: None,
             finished: false,
+            started: false,
+            span: tracing::Span::current(),
+        }
+    }
+
+    /// Looks at an error that ends the request. Before any output it is the
+    /// engine's refusal (e.g. queue full): the request never ran, so it is
+    /// not counted as finished or aborted; the client gets the error status.
+    pub fn observe_error(&mut self, err: &EngineError) {
+        if self.started {
+            return; // counted as aborted on drop
+        }
+        self.finished = true;
+        if self.state.log_requests {
+            let _entered = self.span.enter();
+            tracing::info!("Refused request {}: {err}", self.label);
         }
     }
 
     /// Looks at one streamed output of the request.
     pub fn observe(&mut self, out: &RequestOutput) {
         let now = Instant::now();
+        self.started = true;
         self.prompt_tokens = out.num_prompt_tokens;
         let new_tokens: usize = out.outputs.iter().map(|d| d.token_ids.len()).sum();
         if let Some(r) = out
@@ -101,6 +124,7 @@ impl RequestTracker {
         m.observe_e2e_request_latency(e2e);
         m.record_finished(reason);
         if self.state.log_requests {
+            let _entered = self.span.enter();
             tracing::info!(
                 "Finished request {} (engine id {}): prompt_tokens={} output_tokens={} ttft={} e2e={:.3}s finish_reason={}",
                 self.label,
@@ -123,6 +147,7 @@ impl Drop for RequestTracker {
         let elapsed = self.arrival.elapsed().as_secs_f64();
         self.state.metrics.record_finished("abort");
         if self.state.log_requests {
+            let _entered = self.span.enter();
             tracing::info!(
                 "Aborted request {} (engine id {}): prompt_tokens={} output_tokens={} after {:.3}s (client gone or error)",
                 self.label,

@@ -1,11 +1,11 @@
 //! The HTTP routes and the layers around them: API key, body limit,
-//! OpenAI-shaped 404/405, and panics turned into 500s.
+//! OpenAI-shaped 404/405, panics turned into 500s, and `X-Request-Id`.
 
 use std::any::Any;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -14,6 +14,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::api::{chat_completions, completions, health, metrics, models, tokenize, version};
 use crate::auth::require_api_key;
 use crate::error::ApiError;
+use crate::request_id::request_id;
 use crate::state::SharedState;
 
 /// `JsonBody` enforces `--max-body-bytes` itself (to answer 413 cleanly),
@@ -32,6 +33,7 @@ pub fn build_router(state: SharedState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_api_key));
     let open = Router::new()
         .route("/health", get(health::health))
+        .route("/ping", get(health::health).post(health::health))
         .route("/metrics", get(metrics::metrics));
     protected
         .merge(open)
@@ -39,6 +41,7 @@ pub fn build_router(state: SharedState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(request_id))
         .with_state(state)
 }
 

@@ -67,6 +67,11 @@ fn stream_texts(chunks: &[Value], chat: bool) -> std::collections::BTreeMap<u64,
 fn models_health_version(s: &TestServer) {
     let (status, body) = s.get("/health");
     assert_eq!(status, 200, "{body}");
+    // vLLM's /ping: the same answer, on GET and POST.
+    let (status, body) = s.get("/ping");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s.post("/ping", &json!({}));
+    assert_eq!(status, 200, "{body}");
     let (status, text) = s.get("/v1/models");
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&text).unwrap();
@@ -410,7 +415,18 @@ fn chat_logprobs(s: &TestServer) {
 fn prefix_cache_reports_cached_tokens(s: &TestServer) {
     let prompt = "Pagoda is a serving engine. ".repeat(12);
     let first = greedy_completion(s, &prompt, 1, json!({}));
-    let second = greedy_completion(s, &prompt, 1, json!({}));
+    // The counters move once per request (its prompt), not once per step.
+    let label = format!("{{model_name=\"{}\"}}", model_name(s));
+    let counters = || {
+        s.wait_idle(std::time::Duration::from_secs(10)).unwrap();
+        (
+            s.metric(&format!("pagoda:prefix_cache_queries_total{label}")),
+            s.metric(&format!("pagoda:prefix_cache_hits_total{label}")),
+        )
+    };
+    let (queries, hits) = counters();
+    let second = greedy_completion(s, &prompt, 5, json!({"ignore_eos": true}));
+    let (queries_after, hits_after) = counters();
     let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
     let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
@@ -420,6 +436,43 @@ fn prefix_cache_reports_cached_tokens(s: &TestServer) {
         cached >= 48 && cached < prompt_tokens,
         "cached {cached} of {prompt_tokens}; first {first}"
     );
+    assert_eq!(queries_after - queries, prompt_tokens as f64);
+    assert_eq!(hits_after - hits, cached as f64);
+}
+
+/// The client's X-Request-Id comes back and names the request in the log.
+fn request_id_is_echoed_and_logged(s: &TestServer) {
+    let id = "client-req-7f3a";
+    let r = reqwest::blocking::Client::new()
+        .post(s.url("/v1/completions"))
+        .header("x-request-id", id)
+        .json(&json!({"model": model_name(s), "prompt": "Hi", "max_tokens": 2}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], id);
+    let _ = r.text();
+    let start = std::time::Instant::now();
+    let logged = loop {
+        let log = s.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(id) && l.contains("Finished request"))
+            .map(str::to_owned);
+        if line.is_some() || start.elapsed() > std::time::Duration::from_secs(10) {
+            break line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(logged.is_some(), "no log line names {id}:\n{}", s.log());
+    // Errors echo it too.
+    let r = reqwest::blocking::Client::new()
+        .get(s.url("/v1/nowhere"))
+        .header("x-request-id", id)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], id);
 }
 
 fn tokenize_and_detokenize(s: &TestServer) {
@@ -736,6 +789,10 @@ fn server_api_end_to_end() {
                 prefix_cache_reports_cached_tokens,
             ),
             ("tokenize_and_detokenize", tokenize_and_detokenize),
+            (
+                "request_id_is_echoed_and_logged",
+                request_id_is_echoed_and_logged,
+            ),
             (
                 "errors_invalid_json_and_types",
                 errors_invalid_json_and_types,

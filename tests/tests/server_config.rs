@@ -68,6 +68,7 @@ fn api_key_is_required(s: &TestServer) {
         anonymous.get(s.url("/health")).send().unwrap().status(),
         200
     );
+    assert_eq!(anonymous.get(s.url("/ping")).send().unwrap().status(), 200);
     assert_eq!(
         anonymous.get(s.url("/metrics")).send().unwrap().status(),
         200

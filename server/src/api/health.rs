@@ -1,5 +1,6 @@
 //! GET /health: 200 while the engine loop runs, 503 once it has died (open
 //! even with an API key), so a load balancer takes a broken replica out.
+//! GET and POST /ping answer the same, as vLLM's do (SageMaker probes /ping).
 
 use crate::state::SharedState;
 use axum::extract::State;
