@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 pub use pagoda_kernels::cpu::RopeScaling;
 
-use crate::weights::LoadError;
+use crate::weights::error::LoadError;
 
 /// The model families Pagoda runs; they share one forward pass and differ in
 /// biases, q/k norms and defaults.

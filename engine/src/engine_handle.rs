@@ -11,11 +11,11 @@
 use crate::engine_builder::build_engine;
 use crate::engine_config::EngineConfig;
 use crate::engine_error::EngineError;
-use crate::llm_engine::{EngineStats, LlmEngine, RequestOptions};
+use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
+use crate::llm_engine::{EngineStats, LlmEngine};
 use crate::model_info::ModelInfo;
 use crate::outputs::RequestOutput;
 use crate::request_ids::RequestIds;
-use crate::request_validation::validate_request;
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crossbeam::channel::{self, Receiver, Sender};
@@ -28,17 +28,9 @@ use tokio::sync::mpsc;
 type OutputSender = mpsc::UnboundedSender<Result<RequestOutput, EngineError>>;
 type OutputReceiver = mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>;
 
-/// One request as a caller hands it to `EngineHandle::add_requests`.
-#[derive(Debug, Clone)]
-pub struct EngineRequest {
-    pub prompt_token_ids: Vec<u32>,
-    pub params: SamplingParams,
-    pub opts: RequestOptions,
-}
-
 struct AddCommand {
     id: u64,
-    request: EngineRequest,
+    request: ValidRequest,
     output: OutputSender,
 }
 
@@ -194,18 +186,14 @@ impl EngineHandle {
         &self,
         requests: Vec<EngineRequest>,
     ) -> Result<Vec<RequestStream>, EngineError> {
-        for r in &requests {
-            validate_request(
-                &self.shared.info,
-                &r.prompt_token_ids,
-                &r.params,
-                r.opts.priority,
-            )?;
-        }
+        let requests = requests
+            .into_iter()
+            .map(|r| ValidRequest::new(&self.shared.info, r))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut streams = Vec::with_capacity(requests.len());
         let mut group = Vec::with_capacity(requests.len());
         for request in requests {
-            let id = self.shared.ids.reserve(request.params.n);
+            let id = self.shared.ids.reserve(request.params().n);
             let (tx, rx) = mpsc::unbounded_channel();
             group.push(AddCommand {
                 id,
@@ -303,6 +291,9 @@ fn run_loop(engine: &mut LlmEngine, commands: &Receiver<Command>, shared: &Share
         if engine.has_unfinished_requests() {
             match engine.step() {
                 Ok(outputs) => {
+                    // Stats first: a caller that sees this step's output
+                    // then sees stats at least as fresh.
+                    *shared.stats.lock() = engine.stats();
                     for out in outputs {
                         let id = out.request_id;
                         let finished = out.finished;
@@ -341,12 +332,7 @@ fn add_group(
     let mut refusal = None;
     for add in group {
         if refusal.is_none() {
-            let EngineRequest {
-                prompt_token_ids,
-                params,
-                opts,
-            } = add.request;
-            match engine.add_request_with_id(add.id, prompt_token_ids, params, opts) {
+            match engine.add_request_with_id(add.id, add.request) {
                 Ok(()) => {
                     added.push((add.id, add.output));
                     continue;

@@ -8,13 +8,14 @@ pub mod engine_builder;
 pub mod engine_config;
 pub mod engine_error;
 pub mod engine_handle;
+pub mod engine_request;
 pub mod llm_engine;
 pub mod model;
 pub mod model_info;
 pub mod model_runner;
 pub mod outputs;
 pub mod request_ids;
-pub mod request_validation;
+pub mod runner_io;
 pub mod sampler;
 pub mod sampling_params;
 pub mod tokenizer;
@@ -23,9 +24,10 @@ pub mod weights;
 pub use engine_config::{Device, EngineConfig};
 pub use engine_error::EngineError;
 pub use engine_handle::{
-    generate_all, EngineHandle, EngineLoop, EngineRequest, FinalOutput, FinalSample, RequestStream,
+    generate_all, EngineHandle, EngineLoop, FinalOutput, FinalSample, RequestStream,
 };
-pub use llm_engine::{EngineStats, LlmEngine, RequestOptions};
+pub use engine_request::{EngineRequest, RequestOptions, ValidRequest};
+pub use llm_engine::{EngineStats, LlmEngine};
 pub use model_info::ModelInfo;
 pub use outputs::{
     CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs,

@@ -3,34 +3,23 @@
 //! a thread; tests and offline tools may drive it directly.
 
 use crate::engine_error::EngineError;
+use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
 use crate::model_info::ModelInfo;
-use crate::model_runner::{Runner, StepLogits};
+use crate::model_runner::Runner;
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
 use crate::request_ids::RequestIds;
-use crate::request_validation::validate_request;
+use crate::runner_io::{HostLogits, LogitsNeed, ModelRunnerOutput};
 use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use pagoda_scheduler::{
-    FinishReason, Request, RequestId, Scheduler, SchedulerOutput, StopConditions,
+    FinishReason, Request, RequestId, RequestUpdate, Scheduler, SchedulerOutput, StopConditions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Caller-side options of one request.
-#[derive(Debug, Clone, Default)]
-pub struct RequestOptions {
-    /// Lower values are served first under the priority policy.
-    pub priority: i32,
-    /// Separates prefix-cache entries between tenants.
-    pub cache_salt: Option<String>,
-    /// When the request reached the server; defaults to now.
-    pub arrival_time: Option<Instant>,
-}
 
 /// Counters the engine keeps besides the scheduler's.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,6 +73,12 @@ pub struct LlmEngine {
     max_waiting_requests: Option<usize>,
     prompt_tokens_total: u64,
     generation_tokens_total: u64,
+    /// Arrival times reach the scheduler as seconds since this instant
+    /// (its priority queue orders equal priorities by arrival).
+    epoch: Instant,
+    /// The previous step's scheduler output, its buffers reused.
+    spare_sched: SchedulerOutput,
+    spare_updates: Vec<RequestUpdate>,
 }
 
 impl LlmEngine {
@@ -107,6 +102,9 @@ impl LlmEngine {
             max_waiting_requests,
             prompt_tokens_total: 0,
             generation_tokens_total: 0,
+            epoch: Instant::now(),
+            spare_sched: SchedulerOutput::default(),
+            spare_updates: Vec::new(),
         }
     }
 
@@ -123,13 +121,8 @@ impl LlmEngine {
     }
 
     /// Checks a request without enqueuing it.
-    pub fn validate(
-        &self,
-        prompt: &[u32],
-        params: &SamplingParams,
-        opts: &RequestOptions,
-    ) -> Result<(), EngineError> {
-        validate_request(&self.info, prompt, params, opts.priority)
+    pub fn validate(&self, request: EngineRequest) -> Result<ValidRequest, EngineError> {
+        ValidRequest::new(&self.info, request)
     }
 
     /// The engine's id counter, for callers that pick ids themselves
@@ -145,9 +138,13 @@ impl LlmEngine {
         params: SamplingParams,
         opts: RequestOptions,
     ) -> Result<u64, EngineError> {
-        self.validate(&prompt, &params, &opts)?;
-        let id = self.ids.reserve(params.n);
-        self.add_request_with_id(id, prompt, params, opts)?;
+        let request = self.validate(EngineRequest {
+            prompt_token_ids: prompt,
+            params,
+            opts,
+        })?;
+        let id = self.ids.reserve(request.params().n);
+        self.add_request_with_id(id, request)?;
         Ok(id)
     }
 
@@ -156,11 +153,13 @@ impl LlmEngine {
     pub fn add_request_with_id(
         &mut self,
         parent_id: u64,
-        prompt: Vec<u32>,
-        params: SamplingParams,
-        opts: RequestOptions,
+        request: ValidRequest,
     ) -> Result<(), EngineError> {
-        self.validate(&prompt, &params, &opts)?;
+        let EngineRequest {
+            prompt_token_ids: prompt,
+            params,
+            opts,
+        } = request.into_parts();
         let child_ids = parent_id..parent_id + params.n as u64;
         if self.parents.contains_key(&parent_id)
             || child_ids.clone().any(|c| self.seqs.contains_key(&c))
@@ -199,7 +198,8 @@ impl LlmEngine {
                 eos_token_ids: self.info.eos_token_ids.clone(),
                 stop_token_ids: params.stop_token_ids.clone(),
                 max_tokens,
-                min_tokens: params.min_tokens,
+                // max_tokens may have been cut to the context left.
+                min_tokens: params.min_tokens.min(max_tokens),
                 ignore_eos: params.ignore_eos,
             };
             let request = Request::new(
@@ -207,7 +207,7 @@ impl LlmEngine {
                 prompt.clone(),
                 stop,
                 opts.priority,
-                0.0,
+                arrival.saturating_duration_since(self.epoch).as_secs_f64(),
                 cache_salt.clone(),
             );
             if let Err(e) = self.scheduler.add_request(request) {
@@ -297,45 +297,39 @@ impl LlmEngine {
 
     /// One engine step. Returns the progress of every request that made some.
     pub fn step(&mut self) -> Result<Vec<RequestOutput>, EngineError> {
-        let sched = self.scheduler.schedule();
-        if sched.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = Instant::now();
-        let all_rows = self.mark_scheduled(&sched, now);
-        let rows = self.sampling_rows(&sched);
-        // Prompt logprobs need the logits on the host; otherwise the
-        // backend samples where the logits are.
-        let on_device = self.runner.samples_on_device()
-            && !all_rows.iter().any(|&a| a)
-            && rows.iter().all(SamplingRow::device_can_sample);
-        let (device_rows, host_rows) = if on_device {
-            (Some(rows), Vec::new())
+        // The scheduler's allocation-free variants, over last step's buffers.
+        let mut sched = std::mem::take(&mut self.spare_sched);
+        self.scheduler.schedule_into(&mut sched);
+        let outputs = if sched.is_empty() {
+            Ok(Vec::new())
         } else {
-            (None, rows)
+            self.run_step(&sched)
         };
-        let mut logits = self
+        self.spare_sched = sched;
+        outputs
+    }
+
+    /// Runs a scheduled step: forward, sampling, scheduler update, text.
+    fn run_step(&mut self, sched: &SchedulerOutput) -> Result<Vec<RequestOutput>, EngineError> {
+        let needs = self.logits_needs(sched, Instant::now());
+        let ModelRunnerOutput {
+            sampled,
+            prompt_logits,
+        } = self
             .runner
-            .execute(&sched, &all_rows, device_rows)
+            .execute(sched, needs)
             .map_err(|e| EngineError::Device(format!("{e:#}")))?;
-        let sampled = match logits.sampled.take() {
-            Some(results) => sched
-                .requests()
-                .iter()
-                .zip(results)
-                .map(|(r, s)| s.filter(|_| r.sample))
-                .collect(),
-            None => {
-                self.collect_prompt_logprobs(&sched, &logits, &all_rows);
-                sample_on_host(&sched, &logits, &host_rows)
-            }
-        };
-        self.runner.recycle(logits);
+        if let Some(logits) = prompt_logits {
+            self.collect_prompt_logprobs(sched, &logits);
+            self.runner.recycle(logits);
+        }
         let tokens: Vec<Option<u32>> = sampled
             .iter()
             .map(|s| s.as_ref().map(|s| s.token_id))
             .collect();
-        let updates = self.scheduler.update_from_output(&sched, &tokens);
+        let mut updates = std::mem::take(&mut self.spare_updates);
+        self.scheduler
+            .update_from_output_into(sched, &tokens, &mut updates);
         let mut by_id: HashMap<RequestId, Sampled> = HashMap::with_capacity(sampled.len());
         for (r, s) in sched.requests().iter().zip(sampled) {
             if let Some(s) = s {
@@ -343,7 +337,7 @@ impl LlmEngine {
             }
         }
         let mut deltas: Vec<(u64, CompletionDelta)> = Vec::with_capacity(updates.len());
-        for u in updates {
+        for u in updates.drain(..) {
             let first_seq = self.seqs.get(&u.request_id).filter(|s| s.index == 0);
             if let Some(parent) = first_seq.and_then(|s| self.parents.get_mut(&s.parent)) {
                 parent.num_cached_tokens = u.num_cached_tokens;
@@ -355,37 +349,52 @@ impl LlmEngine {
                 deltas.push(delta);
             }
         }
+        self.spare_updates = updates;
         Ok(self.assemble_outputs(deltas, Instant::now()))
     }
 
-    /// Records first-scheduling times; returns which requests want every row's logits.
-    fn mark_scheduled(&mut self, sched: &SchedulerOutput, now: Instant) -> Vec<bool> {
-        sched
-            .requests()
-            .iter()
-            .map(|r| {
-                let Some(seq) = self.seqs.get(&r.request_id) else {
-                    return false;
-                };
-                if let Some(p) = self.parents.get_mut(&seq.parent) {
-                    p.first_scheduled.get_or_insert(now);
+    /// What each scheduled request needs from the step's logits, and its
+    /// first-scheduling time. Each sampling request draws from its own
+    /// stream, so a seeded request samples the same tokens whatever its
+    /// batch and wherever it is sampled.
+    fn logits_needs(&mut self, sched: &SchedulerOutput, now: Instant) -> Vec<LogitsNeed> {
+        let mut needs = Vec::with_capacity(sched.requests().len());
+        for r in sched.requests() {
+            let Some(seq) = self.seqs.get_mut(&r.request_id) else {
+                needs.push(LogitsNeed::None);
+                continue;
+            };
+            if let Some(p) = self.parents.get_mut(&seq.parent) {
+                p.first_scheduled.get_or_insert(now);
+            }
+            let row = match self.scheduler.request(r.request_id) {
+                Some(req) if r.sample => {
+                    let ctx = ProcessorContext {
+                        params: &seq.params,
+                        prompt_token_ids: req.prompt_token_ids(),
+                        output_token_ids: req.output_token_ids(),
+                        stop_ids: &seq.stop_ids,
+                    };
+                    Some(SamplingRow::new(&ctx, &mut seq.rng))
                 }
-                seq.params.prompt_logprobs.is_some()
-                    && seq.index == 0
-                    && r.start_position < r.num_prompt_tokens
-            })
-            .collect()
+                _ => None,
+            };
+            let all_rows = seq.params.prompt_logprobs.is_some()
+                && seq.index == 0
+                && r.start_position < r.num_prompt_tokens;
+            needs.push(match (all_rows, row) {
+                (true, row) => LogitsNeed::AllRows(row),
+                (false, Some(row)) => LogitsNeed::Sample(row),
+                (false, None) => LogitsNeed::None,
+            });
+        }
+        needs
     }
 
     /// Logprobs of each prompt token given the tokens before it.
-    fn collect_prompt_logprobs(
-        &mut self,
-        sched: &SchedulerOutput,
-        logits: &StepLogits,
-        all_rows: &[bool],
-    ) {
+    fn collect_prompt_logprobs(&mut self, sched: &SchedulerOutput, logits: &HostLogits) {
         for (i, r) in sched.requests().iter().enumerate() {
-            if !all_rows[i] {
+            if logits.rows[i].is_empty() {
                 continue;
             }
             let Some(seq) = self.seqs.get(&r.request_id) else {
@@ -413,31 +422,6 @@ impl LlmEngine {
                 }
             }
         }
-    }
-
-    /// One sampling row per scheduled request (a greedy placeholder for
-    /// those that do not sample). Each sampling request's uniform is drawn
-    /// from its own stream, so a seeded request samples the same tokens
-    /// whatever its batch and wherever it is sampled.
-    fn sampling_rows(&mut self, sched: &SchedulerOutput) -> Vec<SamplingRow> {
-        let mut rows = Vec::with_capacity(sched.requests().len());
-        for r in sched.requests() {
-            let (Some(seq), Some(req)) = (
-                self.seqs.get_mut(&r.request_id).filter(|_| r.sample),
-                self.scheduler.request(r.request_id),
-            ) else {
-                rows.push(SamplingRow::greedy());
-                continue;
-            };
-            let ctx = ProcessorContext {
-                params: &seq.params,
-                prompt_token_ids: req.prompt_token_ids(),
-                output_token_ids: req.output_token_ids(),
-                stop_ids: &seq.stop_ids,
-            };
-            rows.push(SamplingRow::new(&ctx, &mut seq.rng));
-        }
-        rows
     }
 
     /// Detokenizes a sequence's new tokens and applies stop strings.
@@ -567,23 +551,4 @@ impl LlmEngine {
         }
         outputs
     }
-}
-
-/// Samples, in parallel, every request that needs a token from its last
-/// logits row on the host (steps whose logits came back).
-fn sample_on_host(
-    sched: &SchedulerOutput,
-    logits: &StepLogits,
-    rows: &[SamplingRow],
-) -> Vec<Option<Sampled>> {
-    let reqs = sched.requests();
-    (0..reqs.len())
-        .into_par_iter()
-        .map(|i| {
-            let lr = &logits.rows[i];
-            (reqs[i].sample && lr.start < lr.end)
-                .then(|| rows.get(i).map(|row| row.sample(logits.row(lr.end - 1))))
-                .flatten()
-        })
-        .collect()
 }

@@ -1,52 +1,30 @@
 //! Turns a `SchedulerOutput` into one flat batch, runs one forward pass over
-//! it, and returns the logits of the rows that need them. Pure-decode steps
-//! that fit a captured size are padded to it and replay its graph.
+//! it, samples, and returns the tokens (and the host logits of requests that
+//! want every row). Pure-decode steps that fit a captured size are padded to
+//! it and replay its graph.
 
 use crate::backend::{Backend, ForwardBatch, InputLimits};
 use crate::decode_graphs::DecodeGraphs;
 use crate::model::{DecoderModel, KvCache, Workspace};
+use crate::runner_io::{sample_on_host, HostLogits, LogitsNeed, ModelRunnerOutput};
 use crate::sampler::{Sampled, SamplingRow};
 use pagoda_scheduler::SchedulerOutput;
 use std::ops::Range;
 
-/// Logits of one step, on the host, or the tokens sampled on the device.
-#[derive(Debug, Default)]
-pub struct StepLogits {
-    pub vocab_size: usize,
-    /// `[rows, vocab_size]`; empty when the device sampled.
-    pub logits: Vec<f32>,
-    /// For each scheduled request, its rows in `logits`: every new token's
-    /// row when all rows were asked for (prompt logprobs), else the last
-    /// token's row when it samples, else none.
-    pub rows: Vec<Range<usize>>,
-    /// Set when the backend sampled: per request, its token and logprobs
-    /// (requests with a logits row).
-    pub sampled: Option<Vec<Option<Sampled>>>,
-}
-
-impl StepLogits {
-    pub fn row(&self, r: usize) -> &[f32] {
-        &self.logits[r * self.vocab_size..(r + 1) * self.vocab_size]
-    }
-}
-
 /// What the engine needs from a runner, whatever its backend.
 pub trait Runner: Send {
-    /// `all_rows[i]`: request i wants the logits of every new token.
-    /// `sampling` (one row per request; only when `samples_on_device` and
-    /// no request wants all rows): sample where the logits are and return
-    /// the results in `StepLogits::sampled` instead of logits.
+    /// Runs one step: `needs[i]` says what scheduled request i needs from
+    /// the logits. Sampling happens where the logits are when the backend
+    /// can take every row and no request wants all rows; otherwise the
+    /// logits come to the host and are sampled there.
     fn execute(
         &mut self,
         sched: &SchedulerOutput,
-        all_rows: &[bool],
-        sampling: Option<Vec<SamplingRow>>,
-    ) -> anyhow::Result<StepLogits>;
-    /// Whether `execute` can sample on the device.
-    fn samples_on_device(&self) -> bool;
+        needs: Vec<LogitsNeed>,
+    ) -> anyhow::Result<ModelRunnerOutput>;
     fn device_name(&self) -> String;
-    /// Hands a step's logits back so their buffer serves the next step.
-    fn recycle(&mut self, logits: StepLogits);
+    /// Hands a step's host logits back so their buffer serves the next step.
+    fn recycle(&mut self, logits: HostLogits);
 }
 
 pub struct ModelRunner<B: Backend> {
@@ -229,15 +207,10 @@ impl<B: Backend> ModelRunner<B> {
             .lm_head_dense(&self.backend, &mut self.ws, logits_rows);
     }
 
-    /// Runs the pure-decode batch in `self.batch` padded to bucket `i`;
-    /// logits rows are the requests' order (request j's row is j).
-    fn execute_padded(
-        &mut self,
-        i: usize,
-        mut rows: Vec<Range<usize>>,
-        sampling: Option<Vec<SamplingRow>>,
-    ) -> anyhow::Result<StepLogits> {
-        let n = self.batch.num_seqs();
+    /// Runs the pure-decode batch in `self.batch` padded to bucket `i`,
+    /// LM head included: logits row j is request j's, and `rows` are
+    /// renumbered so.
+    fn run_padded(&mut self, i: usize, rows: &mut [Range<usize>]) -> anyhow::Result<()> {
         let graphs = self.graphs.as_ref().expect("a bucket implies graphs");
         let (size, max_blocks, max_seq_len) = (
             graphs.sizes()[i],
@@ -255,30 +228,110 @@ impl<B: Backend> ModelRunner<B> {
                 *r = j..j + 1;
             }
         }
+        Ok(())
+    }
+
+    /// Runs the forward pass of the batch in `self.batch`: padded to a
+    /// graph bucket when it is a pure decode that fits one (the LM head then
+    /// already ran densely; returns true), else eagerly without the LM head.
+    fn forward(&mut self, rows: &mut [Range<usize>]) -> anyhow::Result<bool> {
+        if self.batch.is_pure_decode() {
+            let bucket = self
+                .graphs
+                .as_ref()
+                .and_then(|g| g.bucket(self.batch.num_seqs(), self.batch.max_blocks_per_seq));
+            if let Some(i) = bucket {
+                self.run_padded(i, rows)?;
+                return Ok(true);
+            }
+        }
+        let num_tokens = self.batch.num_tokens();
+        anyhow::ensure!(
+            num_tokens <= self.ws.max_tokens,
+            "step of {num_tokens} tokens exceeds the workspace of {}",
+            self.ws.max_tokens
+        );
+        self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
+        self.model.forward_hidden(
+            &self.backend,
+            &self.inputs,
+            num_tokens,
+            &mut self.ws,
+            &mut self.kv,
+        );
+        Ok(false)
+    }
+
+    /// Samples where the logits are: one result per logits row. `padded`:
+    /// row j is request j (every request gets a row; those without a need
+    /// sample a greedy placeholder that is dropped); else rows are the
+    /// requests with one, in order, and the LM head runs chunk by chunk.
+    fn sample_on_device(
+        &mut self,
+        padded: bool,
+        needs: Vec<LogitsNeed>,
+    ) -> anyhow::Result<Vec<Sampled>> {
         let vocab = self.model.dims.vocab_size;
-        let mut logits = std::mem::take(&mut self.spare_logits);
-        logits.clear();
-        let mut sampled = None;
-        if let Some(params) = sampling {
-            // Logits row j is request j's.
-            let mut out = Vec::with_capacity(n);
+        let params: Vec<SamplingRow> = needs
+            .into_iter()
+            .filter_map(|n| match n {
+                LogitsNeed::Sample(row) => Some(row),
+                _ if padded => Some(SamplingRow::greedy()),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(params.len());
+        if padded {
             self.backend
                 .sample(&self.ws.logits, vocab, &params, &mut out)?;
-            sampled = Some(per_request(&rows, out));
         } else {
-            self.backend
-                .to_host(&self.ws.logits, n * vocab, &mut logits)?;
+            anyhow::ensure!(
+                params.len() == self.logit_rows.len(),
+                "sampling: {} rows for {} logits rows",
+                params.len(),
+                self.logit_rows.len()
+            );
+            self.model.for_logits_chunks(
+                &self.backend,
+                &mut self.ws,
+                &self.logit_rows,
+                |backend, chunk_logits, first, len| {
+                    backend.sample(chunk_logits, vocab, &params[first..first + len], &mut out)
+                },
+            )?;
         }
-        Ok(StepLogits {
+        Ok(out)
+    }
+
+    /// The step's logits rows on the host (`rows` per request).
+    fn logits_to_host(
+        &mut self,
+        padded: bool,
+        rows: Vec<Range<usize>>,
+    ) -> anyhow::Result<HostLogits> {
+        let vocab = self.model.dims.vocab_size;
+        let mut logits = std::mem::take(&mut self.spare_logits);
+        if padded {
+            logits.clear();
+            self.backend
+                .to_host(&self.ws.logits, rows.len() * vocab, &mut logits)?;
+        } else {
+            self.model.compute_logits(
+                &self.backend,
+                &mut self.ws,
+                &self.logit_rows,
+                &mut logits,
+            )?;
+        }
+        Ok(HostLogits {
             vocab_size: vocab,
             logits,
             rows,
-            sampled,
         })
     }
 
     /// Fills `self.batch` from the scheduler's decision.
-    fn build_batch(&mut self, sched: &SchedulerOutput, all_rows: &[bool]) -> Vec<Range<usize>> {
+    fn build_batch(&mut self, sched: &SchedulerOutput, needs: &[LogitsNeed]) -> Vec<Range<usize>> {
         let block_size = self.kv.block_size;
         let b = &mut self.batch;
         b.clear();
@@ -312,11 +365,12 @@ impl<B: Backend> ModelRunner<B> {
             b.block_tables
                 .resize(b.block_tables.len() + b.max_blocks_per_seq - table.len(), 0);
             let start = self.logit_rows.len();
-            if all_rows.get(i).copied().unwrap_or(false) {
-                self.logit_rows
-                    .extend((first..b.token_ids.len()).map(|t| t as u32));
-            } else if r.sample {
-                self.logit_rows.push((b.token_ids.len() - 1) as u32);
+            match &needs[i] {
+                LogitsNeed::AllRows(_) => self
+                    .logit_rows
+                    .extend((first..b.token_ids.len()).map(|t| t as u32)),
+                LogitsNeed::Sample(_) => self.logit_rows.push((b.token_ids.len() - 1) as u32),
+                LogitsNeed::None => {}
             }
             rows.push(start..self.logit_rows.len());
         }
@@ -328,90 +382,53 @@ impl<B: Backend> Runner for ModelRunner<B> {
     fn execute(
         &mut self,
         sched: &SchedulerOutput,
-        all_rows: &[bool],
-        sampling: Option<Vec<SamplingRow>>,
-    ) -> anyhow::Result<StepLogits> {
-        if let Some(p) = &sampling {
-            anyhow::ensure!(
-                p.len() == sched.requests().len(),
-                "{} sampling rows for {} requests",
-                p.len(),
-                sched.requests().len()
-            );
+        needs: Vec<LogitsNeed>,
+    ) -> anyhow::Result<ModelRunnerOutput> {
+        anyhow::ensure!(
+            needs.len() == sched.requests().len(),
+            "{} logits needs for {} requests",
+            needs.len(),
+            sched.requests().len()
+        );
+        let mut rows = self.build_batch(sched, &needs);
+        let padded = self.forward(&mut rows)?;
+        let on_device = needs.iter().all(|n| match n {
+            LogitsNeed::None => true,
+            LogitsNeed::Sample(row) => self.backend.can_sample(row),
+            LogitsNeed::AllRows(_) => false,
+        });
+        if on_device {
+            let out = self.sample_on_device(padded, needs)?;
+            return Ok(ModelRunnerOutput {
+                sampled: per_request(&rows, out),
+                prompt_logits: None,
+            });
         }
-        let rows = self.build_batch(sched, all_rows);
-        if self.batch.is_pure_decode() {
-            let bucket = self
-                .graphs
-                .as_ref()
-                .and_then(|g| g.bucket(self.batch.num_seqs(), self.batch.max_blocks_per_seq));
-            if let Some(i) = bucket {
-                return self.execute_padded(i, rows, sampling);
+        let mut host = self.logits_to_host(padded, rows)?;
+        let sampled = sample_on_host(&host, &needs);
+        if !needs.iter().any(LogitsNeed::wants_all_rows) {
+            self.recycle(host);
+            return Ok(ModelRunnerOutput {
+                sampled,
+                prompt_logits: None,
+            });
+        }
+        for (r, need) in host.rows.iter_mut().zip(&needs) {
+            if !need.wants_all_rows() {
+                *r = r.start..r.start;
             }
         }
-        let num_tokens = self.batch.num_tokens();
-        anyhow::ensure!(
-            num_tokens <= self.ws.max_tokens,
-            "step of {num_tokens} tokens exceeds the workspace of {}",
-            self.ws.max_tokens
-        );
-        self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
-        self.model.forward_hidden(
-            &self.backend,
-            &self.inputs,
-            num_tokens,
-            &mut self.ws,
-            &mut self.kv,
-        );
-        let vocab = self.model.dims.vocab_size;
-        let mut logits = std::mem::take(&mut self.spare_logits);
-        let mut sampled = None;
-        if let Some(mut params) = sampling {
-            // Logits rows are the requests that have one, in order.
-            let mut has_row = rows.iter().map(|r| r.start < r.end);
-            params.retain(|_| has_row.next().unwrap_or(false));
-            anyhow::ensure!(
-                params.len() == self.logit_rows.len(),
-                "sampling: {} rows for {} logits rows",
-                params.len(),
-                self.logit_rows.len()
-            );
-            let mut out = Vec::with_capacity(params.len());
-            self.model.for_logits_chunks(
-                &self.backend,
-                &mut self.ws,
-                &self.logit_rows,
-                |backend, chunk_logits, first, len| {
-                    backend.sample(chunk_logits, vocab, &params[first..first + len], &mut out)
-                },
-            )?;
-            logits.clear();
-            sampled = Some(per_request(&rows, out));
-        } else {
-            self.model.compute_logits(
-                &self.backend,
-                &mut self.ws,
-                &self.logit_rows,
-                &mut logits,
-            )?;
-        }
-        Ok(StepLogits {
-            vocab_size: vocab,
-            logits,
-            rows,
+        Ok(ModelRunnerOutput {
             sampled,
+            prompt_logits: Some(host),
         })
-    }
-
-    fn samples_on_device(&self) -> bool {
-        self.backend.samples_on_device()
     }
 
     fn device_name(&self) -> String {
         self.backend.device_name()
     }
 
-    fn recycle(&mut self, logits: StepLogits) {
+    fn recycle(&mut self, logits: HostLogits) {
         self.spare_logits = logits.logits;
     }
 }

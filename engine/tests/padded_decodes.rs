@@ -6,7 +6,8 @@
 
 use pagoda_engine::backend::cpu::CpuBackend;
 use pagoda_engine::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
-use pagoda_engine::model_runner::{ModelRunner, Runner, StepLogits};
+use pagoda_engine::model_runner::{ModelRunner, Runner};
+use pagoda_engine::runner_io::{HostLogits, LogitsNeed};
 use pagoda_engine::sampler::{argmax, SamplingRow};
 use pagoda_engine::weights::{open_model, LoadFormat};
 use pagoda_scheduler::{Request, Scheduler, SchedulerConfig, SchedulingPolicy, StopConditions};
@@ -64,7 +65,7 @@ fn scheduler() -> Scheduler {
     s
 }
 
-fn assert_close(a: &StepLogits, b: &StepLogits, step: usize) {
+fn assert_close(a: &HostLogits, b: &HostLogits, step: usize) {
     assert_eq!(a.rows.len(), b.rows.len());
     for (i, (ra, rb)) in a.rows.iter().zip(&b.rows).enumerate() {
         assert_eq!(ra.len(), rb.len(), "step {step} request {i}");
@@ -100,29 +101,33 @@ fn check(model: &str) {
         if reqs.iter().all(|r| r.num_tokens == 1) {
             decode_batches.push(reqs.len());
         }
-        let none = vec![false; reqs.len()];
-        let a = eager.execute(&out, &none, None).unwrap();
-        let b = padded.execute(&out, &none, None).unwrap();
+        // Every row's logits to the host, eager and padded.
+        let all = vec![LogitsNeed::AllRows(None); reqs.len()];
+        let a = eager.execute(&out, all.clone()).unwrap();
+        let b = padded.execute(&out, all).unwrap();
+        let (a, b) = (a.prompt_logits.unwrap(), b.prompt_logits.unwrap());
         assert_close(&a, &b, step);
-        let greedy = vec![SamplingRow::greedy(); reqs.len()];
-        let c = sampling.execute(&out, &none, Some(greedy)).unwrap();
-        assert!(c.logits.is_empty());
-        let want: Vec<Option<u32>> = a
-            .rows
+        let tokens: Vec<Option<u32>> = reqs
             .iter()
-            .map(|r| (r.start < r.end).then(|| argmax(a.row(r.end - 1))))
+            .zip(&a.rows)
+            .map(|(r, rows)| r.sample.then(|| argmax(a.row(rows.end - 1))))
             .collect();
-        let got: Option<Vec<Option<u32>>> = c
+        // Greedy sampling in the backend: tokens, no logits.
+        let greedy = reqs
+            .iter()
+            .map(|r| match r.sample {
+                true => LogitsNeed::Sample(SamplingRow::greedy()),
+                false => LogitsNeed::None,
+            })
+            .collect();
+        let c = sampling.execute(&out, greedy).unwrap();
+        assert!(c.prompt_logits.is_none());
+        let got: Vec<Option<u32>> = c
             .sampled
-            .as_ref()
-            .map(|s| s.iter().map(|s| s.as_ref().map(|s| s.token_id)).collect());
-        assert_eq!(got, Some(want), "step {step}");
-        sampling.recycle(c);
-        let tokens: Vec<Option<u32>> = a
-            .rows
             .iter()
-            .map(|r| (r.start < r.end).then(|| argmax(a.row(r.end - 1))))
+            .map(|s| s.as_ref().map(|s| s.token_id))
             .collect();
+        assert_eq!(got, tokens, "step {step}");
         sched.update_from_output(&out, &tokens);
         eager.recycle(a);
         padded.recycle(b);

@@ -16,7 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 
-use crate::metrics::GpuLabels;
+/// The labels of the GPU's gauges: NVML index and device name.
+#[derive(Debug, Clone)]
+pub struct GpuLabels {
+    pub gpu: String,
+    pub gpu_name: String,
+}
 
 /// How to find CUDA device 0 of this process among NVML's devices.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::gpu_metrics::GpuReading;
+use crate::gpu_metrics::{GpuLabels, GpuReading};
 
 /// The content type of the exposition (`encode` writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -114,13 +114,6 @@ impl GpuGauges {
             }
         }
     }
-}
-
-/// The labels of the GPU's gauges: NVML index and device name.
-#[derive(Debug, Clone)]
-pub struct GpuLabels {
-    pub gpu: String,
-    pub gpu_name: String,
 }
 
 impl Metrics {

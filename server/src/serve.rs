@@ -13,8 +13,9 @@ use tokio::sync::watch;
 
 use crate::cli::ServeArgs;
 use crate::default_model::{resolve_default_model, DEFAULT_MODEL_NAME};
+use crate::gpu_metrics::GpuLabels;
 use crate::gpu_metrics::GpuMonitor;
-use crate::metrics::{GpuLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::router::build_router;
 use crate::shutdown::shutdown_signal;
 use crate::state::{unix_time, AppState};

@@ -293,10 +293,6 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
-    fn supports_graphs(&self) -> bool {
-        true
-    }
-
     fn begin_capture(&self) -> anyhow::Result<()> {
         self.check()?;
         self.kernels
@@ -531,6 +527,12 @@ impl Backend for CudaBackend {
 
     fn samples_on_device(&self) -> bool {
         true
+    }
+
+    /// The `sample_tokens` kernel walks the CDF with a uniform; the
+    /// exponential race of seeded rows has no kernel yet.
+    fn can_sample(&self, row: &SamplingRow) -> bool {
+        row.race_key.is_none()
     }
 
     /// Widens the logits to f32 on the device; logprobs (of the raw row)

@@ -148,10 +148,6 @@ pub trait Backend: Send + 'static {
         inputs: &mut Self::Inputs,
     ) -> anyhow::Result<()>;
 
-    /// Whether `begin_capture` / `end_capture` / `replay` are available.
-    fn supports_graphs(&self) -> bool {
-        false
-    }
     /// Starts recording the ops issued until `end_capture` instead of
     /// running them.
     fn begin_capture(&self) -> anyhow::Result<()> {
@@ -276,6 +272,12 @@ pub trait Backend: Send + 'static {
     /// Whether `sample` works: only token ids then come back to the host.
     fn samples_on_device(&self) -> bool {
         false
+    }
+    /// Whether `sample` takes this row (a device kernel may not run every
+    /// kind of draw); the runner samples the step on the host otherwise.
+    fn can_sample(&self, row: &SamplingRow) -> bool {
+        let _ = row;
+        self.samples_on_device()
     }
     /// Samples row `i` of `logits` (`[rows, vocab]`) as `rows[i]` says
     /// (processors, then greedy or random; logprobs of the raw row when

@@ -1,7 +1,12 @@
 //! Logit edits applied before sampling, in vLLM's order: logit bias and
 //! min_tokens masking, then repetition / frequency / presence penalties.
+//!
+//! The engine applies them through `SamplingRow` (merged into per-id
+//! edits); the `apply_*` functions here, one processor at a time, are the
+//! test oracle those rows are held to.
 
 use crate::sampling_params::SamplingParams;
+#[cfg(test)]
 use std::collections::HashMap;
 
 /// Everything a row's processors need besides its logits.
@@ -13,7 +18,8 @@ pub struct ProcessorContext<'a> {
     pub stop_ids: &'a [u32],
 }
 
-pub fn apply_logit_bias(logits: &mut [f32], bias: &HashMap<u32, f32>) {
+#[cfg(test)]
+pub(crate) fn apply_logit_bias(logits: &mut [f32], bias: &HashMap<u32, f32>) {
     for (&id, &b) in bias {
         if let Some(l) = logits.get_mut(id as usize) {
             *l += b;
@@ -21,8 +27,9 @@ pub fn apply_logit_bias(logits: &mut [f32], bias: &HashMap<u32, f32>) {
     }
 }
 
+#[cfg(test)]
 /// Forbids ending before `min_tokens` tokens were generated.
-pub fn apply_min_tokens(logits: &mut [f32], ctx: &ProcessorContext) {
+pub(crate) fn apply_min_tokens(logits: &mut [f32], ctx: &ProcessorContext) {
     if ctx.output_token_ids.len() < ctx.params.min_tokens {
         for &id in ctx.stop_ids {
             if let Some(l) = logits.get_mut(id as usize) {
@@ -32,9 +39,10 @@ pub fn apply_min_tokens(logits: &mut [f32], ctx: &ProcessorContext) {
     }
 }
 
+#[cfg(test)]
 /// vLLM's penalties: repetition over prompt and output (divide positive
 /// logits, multiply negative ones), frequency and presence over the output.
-pub fn apply_penalties(logits: &mut [f32], ctx: &ProcessorContext) {
+pub(crate) fn apply_penalties(logits: &mut [f32], ctx: &ProcessorContext) {
     let p = ctx.params;
     if p.repetition_penalty != 1.0 {
         let rp = p.repetition_penalty;
@@ -71,8 +79,9 @@ pub fn is_noop(ctx: &ProcessorContext) -> bool {
     ctx.params.logit_bias.is_empty() && !min_tokens_active && !ctx.params.has_penalties()
 }
 
+#[cfg(test)]
 /// All processors, in order.
-pub fn apply_all(logits: &mut [f32], ctx: &ProcessorContext) {
+pub(crate) fn apply_all(logits: &mut [f32], ctx: &ProcessorContext) {
     if !ctx.params.logit_bias.is_empty() {
         apply_logit_bias(logits, &ctx.params.logit_bias);
     }

@@ -41,7 +41,8 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// Samples one token from `raw` (left untouched) for one sequence, applying
 /// the processors one by one: the reference `SamplingRow::sample` is tested
 /// against (the engine samples through `SamplingRow`).
-pub fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Sampled {
+#[cfg(test)]
+pub(crate) fn sample_row(raw: &[f32], ctx: &ProcessorContext, rng: &mut StdRng) -> Sampled {
     let params = ctx.params;
     if params.is_greedy() && logits_processors::is_noop(ctx) {
         let token_id = argmax(raw);

@@ -31,7 +31,7 @@ pub struct SamplingRow {
     /// when `race_key` is set).
     pub uniform: f32,
     /// Seeded requests draw a race key instead of a uniform
-    /// (`Draw::Race`); such rows are sampled on the host.
+    /// (`Draw::Race`); the CUDA backend samples such rows on the host.
     pub race_key: Option<u64>,
     /// Top logprobs wanted (the sampled token's always comes with them).
     pub logprobs: Option<usize>,
@@ -111,12 +111,6 @@ impl SamplingRow {
 
     pub fn is_greedy(&self) -> bool {
         self.temperature < 1e-5
-    }
-
-    /// Whether a device can sample this row: its kernel walks the CDF, so
-    /// race rows (seeded requests) go to the host.
-    pub fn device_can_sample(&self) -> bool {
-        self.race_key.is_none()
     }
 
     fn draw(&self) -> Draw {

@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::gguf::GgmlType;
+use super::ggml_type::GgmlType;
 
 /// The types `dequantize` handles, for error messages.
 pub const SUPPORTED_TYPES: &str =

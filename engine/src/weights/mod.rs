@@ -12,7 +12,7 @@
 //! `LoadProgress` (`ModelSource::progress`) for a progress bar on long loads.
 
 mod dummy;
-mod error;
+pub mod error;
 mod ggml_type;
 pub mod gguf;
 mod gguf_config;
