@@ -255,3 +255,23 @@ fn stop_strings_end_generation_and_are_cut_from_the_text() {
     assert_eq!(out[0].samples[0].text, " Paris.");
     assert_eq!(wait_idle(&h).kv_cache_usage, 0.0);
 }
+
+/// `min_tokens` above the context a prompt leaves (max_tokens unset, so it
+/// is cut to that context) is not an engine failure: the request runs to
+/// max_model_len. It once reached the scheduler as an internal error.
+#[test]
+fn min_tokens_beyond_the_context_left_runs_to_max_model_len() {
+    let h = start(tiny_model(), 64);
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: None,
+        min_tokens: 40,
+        ..Default::default()
+    };
+    let prompt: Vec<u32> = (1..=50).collect();
+    let out = generate_all(&h, vec![(prompt, params)]).unwrap();
+    let sample = &out[0].samples[0];
+    assert_eq!(sample.token_ids.len(), 14, "64 - 50 tokens");
+    assert_eq!(sample.finish_reason, Some(FinishReason::Length));
+    assert_eq!(wait_idle(&h).kv_cache_usage, 0.0);
+}
