@@ -3,6 +3,7 @@
 //! flags: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), rope scaling and
 //! tied embeddings; the flags come from `ModelConfig`.
 
+mod decoder_layer;
 mod weights;
 mod workspace;
 
@@ -95,7 +96,6 @@ impl<B: Backend> DecoderModel<B> {
         let t = num_tokens;
         let w = &self.weights;
         backend.embedding(inputs, &w.embed_tokens, &mut ws.residual, d.hidden);
-        let attn_dims = d.attention_dims(kv.block_size);
         for (i, layer) in w.layers.iter().enumerate() {
             if i == 0 {
                 backend.rms_norm(
@@ -116,62 +116,7 @@ impl<B: Backend> DecoderModel<B> {
                     d.eps,
                 );
             }
-            backend.matmul(
-                &ws.hidden,
-                &layer.qkv_proj,
-                &mut ws.qkv,
-                t,
-                d.hidden,
-                d.qkv_dim(),
-            );
-            if let Some(bias) = &layer.qkv_bias {
-                backend.add_bias(&mut ws.qkv, bias, t, d.qkv_dim());
-            }
-            backend.split_qkv(
-                &ws.qkv,
-                &mut ws.q,
-                &mut ws.k,
-                &mut ws.v,
-                t,
-                d.q_dim(),
-                d.kv_dim(),
-            );
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                backend.rms_norm_inplace(&mut ws.q, qn, t * d.num_heads, d.head_dim, d.eps);
-                backend.rms_norm_inplace(&mut ws.k, kn, t * d.num_kv_heads, d.head_dim, d.eps);
-            }
-            backend.rotary(
-                inputs,
-                &mut ws.q,
-                &mut ws.k,
-                &w.rope,
-                d.num_heads,
-                d.num_kv_heads,
-                d.head_dim,
-            );
-            let (k_cache, v_cache) = kv.layer_mut(i);
-            backend.reshape_and_cache(
-                inputs,
-                &ws.k,
-                &ws.v,
-                k_cache,
-                v_cache,
-                d.num_kv_heads,
-                d.head_dim,
-            );
-            let (k_cache, v_cache) = kv.layer(i);
-            backend.paged_attention(inputs, &ws.q, k_cache, v_cache, &mut ws.attn, attn_dims);
-            backend.matmul(
-                &ws.attn,
-                &layer.o_proj,
-                &mut ws.hidden,
-                t,
-                d.q_dim(),
-                d.hidden,
-            );
-            if let Some(bias) = &layer.o_bias {
-                backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
-            }
+            self.attention_block(backend, inputs, i, t, ws, kv);
             backend.fused_add_rms_norm(
                 &mut ws.hidden,
                 &mut ws.residual,
@@ -180,29 +125,7 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.eps,
             );
-            backend.matmul(
-                &ws.hidden,
-                &layer.gate_up_proj,
-                &mut ws.gate_up,
-                t,
-                d.hidden,
-                2 * d.intermediate,
-            );
-            if let Some(bias) = &layer.gate_up_bias {
-                backend.add_bias(&mut ws.gate_up, bias, t, 2 * d.intermediate);
-            }
-            backend.silu_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate);
-            backend.matmul(
-                &ws.act,
-                &layer.down_proj,
-                &mut ws.hidden,
-                t,
-                d.intermediate,
-                d.hidden,
-            );
-            if let Some(bias) = &layer.down_bias {
-                backend.add_bias(&mut ws.hidden, bias, t, d.hidden);
-            }
+            self.mlp_block(backend, layer, t, ws);
         }
         backend.fused_add_rms_norm(
             &mut ws.hidden,
