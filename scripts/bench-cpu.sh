@@ -4,7 +4,7 @@
 #      (benches/peers/hf_generate.py) on SmolLM2-135M, uniform and mixed lengths;
 #   2. `pagoda bench serve` against `pagoda serve` and against llama.cpp's
 #      `llama-server` (same GGUF, same client), at 1, 8 and 32 streams.
-# Needs: a release build (cargo build --release -p pagoda-server), torch +
+# Needs: a release build (cargo build --release -p pagoda-cli), torch +
 # transformers + gguf + accelerate for the HF peer, and LLAMA_SERVER pointing
 # at a llama-server binary (built from the llama-cpp-python sdist, see
 # ../shared/models/README.md) for the serve comparison (skipped if unset).

@@ -4,7 +4,7 @@
 #
 # 1. Build and stage, on a machine with Rust (no GPU needed):
 #      scripts/gpu-check.sh --stage
-#    builds in release (`cargo build --release -p pagoda-server` for the
+#    builds in release (`cargo build --release -p pagoda-cli` for the
 #    `pagoda` binary, `cargo test --release -p pagoda-kernels --no-run` for the
 #    kernel test executables), strips them into .device/bin/ (ignored by git)
 #    and checks that .device/ fits one device call's 64 MiB carry.
@@ -36,7 +36,7 @@ bin="$root/.device/bin"
 if [ "${1:-}" = "--stage" ]; then
   set -e
   mkdir -p "$bin"
-  cargo build --release -p pagoda-server
+  cargo build --release -p pagoda-cli
   cp target/release/pagoda "$bin/pagoda"
   # `cargo test --no-run` names each test executable on stderr.
   cargo test --release -p pagoda-kernels --no-run 2>&1 | tee /dev/stderr |

@@ -6,12 +6,15 @@ use std::path::PathBuf;
 pub use crate::weights::LoadFormat;
 pub use pagoda_scheduler::SchedulingPolicy;
 
-/// Where the forward pass runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the forward pass runs (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Device {
+    /// The CPU kernels (f32).
     Cpu,
+    /// GPU 0, or an error naming why it is unusable.
     Cuda,
     /// CUDA when a usable GPU is found, else CPU.
+    #[default]
     Auto,
 }
 

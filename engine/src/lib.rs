@@ -2,8 +2,10 @@
 //! and the engine loop that drives the scheduler.
 
 pub mod backend;
+pub mod byte_size;
 pub mod config;
 pub mod decode_graphs;
+pub mod engine_args;
 pub mod engine_builder;
 pub mod engine_config;
 pub mod engine_error;
@@ -21,6 +23,7 @@ pub mod sampling_params;
 pub mod tokenizer;
 pub mod weights;
 
+pub use engine_args::EngineArgs;
 pub use engine_config::{Device, EngineConfig};
 pub use engine_error::EngineError;
 pub use engine_handle::{

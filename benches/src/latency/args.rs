@@ -2,10 +2,13 @@
 
 use std::path::PathBuf;
 
-use crate::engine_args::EngineArgs;
+use pagoda_engine::EngineArgs;
 
-/// The end-to-end time of one batch of requests, repeated.
+/// The end-to-end time of one batch of requests, repeated. Prefix caching
+/// is off unless `--enable-prefix-caching` (the batch repeats, and cache hits
+/// would hide the prefill, as vLLM's latency bench notes).
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("model", |a| a.required(true)))]
 pub struct LatencyArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -19,10 +22,6 @@ pub struct LatencyArgs {
     pub num_iters_warmup: usize,
     #[arg(long, default_value_t = 30)]
     pub num_iters: usize,
-    /// Keep prefix caching on (off by default: the batch repeats, and cache
-    /// hits would hide the prefill, as vLLM's latency bench notes).
-    #[arg(long)]
-    pub enable_prefix_caching: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     pub output_json: Option<PathBuf>,

@@ -100,8 +100,10 @@ pub fn run_latency(args: &LatencyArgs) -> anyhow::Result<LatencyResult> {
             "--batch-size, --input-len, --output-len and --num-iters must be greater than 0"
         );
     }
-    let mut config = args.engine.engine_config();
-    config.enable_prefix_caching = args.enable_prefix_caching;
+    let mut config = crate::bench_engine_config(&args.engine)?;
+    // Off unless asked for: the batch repeats, and cache hits would hide the
+    // prefill (as vLLM's latency bench notes).
+    config.enable_prefix_caching = args.engine.enable_prefix_caching;
     let handle = EngineHandle::start(config).context("starting the engine")?;
     let result = run_on(&handle, args);
     handle.shutdown();
@@ -125,7 +127,7 @@ pub fn run_on(handle: &EngineHandle, args: &LatencyArgs) -> anyhow::Result<Laten
             info.max_model_len
         );
     }
-    let mut rng = StdRng::seed_from_u64(args.engine.seed);
+    let mut rng = StdRng::seed_from_u64(args.engine.seed_or_default());
     let allowed = allowed_token_ids(info, handle.tokenizer());
     let prompts = random_token_prompts(&mut rng, &allowed, &vec![args.input_len; args.batch_size])?;
     let run_batch = |output_len: usize| -> anyhow::Result<f64> {

@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use crate::engine_args::EngineArgs;
+use pagoda_engine::EngineArgs;
 
 /// Offline throughput: every request enters the engine at once (ignore_eos,
 /// max_tokens = the output length), as vLLM's and nano-vllm's benches do.
 #[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("model", |a| a.required(true)))]
 pub struct ThroughputArgs {
     #[command(flatten)]
     pub engine: EngineArgs,

@@ -81,7 +81,8 @@ pub fn run_throughput(args: &ThroughputArgs) -> anyhow::Result<ThroughputResult>
     if args.input_len == 0 {
         anyhow::bail!("--input-len must be greater than 0");
     }
-    let handle = EngineHandle::start(args.engine.engine_config()).context("starting the engine")?;
+    let handle = EngineHandle::start(crate::bench_engine_config(&args.engine)?)
+        .context("starting the engine")?;
     let result = run_on(&handle, args);
     handle.shutdown();
     let result = result?;
@@ -100,7 +101,7 @@ pub fn run_on(handle: &EngineHandle, args: &ThroughputArgs) -> anyhow::Result<Th
         "Model {} ({}) on {}: KV cache {} tokens, max_num_seqs {}",
         info.name, info.architecture, info.device, info.kv_cache_tokens, info.max_num_seqs
     );
-    let mut rng = StdRng::seed_from_u64(args.engine.seed);
+    let mut rng = StdRng::seed_from_u64(args.engine.seed_or_default());
     let (input_lens, output_lens) = sample_lengths(
         &mut rng,
         args.num_prompts,

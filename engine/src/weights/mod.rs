@@ -130,7 +130,7 @@ pub trait WeightSource: Send + Sync {
 }
 
 /// `--load-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LoadFormat {
     /// Safetensors for an HF folder, GGUF for a .gguf file.
     #[default]

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::engine_args::EngineArgs;
+use pagoda_engine::EngineArgs;
 
 /// One `--prompt-ids` value: comma-separated token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use clap::Args;
 
-use super::byte_size::parse_byte_size;
-use super::engine_args::EngineArgs;
+use pagoda_engine::byte_size::parse_byte_size;
+use pagoda_engine::EngineArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -36,8 +36,8 @@ pub struct ServeArgs {
     )]
     pub api_key: Option<String>,
 
-    /// Largest request body accepted; larger ones get 413 (suffixes KiB,
-    /// MiB allowed).
+    /// Largest request body accepted; larger ones get 413 (units as for
+    /// --kv-cache-memory: 4MiB = 4M = 4194304, 4m = 4000000).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_byte_size)]
     pub max_body_bytes: u64,
 

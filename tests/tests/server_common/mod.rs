@@ -1,9 +1,10 @@
 //! Shared harness of the end-to-end server tests: builds and starts the real
 //! `pagoda` binary on 127.0.0.1 with SmolLM2, and talks to it over HTTP.
 //!
-//! The program under test is `pagoda` built from server/src/main.rs as this
-//! package's `pagoda-e2e` binary (see tests/Cargo.toml); `PAGODA_BIN`
-//! points at another build instead.
+//! The program under test is the `pagoda` binary of pagoda-cli
+//! (server/cli/), from the target folder of this test run (see
+//! `pagoda_bin` and tests/Cargo.toml); `PAGODA_BIN` points at another build
+//! instead.
 
 #![allow(dead_code)]
 
@@ -38,11 +39,108 @@ pub fn model_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 /// The `pagoda` program: `PAGODA_BIN` if set (e.g. a release build), else
-/// the copy cargo built for this test run from the server's main.rs.
+/// pagoda-cli's `pagoda` in this test run's target folder.
+///
+/// Cargo gives a test the paths of its own package's binaries only, so the
+/// binary is looked up beside this test executable
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/pagoda`). `cargo
+/// test --workspace` has built it (pagoda-cli has integration tests, so
+/// cargo builds its binary), with the features of this very run. When it
+/// is missing, or older than a source file or manifest of the crates it is
+/// built from (say after an edit and `cargo test -p pagoda-tests`), it is
+/// built here with `cargo build -p pagoda-cli` in this run's profile and
+/// target folder (cargo releases its build-folder lock before it runs
+/// tests). That build resolves features for pagoda-cli alone, so the first
+/// time it compiles most of the tree again: `cargo test -p pagoda-cli -p
+/// pagoda-tests` avoids it.
 pub fn pagoda_bin() -> PathBuf {
-    std::env::var_os("PAGODA_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pagoda-e2e")))
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("PAGODA_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => built_pagoda_cli(),
+    })
+    .clone()
+}
+
+/// The workspace root.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lies in the workspace root")
+        .to_path_buf()
+}
+
+/// The newest modification time among what the `pagoda` binary is built
+/// from: the sources and manifests of its crates, and Cargo.lock.
+fn newest_input(root: &Path) -> std::time::SystemTime {
+    fn walk(path: &Path, newest: &mut std::time::SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest = (*newest).max(modified);
+        }
+    }
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    walk(&root.join("Cargo.toml"), &mut newest);
+    walk(&root.join("Cargo.lock"), &mut newest);
+    for krate in [
+        "scheduler",
+        "kernels",
+        "engine",
+        "server",
+        "server/cli",
+        "benches",
+    ] {
+        walk(&root.join(krate).join("Cargo.toml"), &mut newest);
+        walk(&root.join(krate).join("src"), &mut newest);
+    }
+    newest
+}
+
+fn built_pagoda_cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test executable>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lies in target/<profile>/deps");
+    let bin = profile_dir.join(format!("pagoda{}", std::env::consts::EXE_SUFFIX));
+    let root = workspace_root();
+    let fresh = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .is_ok_and(|built| built >= newest_input(&root));
+    if fresh {
+        return bin;
+    }
+    let target_dir = profile_dir.parent().expect("target/<profile>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        // `cargo test` builds with the `test` profile into target/debug.
+        Some("debug") => "test",
+        Some("release") => "release",
+        Some(other) => other,
+        None => panic!("no profile folder in {}", exe.display()),
+    };
+    eprintln!(
+        "{} is missing or older than its sources: building it (cargo build -p pagoda-cli --profile {profile})",
+        bin.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "-p", "pagoda-cli", "--bin", "pagoda"])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .expect("running cargo to build pagoda-cli (or set PAGODA_BIN)");
+    assert!(status.success(), "cargo build -p pagoda-cli failed");
+    assert!(bin.is_file(), "{} was not built", bin.display());
+    bin
 }
 
 fn free_port() -> u16 {

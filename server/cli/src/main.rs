@@ -1,5 +1,7 @@
 //! `pagoda`: serve a model over an OpenAI-compatible API, generate offline,
-//! or benchmark.
+//! or benchmark. The top of the crate graph: `serve` and `generate` come from
+//! pagoda-server, `bench` from pagoda-benches, and every command that runs an
+//! engine takes the same engine flags (`pagoda_engine::EngineArgs`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -96,5 +98,68 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pagoda").chain(args.iter().copied()))
+    }
+
+    fn kv_cache_memory(args: &[&str]) -> Option<u64> {
+        match parse(args).unwrap().command {
+            Command::Serve(a) => a.engine.kv_cache_memory,
+            Command::Generate(a) => a.engine.kv_cache_memory,
+            Command::Bench(BenchCommand::Throughput(a)) => a.engine.kv_cache_memory,
+            Command::Bench(BenchCommand::Latency(a)) => a.engine.kv_cache_memory,
+            Command::Bench(BenchCommand::Serve(_)) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_reads_sizes_the_same_way() {
+        for (size, bytes) in [
+            ("512MB", 512u64 << 20),
+            ("512m", 512_000_000),
+            ("1GiB", 1 << 30),
+        ] {
+            let flag = ["--kv-cache-memory", size];
+            let runs: [&[&str]; 4] = [
+                &["serve"],
+                &["generate"],
+                &["bench", "throughput", "--model", "m"],
+                &["bench", "latency", "--model", "m"],
+            ];
+            for cmd in runs {
+                let args: Vec<&str> = cmd.iter().chain(flag.iter()).copied().collect();
+                assert_eq!(kv_cache_memory(&args), Some(bytes), "{args:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn benches_need_a_model_serve_does_not() {
+        assert!(parse(&["serve"]).is_ok());
+        assert!(parse(&["bench", "throughput"]).is_err());
+        assert!(parse(&["bench", "latency"]).is_err());
+        let cli = parse(&[
+            "bench",
+            "latency",
+            "--model",
+            "m",
+            "--enable-prefix-caching",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Bench(BenchCommand::Latency(a)) if a.engine.enable_prefix_caching)
+        );
     }
 }

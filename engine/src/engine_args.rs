@@ -1,32 +1,15 @@
-//! Engine flags shared by `pagoda serve` and `pagoda generate`, named as
-//! vLLM names them. Unset flags keep the engine's own (vLLM-like) defaults.
+//! The engine flags every `pagoda` command shares (`serve`, `generate`,
+//! `bench throughput`, `bench latency`), named as vLLM names them. Unset
+//! flags keep `EngineConfig`'s own (vLLM-like) defaults.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use pagoda_engine::engine_config::{LoadFormat, SchedulingPolicy};
-use pagoda_engine::{Device, EngineConfig};
 
-use super::byte_size::parse_byte_size;
+use crate::byte_size::parse_byte_size;
+use crate::engine_config::{Device, EngineConfig, LoadFormat, SchedulingPolicy};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// CUDA when a GPU and driver are usable, else CPU.
-    #[default]
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum LoadFormatArg {
-    /// Read the weights from the checkpoint.
-    #[default]
-    Auto,
-    /// Random weights of the checkpoint's shapes (for benchmarking).
-    Dummy,
-}
-
+/// `--scheduling-policy` (the scheduler crate knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SchedulingPolicyArg {
     /// First come, first served.
@@ -35,23 +18,34 @@ pub enum SchedulingPolicyArg {
     Priority,
 }
 
+impl From<SchedulingPolicyArg> for SchedulingPolicy {
+    fn from(p: SchedulingPolicyArg) -> Self {
+        match p {
+            SchedulingPolicyArg::Fcfs => SchedulingPolicy::Fcfs,
+            SchedulingPolicyArg::Priority => SchedulingPolicy::Priority,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Args)]
 pub struct EngineArgs {
     /// The model: a Hugging Face folder (config.json, model.safetensors,
-    /// tokenizer.json, ...) or a .gguf file. Without it, SmolLM2-135M-Instruct
-    /// is served, fetched on first use into $PAGODA_HOME/models
-    /// (default ~/.cache/pagoda/models).
+    /// tokenizer.json, ...), a .gguf file, or a folder holding one .gguf
+    /// file. Without it, `serve` and `generate` use SmolLM2-135M-Instruct,
+    /// fetched on first use into $PAGODA_HOME/models (default
+    /// ~/.cache/pagoda/models); `bench throughput` and `bench latency`
+    /// require it.
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
 
     /// `auto` reads the weights; `dummy` uses random weights of the
     /// checkpoint's shapes (benchmarking without real weights).
-    #[arg(long, value_enum, default_value_t = LoadFormatArg::Auto)]
-    pub load_format: LoadFormatArg,
+    #[arg(long, value_enum, default_value_t = LoadFormat::Auto)]
+    pub load_format: LoadFormat,
 
     /// Where to run the model.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    pub device: DeviceArg,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
 
     /// Most sequences in one engine step (the running batch). [default: 256]
     #[arg(long, value_name = "N")]
@@ -71,8 +65,12 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N")]
     pub block_size: Option<usize>,
 
-    /// KV-cache size on CPU, in bytes (suffixes KiB, MiB, GiB allowed, e.g.
-    /// 256MiB). [default: 30% of available memory, 256 MiB to 8 GiB]
+    /// KV-cache size, in bytes, as vLLM's `--kv-cache-memory-bytes` reads
+    /// it: k/m/g/t are powers of 1000, K/M/G/T powers of 1024, a trailing B
+    /// changes nothing, KiB/MiB/GiB/TiB are powers of 1024 (512m =
+    /// 512000000; 512M = 512MB = 512MiB = 536870912). On CUDA it replaces
+    /// the sizing by --gpu-memory-utilization. [default on CPU: 30% of
+    /// available memory, 256 MiB to 8 GiB]
     #[arg(long, value_name = "BYTES", value_parser = parse_byte_size)]
     pub kv_cache_memory: Option<u64>,
 
@@ -82,7 +80,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub gpu_memory_utilization: Option<f32>,
 
-    /// Prefix caching is on by default; this keeps it on (vLLM's flag).
+    /// Keep prefix caching on (vLLM's flag). It is on by default, except in
+    /// `bench latency`, where this flag turns it on.
     #[arg(long, conflicts_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,
 
@@ -95,7 +94,7 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N")]
     pub max_waiting_requests: Option<usize>,
 
-    /// How waiting requests are ordered.
+    /// How waiting requests are ordered. [default: fcfs]
     #[arg(long, value_enum)]
     pub scheduling_policy: Option<SchedulingPolicyArg>,
 
@@ -110,7 +109,8 @@ pub struct EngineArgs {
     pub enforce_eager: bool,
 
     /// Seed of the random streams of requests that bring no seed of their
-    /// own (in `generate`: the seed of every prompt).
+    /// own (in `generate`: the seed of every prompt; in `bench`: also the
+    /// seed of the random prompts). [default: 0]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 }
@@ -131,16 +131,9 @@ impl EngineArgs {
         let mut c = EngineConfig {
             model,
             served_model_name,
+            load_format: self.load_format,
+            device: self.device,
             ..EngineConfig::default()
-        };
-        c.load_format = match self.load_format {
-            LoadFormatArg::Auto => LoadFormat::Auto,
-            LoadFormatArg::Dummy => LoadFormat::Dummy,
-        };
-        c.device = match self.device {
-            DeviceArg::Auto => Device::Auto,
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
         };
         if let Some(v) = self.max_num_seqs {
             c.max_num_seqs = v;
@@ -169,10 +162,7 @@ impl EngineArgs {
             c.max_waiting_requests = self.max_waiting_requests;
         }
         if let Some(p) = self.scheduling_policy {
-            c.scheduling_policy = match p {
-                SchedulingPolicyArg::Fcfs => SchedulingPolicy::Fcfs,
-                SchedulingPolicyArg::Priority => SchedulingPolicy::Priority,
-            };
+            c.scheduling_policy = p.into();
         }
         if let Some(v) = self.long_prefill_token_threshold {
             c.long_prefill_token_threshold = v;
@@ -182,6 +172,11 @@ impl EngineArgs {
             c.seed = v;
         }
         c
+    }
+
+    /// `--seed`, or the engine's default seed.
+    pub fn seed_or_default(&self) -> u64 {
+        self.seed.unwrap_or(EngineConfig::default().seed)
     }
 }
 
@@ -209,6 +204,11 @@ mod tests {
         assert_eq!(c.block_size, d.block_size);
         assert_eq!(c.enable_prefix_caching, d.enable_prefix_caching);
         assert_eq!(c.kv_cache_memory, d.kv_cache_memory);
+        assert_eq!(c.gpu_memory_utilization, d.gpu_memory_utilization);
+        assert_eq!(c.device, d.device);
+        assert_eq!(c.load_format, d.load_format);
+        assert_eq!(c.seed, d.seed);
+        assert_eq!(args.seed_or_default(), d.seed);
         assert_eq!(c.model, PathBuf::from("m.gguf"));
     }
 
@@ -249,9 +249,9 @@ mod tests {
         assert_eq!(c.kv_cache_memory, Some(256 << 20));
         assert!(!c.enable_prefix_caching);
         assert_eq!(c.max_waiting_requests, Some(7));
-        assert!(matches!(c.device, Device::Cpu));
-        assert!(matches!(c.load_format, LoadFormat::Dummy));
-        assert!(matches!(c.scheduling_policy, SchedulingPolicy::Priority));
+        assert_eq!(c.device, Device::Cpu);
+        assert_eq!(c.load_format, LoadFormat::Dummy);
+        assert_eq!(c.scheduling_policy, SchedulingPolicy::Priority);
         assert!(c.enforce_eager);
         assert_eq!(c.seed, 3);
         assert_eq!(c.gpu_memory_utilization, 0.5);
@@ -259,10 +259,20 @@ mod tests {
     }
 
     #[test]
+    fn kv_cache_units_are_vllms() {
+        let bytes = |v: &str| parse(&["--kv-cache-memory", v]).unwrap().kv_cache_memory;
+        assert_eq!(bytes("512MB"), Some(512 << 20));
+        assert_eq!(bytes("512M"), Some(512 << 20));
+        assert_eq!(bytes("512m"), Some(512_000_000));
+        assert_eq!(bytes("1.5GiB"), Some(3 << 29));
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(parse(&["--kv-cache-memory", "lots"]).is_err());
         assert!(parse(&["--gpu-memory-utilization", "1.5"]).is_err());
         assert!(parse(&["--device", "tpu"]).is_err());
+        assert!(parse(&["--load-format", "pt"]).is_err());
         assert!(parse(&["--enable-prefix-caching", "--no-enable-prefix-caching"]).is_err());
     }
 }
