@@ -11,7 +11,7 @@
 
 use super::{AttentionDims, Backend, ForwardBatch, InputLimits};
 use crate::outputs::TokenLogprobs;
-use crate::sampler::{Sampled, SamplingRow};
+use crate::sampler::{Draw, Sampled, SamplingRow};
 use crate::weights::HostTensor;
 use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
@@ -532,7 +532,7 @@ impl Backend for CudaBackend {
     /// The `sample_tokens` kernel walks the CDF with a uniform; the
     /// exponential race of seeded rows has no kernel yet.
     fn can_sample(&self, row: &SamplingRow) -> bool {
-        row.race_key.is_none()
+        matches!(row.draw, Draw::Uniform(_))
     }
 
     /// Widens the logits to f32 on the device; logprobs (of the raw row)
@@ -616,7 +616,11 @@ impl Backend for CudaBackend {
         let temperature = self.upload(&column(|r| r.temperature))?;
         let top_p = self.upload(&column(|r| r.top_p))?;
         let min_p = self.upload(&column(|r| r.min_p))?;
-        let uniform = self.upload(&column(|r| r.uniform))?;
+        let uniform = self.upload(&column(|r| match r.draw {
+            Draw::Uniform(u) => u,
+            // `can_sample` keeps race rows off the device.
+            Draw::Race(_) => 0.0,
+        }))?;
         let top_k_rows = self.upload(&rows.iter().map(|r| r.top_k).collect::<Vec<i32>>())?;
         let tensors = SamplingTensors {
             temperature: &temperature,

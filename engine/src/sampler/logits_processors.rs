@@ -27,8 +27,8 @@ pub(crate) fn apply_logit_bias(logits: &mut [f32], bias: &HashMap<u32, f32>) {
     }
 }
 
-#[cfg(test)]
 /// Forbids ending before `min_tokens` tokens were generated.
+#[cfg(test)]
 pub(crate) fn apply_min_tokens(logits: &mut [f32], ctx: &ProcessorContext) {
     if ctx.output_token_ids.len() < ctx.params.min_tokens {
         for &id in ctx.stop_ids {
@@ -39,9 +39,9 @@ pub(crate) fn apply_min_tokens(logits: &mut [f32], ctx: &ProcessorContext) {
     }
 }
 
-#[cfg(test)]
 /// vLLM's penalties: repetition over prompt and output (divide positive
 /// logits, multiply negative ones), frequency and presence over the output.
+#[cfg(test)]
 pub(crate) fn apply_penalties(logits: &mut [f32], ctx: &ProcessorContext) {
     let p = ctx.params;
     if p.repetition_penalty != 1.0 {
@@ -79,8 +79,8 @@ pub fn is_noop(ctx: &ProcessorContext) -> bool {
     ctx.params.logit_bias.is_empty() && !min_tokens_active && !ctx.params.has_penalties()
 }
 
-#[cfg(test)]
 /// All processors, in order.
+#[cfg(test)]
 pub(crate) fn apply_all(logits: &mut [f32], ctx: &ProcessorContext) {
     if !ctx.params.logit_bias.is_empty() {
         apply_logit_bias(logits, &ctx.params.logit_bias);

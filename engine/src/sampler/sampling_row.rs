@@ -27,12 +27,10 @@ pub struct SamplingRow {
     pub top_k: i32,
     pub top_p: f32,
     pub min_p: f32,
-    /// The row's draw from its request's seeded stream (0 when greedy or
-    /// when `race_key` is set).
-    pub uniform: f32,
-    /// Seeded requests draw a race key instead of a uniform
-    /// (`Draw::Race`); the CUDA backend samples such rows on the host.
-    pub race_key: Option<u64>,
+    /// The row's draw from its request's stream (`Uniform(0.0)` when
+    /// greedy): a uniform, or a race key for seeded requests, which the
+    /// CUDA backend samples on the host.
+    pub draw: Draw,
     /// Top logprobs wanted (the sampled token's always comes with them).
     pub logprobs: Option<usize>,
     /// Logit bias summed per id, and -inf for stop ids masked by
@@ -49,8 +47,7 @@ impl SamplingRow {
             top_k: 0,
             top_p: 1.0,
             min_p: 0.0,
-            uniform: 0.0,
-            race_key: None,
+            draw: Draw::Uniform(0.0),
             logprobs: None,
             bias: Vec::new(),
             penalties: None,
@@ -67,8 +64,7 @@ impl SamplingRow {
             top_k: p.top_k,
             top_p: p.top_p,
             min_p: p.min_p,
-            uniform: 0.0,
-            race_key: None,
+            draw: Draw::Uniform(0.0),
             logprobs: p.logprobs,
             bias: Vec::new(),
             penalties: None,
@@ -101,23 +97,13 @@ impl SamplingRow {
             }
         }
         if !p.is_greedy() {
-            match Draw::next(p, rng) {
-                Draw::Uniform(u) => row.uniform = u,
-                Draw::Race(key) => row.race_key = Some(key),
-            }
+            row.draw = Draw::next(p, rng);
         }
         row
     }
 
     pub fn is_greedy(&self) -> bool {
         self.temperature < 1e-5
-    }
-
-    fn draw(&self) -> Draw {
-        match self.race_key {
-            Some(key) => Draw::Race(key),
-            None => Draw::Uniform(self.uniform),
-        }
     }
 
     /// Applies the bias, the masks and the penalties to `logits` (one row),
@@ -160,7 +146,7 @@ impl SamplingRow {
                     self.top_k,
                     self.top_p,
                     self.min_p,
-                    self.draw(),
+                    self.draw,
                 )
             }
         } else {
@@ -175,7 +161,7 @@ impl SamplingRow {
                     self.top_k,
                     self.top_p,
                     self.min_p,
-                    self.draw(),
+                    self.draw,
                 )
             }
         };
@@ -266,6 +252,6 @@ mod tests {
         assert_eq!(row.bias, vec![(3, 1.5), (4, f32::NEG_INFINITY)]);
         let pen = row.penalties.unwrap();
         assert_eq!(pen.entries, vec![(2, 0), (3, 2), (4, 1)]);
-        assert_eq!(row.uniform, 0.0);
+        assert_eq!(row.draw, Draw::Uniform(0.0));
     }
 }

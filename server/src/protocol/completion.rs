@@ -90,9 +90,14 @@ impl TopLogprobs {
     /// From `(text, logprob)` pairs in any order.
     pub fn new(mut entries: Vec<(String, f32)>) -> Self {
         entries.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut seen = std::collections::HashSet::new();
-        entries.retain(|(text, _)| seen.insert(text.clone()));
-        Self(entries)
+        // At most 21 entries: a linear look-back beats hashing copies.
+        let mut kept: Vec<(String, f32)> = Vec::with_capacity(entries.len());
+        for (text, logprob) in entries {
+            if !kept.iter().any(|(t, _)| *t == text) {
+                kept.push((text, logprob));
+            }
+        }
+        Self(kept)
     }
 
     pub fn len(&self) -> usize {
