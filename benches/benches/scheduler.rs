@@ -70,7 +70,7 @@ impl Bench {
         let system_prompt: Vec<u32> = (0..64).map(|_| rng.random_range(0..VOCAB)).collect();
         for id in 0..NUM_RUNNING {
             let r = request(id, &system_prompt, &mut rng);
-            scheduler.add_request(r).expect("fits");
+            scheduler.add_request(r);
         }
         let mut bench = Self {
             scheduler,
@@ -93,7 +93,7 @@ impl Bench {
         }
         for id in NUM_RUNNING..NUM_RUNNING + NUM_WAITING {
             let r = request(id, &system_prompt, &mut bench.rng);
-            bench.scheduler.add_request(r).expect("fits");
+            bench.scheduler.add_request(r);
         }
         assert_eq!(bench.scheduler.num_running(), NUM_RUNNING as usize);
         bench

@@ -2,7 +2,6 @@
 //! message; `is_client_error` says whether it is the request's fault (400).
 
 use crate::sampling_params::SamplingParamsError;
-use pagoda_scheduler::AddRequestError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
@@ -52,20 +51,6 @@ impl EngineError {
             | EngineError::EmptyPrompt
             | EngineError::TokenOutOfVocab { .. } => Some("prompt"),
             _ => None,
-        }
-    }
-
-    pub(crate) fn from_add_request(e: AddRequestError) -> Self {
-        match e {
-            AddRequestError::PromptTooLong {
-                prompt_len,
-                max_model_len,
-            } => EngineError::PromptTooLong {
-                prompt_len,
-                max_model_len,
-            },
-            AddRequestError::EmptyPrompt => EngineError::EmptyPrompt,
-            other => EngineError::Internal(other.to_string()),
         }
     }
 }

@@ -210,13 +210,7 @@ impl LlmEngine {
                 arrival.saturating_duration_since(self.epoch).as_secs_f64(),
                 cache_salt.clone(),
             );
-            if let Err(e) = self.scheduler.add_request(request) {
-                for c in &children {
-                    self.scheduler.abort_request(*c);
-                    self.seqs.remove(c);
-                }
-                return Err(EngineError::from_add_request(e));
-            }
+            self.scheduler.add_request(request);
             let detok = self.tokenizer.as_ref().map(|_| {
                 IncrementalDetokenizer::new(
                     &prompt,

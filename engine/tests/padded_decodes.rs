@@ -59,8 +59,7 @@ fn scheduler() -> Scheduler {
             min_tokens: 0,
             ignore_eos: true,
         };
-        s.add_request(Request::new(i, prompt, stop, 0, 0.0, None))
-            .unwrap();
+        s.add_request(Request::new(i, prompt, stop, 0, 0.0, None));
     }
     s
 }

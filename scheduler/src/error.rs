@@ -1,8 +1,6 @@
 //! Errors returned instead of panics: a bad configuration at start-up, a
 //! request the scheduler refuses at admission.
 
-use crate::request::RequestId;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("block_size must be at least 1")]
@@ -26,25 +24,5 @@ pub enum ConfigError {
     KvCacheTooSmall {
         max_model_len: usize,
         capacity_tokens: usize,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddRequestError {
-    #[error("the prompt has {prompt_len} tokens, more than max_model_len = {max_model_len}")]
-    PromptTooLong {
-        prompt_len: usize,
-        max_model_len: usize,
-    },
-    #[error("the prompt is empty")]
-    EmptyPrompt,
-    #[error("a request with id {0} is already queued or running")]
-    DuplicateId(RequestId),
-    #[error("max_tokens must be at least 1")]
-    ZeroMaxTokens,
-    #[error("min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})")]
-    MinTokensExceedMaxTokens {
-        min_tokens: usize,
-        max_tokens: usize,
     },
 }

@@ -23,7 +23,7 @@ pub use block::KvCacheBlock;
 pub use block_hash::{BlockHash, BlockHasher};
 pub use block_pool::BlockPool;
 pub use config::{SchedulerConfig, SchedulingPolicy};
-pub use error::{AddRequestError, ConfigError};
+pub use error::ConfigError;
 pub use free_block_queue::FreeBlockQueue;
 pub use kv_cache_manager::{ComputedBlocks, KvCacheManager};
 pub use output::{RequestUpdate, ScheduledRequest, SchedulerOutput};

@@ -9,7 +9,7 @@
 //! preempted by recompute. Waiting requests never cause preemption.
 
 use crate::config::{SchedulerConfig, SchedulingPolicy};
-use crate::error::{AddRequestError, ConfigError};
+use crate::error::ConfigError;
 use crate::kv_cache_manager::KvCacheManager;
 use crate::output::{RequestUpdate, ScheduledRequest, SchedulerOutput};
 use crate::request::{FinishReason, Request, RequestId, RequestStatus};
@@ -64,39 +64,29 @@ impl Scheduler {
         &self.kv_cache_manager
     }
 
-    /// Queues a request. Refused (nothing queued) if its prompt is empty or
-    /// longer than `max_model_len`, its id is live, or its limits conflict.
-    pub fn add_request(&mut self, mut request: Request) -> Result<(), AddRequestError> {
+    /// Queues a request. The engine validated it once (`ValidRequest`), so
+    /// the limits are invariants here, checked only in debug builds.
+    pub fn add_request(&mut self, mut request: Request) {
         let prompt_len = request.num_prompt_tokens;
-        if prompt_len == 0 {
-            return Err(AddRequestError::EmptyPrompt);
-        }
-        if prompt_len > self.config.max_model_len {
-            return Err(AddRequestError::PromptTooLong {
-                prompt_len,
-                max_model_len: self.config.max_model_len,
-            });
-        }
-        let stop = &request.stop;
-        if stop.max_tokens == 0 {
-            return Err(AddRequestError::ZeroMaxTokens);
-        }
-        if stop.min_tokens > stop.max_tokens {
-            return Err(AddRequestError::MinTokensExceedMaxTokens {
-                min_tokens: stop.min_tokens,
-                max_tokens: stop.max_tokens,
-            });
-        }
-        if self.requests.contains_id(request.request_id) {
-            return Err(AddRequestError::DuplicateId(request.request_id));
-        }
+        debug_assert!(prompt_len > 0, "empty prompt reached the scheduler");
+        debug_assert!(
+            prompt_len <= self.config.max_model_len,
+            "prompt of {prompt_len} tokens exceeds max_model_len {}",
+            self.config.max_model_len
+        );
+        debug_assert!(request.stop.max_tokens > 0, "max_tokens = 0");
+        debug_assert!(request.stop.min_tokens <= request.stop.max_tokens);
+        debug_assert!(
+            !self.requests.contains_id(request.request_id),
+            "request id {} is already live",
+            request.request_id
+        );
         request.arrival_seq = self.next_arrival_seq;
         self.next_arrival_seq += 1;
         request.status = RequestStatus::Waiting;
         let key = QueueKey::of(&request);
         let slot = self.requests.insert(request);
         self.waiting.add(key, slot);
-        Ok(())
     }
 
     /// Aborts a queued or running request and frees its blocks; false if
@@ -481,54 +471,39 @@ mod tests {
     }
 
     #[test]
-    fn add_request_refuses_bad_requests_with_errors() {
+    fn a_prompt_of_exactly_max_model_len_is_queued() {
         let mut s = Scheduler::new(config(32, 4, 64)).unwrap();
-        assert_eq!(
-            s.add_request(req(1, 65, 4)),
-            Err(AddRequestError::PromptTooLong {
-                prompt_len: 65,
-                max_model_len: 64
-            })
-        );
-        assert_eq!(
-            s.add_request(req(1, 0, 4)),
-            Err(AddRequestError::EmptyPrompt)
-        );
-        assert_eq!(
-            s.add_request(req(1, 4, 0)),
-            Err(AddRequestError::ZeroMaxTokens)
-        );
-        let mut bad = stop(3);
-        bad.min_tokens = 4;
-        assert_eq!(
-            s.add_request(Request::new(1, vec![1], bad, 0, 0.0, None)),
-            Err(AddRequestError::MinTokensExceedMaxTokens {
-                min_tokens: 4,
-                max_tokens: 3
-            })
-        );
-        assert!(!s.has_unfinished_requests(), "nothing queued");
-        s.add_request(req(1, 64, 4)).unwrap();
-        assert_eq!(
-            s.add_request(req(1, 4, 4)),
-            Err(AddRequestError::DuplicateId(1))
-        );
-        let msg = AddRequestError::PromptTooLong {
-            prompt_len: 65,
-            max_model_len: 64,
-        }
-        .to_string();
-        assert!(msg.contains("65") && msg.contains("64"), "{msg}");
+        s.add_request(req(1, 64, 4));
+        assert!(s.has_unfinished_requests());
         assert_eq!(
             Scheduler::new(config(1, 4, 64)).err(),
             Some(ConfigError::TooFewBlocks { num_blocks: 1 })
         );
     }
 
+    /// The engine validates requests once; reaching the scheduler with a
+    /// broken one is a bug, caught in debug builds.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "exceeds max_model_len")]
+    fn an_overlong_prompt_is_a_bug() {
+        let mut s = Scheduler::new(config(32, 4, 64)).unwrap();
+        s.add_request(req(1, 65, 4));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "already live")]
+    fn a_duplicate_id_is_a_bug() {
+        let mut s = Scheduler::new(config(32, 4, 64)).unwrap();
+        s.add_request(req(1, 4, 4));
+        s.add_request(req(1, 4, 4));
+    }
+
     #[test]
     fn prefill_then_decode_until_max_tokens() {
         let mut s = Scheduler::new(config(32, 4, 64)).unwrap();
-        s.add_request(req(7, 6, 3)).unwrap();
+        s.add_request(req(7, 6, 3));
         let (out, updates) = step(&mut s, 50);
         let r = out.requests()[0];
         assert_eq!((r.start_position, r.num_tokens, r.sample), (0, 6, true));
@@ -551,7 +526,7 @@ mod tests {
     #[test]
     fn eos_finishes_with_stop_and_frees_blocks() {
         let mut s = Scheduler::new(config(32, 4, 64)).unwrap();
-        s.add_request(req(1, 5, 10)).unwrap();
+        s.add_request(req(1, 5, 10));
         step(&mut s, 60);
         let (_, updates) = step(&mut s, EOS);
         assert_eq!(updates[0].new_token_ids, vec![EOS]);
@@ -564,8 +539,8 @@ mod tests {
         let mut cfg = config(64, 4, 32);
         cfg.long_prefill_token_threshold = 12;
         let mut s = Scheduler::new(cfg).unwrap();
-        s.add_request(req(1, 30, 4)).unwrap();
-        s.add_request(req(2, 3, 4)).unwrap();
+        s.add_request(req(1, 30, 4));
+        s.add_request(req(2, 3, 4));
         let mut chunks = Vec::new();
         loop {
             let (out, _) = step(&mut s, 99);
@@ -588,14 +563,14 @@ mod tests {
         let mut cfg = config(64, 4, 4);
         cfg.long_prefill_token_threshold = 4;
         let mut s = Scheduler::new(cfg).unwrap();
-        s.add_request(req(1, 11, 5)).unwrap();
+        s.add_request(req(1, 11, 5));
         while s.has_unfinished_requests() {
             step(&mut s, 99);
         }
         assert_eq!(s.stats().prefix_cache_queries, 11);
         assert_eq!(s.stats().prefix_cache_hits, 0);
         // The same prompt again hits its two full blocks, counted once too.
-        s.add_request(req(2, 11, 5)).unwrap();
+        s.add_request(req(2, 11, 5));
         while s.has_unfinished_requests() {
             step(&mut s, 99);
         }
@@ -607,7 +582,7 @@ mod tests {
     fn budget_and_max_num_seqs_are_respected() {
         let mut s = Scheduler::new(config(64, 2, 10)).unwrap();
         for id in 0..4 {
-            s.add_request(req(id, 4, 5)).unwrap();
+            s.add_request(req(id, 4, 5));
         }
         let (out, _) = step(&mut s, 99);
         assert_eq!(ids(&out), vec![0, 1]);
@@ -619,7 +594,7 @@ mod tests {
         // Budget 5 with three 4-token prompts: the second gets a 1-token chunk.
         let mut s = Scheduler::new(config(64, 8, 5)).unwrap();
         for id in 0..3 {
-            s.add_request(req(id, 4, 5)).unwrap();
+            s.add_request(req(id, 4, 5));
         }
         let out = s.schedule();
         let got: Vec<_> = out
@@ -635,10 +610,9 @@ mod tests {
         // 4 usable blocks of 4 tokens; two different 8-token prompts take 2
         // blocks each.
         let mut s = Scheduler::new(config(5, 4, 64)).unwrap();
-        s.add_request(req(1, 8, 20)).unwrap();
+        s.add_request(req(1, 8, 20));
         let other_prompt = (200..208).collect();
-        s.add_request(Request::new(2, other_prompt, stop(20), 0, 1.0, None))
-            .unwrap();
+        s.add_request(Request::new(2, other_prompt, stop(20), 0, 1.0, None));
         step(&mut s, 90);
         let (out, _) = step(&mut s, 91);
         // Request 1 needs a third block: request 2 is preempted for it.
@@ -675,9 +649,9 @@ mod tests {
             Request::new(id, prompt, stop(20), priority, arrival, None)
         };
         let mut s = Scheduler::new(cfg.clone()).unwrap();
-        s.add_request(mk(1, 8, 5, 0.0)).unwrap();
-        s.add_request(mk(2, 8, 9, 1.0)).unwrap();
-        s.add_request(mk(3, 8, 0, 2.0)).unwrap();
+        s.add_request(mk(1, 8, 5, 0.0));
+        s.add_request(mk(2, 8, 9, 1.0));
+        s.add_request(mk(3, 8, 0, 2.0));
         let (out, _) = step(&mut s, 5);
         assert_eq!(ids(&out), vec![3, 1, 2], "admitted by priority");
         // Each now needs a third block and none is free: priority 9 goes.
@@ -687,8 +661,8 @@ mod tests {
 
         // Equal priorities: the later arrival is the victim.
         let mut s = Scheduler::new(cfg.clone()).unwrap();
-        s.add_request(mk(1, 12, 1, 3.0)).unwrap();
-        s.add_request(mk(2, 12, 1, 4.0)).unwrap();
+        s.add_request(mk(1, 12, 1, 3.0));
+        s.add_request(mk(2, 12, 1, 4.0));
         step(&mut s, 5);
         let (out, _) = step(&mut s, 5);
         assert_eq!(out.preempted(), &[2]);
@@ -698,9 +672,9 @@ mod tests {
         cfg.num_blocks = 5;
         cfg.max_model_len = 16;
         let mut s = Scheduler::new(cfg).unwrap();
-        s.add_request(mk(1, 6, 9, 0.0)).unwrap();
+        s.add_request(mk(1, 6, 9, 0.0));
         step(&mut s, 5);
-        s.add_request(mk(2, 8, 5, 1.0)).unwrap();
+        s.add_request(mk(2, 8, 5, 1.0));
         let (out, _) = step(&mut s, 5);
         assert_eq!(ids(&out), vec![1, 2]);
         // Request 1 decodes into its own block; request 2 needs a new one.
@@ -715,10 +689,10 @@ mod tests {
     #[test]
     fn waiting_requests_never_preempt_and_block_later_arrivals() {
         let mut s = Scheduler::new(config(5, 4, 64)).unwrap(); // 4 usable blocks
-        s.add_request(req(1, 12, 20)).unwrap(); // 3 blocks + room to decode
+        s.add_request(req(1, 12, 20)); // 3 blocks + room to decode
         step(&mut s, 90);
-        s.add_request(req(2, 8, 20)).unwrap(); // needs 2 blocks: only 1 free
-        s.add_request(req(3, 2, 20)).unwrap(); // would fit, but waits behind 2
+        s.add_request(req(2, 8, 20)); // needs 2 blocks: only 1 free
+        s.add_request(req(3, 2, 20)); // would fit, but waits behind 2
         let (out, _) = step(&mut s, 91);
         assert_eq!(ids(&out), vec![1]);
         assert!(out.preempted().is_empty());
@@ -733,7 +707,7 @@ mod tests {
         let prompt: Vec<u32> = (0..14).collect(); // 3 full blocks + 2 tokens
         for id in 0..n {
             let r = Request::new(id, prompt.clone(), stop(8), 0, 0.0, Some("s".into()));
-            s.add_request(r).unwrap();
+            s.add_request(r);
         }
         let out = s.schedule();
         assert_eq!(out.requests().len(), n as usize);
@@ -767,11 +741,11 @@ mod tests {
         let mk = |id, salt: Option<&str>| {
             Request::new(id, prompt.clone(), stop(1), 0, 0.0, salt.map(Into::into))
         };
-        s.add_request(mk(1, Some("a"))).unwrap();
+        s.add_request(mk(1, Some("a")));
         step(&mut s, 3);
         assert!(!s.has_unfinished_requests());
-        s.add_request(mk(2, Some("b"))).unwrap();
-        s.add_request(mk(3, Some("a"))).unwrap();
+        s.add_request(mk(2, Some("b")));
+        s.add_request(mk(3, Some("a")));
         let out = s.schedule();
         let got: Vec<_> = out.requests().iter().map(|r| r.start_position).collect();
         assert_eq!(got, vec![0, 8]);
@@ -780,9 +754,9 @@ mod tests {
     #[test]
     fn abort_and_finish_free_blocks_and_skip_stale_output() {
         let mut s = Scheduler::new(config(64, 8, 256)).unwrap();
-        s.add_request(req(1, 9, 10)).unwrap();
-        s.add_request(req(2, 9, 10)).unwrap();
-        s.add_request(req(3, 9, 10)).unwrap();
+        s.add_request(req(1, 9, 10));
+        s.add_request(req(2, 9, 10));
+        s.add_request(req(3, 9, 10));
         let out = s.schedule();
         // Aborted between schedule and update: its entry is skipped.
         assert!(s.abort_request(2));
@@ -804,8 +778,8 @@ mod tests {
         let mut a = Scheduler::new(config(16, 4, 12)).unwrap();
         let mut b = Scheduler::new(config(16, 4, 12)).unwrap();
         for id in 0..6 {
-            a.add_request(req(id, 3 + id as usize * 3, 5)).unwrap();
-            b.add_request(req(id, 3 + id as usize * 3, 5)).unwrap();
+            a.add_request(req(id, 3 + id as usize * 3, 5));
+            b.add_request(req(id, 3 + id as usize * 3, 5));
         }
         let (mut out, mut updates) = (SchedulerOutput::new(), Vec::new());
         let mut t = 0;
@@ -834,7 +808,7 @@ mod tests {
     #[test]
     fn missing_sampled_token_aborts_instead_of_stalling() {
         let mut s = Scheduler::new(config(64, 8, 256)).unwrap();
-        s.add_request(req(1, 5, 10)).unwrap();
+        s.add_request(req(1, 5, 10));
         let out = s.schedule();
         let updates = s.update_from_output(&out, &[None]);
         assert_eq!(updates[0].finish_reason, Some(FinishReason::Abort));
@@ -845,12 +819,12 @@ mod tests {
     #[test]
     fn reset_prefix_cache_only_when_idle() {
         let mut s = Scheduler::new(config(64, 8, 256)).unwrap();
-        s.add_request(req(1, 9, 2)).unwrap();
+        s.add_request(req(1, 9, 2));
         step(&mut s, 3);
         assert!(!s.reset_prefix_cache(), "request 1 holds blocks");
         step(&mut s, 3);
         assert!(s.reset_prefix_cache());
-        s.add_request(req(2, 9, 2)).unwrap();
+        s.add_request(req(2, 9, 2));
         assert_eq!(s.schedule().requests()[0].start_position, 0);
     }
 
@@ -860,8 +834,7 @@ mod tests {
             let mut s = Scheduler::new(config(12, 3, 16)).unwrap();
             let mut log = Vec::new();
             for id in 0..12u64 {
-                s.add_request(req(id, 3 + (id as usize * 7) % 13, 6))
-                    .unwrap();
+                s.add_request(req(id, 3 + (id as usize * 7) % 13, 6));
             }
             let mut out = SchedulerOutput::new();
             for t in 0..200u32 {

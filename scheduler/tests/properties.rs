@@ -143,7 +143,7 @@ impl Harness {
                 self.steps as f64,
                 salt.clone(),
             );
-            self.s.add_request(request).expect("prompt fits");
+            self.s.add_request(request);
             self.live.insert(
                 id,
                 Expected {
@@ -501,7 +501,7 @@ fn different_salts_never_share_blocks() {
             0.0,
             salt.map(Into::into),
         );
-        s.add_request(r).unwrap();
+        s.add_request(r);
     }
     let out = s.schedule();
     let tables: BTreeMap<usize, &[u32]> = (0..4).map(|i| (i, out.block_table(i))).collect();
