@@ -15,7 +15,7 @@ use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
 use crate::llm_engine::{EngineStats, LlmEngine};
 use crate::model_info::ModelInfo;
 use crate::outputs::RequestOutput;
-use crate::request_ids::RequestIds;
+use crate::request_ids::{ParentRequestId, RequestIds};
 use crate::sampling_params::SamplingParams;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crossbeam::channel::{self, Receiver, Sender};
@@ -29,7 +29,7 @@ type OutputSender = mpsc::UnboundedSender<Result<RequestOutput, EngineError>>;
 type OutputReceiver = mpsc::UnboundedReceiver<Result<RequestOutput, EngineError>>;
 
 struct AddCommand {
-    id: u64,
+    id: ParentRequestId,
     request: ValidRequest,
     output: OutputSender,
 }
@@ -38,7 +38,7 @@ enum Command {
     /// Requests added together: all are enqueued, or none and each stream
     /// gets the refusal (one API request's prompts succeed or fail as one).
     Add(Vec<AddCommand>),
-    Abort(u64),
+    Abort(ParentRequestId),
     Shutdown,
 }
 
@@ -70,14 +70,14 @@ pub struct EngineLoop {
 
 /// The deltas of one request. Dropping it aborts the request.
 pub struct RequestStream {
-    id: u64,
+    id: ParentRequestId,
     rx: OutputReceiver,
     commands: Sender<Command>,
     done: bool,
 }
 
 impl RequestStream {
-    pub fn request_id(&self) -> u64 {
+    pub fn request_id(&self) -> ParentRequestId {
         self.id
     }
 
@@ -255,7 +255,7 @@ impl Drop for EngineLoop {
 }
 
 fn run_loop(engine: &mut LlmEngine, commands: &Receiver<Command>, shared: &Shared) {
-    let mut senders: HashMap<u64, OutputSender> = HashMap::new();
+    let mut senders: HashMap<ParentRequestId, OutputSender> = HashMap::new();
     loop {
         // Block while idle; otherwise take what has arrived and step.
         let first = if engine.has_unfinished_requests() {
@@ -324,7 +324,7 @@ fn run_loop(engine: &mut LlmEngine, commands: &Receiver<Command>, shared: &Share
 /// already enqueued are aborted and every stream of the group gets it.
 fn add_group(
     engine: &mut LlmEngine,
-    senders: &mut HashMap<u64, OutputSender>,
+    senders: &mut HashMap<ParentRequestId, OutputSender>,
     group: Vec<AddCommand>,
 ) {
     let mut added = Vec::with_capacity(group.len());

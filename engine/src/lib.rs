@@ -35,5 +35,5 @@ pub use model_info::ModelInfo;
 pub use outputs::{
     CompletionDelta, FinishReason, RequestMetrics, RequestOutput, StopReason, TokenLogprobs,
 };
-pub use request_ids::RequestIds;
+pub use request_ids::{ParentRequestId, RequestIds};
 pub use sampling_params::{SamplingParams, SamplingParamsError};

@@ -7,7 +7,7 @@ use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
 use crate::model_info::ModelInfo;
 use crate::model_runner::Runner;
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
-use crate::request_ids::RequestIds;
+use crate::request_ids::{ParentRequestId, RequestIds};
 use crate::runner_io::{HostLogits, LogitsNeed, ModelRunnerOutput};
 use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
 use crate::sampling_params::SamplingParams;
@@ -36,7 +36,7 @@ pub struct EngineStats {
 
 /// One of the `n` sequences of a request.
 struct SeqState {
-    parent: u64,
+    parent: ParentRequestId,
     index: usize,
     params: Arc<SamplingParams>,
     rng: StdRng,
@@ -67,7 +67,7 @@ pub struct LlmEngine {
     tokenizer: Option<Tokenizer>,
     info: ModelInfo,
     seqs: HashMap<RequestId, SeqState>,
-    parents: HashMap<u64, ParentState>,
+    parents: HashMap<ParentRequestId, ParentState>,
     ids: RequestIds,
     rng: StdRng,
     max_waiting_requests: Option<usize>,
@@ -137,7 +137,7 @@ impl LlmEngine {
         prompt: Vec<u32>,
         params: SamplingParams,
         opts: RequestOptions,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<ParentRequestId, EngineError> {
         let request = self.validate(EngineRequest {
             prompt_token_ids: prompt,
             params,
@@ -152,7 +152,7 @@ impl LlmEngine {
     /// (`reserve(params.n)`): its samples run as `id..id + n`.
     pub fn add_request_with_id(
         &mut self,
-        parent_id: u64,
+        parent_id: ParentRequestId,
         request: ValidRequest,
     ) -> Result<(), EngineError> {
         let EngineRequest {
@@ -160,7 +160,7 @@ impl LlmEngine {
             params,
             opts,
         } = request.into_parts();
-        let child_ids = parent_id..parent_id + params.n as u64;
+        let child_ids = (0..params.n).map(|i| parent_id.child(i));
         if self.parents.contains_key(&parent_id)
             || child_ids.clone().any(|c| self.seqs.contains_key(&c))
         {
@@ -253,7 +253,7 @@ impl LlmEngine {
     }
 
     /// Aborts every unfinished sequence of a request; frees its blocks.
-    pub fn abort_request(&mut self, parent_id: u64) -> bool {
+    pub fn abort_request(&mut self, parent_id: ParentRequestId) -> bool {
         let Some(parent) = self.parents.remove(&parent_id) else {
             return false;
         };
@@ -265,8 +265,8 @@ impl LlmEngine {
     }
 
     /// Ids of all requests not yet finished.
-    pub fn unfinished_request_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.parents.keys().copied().collect();
+    pub fn unfinished_request_ids(&self) -> Vec<ParentRequestId> {
+        let mut ids: Vec<ParentRequestId> = self.parents.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
@@ -330,7 +330,7 @@ impl LlmEngine {
                 by_id.insert(r.request_id, s);
             }
         }
-        let mut deltas: Vec<(u64, CompletionDelta)> = Vec::with_capacity(updates.len());
+        let mut deltas: Vec<(ParentRequestId, CompletionDelta)> = Vec::with_capacity(updates.len());
         for u in updates.drain(..) {
             let first_seq = self.seqs.get(&u.request_id).filter(|s| s.index == 0);
             if let Some(parent) = first_seq.and_then(|s| self.parents.get_mut(&s.parent)) {
@@ -425,7 +425,7 @@ impl LlmEngine {
         new_token_ids: Vec<u32>,
         mut finish: Option<FinishReason>,
         sampled: Option<Sampled>,
-    ) -> Option<(u64, CompletionDelta)> {
+    ) -> Option<(ParentRequestId, CompletionDelta)> {
         let seq = self.seqs.get_mut(&id)?;
         if seq.finished {
             return None;
@@ -486,11 +486,11 @@ impl LlmEngine {
     /// Groups sequence deltas by request and retires finished requests.
     fn assemble_outputs(
         &mut self,
-        deltas: Vec<(u64, CompletionDelta)>,
+        deltas: Vec<(ParentRequestId, CompletionDelta)>,
         now: Instant,
     ) -> Vec<RequestOutput> {
-        let mut order: Vec<u64> = Vec::new();
-        let mut grouped: HashMap<u64, Vec<CompletionDelta>> = HashMap::new();
+        let mut order: Vec<ParentRequestId> = Vec::new();
+        let mut grouped: HashMap<ParentRequestId, Vec<CompletionDelta>> = HashMap::new();
         for (parent, delta) in deltas {
             let entry = grouped.entry(parent).or_default();
             if entry.is_empty() {

@@ -1,6 +1,7 @@
 //! What the engine streams back to a caller: one `RequestOutput` per step in
 //! which the request made progress, holding only the new tokens and text.
 
+use crate::request_ids::ParentRequestId;
 pub use pagoda_scheduler::FinishReason;
 
 /// The top logprobs of one position, highest first, plus the chosen token.
@@ -51,7 +52,7 @@ pub struct RequestMetrics {
 /// One streamed update of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestOutput {
-    pub request_id: u64,
+    pub request_id: ParentRequestId,
     pub num_prompt_tokens: usize,
     /// Prompt tokens served from the prefix cache (OpenAI `cached_tokens`).
     pub num_cached_tokens: usize,

@@ -123,7 +123,7 @@ mod tests {
 
     fn output(prompt_tokens: usize, cached: usize, outputs: Vec<CompletionDelta>) -> RequestOutput {
         RequestOutput {
-            request_id: 1,
+            request_id: pagoda_engine::ParentRequestId::new(1),
             num_prompt_tokens: prompt_tokens,
             num_cached_tokens: cached,
             prompt_logprobs: None,

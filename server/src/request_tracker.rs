@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pagoda_engine::{EngineError, FinishReason, RequestOutput};
+use pagoda_engine::{EngineError, FinishReason, ParentRequestId, RequestOutput};
 
 use crate::state::AppState;
 
@@ -18,7 +18,7 @@ pub struct RequestTracker {
     state: Arc<AppState>,
     /// The response id plus the prompt index, e.g. `cmpl-…-0`.
     label: String,
-    engine_id: u64,
+    engine_id: ParentRequestId,
     arrival: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
@@ -36,7 +36,12 @@ pub struct RequestTracker {
 }
 
 impl RequestTracker {
-    pub fn new(state: Arc<AppState>, label: String, engine_id: u64, arrival: Instant) -> Self {
+    pub fn new(
+        state: Arc<AppState>,
+        label: String,
+        engine_id: ParentRequestId,
+        arrival: Instant,
+    ) -> Self {
         Self {
             state,
             label,

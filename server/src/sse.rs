@@ -75,6 +75,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use pagoda_engine::EngineError;
+    use pagoda_engine::ParentRequestId;
 
     async fn body_text(response: Response) -> String {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -86,7 +87,10 @@ mod tests {
 
     impl ChunkBuilder for Ids {
         fn on_output(&mut self, prompt_idx: usize, out: RequestOutput) -> Vec<Event> {
-            vec![json_event(&serde_json::json!([prompt_idx, out.request_id]))]
+            vec![json_event(&serde_json::json!([
+                prompt_idx,
+                out.request_id.get()
+            ]))]
         }
         fn on_finish(&mut self) -> Vec<Event> {
             vec![Event::default().data("end")]
@@ -95,7 +99,7 @@ mod tests {
 
     fn output(request_id: u64) -> RequestOutput {
         RequestOutput {
-            request_id,
+            request_id: ParentRequestId::new(request_id),
             num_prompt_tokens: 1,
             num_cached_tokens: 0,
             prompt_logprobs: None,

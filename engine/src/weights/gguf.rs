@@ -154,156 +154,34 @@ impl GgufFile {
         Self::parse(path, mmap)
     }
 
+    /// Header, metadata, tensor infos, then each tensor placed in the data
+    /// section; every step bounds-checked against the file.
     fn parse(path: &Path, mmap: Mmap) -> Result<Self, LoadError> {
         let mut r = Reader {
             buf: &mmap,
             pos: 0,
             path,
         };
-        let magic = r.bytes(4, "magic")?;
-        if magic != b"GGUF" {
-            return Err(LoadError::gguf(
-                path,
-                format!("bad magic {magic:?}, expected \"GGUF\" (is this a GGUF file?)"),
-            ));
-        }
-        let version = r.u32("version")?;
-        match version {
-            2 | 3 => {}
-            v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-                return Err(LoadError::gguf(
-                    path,
-                    "big-endian GGUF files are not supported",
-                ))
-            }
-            v => {
-                return Err(LoadError::gguf(
-                    path,
-                    format!("GGUF version {v} is not supported (2 or 3)"),
-                ))
-            }
-        }
-        let n_tensors = r.u64("tensor count")?;
-        let n_kv = r.u64("metadata count")?;
-
-        // Each key/value takes at least 12 bytes, each tensor info at least 24:
-        // a count larger than the file can hold is corruption, not a reason to
-        // reserve gigabytes.
-        r.check_count(n_kv, 12, "metadata count")?;
-        r.check_count(n_tensors, 24, "tensor count")?;
-
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut metadata_index = HashMap::with_capacity(n_kv as usize);
-        for _ in 0..n_kv {
-            let key = r.string("metadata key")?;
-            let ty = r.u32("metadata value type")?;
-            let value = r
-                .value(ty, 0)
-                .map_err(|e| prefix_error(e, &format!("metadata {key:?}: ")))?;
-            metadata_index.insert(key.clone(), metadata.len());
-            metadata.push((key, value));
-        }
-
-        let alignment = match metadata_index.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some(&i) => match metadata[i].1.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 30 => a as usize,
-                _ => {
-                    return Err(LoadError::gguf(
-                        path,
-                        format!(
-                            "general.alignment {:?} is not a power of two",
-                            metadata[i].1
-                        ),
-                    ))
-                }
-            },
-        };
-
-        struct RawInfo {
-            name: String,
-            dims: Vec<usize>,
-            ggml_type: GgmlType,
-            rel_offset: u64,
-        }
-        let mut raw = Vec::with_capacity(n_tensors as usize);
-        for _ in 0..n_tensors {
-            let name = r.string("tensor name")?;
-            let n_dims = r.u32("tensor dimension count")?;
-            if n_dims == 0 || n_dims > 4 {
-                return Err(LoadError::gguf(
-                    path,
-                    format!("tensor {name:?} has {n_dims} dimensions (1 to 4 allowed)"),
-                ));
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for _ in 0..n_dims {
-                let d = r.u64("tensor dimension")?;
-                dims.push(usize::try_from(d).map_err(|_| {
-                    LoadError::gguf(path, format!("tensor {name:?} dimension {d} too large"))
-                })?);
-            }
-            let ggml_type = GgmlType::from_id(r.u32("tensor type")?);
-            let rel_offset = r.u64("tensor offset")?;
-            raw.push(RawInfo {
-                name,
-                dims,
-                ggml_type,
-                rel_offset,
-            });
-        }
+        let (version, n_tensors, n_kv) = read_header(&mut r)?;
+        let (metadata, metadata_index) = read_metadata(&mut r, n_kv)?;
+        let alignment = alignment_of(path, &metadata, &metadata_index)?;
+        let raw = read_tensor_infos(&mut r, n_tensors)?;
         let data_start = r.pos.div_ceil(alignment) * alignment;
 
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for t in raw {
-            let bad = |msg: String| LoadError::gguf(path, format!("tensor {:?}: {msg}", t.name));
-            let numel = t
-                .dims
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| bad(format!("dimensions {:?} overflow", t.dims)))?;
-            let nbytes = match t.ggml_type.block_layout() {
-                None => None,
-                Some((block, type_size)) => {
-                    if !t.dims[0].is_multiple_of(block) {
-                        return Err(bad(format!(
-                            "row length {} is not a multiple of the {} block size {block}",
-                            t.dims[0],
-                            t.ggml_type.name()
-                        )));
-                    }
-                    Some(
-                        (numel / block)
-                            .checked_mul(type_size)
-                            .ok_or_else(|| bad("size overflows".into()))?,
-                    )
-                }
-            };
-            let offset = usize::try_from(t.rel_offset)
-                .ok()
-                .and_then(|o| o.checked_add(data_start))
-                .ok_or_else(|| bad(format!("offset {} out of range", t.rel_offset)))?;
-            if let Some(n) = nbytes {
-                let end = offset.checked_add(n);
-                if end.is_none_or(|e| e > mmap.len()) {
-                    return Err(bad(format!(
-                        "data [{offset}, {offset}+{n}) lies past the end of the file ({} bytes): \
-                         the file is truncated",
-                        mmap.len()
-                    )));
-                }
+            let info = t.locate(path, data_start, mmap.len())?;
+            if tensor_index
+                .insert(info.name.clone(), tensors.len())
+                .is_some()
+            {
+                return Err(LoadError::gguf(
+                    path,
+                    format!("tensor {:?}: appears twice", info.name),
+                ));
             }
-            if tensor_index.insert(t.name.clone(), tensors.len()).is_some() {
-                return Err(bad("appears twice".into()));
-            }
-            tensors.push(GgufTensorInfo {
-                name: t.name,
-                dims: t.dims,
-                ggml_type: t.ggml_type,
-                offset,
-                nbytes,
-            });
+            tensors.push(info);
         }
 
         Ok(GgufFile {
@@ -441,6 +319,176 @@ fn prefix_error(e: LoadError, prefix: &str) -> LoadError {
             msg: format!("{prefix}{msg}"),
         },
         other => other,
+    }
+}
+
+/// Magic and version; returns (version, tensor count, metadata count). The
+/// counts are checked against the file size: each key/value takes at least
+/// 12 bytes and each tensor info 24, so a larger count is corruption, not a
+/// reason to reserve gigabytes.
+fn read_header(r: &mut Reader<'_>) -> Result<(u32, u64, u64), LoadError> {
+    let path = r.path;
+    let magic = r.bytes(4, "magic")?;
+    if magic != b"GGUF" {
+        return Err(LoadError::gguf(
+            path,
+            format!("bad magic {magic:?}, expected \"GGUF\" (is this a GGUF file?)"),
+        ));
+    }
+    let version = r.u32("version")?;
+    match version {
+        2 | 3 => {}
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
+            return Err(LoadError::gguf(
+                path,
+                "big-endian GGUF files are not supported",
+            ))
+        }
+        v => {
+            return Err(LoadError::gguf(
+                path,
+                format!("GGUF version {v} is not supported (2 or 3)"),
+            ))
+        }
+    }
+    let n_tensors = r.u64("tensor count")?;
+    let n_kv = r.u64("metadata count")?;
+    r.check_count(n_kv, 12, "metadata count")?;
+    r.check_count(n_tensors, 24, "tensor count")?;
+    Ok((version, n_tensors, n_kv))
+}
+
+type Metadata = (Vec<(String, GgufValue)>, HashMap<String, usize>);
+
+/// The metadata key/values in file order, plus an index by key.
+fn read_metadata(r: &mut Reader<'_>, n_kv: u64) -> Result<Metadata, LoadError> {
+    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut metadata_index = HashMap::with_capacity(n_kv as usize);
+    for _ in 0..n_kv {
+        let key = r.string("metadata key")?;
+        let ty = r.u32("metadata value type")?;
+        let value = r
+            .value(ty, 0)
+            .map_err(|e| prefix_error(e, &format!("metadata {key:?}: ")))?;
+        metadata_index.insert(key.clone(), metadata.len());
+        metadata.push((key, value));
+    }
+    Ok((metadata, metadata_index))
+}
+
+/// `general.alignment` (default 32): where the data section starts.
+fn alignment_of(
+    path: &Path,
+    metadata: &[(String, GgufValue)],
+    index: &HashMap<String, usize>,
+) -> Result<usize, LoadError> {
+    let Some(&i) = index.get("general.alignment") else {
+        return Ok(DEFAULT_ALIGNMENT);
+    };
+    match metadata[i].1.as_u64() {
+        Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 30 => Ok(a as usize),
+        _ => Err(LoadError::gguf(
+            path,
+            format!(
+                "general.alignment {:?} is not a power of two",
+                metadata[i].1
+            ),
+        )),
+    }
+}
+
+/// A tensor info as stored: its offset is still relative to the data
+/// section, whose start is known only after the last info.
+struct RawTensorInfo {
+    name: String,
+    dims: Vec<usize>,
+    ggml_type: GgmlType,
+    rel_offset: u64,
+}
+
+fn read_tensor_infos(r: &mut Reader<'_>, n_tensors: u64) -> Result<Vec<RawTensorInfo>, LoadError> {
+    let path = r.path;
+    let mut raw = Vec::with_capacity(n_tensors as usize);
+    for _ in 0..n_tensors {
+        let name = r.string("tensor name")?;
+        let n_dims = r.u32("tensor dimension count")?;
+        if n_dims == 0 || n_dims > 4 {
+            return Err(LoadError::gguf(
+                path,
+                format!("tensor {name:?} has {n_dims} dimensions (1 to 4 allowed)"),
+            ));
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            let d = r.u64("tensor dimension")?;
+            dims.push(usize::try_from(d).map_err(|_| {
+                LoadError::gguf(path, format!("tensor {name:?} dimension {d} too large"))
+            })?);
+        }
+        let ggml_type = GgmlType::from_id(r.u32("tensor type")?);
+        let rel_offset = r.u64("tensor offset")?;
+        raw.push(RawTensorInfo {
+            name,
+            dims,
+            ggml_type,
+            rel_offset,
+        });
+    }
+    Ok(raw)
+}
+
+impl RawTensorInfo {
+    /// Places the tensor in the file: its size from the type's block
+    /// layout, its absolute offset, and a check that it ends inside the file.
+    fn locate(
+        self,
+        path: &Path,
+        data_start: usize,
+        file_len: usize,
+    ) -> Result<GgufTensorInfo, LoadError> {
+        let bad = |msg: String| LoadError::gguf(path, format!("tensor {:?}: {msg}", self.name));
+        let numel = self
+            .dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(format!("dimensions {:?} overflow", self.dims)))?;
+        let nbytes = match self.ggml_type.block_layout() {
+            None => None,
+            Some((block, type_size)) => {
+                if !self.dims[0].is_multiple_of(block) {
+                    return Err(bad(format!(
+                        "row length {} is not a multiple of the {} block size {block}",
+                        self.dims[0],
+                        self.ggml_type.name()
+                    )));
+                }
+                Some(
+                    (numel / block)
+                        .checked_mul(type_size)
+                        .ok_or_else(|| bad("size overflows".into()))?,
+                )
+            }
+        };
+        let offset = usize::try_from(self.rel_offset)
+            .ok()
+            .and_then(|o| o.checked_add(data_start))
+            .ok_or_else(|| bad(format!("offset {} out of range", self.rel_offset)))?;
+        if let Some(n) = nbytes {
+            let end = offset.checked_add(n);
+            if end.is_none_or(|e| e > file_len) {
+                return Err(bad(format!(
+                    "data [{offset}, {offset}+{n}) lies past the end of the file ({file_len} \
+                     bytes): the file is truncated"
+                )));
+            }
+        }
+        Ok(GgufTensorInfo {
+            name: self.name,
+            dims: self.dims,
+            ggml_type: self.ggml_type,
+            offset,
+            nbytes,
+        })
     }
 }
 
