@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 pub use pagoda_kernels::cpu::RopeScaling;
 
 use crate::weights::error::LoadError;
+use Architecture::{Llama, Mistral, Qwen2, Qwen3};
 
 /// The model families Pagoda runs; they share one forward pass and differ in
 /// biases, q/k norms and defaults.
@@ -258,11 +259,59 @@ impl ModelConfig {
 }
 
 fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
+    let architecture = architecture_of(&k)?;
+    check_supported_features(&k)?;
+    let hidden_size = k.required_usize("hidden_size")?;
+    let num_attention_heads = k.required_usize("num_attention_heads")?;
+    let (num_key_value_heads, head_dim) =
+        attention_shape(&k, architecture, hidden_size, num_attention_heads)?;
+    let max_position_embeddings =
+        k.usize("max_position_embeddings")?
+            .unwrap_or(match architecture {
+                Llama => 2048,
+                Mistral => 4096 * 32,
+                Qwen2 | Qwen3 => 32768,
+            });
+    let (rope_theta, rope_scaling) = parse_rope(&k, max_position_embeddings)?;
+    let attention_bias = match architecture {
+        Qwen2 => true,
+        Mistral => false,
+        Llama | Qwen3 => k.bool("attention_bias")?.unwrap_or(false),
+    };
+    let (bos_token_id, eos_token_ids) = special_token_ids(&k, architecture)?;
+    let config = ModelConfig {
+        architecture,
+        vocab_size: k.required_usize("vocab_size")?,
+        hidden_size,
+        intermediate_size: k.required_usize("intermediate_size")?,
+        num_hidden_layers: k.required_usize("num_hidden_layers")?,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+        rope_theta,
+        rope_scaling,
+        max_position_embeddings,
+        tie_word_embeddings: k.bool("tie_word_embeddings")?.unwrap_or(false),
+        attention_bias,
+        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3),
+        qk_norm: architecture == Qwen3,
+        dtype: dtype_of(&k)?,
+        bos_token_id,
+        eos_token_ids,
+        sliding_window: sliding_window_of(&k, architecture)?,
+    };
+    config.validate(k.path)?;
+    Ok(config)
+}
+
+/// The first entry of `architectures` this build implements.
+fn architecture_of(k: &Keys) -> Result<Architecture, LoadError> {
     let archs = k.obj.get("architectures").and_then(Value::as_array);
     let names: Vec<&str> = archs
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let architecture = names
+    names
         .iter()
         .find_map(|n| Architecture::from_hf_name(n))
         .ok_or_else(|| LoadError::UnsupportedArchitecture {
@@ -273,9 +322,11 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
                 names.join(", ")
             },
             supported: SUPPORTED_ARCHITECTURES,
-        })?;
-    use Architecture::*;
+        })
+}
 
+/// Options that would change the math: refused rather than run wrong.
+fn check_supported_features(k: &Keys) -> Result<(), LoadError> {
     if let Some(act) = k.string("hidden_act")? {
         if act != "silu" {
             return Err(k.error(format!("hidden_act {act:?} is not supported (only silu)")));
@@ -289,9 +340,16 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
             return Err(k.error(format!("partial_rotary_factor {f} is not supported")));
         }
     }
+    Ok(())
+}
 
-    let hidden_size = k.required_usize("hidden_size")?;
-    let num_attention_heads = k.required_usize("num_attention_heads")?;
+/// (num_key_value_heads, head_dim), with each config class's defaults.
+fn attention_shape(
+    k: &Keys,
+    architecture: Architecture,
+    hidden_size: usize,
+    num_attention_heads: usize,
+) -> Result<(usize, usize), LoadError> {
     // A missing key takes the config class default; an explicit null means MHA.
     let num_key_value_heads = match (k.obj.contains_key("num_key_value_heads"), architecture) {
         (true, _) => k
@@ -314,36 +372,28 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
             hidden_size / num_attention_heads
         }
     };
-    let max_position_embeddings =
-        k.usize("max_position_embeddings")?
-            .unwrap_or(match architecture {
-                Llama => 2048,
-                Mistral => 4096 * 32,
-                Qwen2 | Qwen3 => 32768,
-            });
+    Ok((num_key_value_heads, head_dim))
+}
 
-    let (rope_theta, rope_scaling) = parse_rope(&k, max_position_embeddings)?;
-
-    let attention_bias = match architecture {
-        Qwen2 => true,
-        Mistral => false,
-        Llama | Qwen3 => k.bool("attention_bias")?.unwrap_or(false),
-    };
-
-    let dtype = match k.string("dtype")?.or(k.string("torch_dtype")?) {
-        None => DType::F32,
+/// `dtype` (newer transformers) or `torch_dtype`; float32 when absent.
+fn dtype_of(k: &Keys) -> Result<DType, LoadError> {
+    match k.string("dtype")?.or(k.string("torch_dtype")?) {
+        None => Ok(DType::F32),
         Some(name) => DType::from_torch_name(name).ok_or_else(|| {
             k.error(format!(
                 "dtype {name:?} is not supported (float32, float16, bfloat16)"
             ))
-        })?,
-    };
+        }),
+    }
+}
 
-    let sliding_window = match architecture {
-        Llama => None,
+/// Mistral's window (default 4096); Qwen's per-layer window is refused.
+fn sliding_window_of(k: &Keys, architecture: Architecture) -> Result<Option<usize>, LoadError> {
+    match architecture {
+        Llama => Ok(None),
         Mistral => match k.obj.get("sliding_window") {
-            None => Some(4096),
-            Some(_) => k.usize("sliding_window")?,
+            None => Ok(Some(4096)),
+            Some(_) => k.usize("sliding_window"),
         },
         Qwen2 | Qwen3 => {
             if k.bool("use_sliding_window")?.unwrap_or(false) {
@@ -351,10 +401,16 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
                     "use_sliding_window = true is not supported (Qwen's per-layer sliding window)",
                 ));
             }
-            None
+            Ok(None)
         }
-    };
+    }
+}
 
+/// (bos, eos ids): the config's, else the config class defaults.
+fn special_token_ids(
+    k: &Keys,
+    architecture: Architecture,
+) -> Result<(Option<u32>, Vec<u32>), LoadError> {
     let (default_bos, default_eos) = match architecture {
         Llama | Mistral => (Some(1), vec![2]),
         Qwen2 | Qwen3 => (None, vec![]),
@@ -369,31 +425,7 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
     } else {
         default_eos
     };
-
-    let config = ModelConfig {
-        architecture,
-        vocab_size: k.required_usize("vocab_size")?,
-        hidden_size,
-        intermediate_size: k.required_usize("intermediate_size")?,
-        num_hidden_layers: k.required_usize("num_hidden_layers")?,
-        num_attention_heads,
-        num_key_value_heads,
-        head_dim,
-        rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
-        rope_theta,
-        rope_scaling,
-        max_position_embeddings,
-        tie_word_embeddings: k.bool("tie_word_embeddings")?.unwrap_or(false),
-        attention_bias,
-        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3),
-        qk_norm: architecture == Qwen3,
-        dtype,
-        bos_token_id,
-        eos_token_ids,
-        sliding_window,
-    };
-    config.validate(k.path)?;
-    Ok(config)
+    Ok((bos_token_id, eos_token_ids))
 }
 
 /// Rope theta and scaling from the newer `rope_parameters` or the older
