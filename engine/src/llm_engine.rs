@@ -248,7 +248,6 @@ impl LlmEngine {
                 num_cached_tokens: 0,
             },
         );
-        self.prompt_tokens_total += prompt.len() as u64;
         Ok(())
     }
 
@@ -504,7 +503,12 @@ impl LlmEngine {
             let Some(parent) = self.parents.get_mut(&parent_id) else {
                 continue;
             };
-            parent.first_token.get_or_insert(now);
+            if parent.first_token.is_none() {
+                parent.first_token = Some(now);
+                // As vLLM: a prompt counts once it is prefilled (its first
+                // token out), so aborted-while-waiting prompts do not.
+                self.prompt_tokens_total += parent.num_prompt_tokens as u64;
+            }
             let newly_finished = deltas.iter().filter(|d| d.finish_reason.is_some()).count();
             parent.num_unfinished = parent.num_unfinished.saturating_sub(newly_finished);
             let finished = parent.num_unfinished == 0;

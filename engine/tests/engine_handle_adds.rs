@@ -2,17 +2,13 @@
 //! add requests while no loop runs at all (the old handle, which waited for
 //! the loop's reply, would hang here), then start it and read the streams.
 
+mod engine_common;
+use engine_common::{tiny_model, wait_idle};
 use pagoda_engine::engine_builder::build_engine;
 use pagoda_engine::{
     Device, EngineConfig, EngineError, EngineHandle, EngineRequest, RequestOptions, RequestStream,
     SamplingParams,
 };
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-fn tiny_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2_bias_tied_bf16")
-}
 
 fn unstarted(max_waiting_requests: usize) -> (EngineHandle, pagoda_engine::EngineLoop) {
     let built = build_engine(&EngineConfig {
@@ -59,17 +55,6 @@ fn read_all(stream: &mut RequestStream, n: usize) -> Vec<Vec<u32>> {
         }
     }
     samples
-}
-
-fn wait_idle(h: &EngineHandle) -> pagoda_engine::EngineStats {
-    for _ in 0..500 {
-        let s = h.stats();
-        if s.num_running + s.num_waiting == 0 {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.stats()
 }
 
 #[test]
@@ -126,6 +111,8 @@ fn adds_return_at_once_and_refusals_come_through_the_stream() {
         stats.kv_cache_usage, 0.0,
         "refused or dropped requests leaked blocks"
     );
+    // As vLLM counts prompt tokens: once prefilled, so only a's and b's.
+    assert_eq!(stats.prompt_tokens_total, 3 + 2);
     h.shutdown();
     thread.join().unwrap();
     assert!(!h.is_alive());

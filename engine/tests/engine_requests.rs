@@ -1,17 +1,14 @@
 //! The engine seen from a caller: parallel sampling, seeds, aborts, stop
 //! strings, logprobs and refused requests, on real checkpoints.
 
+mod engine_common;
+use engine_common::{tiny_model, wait_idle};
 use pagoda_engine::outputs::StopReason;
 use pagoda_engine::{
     generate_all, Device, EngineConfig, EngineError, EngineHandle, FinishReason, RequestOptions,
     SamplingParams,
 };
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-fn tiny_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2_bias_tied_bf16")
-}
+use std::path::PathBuf;
 
 fn smollm2() -> Option<PathBuf> {
     let p = PathBuf::from(std::env::var("PAGODA_SMOLLM2_GGUF").ok()?);
@@ -28,17 +25,6 @@ fn start(model: PathBuf, max_model_len: usize) -> EngineHandle {
         ..EngineConfig::default()
     })
     .unwrap()
-}
-
-fn wait_idle(h: &EngineHandle) -> pagoda_engine::EngineStats {
-    for _ in 0..200 {
-        let s = h.stats();
-        if s.num_running + s.num_waiting == 0 {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.stats()
 }
 
 #[test]
