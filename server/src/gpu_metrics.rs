@@ -267,7 +267,7 @@ mod tests {
                 "{text}"
             );
         } else {
-            assert!(!text.contains("gpu"), "{text}");
+            assert!(!text.contains("pagoda:gpu"), "{text}");
             assert!(text.contains("pagoda:num_requests_running"), "{text}");
         }
     }

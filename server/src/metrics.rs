@@ -18,6 +18,9 @@ use prometheus_client::registry::Registry;
 
 use crate::gpu_metrics::{GpuLabels, GpuReading};
 
+mod vllm_names;
+pub use vllm_names::CacheConfigInfo;
+
 /// The content type of the exposition (`encode` writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -69,6 +72,10 @@ pub struct Metrics {
     inter_token_latency: Histogram,
     e2e_request_latency: Histogram,
     request_queue_time: Histogram,
+    /// hits / queries since start (vLLM v0's legacy gauge, routers read it).
+    prefix_cache_hit_rate: Gauge<f64, AtomicU64>,
+    /// vLLM's `cache_config_info`: one sample, value 1, the config as labels.
+    cache_config_info: Family<Vec<(&'static str, String)>, Gauge>,
     /// Serializes scrape-time updates so two scrapes never add a delta twice.
     update_lock: Mutex<()>,
     /// Present when the engine runs on a GPU that NVML can read.
@@ -140,6 +147,8 @@ impl Metrics {
             inter_token_latency: Histogram::new(ITL_BUCKETS),
             e2e_request_latency: Histogram::new(REQUEST_LATENCY_BUCKETS),
             request_queue_time: Histogram::new(REQUEST_LATENCY_BUCKETS),
+            prefix_cache_hit_rate: Gauge::default(),
+            cache_config_info: Family::default(),
             update_lock: Mutex::new(()),
             gpu: gpu.as_ref().map(GpuGauges::new),
         };
@@ -234,6 +243,7 @@ impl Metrics {
                     g.utilization_ratio.clone(),
                 );
             }
+            vllm_names::register(r, &m);
         }
         Self { registry, ..m }
     }
@@ -254,6 +264,18 @@ impl Metrics {
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+        let rate = match s.prefix_cache_queries {
+            0 => 0.0,
+            q => s.prefix_cache_hits as f64 / q as f64,
+        };
+        self.prefix_cache_hit_rate.set(rate.clamp(0.0, 1.0));
+    }
+
+    /// Publishes the KV-cache layout as `vllm:cache_config_info` (routers
+    /// read the block size and block count from it).
+    pub fn with_cache_config(self, info: CacheConfigInfo) -> Self {
+        self.cache_config_info.get_or_create(&info.labels()).set(1);
+        self
     }
 
     /// Whether GPU gauges are exported.
@@ -397,6 +419,65 @@ mod tests {
     }
 
     #[test]
+    fn routers_find_the_vllm_names() {
+        let m = Metrics::new("smol").with_cache_config(CacheConfigInfo {
+            block_size: 16,
+            num_gpu_blocks: 1024,
+            enable_prefix_caching: true,
+        });
+        m.update_from_stats(&StatsSnapshot {
+            num_running: 3,
+            num_waiting: 2,
+            kv_cache_usage: 0.25,
+            prefix_cache_queries: 64,
+            prefix_cache_hits: 16,
+            prompt_tokens_total: 100,
+            ..Default::default()
+        });
+        m.record_finished("stop");
+        m.observe_time_to_first_token(0.05);
+        let t = m.render();
+        let l = r#"{model_name="smol"}"#;
+        for (name, value) in [
+            ("vllm:num_requests_running", 3.0),
+            ("vllm:num_requests_waiting", 2.0),
+            ("vllm:kv_cache_usage_perc", 0.25),
+            ("vllm:gpu_cache_usage_perc", 0.25),
+            ("vllm:prompt_tokens_total", 100.0),
+            ("vllm:prefix_cache_queries_total", 64.0),
+            ("vllm:prefix_cache_hits_total", 16.0),
+            ("vllm:gpu_prefix_cache_queries_total", 64.0),
+            ("vllm:gpu_prefix_cache_hits_total", 16.0),
+            ("vllm:gpu_prefix_cache_hit_rate", 0.25),
+            ("vllm:time_to_first_token_seconds_count", 1.0),
+        ] {
+            assert_eq!(sample(&t, &format!("{name}{l}")), value, "{name}");
+        }
+        assert_eq!(
+            sample(
+                &t,
+                r#"vllm:request_success_total{model_name="smol",finished_reason="stop"}"#
+            ),
+            1.0
+        );
+        let info = t
+            .lines()
+            .find(|l| l.starts_with("vllm:cache_config_info{"))
+            .unwrap_or_else(|| panic!("no cache_config_info in\n{t}"));
+        for label in [
+            r#"model_name="smol""#,
+            r#"block_size="16""#,
+            r#"num_gpu_blocks="1024""#,
+            r#"enable_prefix_caching="True""#,
+        ] {
+            assert!(info.contains(label), "{label} not in {info}");
+        }
+        assert!(info.ends_with(" 1"), "{info}");
+        // The pagoda: names are still served, from the same metrics.
+        assert_eq!(sample(&t, &format!("pagoda:num_requests_running{l}")), 3.0);
+    }
+
+    #[test]
     fn counters_follow_engine_totals_without_double_counting() {
         let m = Metrics::new("m");
         let mut s = StatsSnapshot {
@@ -428,7 +509,7 @@ mod tests {
     fn gpu_gauges_carry_gpu_labels_and_drop_unread_values() {
         let m = Metrics::new("smol");
         m.update_gpu(Some(&GpuReading::default()));
-        assert!(!m.has_gpu() && !m.render().contains("gpu"));
+        assert!(!m.has_gpu() && !m.render().contains("pagoda:gpu"));
         let m = Metrics::with_gpu(
             "smol",
             Some(GpuLabels {

@@ -15,7 +15,7 @@ use crate::cli::ServeArgs;
 use crate::default_model::{resolve_default_model, DEFAULT_MODEL_NAME};
 use crate::gpu_metrics::GpuLabels;
 use crate::gpu_metrics::GpuMonitor;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheConfigInfo, Metrics};
 use crate::router::build_router;
 use crate::shutdown::shutdown_signal;
 use crate::state::{unix_time, AppState};
@@ -62,6 +62,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let config = args
         .engine
         .engine_config(model.clone(), Some(model_name.clone()));
+    let enable_prefix_caching = config.enable_prefix_caching;
     tracing::info!("Loading model {} (served as {model_name})", model.display());
     let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
     let info = engine.model_info().clone();
@@ -87,7 +88,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     });
     let state = Arc::new(AppState {
         engine: engine.clone(),
-        metrics: Metrics::with_gpu(&model_name, gpu_labels),
+        metrics: Metrics::with_gpu(&model_name, gpu_labels).with_cache_config(CacheConfigInfo {
+            block_size: info.block_size,
+            num_gpu_blocks: info.num_kv_blocks,
+            enable_prefix_caching,
+        }),
         gpu,
         model_name,
         model_root: model.display().to_string(),

@@ -530,12 +530,23 @@ fn metrics_after_traffic(s: &TestServer) {
         "e2e_request_latency_seconds_count",
         "request_queue_time_seconds_count",
     ] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("pagoda:{name}{label} "))),
-            "pagoda:{name}{label} missing from\n{text}"
-        );
+        // vLLM's names too: what routers and dashboards scrape.
+        for prefix in ["pagoda", "vllm"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{prefix}:{name}{label} "))),
+                "{prefix}:{name}{label} missing from\n{text}"
+            );
+        }
     }
+    let cache_info = text
+        .lines()
+        .find(|l| l.starts_with("vllm:cache_config_info{"))
+        .unwrap_or_else(|| panic!("no vllm:cache_config_info in\n{text}"));
+    assert!(
+        cache_info.contains("block_size=\"16\"") && cache_info.contains("num_gpu_blocks=\""),
+        "{cache_info}"
+    );
     assert!(s.metric(&format!("pagoda:prompt_tokens_total{label}")) > 0.0);
     assert!(s.metric(&format!("pagoda:generation_tokens_total{label}")) > 0.0);
     assert!(s.metric(&format!("pagoda:prefix_cache_hits_total{label}")) > 0.0);
