@@ -10,6 +10,10 @@
 //! steps the state is rebuilt outside the timed region, so contexts stay in
 //! the 200..650-token range and the pool never fills (no preemption).
 //!
+//! `step_with_kv_events` is the same step with KV-cache events recorded
+//! and drained every step (as a publisher would), against
+//! `step_1024_running_256_waiting` without them.
+//!
 //! `cargo bench -p pagoda-benches --bench scheduler`
 
 use std::time::{Duration, Instant};
@@ -34,6 +38,7 @@ struct Bench {
     out: SchedulerOutput,
     updates: Vec<RequestUpdate>,
     steps: usize,
+    kv_events: bool,
 }
 
 fn config() -> SchedulerConfig {
@@ -64,9 +69,10 @@ fn request(id: u64, system_prompt: &[u32], rng: &mut StdRng) -> Request {
 }
 
 impl Bench {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, kv_events: bool) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut scheduler = Scheduler::new(config()).expect("valid config");
+        scheduler.set_kv_events(kv_events);
         let system_prompt: Vec<u32> = (0..64).map(|_| rng.random_range(0..VOCAB)).collect();
         for id in 0..NUM_RUNNING {
             let r = request(id, &system_prompt, &mut rng);
@@ -79,6 +85,7 @@ impl Bench {
             out: SchedulerOutput::new(),
             updates: Vec::new(),
             steps: 0,
+            kv_events,
         };
         // Prefill everything, then add the waiting requests.
         while bench.scheduler.num_waiting() > 0
@@ -90,6 +97,7 @@ impl Bench {
             let out = bench.scheduler.schedule();
             bench.sample(&out);
             bench.scheduler.update_from_output(&out, &bench.sampled);
+            bench.scheduler.take_kv_events();
         }
         for id in NUM_RUNNING..NUM_RUNNING + NUM_WAITING {
             let r = request(id, &system_prompt, &mut bench.rng);
@@ -111,7 +119,7 @@ impl Bench {
 
     fn next_episode_if_due(&mut self) {
         if self.steps == STEPS_PER_EPISODE {
-            *self = Self::new(self.rng.random());
+            *self = Self::new(self.rng.random(), self.kv_events);
         }
         self.steps += 1;
     }
@@ -140,9 +148,13 @@ fn timed_steps(bench: &mut Bench, iters: u64, time_schedule: bool, time_update: 
         bench.sample(&out);
         let t = Instant::now();
         let updates = bench.scheduler.update_from_output(&out, &bench.sampled);
+        let events = bench.scheduler.take_kv_events();
         if time_update {
             total += t.elapsed();
         }
+        // Outside the timed region: events exist only when enabled (with
+        // 1,024 decodes about 64 blocks fill each step).
+        assert!(bench.kv_events || events.is_empty());
         bench.check(&out, &updates);
     }
     total
@@ -150,9 +162,13 @@ fn timed_steps(bench: &mut Bench, iters: u64, time_schedule: bool, time_update: 
 
 fn scheduler_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("scheduler");
-    let mut bench = Bench::new(0);
+    let mut bench = Bench::new(0, false);
     group.bench_function("step_1024_running_256_waiting", |b| {
         b.iter_custom(|iters| timed_steps(&mut bench, iters, true, true))
+    });
+    let mut with_events = Bench::new(0, true);
+    group.bench_function("step_with_kv_events", |b| {
+        b.iter_custom(|iters| timed_steps(&mut with_events, iters, true, true))
     });
     group.bench_function("schedule_only", |b| {
         b.iter_custom(|iters| timed_steps(&mut bench, iters, true, false))

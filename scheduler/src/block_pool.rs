@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::block::KvCacheBlock;
 use crate::block_hash::{BlockHash, BuildBlockHashHasher};
 use crate::free_block_queue::FreeBlockQueue;
+use crate::kv_events::{KvCacheEvent, KvEventLog};
 
 pub const NULL_BLOCK_ID: u32 = 0;
 
@@ -24,6 +25,8 @@ pub struct BlockPool {
     /// the first has been evicted meanwhile.
     cached: HashMap<BlockHash, u32, BuildBlockHashHasher>,
     enable_caching: bool,
+    /// Changes of `cached`, for KV-cache event consumers (off by default).
+    events: KvEventLog,
 }
 
 impl BlockPool {
@@ -44,7 +47,33 @@ impl BlockPool {
                 HashMap::default()
             },
             enable_caching,
+            events: KvEventLog::default(),
         }
+    }
+
+    /// Starts (or stops) recording `KvCacheEvent`s.
+    pub fn set_kv_events(&mut self, enabled: bool) {
+        self.events.set_enabled(enabled);
+    }
+
+    /// The events since the last call, oldest first.
+    pub fn take_kv_events(&mut self) -> Vec<KvCacheEvent> {
+        self.events.take()
+    }
+
+    /// Records that `hash` entered the cache; the caller knows the tokens.
+    pub(crate) fn log_stored(
+        &mut self,
+        hash: BlockHash,
+        parent: Option<BlockHash>,
+        tokens: &[u32],
+    ) {
+        self.events.stored(hash, parent, tokens);
+    }
+
+    /// The hashes in the prefix cache, in no order.
+    pub fn cached_hashes(&self) -> impl Iterator<Item = BlockHash> + '_ {
+        self.cached.keys().copied()
     }
 
     /// Blocks in the pool, including the null block.
@@ -124,36 +153,49 @@ impl BlockPool {
 
     /// Drops one reference. At zero the block goes to the tail of the free
     /// queue; it keeps its hash only if `keep_hash` (its KV was written), so
-    /// a block cached for a step that never ran cannot be hit.
-    pub fn free_block(&mut self, block_id: u32, keep_hash: bool) {
+    /// a block cached for a step that never ran cannot be hit. Returns true
+    /// if that made its hash newly registered (its twin had been evicted).
+    pub fn free_block(&mut self, block_id: u32, keep_hash: bool) -> bool {
         let Some(block) = self.blocks.get_mut(block_id as usize) else {
-            return;
+            return false;
         };
         if block_id == NULL_BLOCK_ID || block.ref_cnt == 0 {
-            return;
+            return false;
         }
         block.ref_cnt -= 1;
         if block.ref_cnt > 0 {
-            return;
+            return false;
         }
+        let mut registered = false;
         if keep_hash {
             if let Some(hash) = block.block_hash {
-                self.cached.entry(hash).or_insert(block_id);
+                registered = self.register(hash, block_id);
             }
         } else {
             self.evict(block_id);
         }
         self.free_queue.append(block_id);
+        registered
     }
 
     /// Marks a full block as holding `hash` and registers it unless another
-    /// block already holds that hash.
-    pub fn cache_block(&mut self, block_id: u32, hash: BlockHash) {
+    /// block already holds that hash; true if it was registered.
+    pub fn cache_block(&mut self, block_id: u32, hash: BlockHash) -> bool {
         if !self.enable_caching {
-            return;
+            return false;
         }
         self.blocks[block_id as usize].block_hash = Some(hash);
-        self.cached.entry(hash).or_insert(block_id);
+        self.register(hash, block_id)
+    }
+
+    fn register(&mut self, hash: BlockHash, block_id: u32) -> bool {
+        match self.cached.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(block_id);
+                true
+            }
+        }
     }
 
     /// Forgets a block's hash (and its registration, if it is the
@@ -162,6 +204,7 @@ impl BlockPool {
         if let Some(hash) = self.blocks[block_id as usize].block_hash.take() {
             if self.cached.get(&hash) == Some(&block_id) {
                 self.cached.remove(&hash);
+                self.events.removed(hash);
             }
         }
     }
@@ -176,6 +219,7 @@ impl BlockPool {
         for block in &mut self.blocks {
             block.block_hash = None;
         }
+        self.events.cleared();
         true
     }
 }

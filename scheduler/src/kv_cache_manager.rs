@@ -188,8 +188,13 @@ impl KvCacheManager {
     /// their hash so nobody can hit them.
     pub fn free(&mut self, request: &mut Request) {
         let num_written_blocks = request.num_computed_tokens / self.block_size;
-        for (i, &id) in request.block_table.iter().enumerate().rev() {
-            self.pool.free_block(id, i < num_written_blocks);
+        for i in (0..request.block_table.len()).rev() {
+            if self
+                .pool
+                .free_block(request.block_table[i], i < num_written_blocks)
+            {
+                self.log_stored(request, i);
+            }
         }
         request.block_table.clear();
         request.num_cached_blocks = 0;
@@ -207,10 +212,33 @@ impl KvCacheManager {
         }
         self.ensure_block_hashes(request, num_full_blocks);
         for i in request.num_cached_blocks..num_full_blocks {
-            self.pool
-                .cache_block(request.block_table[i], request.block_hashes[i]);
+            if self
+                .pool
+                .cache_block(request.block_table[i], request.block_hashes[i])
+            {
+                self.log_stored(request, i);
+            }
         }
         request.num_cached_blocks = num_full_blocks;
+    }
+
+    /// Announces the request's block `i` as cached (a KV-cache event).
+    fn log_stored(&mut self, request: &Request, i: usize) {
+        let bs = self.block_size;
+        let parent = i.checked_sub(1).map(|p| request.block_hashes[p]);
+        let tokens = &request.all_token_ids[i * bs..(i + 1) * bs];
+        self.pool
+            .log_stored(request.block_hashes[i], parent, tokens);
+    }
+
+    /// Starts (or stops) recording `KvCacheEvent`s.
+    pub fn set_kv_events(&mut self, enabled: bool) {
+        self.pool.set_kv_events(enabled);
+    }
+
+    /// The KV-cache events since the last call, oldest first.
+    pub fn take_kv_events(&mut self) -> Vec<crate::kv_events::KvCacheEvent> {
+        self.pool.take_kv_events()
     }
 
     /// Extends `request.block_hashes` to cover its first `num_blocks` blocks
@@ -281,6 +309,56 @@ mod tests {
             assert_eq!(kv.block_pool().ref_cnt(id), 2);
         }
         assert_eq!((kv.prefix_cache_queries(), kv.prefix_cache_hits()), (20, 8));
+    }
+
+    /// A twin block (same hash, filled while the first was cached) is
+    /// announced when it takes over the hash, after the first was evicted.
+    #[test]
+    fn kv_events_follow_a_twin_that_takes_over_its_hash() {
+        use crate::kv_events::KvCacheEvent;
+        // 4 usable blocks.
+        let mut kv = KvCacheManager::new(BS, 5, true);
+        kv.set_kv_events(true);
+        let mut a = request(1, (0..8).collect(), None);
+        prefill(&mut kv, &mut a);
+        let stored = kv.take_kv_events();
+        assert!(
+            matches!(&stored[..], [KvCacheEvent::BlockStored { block_hashes, parent_block_hash: None, token_ids, block_size: BS }]
+                if block_hashes[..] == a.block_hashes[..] && token_ids[..] == (0..8).collect::<Vec<u32>>()[..]),
+            "{stored:?}"
+        );
+        // b hits a's first block only (its last token needs logits), so it
+        // fills a twin of a's second block: not announced.
+        let mut b = request(2, (0..8).collect(), None);
+        prefill(&mut kv, &mut b);
+        assert_eq!(kv.take_kv_events(), vec![]);
+        // a goes; its blocks stay cached, then c's allocation evicts the
+        // free one holding the second hash.
+        kv.free(&mut a);
+        let mut c = request(3, (100..108).collect(), None);
+        prefill(&mut kv, &mut c);
+        let events = kv.take_kv_events();
+        assert_eq!(
+            events[0],
+            KvCacheEvent::BlockRemoved {
+                block_hashes: vec![b.block_hashes[1]]
+            },
+            "{events:?}"
+        );
+        // b goes: its twin takes over the hash and is announced, chained to
+        // the first block.
+        kv.free(&mut b);
+        assert_eq!(
+            kv.take_kv_events(),
+            vec![KvCacheEvent::BlockStored {
+                block_hashes: vec![b.block_hashes[1]],
+                parent_block_hash: Some(b.block_hashes[0]),
+                token_ids: (4..8).collect(),
+                block_size: BS,
+            }]
+        );
+        let cached: std::collections::HashSet<_> = kv.block_pool().cached_hashes().collect();
+        assert!(cached.contains(&b.block_hashes[1]));
     }
 
     #[test]

@@ -159,6 +159,18 @@ impl Scheduler {
         self.kv_cache_manager.reset_prefix_cache()
     }
 
+    /// Starts (or stops) recording KV-cache events (for routers that follow
+    /// which prefixes this replica holds).
+    pub fn set_kv_events(&mut self, enabled: bool) {
+        self.kv_cache_manager.set_kv_events(enabled);
+    }
+
+    /// The KV-cache events since the last call, oldest first; empty unless
+    /// `set_kv_events(true)`.
+    pub fn take_kv_events(&mut self) -> Vec<crate::KvCacheEvent> {
+        self.kv_cache_manager.take_kv_events()
+    }
+
     /// Decides the next step. See `schedule_into` to reuse an output's buffers.
     pub fn schedule(&mut self) -> SchedulerOutput {
         let (r, t, b) = self.last_output_size;

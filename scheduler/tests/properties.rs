@@ -10,12 +10,12 @@
 //! reused while still held, or a lost block shows up as a mismatch.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use pagoda_scheduler::{
-    FinishReason, Request, RequestId, RequestStatus, RequestUpdate, Scheduler, SchedulerConfig,
-    SchedulerOutput, SchedulingPolicy, StopConditions,
+    BlockHash, BlockHasher, FinishReason, KvCacheEvent, Request, RequestId, RequestStatus,
+    RequestUpdate, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy, StopConditions,
 };
 use proptest::prelude::*;
 
@@ -78,6 +78,8 @@ struct Harness {
     prefixes: Vec<Vec<u32>>,
     steps: u64,
     log: Vec<(Vec<RequestId>, Vec<RequestId>, Vec<RequestUpdate>)>,
+    /// The prefix cache as a KV-event consumer (a router) rebuilds it.
+    replayed: HashSet<BlockHash>,
 }
 
 impl Harness {
@@ -89,8 +91,10 @@ impl Harness {
                 (0..len).map(|_| rng.below(VOCAB as u64) as u32).collect()
             })
             .collect();
+        let mut s = Scheduler::new(cfg.clone()).expect("valid config");
+        s.set_kv_events(true);
         Self {
-            s: Scheduler::new(cfg.clone()).expect("valid config"),
+            s,
             kv: vec![None; cfg.num_blocks * cfg.block_size],
             cfg,
             rng,
@@ -100,6 +104,7 @@ impl Harness {
             prefixes,
             steps: 0,
             log: Vec::new(),
+            replayed: HashSet::new(),
         }
     }
 
@@ -204,6 +209,7 @@ impl Harness {
         let updates = self.s.update_from_output(&out, &sampled);
         self.check_updates(&out, &sampled, &updates);
         self.check_blocks();
+        self.check_kv_events();
         let ids = out.requests().iter().map(|r| r.request_id).collect();
         self.log.push((ids, out.preempted().to_vec(), updates));
     }
@@ -300,6 +306,48 @@ impl Harness {
         assert_eq!(stats.num_free_blocks, num_free);
         assert_eq!(stats.num_running + stats.num_waiting, self.live.len());
         assert!(stats.prefix_cache_hits <= stats.prefix_cache_queries);
+    }
+
+    /// Replaying the KV-cache events gives exactly the pool's cached
+    /// hashes, and each stored chain hashes to what it announces.
+    fn check_kv_events(&mut self) {
+        let mut hasher = BlockHasher::new();
+        for event in self.s.take_kv_events() {
+            match event {
+                KvCacheEvent::BlockStored {
+                    block_hashes,
+                    parent_block_hash,
+                    token_ids,
+                    block_size,
+                } => {
+                    assert_eq!(block_size, self.cfg.block_size);
+                    assert_eq!(token_ids.len(), block_hashes.len() * block_size);
+                    let mut parent = parent_block_hash;
+                    for (i, (hash, tokens)) in block_hashes
+                        .iter()
+                        .zip(token_ids.chunks(block_size))
+                        .enumerate()
+                    {
+                        // A sequence's first block also hashes its salt,
+                        // which the event does not carry.
+                        if i > 0 || parent.is_some() {
+                            assert_eq!(hasher.hash_block(parent, tokens, None), *hash);
+                        }
+                        assert!(self.replayed.insert(*hash), "stored twice");
+                        parent = Some(*hash);
+                    }
+                }
+                KvCacheEvent::BlockRemoved { block_hashes } => {
+                    for hash in block_hashes {
+                        assert!(self.replayed.remove(&hash), "removed unknown");
+                    }
+                }
+                KvCacheEvent::AllBlocksCleared => self.replayed.clear(),
+            }
+        }
+        let pool = self.s.kv_cache_manager().block_pool();
+        let cached: HashSet<BlockHash> = pool.cached_hashes().collect();
+        assert_eq!(cached, self.replayed, "KV events disagree with the cache");
     }
 
     /// Writes this step's KV, then checks every scheduled request reads its
