@@ -11,6 +11,7 @@ pub mod engine_config;
 pub mod engine_error;
 pub mod engine_handle;
 pub mod engine_request;
+pub mod kv_events;
 pub mod llm_engine;
 pub mod model;
 pub mod model_info;

@@ -4,6 +4,7 @@
 
 use crate::engine_error::EngineError;
 use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
+use crate::kv_events::KvEventSink;
 use crate::model_info::ModelInfo;
 use crate::model_runner::Runner;
 use crate::outputs::{CompletionDelta, RequestMetrics, RequestOutput, StopReason, TokenLogprobs};
@@ -71,6 +72,8 @@ pub struct LlmEngine {
     ids: RequestIds,
     rng: StdRng,
     max_waiting_requests: Option<usize>,
+    /// Where KV-cache events go, when a publisher wants them.
+    kv_event_sink: Option<KvEventSink>,
     prompt_tokens_total: u64,
     generation_tokens_total: u64,
     /// Arrival times reach the scheduler as seconds since this instant
@@ -100,6 +103,7 @@ impl LlmEngine {
             ids: RequestIds::default(),
             rng: StdRng::seed_from_u64(seed),
             max_waiting_requests,
+            kv_event_sink: None,
             prompt_tokens_total: 0,
             generation_tokens_total: 0,
             epoch: Instant::now(),
@@ -260,6 +264,8 @@ impl LlmEngine {
             self.scheduler.abort_request(id);
             self.seqs.remove(&id);
         }
+        // Freed blocks may change the cache; an idle engine takes no step.
+        self.publish_kv_events();
         true
     }
 
@@ -299,7 +305,23 @@ impl LlmEngine {
             self.run_step(&sched)
         };
         self.spare_sched = sched;
+        self.publish_kv_events();
         outputs
+    }
+
+    /// Records KV-cache events from now on and sends each step's to `sink`.
+    pub fn set_kv_event_sink(&mut self, sink: KvEventSink) {
+        self.scheduler.set_kv_events(true);
+        self.kv_event_sink = Some(sink);
+    }
+
+    fn publish_kv_events(&mut self) {
+        if let Some(sink) = self.kv_event_sink.as_mut() {
+            let events = self.scheduler.take_kv_events();
+            if !events.is_empty() {
+                sink.send(events);
+            }
+        }
     }
 
     /// Runs a scheduled step: forward, sampling, scheduler update, text.
