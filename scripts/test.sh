@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Fetches what the tests need first: the SmolLM2 GGUF (the
 # real model the golden and server tests run), NVRTC (to compile the CUDA
-# kernels for sm_90 without a GPU) and the official openai client.
+# kernels for sm_90 without a GPU), the official openai client, and pyzmq +
+# msgspec (the KV-event subscriber test decodes as vLLM's consumers do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
@@ -9,4 +10,5 @@ eval "$(scripts/fetch-nvrtc.sh)"
 export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
 export PAGODA_REQUIRE_SMOLLM2="${PAGODA_REQUIRE_SMOLLM2:-1}"
 python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai
+python3 -c "import zmq, msgspec" 2>/dev/null || python3 -m pip install -q pyzmq msgspec
 cargo test --workspace "$@"

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod generation;
 pub mod gpu_metrics;
 pub mod json_body;
+pub mod kv_events;
 pub mod logprobs;
 pub mod metrics;
 pub mod prompt;

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use pagoda_engine::{EngineHandle, ModelInfo};
-use tokio::sync::watch;
+use pagoda_engine::engine_builder::build_engine;
+use pagoda_engine::kv_events::{KvEventBatch, KvEventSink};
+use pagoda_engine::{EngineConfig, EngineHandle, ModelInfo};
+use tokio::sync::{mpsc, watch};
 
 use crate::cli::ServeArgs;
 use crate::default_model::{resolve_default_model, DEFAULT_MODEL_NAME};
 use crate::gpu_metrics::GpuLabels;
 use crate::gpu_metrics::GpuMonitor;
+use crate::kv_events::{KvEventPublisher, KvEventsConfig};
 use crate::metrics::{CacheConfigInfo, Metrics};
 use crate::router::build_router;
 use crate::shutdown::shutdown_signal;
@@ -64,7 +67,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .engine_config(model.clone(), Some(model_name.clone()));
     let enable_prefix_caching = config.enable_prefix_caching;
     tracing::info!("Loading model {} (served as {model_name})", model.display());
-    let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+    let kv_events = match args.kv_events_config.as_deref() {
+        Some(json) => KvEventsConfig::parse(json)?,
+        None => None,
+    };
+    let (engine, kv_event_batches) = start_engine(config, kv_events.as_ref())?;
     let info = engine.model_info().clone();
     tracing::info!(
         "Model {} ({}) on {}: max_model_len {}, vocab {}, max_num_seqs {}, max_num_batched_tokens {}",
@@ -108,11 +115,36 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .thread_name("pagoda-http")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(state, &args));
+    let result = runtime.block_on(async {
+        if let (Some(config), Some(batches)) = (kv_events, kv_event_batches) {
+            let publisher = KvEventPublisher::open(config).await?;
+            tokio::spawn(publisher.run(batches));
+        }
+        serve(state, &args).await
+    });
     engine.shutdown();
     // Do not wait for stray blocking tasks (tokenization) at exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Starts the engine; with KV-cache events on, it first gets a sink whose
+/// receiving end the publisher drains.
+fn start_engine(
+    config: EngineConfig,
+    kv_events: Option<&KvEventsConfig>,
+) -> Result<(EngineHandle, Option<mpsc::Receiver<KvEventBatch>>)> {
+    let Some(kv_events) = kv_events else {
+        let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+        return Ok((engine, None));
+    };
+    let built = build_engine(&config).map_err(|e| anyhow!("{e}"))?;
+    let mut engine = built.engine;
+    let (sink, batches) = KvEventSink::channel(kv_events.max_queue_size);
+    engine.set_kv_event_sink(sink);
+    let engine =
+        EngineHandle::from_engine(engine, built.chat_template).map_err(|e| anyhow!("{e}"))?;
+    Ok((engine, Some(batches)))
 }
 
 async fn serve(state: Arc<AppState>, args: &ServeArgs) -> Result<()> {

@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// Do not log a line per finished request.
     #[arg(long)]
     pub disable_log_requests: bool,
+
+    /// Publish KV-cache events for KV-aware routers, configured with vLLM's
+    /// KVEventsConfig JSON, e.g. '{"enable_kv_cache_events": true,
+    /// "publisher": "zmq", "endpoint": "tcp://*:5557", "replay_endpoint":
+    /// "tcp://*:5558", "topic": "kv-events"}'. ZMQ over tcp only. Off by default.
+    #[arg(long, value_name = "JSON")]
+    pub kv_events_config: Option<String>,
 }
 
 #[cfg(test)]
