@@ -275,7 +275,14 @@ async fn completions_with_vllm_tokenize_and_concurrency_cap() {
     assert!(r["mean_ttft_ms"].as_f64().unwrap() >= 3.5);
     assert!(r["p99_e2el_ms"].as_f64().unwrap() >= r["median_e2el_ms"].as_f64().unwrap());
     assert!(server.max_in_flight.load(Ordering::SeqCst) <= 4);
-    assert!(r["max_concurrent_requests"].as_u64().unwrap() <= 4);
+    // vLLM's peak counts the requests active in each second, not at one
+    // instant: a run shorter than a second has all 12 in second 0.
+    let peak = r["max_concurrent_requests"].as_u64().unwrap();
+    if r["duration"].as_f64().unwrap() < 1.0 {
+        assert_eq!(peak, 12);
+    } else {
+        assert!((4..=12).contains(&peak), "{peak}");
+    }
 
     // What the server was sent: vLLM's body, EOS ignored on the random dataset.
     let bodies = server.bodies.lock().unwrap().clone();

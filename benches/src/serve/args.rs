@@ -79,7 +79,10 @@ pub struct ServeArgs {
     pub save_result: bool,
     #[arg(long)]
     pub result_dir: Option<PathBuf>,
-    /// Default: {label}-{request_rate}qps[-concurrency{n}]-{model}-{date}.json.
+    // clap reads a literal `{n}` in help text as a line break: the
+    // placeholder is spelled out.
+    /// Result file name; default:
+    /// {label}-{request_rate}qps[-concurrency{max_concurrency}]-{model}-{date}.json
     #[arg(long)]
     pub result_filename: Option<String>,
     /// Prefix of the result file name; default: the backend.
@@ -291,5 +294,17 @@ mod tests {
             .is_err());
         assert!(parse_key_values(&["a=b=c".into()], "--header").unwrap()[0].1 == "b=c");
         assert!(parse_key_values(&["nokey".into()], "--header").is_err());
+    }
+
+    #[test]
+    fn result_filename_help_reads_whole() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains(
+                "{label}-{request_rate}qps[-concurrency{max_concurrency}]-{model}-{date}.json"
+            ),
+            "{help}"
+        );
     }
 }

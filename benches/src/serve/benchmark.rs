@@ -25,42 +25,122 @@ use super::tokenizer::{PromptTokenizer, TextTokenizer};
 /// Runs the benchmark and returns the result JSON (also saved with --save-result).
 pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
     validate(args)?;
-    let (base_url, api_url) = args.urls();
-    let kind = match args.backend.as_deref() {
-        Some("openai-chat") | Some("vllm-chat") => EndpointKind::ChatCompletions,
-        Some(_) => EndpointKind::Completions,
-        None => EndpointKind::from_endpoint(&args.endpoint),
-    };
-    let backend = args
-        .backend
-        .clone()
-        .unwrap_or_else(|| kind.backend_name().to_string());
-    let api_key = std::env::var("OPENAI_API_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
-    let client = http_client(args)?;
+    let target = Target::resolve(args).await?;
+    let (tokenizer, tokenizer_id) = resolve_tokenizer(args, &target).await?;
+    let input_requests = sample_requests(args, &tokenizer).await?;
+    print_dataset_summary(&input_requests, &tokenizer);
+    let inputs = request_inputs(args, &target, &input_requests)?;
+    let goodput = GoodputConfig::parse(&args.goodput)?;
+    let selected_percentiles = args.selected_percentiles()?;
+    print_traffic(args);
 
-    let (model_name, model_id) = match &args.model {
-        Some(model) => (
-            args.served_model_name
-                .clone()
-                .unwrap_or_else(|| model.clone()),
-            model.clone(),
-        ),
-        None => {
-            println!("Model not specified, fetching first model from server...");
-            let (name, id) = first_model(&client, &base_url, api_key.as_deref()).await?;
-            println!("First model name: {name}, first model id: {id}");
-            (args.served_model_name.clone().unwrap_or(name), id)
-        }
+    let (outputs, duration) = benchmark_requests(args, &target, &tokenizer, inputs).await?;
+    let (metrics, actual_output_lens) =
+        calculate_metrics(&outputs, duration, &selected_percentiles, &goodput);
+    report_failures(&outputs);
+    let result = BenchmarkResult {
+        metrics,
+        actual_output_lens,
+        outputs,
+        duration,
+        max_concurrency: args.max_concurrency,
+        request_rate: args.request_rate,
+        goodput_enabled: !goodput.is_empty(),
+        selected_metrics: args.selected_metrics()?,
     };
+    print!("{}", result.format_table());
+    let header = ResultHeader {
+        date: chrono::Local::now().format("%Y%m%d-%H%M%S").to_string(),
+        backend: target.backend,
+        label: args.label.clone(),
+        model_id: target.model_id,
+        tokenizer_id,
+        num_prompts: args.num_prompts,
+        request_rate: args.request_rate,
+        burstiness: args.burstiness,
+        max_concurrency: args.max_concurrency,
+        metadata: parse_key_values(&args.metadata, "--metadata")?,
+    };
+    let json = Value::Object(result.to_json(&header));
+    if args.save_result {
+        save_result(args, &header, &json)?;
+    }
+    Ok(json)
+}
 
+/// The server side of the run, settled once before any request: endpoint,
+/// client, key and model, so every request is built from the same values.
+struct Target {
+    kind: EndpointKind,
+    /// vLLM's backend name, recorded in the result.
+    backend: String,
+    api_url: String,
+    api_key: Option<String>,
+    client: reqwest::Client,
+    base_url: String,
+    /// Sent in the request bodies.
+    model_name: String,
+    /// Recorded in the result and its file name.
+    model_id: String,
+}
+
+impl Target {
+    /// Resolves the endpoint kind from --backend or --endpoint, and the
+    /// model from --model or, as vLLM does, the server's first model.
+    async fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let (base_url, api_url) = args.urls();
+        let kind = match args.backend.as_deref() {
+            Some("openai-chat") | Some("vllm-chat") => EndpointKind::ChatCompletions,
+            Some(_) => EndpointKind::Completions,
+            None => EndpointKind::from_endpoint(&args.endpoint),
+        };
+        let backend = args
+            .backend
+            .clone()
+            .unwrap_or_else(|| kind.backend_name().to_string());
+        let api_key = std::env::var("OPENAI_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        let client = http_client(args)?;
+        let (model_name, model_id) = match &args.model {
+            Some(model) => (
+                args.served_model_name
+                    .clone()
+                    .unwrap_or_else(|| model.clone()),
+                model.clone(),
+            ),
+            None => {
+                println!("Model not specified, fetching first model from server...");
+                let (name, id) = first_model(&client, &base_url, api_key.as_deref()).await?;
+                println!("First model name: {name}, first model id: {id}");
+                (args.served_model_name.clone().unwrap_or(name), id)
+            }
+        };
+        Ok(Self {
+            kind,
+            backend,
+            api_url,
+            api_key,
+            client,
+            base_url,
+            model_name,
+            model_id,
+        })
+    }
+}
+
+/// The tokenizer that counts prompt and output tokens (--tokenizer, else the
+/// server's), and the id recorded for it in the result.
+async fn resolve_tokenizer(
+    args: &ServeArgs,
+    target: &Target,
+) -> anyhow::Result<(PromptTokenizer, String)> {
     let tokenizer = PromptTokenizer::resolve(
         args.tokenizer.as_deref(),
-        client.clone(),
-        &base_url,
-        &model_name,
-        api_key.clone(),
+        target.client.clone(),
+        &target.base_url,
+        &target.model_name,
+        target.api_key.clone(),
     )
     .await?;
     println!("Counting tokens with {}", tokenizer.describe());
@@ -68,10 +148,14 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
         Some(path) if matches!(tokenizer, PromptTokenizer::Local { .. }) => {
             path.display().to_string()
         }
-        _ => model_id.clone(),
+        _ => target.model_id.clone(),
     };
+    Ok((tokenizer, tokenizer_id))
+}
 
-    let input_requests = sample_requests(args, &tokenizer).await?;
+/// Prints the dataset's token totals, and warns before the run (not after
+/// it) when requests cannot fit the server's context.
+fn print_dataset_summary(input_requests: &[SampleRequest], tokenizer: &PromptTokenizer) {
     println!(
         "#Input tokens: {}",
         input_requests.iter().map(|r| r.prompt_len).sum::<usize>()
@@ -92,7 +176,15 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
             eprintln!("WARNING: {too_long} requests exceed the server's max_model_len {max_len} and may fail.");
         }
     }
+}
 
+/// One request input per sample, with the body options every request shares
+/// (ignore_eos, sampling parameters, --extra-body last so it wins).
+fn request_inputs(
+    args: &ServeArgs,
+    target: &Target,
+    input_requests: &[SampleRequest],
+) -> anyhow::Result<Vec<RequestFuncInput>> {
     // vLLM ignores EOS on the random dataset so outputs run to their length.
     let ignore_eos = args.ignore_eos || args.dataset_name == "random";
     let mut extra_body = args.sampling_params();
@@ -101,9 +193,24 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
             serde_json::from_str(text).context("--extra-body must be a JSON object")?;
         extra_body.extend(extra);
     }
-    let goodput = GoodputConfig::parse(&args.goodput)?;
-    let selected_percentiles = args.selected_percentiles()?;
+    Ok(input_requests
+        .iter()
+        .map(|r| RequestFuncInput {
+            prompt: r.prompt.clone(),
+            api_url: target.api_url.clone(),
+            prompt_len: r.prompt_len,
+            output_len: r.expected_output_len,
+            model: target.model_name.clone(),
+            ignore_eos,
+            extra_body: extra_body.clone(),
+            request_id: Some(r.request_id.clone()),
+            api_key: target.api_key.clone(),
+        })
+        .collect())
+}
 
+/// vLLM's lines describing the traffic, printed before the run starts.
+fn print_traffic(args: &ServeArgs) {
     let distribution = if args.burstiness == 1.0 {
         "Poisson process"
     } else {
@@ -118,21 +225,18 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
         Some(c) => println!("Maximum request concurrency: {c}"),
         None => println!("Maximum request concurrency: None"),
     }
+}
 
-    let inputs: Vec<RequestFuncInput> = input_requests
-        .iter()
-        .map(|r| RequestFuncInput {
-            prompt: r.prompt.clone(),
-            api_url: api_url.clone(),
-            prompt_len: r.prompt_len,
-            output_len: r.expected_output_len,
-            model: model_name.clone(),
-            ignore_eos,
-            extra_body: extra_body.clone(),
-            request_id: Some(r.request_id.clone()),
-            api_key: api_key.clone(),
-        })
-        .collect();
+/// The timed part: sends every request on its arrival schedule, then fills
+/// in output lengths the server did not report. Returns the outputs in
+/// request order and the run's duration in seconds.
+async fn benchmark_requests(
+    args: &ServeArgs,
+    target: &Target,
+    tokenizer: &PromptTokenizer,
+    inputs: Vec<RequestFuncInput>,
+) -> anyhow::Result<(Vec<RequestFuncOutput>, f64)> {
+    // Its own stream, so the arrival times do not depend on the dataset's draws.
     let mut arrival_rng = StdRng::seed_from_u64(args.seed ^ 0x9e37_79b9_7f4a_7c15);
     let arrivals = arrival_times(
         inputs.len(),
@@ -142,8 +246,8 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
     )?;
     let progress = progress_bar(inputs.len() as u64, args.disable_tqdm);
     let (mut outputs, duration) = send_all(
-        &client,
-        kind,
+        &target.client,
+        target.kind,
         inputs,
         &arrivals,
         args.max_concurrency,
@@ -151,50 +255,24 @@ pub async fn run_benchmark(args: &ServeArgs) -> anyhow::Result<Value> {
     )
     .await;
     progress.finish_and_clear();
+    count_missing_output_tokens(tokenizer, &mut outputs).await;
+    Ok((outputs, duration))
+}
 
-    count_missing_output_tokens(&tokenizer, &mut outputs).await;
-    let (metrics, actual_output_lens) =
-        calculate_metrics(&outputs, duration, &selected_percentiles, &goodput);
-    report_failures(&outputs);
-    let result = BenchmarkResult {
-        metrics,
-        actual_output_lens,
-        outputs,
-        duration,
-        max_concurrency: args.max_concurrency,
-        request_rate: args.request_rate,
-        goodput_enabled: !goodput.is_empty(),
-        selected_metrics: args.selected_metrics()?,
-    };
-    print!("{}", result.format_table());
-
-    let header = ResultHeader {
-        date: chrono::Local::now().format("%Y%m%d-%H%M%S").to_string(),
-        backend,
-        label: args.label.clone(),
-        model_id,
-        tokenizer_id,
-        num_prompts: args.num_prompts,
-        request_rate: args.request_rate,
-        burstiness: args.burstiness,
-        max_concurrency: args.max_concurrency,
-        metadata: parse_key_values(&args.metadata, "--metadata")?,
-    };
-    let json = Value::Object(result.to_json(&header));
-    if args.save_result {
-        let path = result_path(
-            &header,
-            args.result_filename.as_deref(),
-            args.result_dir.as_deref(),
-        );
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(&path, serde_json::to_vec(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("Results saved to {}", path.display());
+/// Writes the result JSON under vLLM's file name (see `result_path`).
+fn save_result(args: &ServeArgs, header: &ResultHeader, json: &Value) -> anyhow::Result<()> {
+    let path = result_path(
+        header,
+        args.result_filename.as_deref(),
+        args.result_dir.as_deref(),
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    Ok(json)
+    std::fs::write(&path, serde_json::to_vec(json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("Results saved to {}", path.display());
+    Ok(())
 }
 
 fn validate(args: &ServeArgs) -> anyhow::Result<()> {

@@ -1,8 +1,6 @@
 //! One streaming request to an OpenAI-compatible server, timed as vLLM's
-//! `async_request_openai_completions` / `..._chat_completions` time it: TTFT
-//! when the first chunk with choices arrives (even an empty one), one ITL
-//! per later chunk with choices, and the latency at the last such chunk
-//! (the trailing usage chunk carries no token and does not count).
+//! `async_request_openai_completions` / `..._chat_completions` time it
+//! (the rule is in `stream_timing`).
 
 use std::time::Instant;
 
@@ -11,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::metrics::RequestFuncOutput;
 use super::sse::{data_payload, StreamedResponseHandler};
+use super::stream_timing::StreamTiming;
 
 /// Which OpenAI API the endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +139,16 @@ async fn stream_response(
             truncate(&body, 500)
         ));
     }
+    let mut timing = StreamTiming::new(kind, st);
+    let read = read_chunks(response, &mut timing).await;
+    timing.finish(output, read)
+}
+
+/// Feeds every `data:` chunk to `timing` as it arrives; an error for a
+/// broken stream, a chunk that is not JSON, or an error chunk.
+async fn read_chunks(response: reqwest::Response, timing: &mut StreamTiming) -> Result<(), String> {
     let mut handler = StreamedResponseHandler::new();
     let mut stream = response.bytes_stream();
-    let mut first_chunk_received = false;
-    let mut most_recent = st;
-    let mut generated_text = String::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| format!("stream broken: {e}"))?;
         for message in handler.add_chunk(&chunk) {
@@ -162,45 +166,9 @@ async fn stream_response(
             if let Some(error) = data.get("error") {
                 return Err(format!("error chunk: {error}"));
             }
-            if let Some(choice) = data
-                .get("choices")
-                .and_then(Value::as_array)
-                .and_then(|c| c.first())
-            {
-                let text = match kind {
-                    EndpointKind::Completions => choice.get("text"),
-                    EndpointKind::ChatCompletions => {
-                        choice.get("delta").and_then(|d| d.get("content"))
-                    }
-                };
-                if !first_chunk_received {
-                    first_chunk_received = true;
-                    output.ttft = timestamp.duration_since(st).as_secs_f64();
-                } else {
-                    output
-                        .itl
-                        .push(timestamp.duration_since(most_recent).as_secs_f64());
-                }
-                most_recent = timestamp;
-                generated_text.push_str(text.and_then(Value::as_str).unwrap_or(""));
-            }
-            // Some servers put usage on the last token chunk: read it wherever it is.
-            if let Some(usage) = data.get("usage").filter(|u| !u.is_null()) {
-                if let Some(n) = usage.get("completion_tokens").and_then(Value::as_u64) {
-                    output.output_tokens = Some(n as usize);
-                }
-                if let Some(n) = usage.get("prompt_tokens").and_then(Value::as_u64) {
-                    output.prompt_len = n as usize;
-                }
-            }
+            timing.on_chunk(&data, timestamp);
         }
     }
-    output.generated_text = generated_text;
-    output.latency = most_recent.duration_since(st).as_secs_f64();
-    if !first_chunk_received {
-        return Err("Never received a valid chunk to calculate TTFT. This response will be marked as failed!".into());
-    }
-    output.success = true;
     Ok(())
 }
 

@@ -117,7 +117,8 @@ pub struct BenchmarkMetrics {
     pub e2el: MetricSummary,
     /// The most tokens that arrived within one second of the run.
     pub max_output_tokens_per_s: f64,
-    /// The most requests in flight at one instant.
+    /// The most requests active within one second of the run (vLLM's
+    /// per-second count, see `peak_figures`), not at one instant.
     pub max_concurrent_requests: usize,
 }
 
@@ -183,51 +184,61 @@ pub fn calculate_metrics(
     (metrics, actual_output_lens)
 }
 
-/// vLLM's peak figures over the successful requests: token chunks counted in
-/// one-second buckets from the first request's start, and the largest number
-/// of requests in flight by a sweep over half-open `[start, end)` intervals.
+/// vLLM's peak figures over the successful requests, both from one timeline
+/// of one-second buckets counted from the first request's start (`t0`), with
+/// `ceil(last end - t0) + 1` buckets:
+///
+/// - peak output tokens/s: each token chunk (at `start + ttft`, then each
+///   ITL after it) counts in bucket `floor(t - t0)`; the fullest bucket wins;
+/// - peak concurrent requests: each request counts once in every bucket from
+///   `floor(start - t0)` to `floor(end - t0)`, both included, where
+///   `end = start + latency`; the fullest bucket wins.
+///
+/// This is what `vllm bench serve` reports (`calculate_metrics` in
+/// `vllm/benchmarks/serve.py`), not the instantaneous peak: requests that
+/// only share a second (one ends at 0.2 s, the next starts at 0.8 s) count
+/// as concurrent. Matching vLLM keeps the figure comparable across the two
+/// tools; vLLM's issue #56653 tracks the overcount.
 fn peak_figures(outputs: &[RequestFuncOutput]) -> (f64, usize) {
     let ok: Vec<&RequestFuncOutput> = outputs.iter().filter(|o| o.success).collect();
     if ok.is_empty() {
         return (0.0, 0);
     }
-    let min_start = ok
+    let t0 = ok
         .iter()
         .map(|o| o.start_time)
         .fold(f64::INFINITY, f64::min);
-    let max_end = ok
+    let last_end = ok
         .iter()
         .map(|o| o.start_time + o.latency)
         .fold(f64::NEG_INFINITY, f64::max);
-    let num_buckets = (max_end - min_start).ceil().max(0.0) as usize + 1;
+    let num_buckets = (last_end - t0).ceil().max(0.0) as usize + 1;
+    // Python's int() of a non-negative float; None outside the timeline.
+    let bucket = |t: f64| {
+        let b = (t - t0).floor();
+        (b >= 0.0 && (b as usize) < num_buckets).then_some(b as usize)
+    };
     let mut tokens_per_second = vec![0usize; num_buckets];
+    let mut requests_per_second = vec![0usize; num_buckets];
     for o in &ok {
         let mut t = o.start_time + o.ttft;
-        let mut count = |t: f64| {
-            let bucket = (t - min_start).floor();
-            if bucket >= 0.0 && (bucket as usize) < num_buckets {
-                tokens_per_second[bucket as usize] += 1;
-            }
-        };
-        count(t);
-        for gap in &o.itl {
+        let token_times = std::iter::once(t).chain(o.itl.iter().map(|gap| {
             t += gap;
-            count(t);
+            t
+        }));
+        for b in token_times.filter_map(bucket) {
+            tokens_per_second[b] += 1;
+        }
+        if let (Some(first), Some(last)) = (bucket(o.start_time), bucket(o.start_time + o.latency))
+        {
+            for count in &mut requests_per_second[first..=last] {
+                *count += 1;
+            }
         }
     }
-    let mut events: Vec<(f64, i32)> = ok
-        .iter()
-        .flat_map(|o| [(o.start_time, 1), (o.start_time + o.latency, -1)])
-        .collect();
-    // At equal times a departure comes before an arrival.
-    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut current, mut peak) = (0i32, 0i32);
-    for (_, delta) in events {
-        current += delta;
-        peak = peak.max(current);
-    }
     let max_tokens = tokens_per_second.into_iter().max().unwrap_or(0);
-    (max_tokens as f64, peak.max(0) as usize)
+    let max_requests = requests_per_second.into_iter().max().unwrap_or(0);
+    (max_tokens as f64, max_requests)
 }
 
 #[cfg(test)]
@@ -337,7 +348,40 @@ mod tests {
         ];
         let (m, _) = calculate_metrics(&outputs, 3.0, &[99.0], &GoodputConfig::default());
         assert_eq!(m.max_output_tokens_per_s, 3.0);
-        // A and C overlap; B starts exactly when A ends (half-open): peak 2.
+        // Seconds: A in 0 and 1, B in 1 and 2, C in 0: two in each of 0 and 1.
         assert_eq!(m.max_concurrent_requests, 2);
+    }
+
+    /// One request `[start, end)` with a single token at its end.
+    fn interval(start: f64, end: f64) -> RequestFuncOutput {
+        ok(1, 1, end - start, vec![], start)
+    }
+
+    fn peak_requests(intervals: &[(f64, f64)]) -> usize {
+        let outputs: Vec<_> = intervals.iter().map(|&(s, e)| interval(s, e)).collect();
+        peak_figures(&outputs).1
+    }
+
+    #[test]
+    fn peak_concurrency_counts_requests_per_second_as_vllm() {
+        // Three requests one after another inside second 0: never two at
+        // once, but all three are active in second 0.
+        assert_eq!(peak_requests(&[(0.0, 0.2), (0.3, 0.5), (0.6, 0.9)]), 3);
+        // Touching at 1.0: the first ends in second 1 (floor(1.0) = 1).
+        assert_eq!(peak_requests(&[(0.0, 1.0), (1.0, 1.5)]), 2);
+        // A long request [0, 2.5) meets [1.2, 1.4) in second 1 and [2.1, 2.2)
+        // in second 2: two per second, never three.
+        assert_eq!(peak_requests(&[(0.0, 2.5), (1.2, 1.4), (2.1, 2.2)]), 2);
+        // Seconds count from the first start, not from zero: starts at 10.5
+        // and 11.4 share bucket 0 ([10.5, 11.5)); 11.6 is in bucket 1.
+        assert_eq!(
+            peak_requests(&[(10.5, 10.6), (11.4, 11.45), (11.6, 11.7)]),
+            2
+        );
+        // Failed requests take no part.
+        let mut failed = interval(0.0, 0.5);
+        failed.success = false;
+        assert_eq!(peak_figures(&[interval(0.0, 0.5), failed]).1, 1);
+        assert_eq!(peak_figures(&[]), (0.0, 0));
     }
 }

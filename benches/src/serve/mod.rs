@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod report;
 pub mod server_tokenizer;
 pub mod sse;
+pub mod stream_timing;
 pub mod tokenizer;
 
 pub use args::ServeArgs;

@@ -196,7 +196,7 @@ impl BenchmarkResult {
 }
 
 /// vLLM's result file name:
-/// `{label}-{request_rate}qps[-concurrency{n}]-{model basename}-{date}.json`,
+/// `{label}-{request_rate}qps[-concurrency{max_concurrency}]-{model basename}-{date}.json`,
 /// or `result_filename`, under `result_dir` when given.
 pub fn result_path(
     header: &ResultHeader,
