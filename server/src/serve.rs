@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use pagoda_engine::{EngineHandle, ModelInfo};
 use tokio::sync::watch;
 
@@ -63,7 +63,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .engine
         .engine_config(model.clone(), Some(model_name.clone()));
     tracing::info!("Loading model {} (served as {model_name})", model.display());
-    let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+    let engine = EngineHandle::start(config)?;
     let info = engine.model_info().clone();
     tracing::info!(
         "Model {} ({}) on {}: max_model_len {}, vocab {}, max_num_seqs {}, max_num_batched_tokens {}",
