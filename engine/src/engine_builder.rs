@@ -543,6 +543,29 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_missing_model_is_a_load_error_that_keeps_its_cause() {
+        let config = EngineConfig {
+            model: "/nonexistent/pagoda-model".into(),
+            device: Device::Cpu,
+            ..EngineConfig::default()
+        };
+        let Err(err) = build_engine(&config) else {
+            panic!("a missing model must not load");
+        };
+        assert!(matches!(err, EngineError::Load { .. }), "{err:?}");
+        assert!(err.source().is_some(), "the LoadError is the source");
+        let chain = error_chain(&err);
+        assert!(chain.starts_with("Failed to load the model: "), "{chain}");
+        assert!(chain.contains("/nonexistent/pagoda-model"), "{chain}");
+    }
+}
+
 #[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
