@@ -4,7 +4,7 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig};
-use crate::engine_error::EngineError;
+use crate::engine_error::{error_chain, EngineContext, EngineError};
 use crate::llm_engine::LlmEngine;
 use crate::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
 use crate::model_info::ModelInfo;
@@ -21,9 +21,9 @@ pub struct BuiltEngine {
 }
 
 pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
-    let load = |e: String| EngineError::Load(e);
     let started = Instant::now();
-    let source = open_model(&config.model, config.load_format).map_err(|e| load(e.to_string()))?;
+    let source =
+        open_model(&config.model, config.load_format).load_context("cannot open the model")?;
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
@@ -37,7 +37,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     }
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
-        return Err(load(format!(
+        return Err(EngineError::load(format!(
             "--block-size must be a power of two up to 256, got {block_size}"
         )));
     }
@@ -112,9 +112,9 @@ fn choose_device(device: Device, dims: &ModelDims) -> Result<ChosenDevice, Engin
                 warn_unvalidated_cuda();
                 Ok(d)
             }
-            Err(reason) => Err(EngineError::Device(format!(
-                "the CUDA engine path cannot start ({reason}); use --device cpu"
-            ))),
+            Err(reason) => {
+                Err(reason).device_context("the CUDA engine path cannot start (use --device cpu)")
+            }
         },
         Device::Auto => match open_cuda(dims) {
             Ok(d) => {
@@ -123,7 +123,7 @@ fn choose_device(device: Device, dims: &ModelDims) -> Result<ChosenDevice, Engin
                 Ok(d)
             }
             Err(reason) => {
-                tracing::info!("--device auto: using the CPU ({reason})");
+                tracing::info!("--device auto: using the CPU ({reason:#})");
                 Ok(ChosenDevice::Cpu)
             }
         },
@@ -141,15 +141,18 @@ fn warn_unvalidated_cuda() {
 
 /// Opens GPU 0, compiling attention for the model's head size only.
 #[cfg(feature = "cuda")]
-fn open_cuda(dims: &ModelDims) -> Result<ChosenDevice, String> {
+fn open_cuda(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
+    use anyhow::Context as _;
     pagoda_kernels::cuda::CudaKernels::with_head_dims(0, &[dims.head_dim])
         .map(|k| ChosenDevice::Cuda(Box::new(k)))
-        .map_err(|e| e.to_string())
+        .context("cannot open CUDA device 0")
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(_dims: &ModelDims) -> Result<ChosenDevice, String> {
-    Err("this build of Pagoda has no CUDA support: it was built without the `cuda` feature".into())
+fn open_cuda(_dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
+    anyhow::bail!(
+        "this build of Pagoda has no CUDA support: it was built without the `cuda` feature"
+    )
 }
 
 /// What every device's build shares.
@@ -170,7 +173,7 @@ enum KvBudget<B> {
 }
 
 /// Measures the KV cache's bytes on the loaded backend.
-type MeasureKv<B> = Box<dyn FnOnce(&B) -> Result<u64, String>>;
+type MeasureKv<B> = Box<dyn FnOnce(&B) -> anyhow::Result<u64>>;
 
 /// The CUDA runner: bf16 weights on GPU 0; the KV cache gets what is left
 /// of the memory budget once the weights and the workspace are loaded
@@ -191,14 +194,15 @@ fn build_cuda_runner(
     let max_seqs = capture_sizes.iter().copied().fold(max_num_seqs, usize::max);
     let attn = plan.dims.attention_dims(plan.block_size);
     let backend = CudaBackend::new(kernels, attn, max_seqs, plan.max_model_len)
-        .map_err(|e| EngineError::Load(format!("CUDA attention workspace: {e}")))?;
+        .load_context("cannot allocate the CUDA attention workspace")?;
     let utilization = plan.config.gpu_memory_utilization;
     let budget = match plan.config.kv_cache_memory {
         Some(bytes) => KvBudget::Bytes(bytes),
         None => KvBudget::AfterLoad(Box::new(move |b: &CudaBackend| {
-            b.kernels().synchronize().map_err(|e| e.to_string())?;
-            let (free, total) = b.kernels().mem_get_info().map_err(|e| e.to_string())?;
-            cuda_kv_cache_bytes(free as u64, total as u64, utilization)
+            use anyhow::Context as _;
+            b.kernels().synchronize().context("CUDA synchronize")?;
+            let (free, total) = b.kernels().mem_get_info().context("CUDA memory info")?;
+            cuda_kv_cache_bytes(free as u64, total as u64, utilization).map_err(anyhow::Error::msg)
         })),
     };
     build_runner(backend, plan, 8192, budget, &capture_sizes)
@@ -252,7 +256,7 @@ fn kv_blocks(
     let num_blocks = (kv_bytes as usize / per_block).max(1);
     let usable_tokens = (num_blocks - 1) * block_size;
     if usable_tokens < max_model_len {
-        return Err(EngineError::Load(format!(
+        return Err(EngineError::load(format!(
             "the KV cache ({kv_bytes} bytes = {usable_tokens} tokens) cannot hold one request of \
              max_model_len = {max_model_len} tokens; {hint}"
         )));
@@ -271,133 +275,213 @@ fn build_runner<B: Backend>(
     kv_budget: KvBudget<B>,
     capture_sizes: &[usize],
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
-    let load = |e: String| EngineError::Load(e);
     let config = plan.config;
-    let source = plan.source;
-    let mc = &source.config;
-    let dims = plan.dims;
-    let (max_model_len, block_size) = (plan.max_model_len, plan.block_size);
     let max_num_batched_tokens = config
         .max_num_batched_tokens
         .unwrap_or(default_batched_tokens);
-    let per_block = KvCache::<B>::bytes_per_block(&dims, block_size, backend.element_bytes());
-    let make_scheduler = |num_blocks: usize| {
-        Scheduler::new(SchedulerConfig {
-            block_size,
-            num_blocks,
-            max_num_seqs: config.max_num_seqs,
-            max_num_batched_tokens,
-            max_model_len,
-            long_prefill_token_threshold: config.long_prefill_token_threshold,
-            enable_prefix_caching: config.enable_prefix_caching,
-            policy: config.scheduling_policy,
-        })
-        .map_err(|e| load(e.to_string()))
+    let largest_capture = capture_sizes.iter().copied().max().unwrap_or(0);
+    let step = StepSizes {
+        max_num_batched_tokens,
+        max_seqs: config.max_num_seqs.max(largest_capture),
+        per_block: KvCache::<B>::bytes_per_block(
+            &plan.dims,
+            plan.block_size,
+            backend.element_bytes(),
+        ),
     };
-    // A fixed size is checked (and the scheduler built) before the weights load.
-    // Ok: blocks, tokens and scheduler known now; Err: measured after loading.
-    let stage = match kv_budget {
-        KvBudget::Bytes(kv_bytes) => {
-            let (num_blocks, usable_tokens) = kv_blocks(
-                kv_bytes,
-                per_block,
-                block_size,
-                max_model_len,
-                "raise --kv-cache-memory or lower --max-model-len",
-            )?;
-            let scheduler = make_scheduler(num_blocks)?;
-            Ok((num_blocks, usable_tokens, scheduler))
-        }
-        KvBudget::AfterLoad(f) => Err(f),
+    // A fixed size is checked (and the scheduler built) before the weights
+    // load, so a bad flag fails fast; a measured one needs them resident.
+    let kv_size = match kv_budget {
+        KvBudget::Bytes(kv_bytes) => Ok(size_kv_cache(
+            plan,
+            &step,
+            kv_bytes,
+            "raise --kv-cache-memory or lower --max-model-len",
+        )?),
+        KvBudget::AfterLoad(measure) => Err(measure),
     };
-    let progress = progress_bar(dims.num_layers + 3);
-    let weights = DecoderWeights::load(
+    let model = load_model(&backend, plan)?;
+    let max_logits_rows = step.max_seqs.min(max_num_batched_tokens).max(1);
+    let ws = Workspace::new(
         &backend,
-        mc,
+        &plan.dims,
+        max_num_batched_tokens,
+        max_logits_rows,
+    )
+    .load_context("cannot allocate the forward workspace")?;
+    let (mut runner, kv_size) = match kv_size {
+        Ok(kv_size) => {
+            let kv = KvCache::new(&backend, &plan.dims, kv_size.num_blocks, plan.block_size)
+                .load_context("cannot allocate the KV cache")?;
+            let runner =
+                ModelRunner::new(backend, model, ws, kv, step.max_seqs, plan.max_model_len)
+                    .load_context("cannot build the model runner")?;
+            (runner, kv_size)
+        }
+        Err(measure) => profile_and_size_kv_cache(backend, model, ws, plan, &step, measure)?,
+    };
+    if !capture_sizes.is_empty() {
+        capture_decode_graphs(&mut runner, capture_sizes, plan.max_model_len);
+    }
+    let info = model_info(plan, &kv_size, &step, runner.device_name());
+    Ok((Box::new(runner), kv_size.scheduler, info))
+}
+
+/// The step bounds a runner is built for.
+struct StepSizes {
+    max_num_batched_tokens: usize,
+    /// Sequences per step: `max_num_seqs`, or the largest captured decode
+    /// batch if larger (the metadata buffers must hold it).
+    max_seqs: usize,
+    /// Bytes of one KV-cache block on the backend.
+    per_block: usize,
+}
+
+/// The KV cache once its size is known, and the scheduler over its blocks.
+struct KvSize {
+    num_blocks: usize,
+    usable_tokens: usize,
+    scheduler: Scheduler,
+}
+
+/// Turns `kv_bytes` into blocks (checked to hold one full-length request)
+/// and builds the scheduler over them; `hint` names the flags to change.
+fn size_kv_cache(
+    plan: &Plan<'_>,
+    step: &StepSizes,
+    kv_bytes: u64,
+    hint: &str,
+) -> Result<KvSize, EngineError> {
+    let config = plan.config;
+    let (num_blocks, usable_tokens) = kv_blocks(
+        kv_bytes,
+        step.per_block,
+        plan.block_size,
+        plan.max_model_len,
+        hint,
+    )?;
+    let scheduler = Scheduler::new(SchedulerConfig {
+        block_size: plan.block_size,
+        num_blocks,
+        max_num_seqs: config.max_num_seqs,
+        max_num_batched_tokens: step.max_num_batched_tokens,
+        max_model_len: plan.max_model_len,
+        long_prefill_token_threshold: config.long_prefill_token_threshold,
+        enable_prefix_caching: config.enable_prefix_caching,
+        policy: config.scheduling_policy,
+    })
+    .load_context("invalid scheduler configuration")?;
+    Ok(KvSize {
+        num_blocks,
+        usable_tokens,
+        scheduler,
+    })
+}
+
+/// Loads the weights onto `backend`, with a progress bar per layer.
+fn load_model<B: Backend>(backend: &B, plan: &Plan<'_>) -> Result<DecoderModel<B>, EngineError> {
+    let source = plan.source;
+    let progress = progress_bar(plan.dims.num_layers + 3);
+    let weights = DecoderWeights::load(
+        backend,
+        &source.config,
         source.weights.as_ref(),
-        max_model_len,
+        plan.max_model_len,
         |done, total| {
             progress.set_length(total as u64);
             progress.set_position(done as u64);
         },
     )
-    .map_err(|e| load(format!("{e:#}")))?;
+    .load_context("cannot load the weights")?;
     progress.finish_and_clear();
-    let model = DecoderModel { dims, weights };
-    let largest_capture = capture_sizes.iter().copied().max().unwrap_or(0);
-    let max_seqs = config.max_num_seqs.max(largest_capture);
-    let max_logits_rows = max_seqs.min(max_num_batched_tokens).max(1);
-    let ws = Workspace::new(&backend, &dims, max_num_batched_tokens, max_logits_rows)
-        .map_err(|e| load(format!("{e:#}")))?;
-    let runner_err = |e: anyhow::Error| load(format!("{e:#}"));
-    let (mut runner, num_blocks, usable_tokens, scheduler) = match stage {
-        Ok((num_blocks, usable_tokens, scheduler)) => {
-            let kv = KvCache::new(&backend, &dims, num_blocks, block_size).map_err(runner_err)?;
-            let runner = ModelRunner::new(backend, model, ws, kv, max_seqs, max_model_len)
-                .map_err(runner_err)?;
-            (runner, num_blocks, usable_tokens, scheduler)
-        }
-        Err(measure) => {
-            // Profile with a one-block cache, measure, then allocate the real one.
-            let kv = KvCache::new(&backend, &dims, 1, block_size).map_err(runner_err)?;
-            let mut runner = ModelRunner::new(backend, model, ws, kv, max_seqs, max_model_len)
-                .map_err(runner_err)?;
-            runner
-                .profile_run(max_num_batched_tokens, config.max_num_seqs, max_model_len)
-                .map_err(|e| load(format!("the profiling forward pass failed: {e:#}")))?;
-            let kv_bytes = measure(runner.backend()).map_err(load)?;
-            let (num_blocks, usable_tokens) = kv_blocks(
-                kv_bytes,
-                per_block,
-                block_size,
-                max_model_len,
-                "raise --gpu-memory-utilization, set --kv-cache-memory or lower --max-model-len",
-            )?;
-            runner.replace_kv_cache(num_blocks).map_err(runner_err)?;
-            (
-                runner,
-                num_blocks,
-                usable_tokens,
-                make_scheduler(num_blocks)?,
-            )
-        }
-    };
-    if !capture_sizes.is_empty() {
-        let started = Instant::now();
-        match runner.capture_decode_graphs(capture_sizes, max_model_len) {
-            Ok(sizes) => tracing::info!(
-                "captured {} decode graphs (batch sizes {:?}..={:?}) in {:.1}s",
-                sizes.len(),
-                sizes.first(),
-                sizes.last(),
-                started.elapsed().as_secs_f64()
-            ),
-            Err(e) => tracing::warn!(
-                "CUDA graph capture failed ({e:#}); decode steps run eagerly (as with --enforce-eager)"
-            ),
-        }
+    Ok(DecoderModel {
+        dims: plan.dims,
+        weights,
+    })
+}
+
+/// vLLM's memory profiling: run the largest step over a one-block cache so
+/// the device reaches its high-water mark, measure what is left, then
+/// allocate the real cache in place of the probe.
+fn profile_and_size_kv_cache<B: Backend>(
+    backend: B,
+    model: DecoderModel<B>,
+    ws: Workspace<B>,
+    plan: &Plan<'_>,
+    step: &StepSizes,
+    measure: MeasureKv<B>,
+) -> Result<(ModelRunner<B>, KvSize), EngineError> {
+    let max_model_len = plan.max_model_len;
+    let kv = KvCache::new(&backend, &plan.dims, 1, plan.block_size)
+        .load_context("cannot allocate the profiling KV cache")?;
+    let mut runner = ModelRunner::new(backend, model, ws, kv, step.max_seqs, max_model_len)
+        .load_context("cannot build the model runner")?;
+    runner
+        .profile_run(
+            step.max_num_batched_tokens,
+            plan.config.max_num_seqs,
+            max_model_len,
+        )
+        .load_context("the profiling forward pass failed")?;
+    let kv_bytes = measure(runner.backend()).load_context("cannot size the KV cache")?;
+    let kv_size = size_kv_cache(
+        plan,
+        step,
+        kv_bytes,
+        "raise --gpu-memory-utilization, set --kv-cache-memory or lower --max-model-len",
+    )?;
+    runner
+        .replace_kv_cache(kv_size.num_blocks)
+        .load_context("cannot allocate the KV cache")?;
+    Ok((runner, kv_size))
+}
+
+/// Records the decode graphs. A failure is not fatal: decode steps then run
+/// eagerly, as with `--enforce-eager`, and the log says why.
+fn capture_decode_graphs<B: Backend>(
+    runner: &mut ModelRunner<B>,
+    capture_sizes: &[usize],
+    max_model_len: usize,
+) {
+    let started = Instant::now();
+    match runner.capture_decode_graphs(capture_sizes, max_model_len) {
+        Ok(sizes) => tracing::info!(
+            "captured {} decode graphs (batch sizes {:?}..={:?}) in {:.1}s",
+            sizes.len(),
+            sizes.first(),
+            sizes.last(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => tracing::warn!(
+            "CUDA graph capture failed ({e:#}); decode steps run eagerly (as with --enforce-eager)"
+        ),
     }
+}
+
+/// What the server reports about the loaded model (`/v1/models`, logs).
+fn model_info(plan: &Plan<'_>, kv: &KvSize, step: &StepSizes, device: String) -> ModelInfo {
+    let config = plan.config;
+    let mc = &plan.source.config;
     let name = config
         .served_model_name
         .clone()
-        .unwrap_or_else(|| source.name.clone());
-    let info = ModelInfo {
+        .unwrap_or_else(|| plan.source.name.clone());
+    ModelInfo {
         name,
         architecture: format!("{:?}", mc.architecture),
-        max_model_len,
+        max_model_len: plan.max_model_len,
         vocab_size: mc.vocab_size,
         eos_token_ids: mc.eos_token_ids.clone(),
         bos_token_id: mc.bos_token_id,
-        num_kv_blocks: num_blocks,
-        block_size,
-        kv_cache_tokens: usable_tokens,
-        max_concurrency: usable_tokens as f64 / max_model_len as f64,
-        device: runner.device_name(),
+        num_kv_blocks: kv.num_blocks,
+        block_size: plan.block_size,
+        kv_cache_tokens: kv.usable_tokens,
+        max_concurrency: kv.usable_tokens as f64 / plan.max_model_len as f64,
+        device,
         max_num_seqs: config.max_num_seqs,
-        max_num_batched_tokens,
+        max_num_batched_tokens: step.max_num_batched_tokens,
         scheduling_policy: config.scheduling_policy,
-    };
-    Ok((Box::new(runner), scheduler, info))
+    }
 }
 
 /// The tokenizer and its config, from the GGUF metadata or the HF folder.
@@ -408,7 +492,8 @@ fn open_tokenizer(source: &ModelSource) -> (Option<Tokenizer>, Option<TokenizerC
             Ok(t) => (Some(t), Some(TokenizerConfig::from_gguf(g))),
             Err(e) => {
                 tracing::warn!(
-                    "no usable tokenizer in the GGUF file ({e}); running on token ids only"
+                    "no usable tokenizer in the GGUF file ({}); running on token ids only",
+                    error_chain(&e)
                 );
                 (None, None)
             }
@@ -428,12 +513,16 @@ fn open_tokenizer(source: &ModelSource) -> (Option<Tokenizer>, Option<TokenizerC
     let tokenizer = match Tokenizer::from_file(&path) {
         Ok(t) => Some(t),
         Err(e) => {
-            tracing::warn!("{}: {e}; running on token ids only", path.display());
+            tracing::warn!(
+                "{}: {}; running on token ids only",
+                path.display(),
+                error_chain(&e)
+            );
             None
         }
     };
     let config = TokenizerConfig::from_dir(dir).unwrap_or_else(|e| {
-        tracing::warn!("{}: {e}", dir.display());
+        tracing::warn!("{}: {}", dir.display(), error_chain(&e));
         None
     });
     (tokenizer, config)
@@ -452,6 +541,29 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_missing_model_is_a_load_error_that_keeps_its_cause() {
+        let config = EngineConfig {
+            model: "/nonexistent/pagoda-model".into(),
+            device: Device::Cpu,
+            ..EngineConfig::default()
+        };
+        let Err(err) = build_engine(&config) else {
+            panic!("a missing model must not load");
+        };
+        assert!(matches!(err, EngineError::Load { .. }), "{err:?}");
+        assert!(err.source().is_some(), "the LoadError is the source");
+        let chain = error_chain(&err);
+        assert!(chain.starts_with("Failed to load the model: "), "{chain}");
+        assert!(chain.contains("/nonexistent/pagoda-model"), "{chain}");
+    }
 }
 
 #[cfg(all(test, feature = "cuda"))]

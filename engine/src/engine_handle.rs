@@ -10,7 +10,7 @@
 
 use crate::engine_builder::build_engine;
 use crate::engine_config::EngineConfig;
-use crate::engine_error::EngineError;
+use crate::engine_error::{error_chain, EngineContext, EngineError};
 use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
 use crate::llm_engine::{EngineStats, LlmEngine};
 use crate::model_info::ModelInfo;
@@ -134,7 +134,7 @@ impl EngineHandle {
         std::thread::Builder::new()
             .name("pagoda-engine".into())
             .spawn(move || engine_loop.run())
-            .map_err(|e| EngineError::Internal(format!("cannot start the engine thread: {e}")))?;
+            .internal_context("cannot start the engine thread")?;
         Ok(handle)
     }
 
@@ -176,7 +176,7 @@ impl EngineHandle {
         }])?;
         streams
             .pop()
-            .ok_or_else(|| EngineError::Internal("no stream for the request".into()))
+            .ok_or_else(|| EngineError::internal("no stream for the request"))
     }
 
     /// Adds requests that stand or fall together, without waiting for the
@@ -308,7 +308,10 @@ fn run_loop(engine: &mut LlmEngine, commands: &Receiver<Command>, shared: &Share
                     }
                 }
                 Err(e) => {
-                    tracing::error!("engine step failed: {e}; aborting all requests");
+                    tracing::error!(
+                        "engine step failed: {}; aborting all requests",
+                        error_chain(&e)
+                    );
                     for (id, tx) in senders.drain() {
                         engine.abort_request(id);
                         let _ = tx.send(Err(e.clone()));

@@ -2,7 +2,7 @@
 //! samples, updates the scheduler and detokenizes. `EngineHandle` runs it on
 //! a thread; tests and offline tools may drive it directly.
 
-use crate::engine_error::EngineError;
+use crate::engine_error::{EngineContext, EngineError};
 use crate::engine_request::{EngineRequest, RequestOptions, ValidRequest};
 use crate::kv_events::KvEventSink;
 use crate::model_info::ModelInfo;
@@ -168,7 +168,7 @@ impl LlmEngine {
         if self.parents.contains_key(&parent_id)
             || child_ids.clone().any(|c| self.seqs.contains_key(&c))
         {
-            return Err(EngineError::Internal(format!(
+            return Err(EngineError::internal(format!(
                 "request id {parent_id} is already in use"
             )));
         }
@@ -333,7 +333,7 @@ impl LlmEngine {
         } = self
             .runner
             .execute(sched, needs)
-            .map_err(|e| EngineError::Device(format!("{e:#}")))?;
+            .device_context("the model step failed")?;
         if let Some(logits) = prompt_logits {
             self.collect_prompt_logprobs(sched, &logits);
             self.runner.recycle(logits);

@@ -37,11 +37,11 @@ pub fn resolve_default_model() -> Result<PathBuf> {
 
 fn resolve_in(home: Result<PathBuf>, python: &str) -> Result<PathBuf> {
     let fetched = home.and_then(|home| ensure_default_model(&home, python));
-    fetched.map_err(|e| {
-        anyhow!(
-            "could not get the default model ({DEFAULT_MODEL_NAME}): {e:#}\n\
-             Pass a model explicitly: `--model PATH`, where PATH is a Hugging Face model \
-             folder (config.json, model.safetensors, tokenizer.json) or a .gguf file."
+    fetched.with_context(|| {
+        format!(
+            "could not get the default model ({DEFAULT_MODEL_NAME}); pass a model explicitly \
+             with `--model PATH`, where PATH is a Hugging Face model folder (config.json, \
+             model.safetensors, tokenizer.json) or a .gguf file"
         )
     })
 }

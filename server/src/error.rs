@@ -7,8 +7,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pagoda_engine::EngineError;
+use pagoda_engine::{error_chain, EngineError};
 use serde::Serialize;
+use std::error::Error;
 
 /// One client-facing error: HTTP status plus the OpenAI error object.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +135,14 @@ impl ApiError {
             .with_code("internal_error")
     }
 
+    /// 500 for a failed operation: `context`, then `err` and every cause
+    /// under it, so the client and the log both say what went wrong.
+    pub fn internal_error(context: &str, err: &(dyn Error + 'static)) -> Self {
+        let message = format!("{context}: {}", error_chain(err));
+        tracing::error!("{message}");
+        Self::internal(message)
+    }
+
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
         self
@@ -160,16 +169,22 @@ impl ApiError {
 }
 
 impl From<EngineError> for ApiError {
+    /// A server-side fault (`Load`, `Device`, `Internal`) keeps its whole
+    /// cause chain in the message, and is logged with it.
     fn from(e: EngineError) -> Self {
         let message = e.to_string();
-        match e {
-            EngineError::InvalidParams(p) => ApiError::invalid_param(p.param, p.message),
+        match &e {
+            EngineError::InvalidParams(p) => ApiError::invalid_param(p.param, p.message.clone()),
             EngineError::PromptTooLong { .. } => ApiError::context_length(message, "prompt"),
             EngineError::EmptyPrompt => ApiError::invalid_param("prompt", message),
             EngineError::TokenOutOfVocab { .. } => ApiError::invalid_param("prompt", message),
             EngineError::QueueFull => ApiError::unavailable(message, "queue_full"),
             EngineError::Shutdown => ApiError::unavailable(message, "shutting_down"),
-            EngineError::Load(_) | EngineError::Device(_) | EngineError::Internal(_) => {
+            EngineError::Load { .. }
+            | EngineError::Device { .. }
+            | EngineError::Internal { .. } => {
+                let message = error_chain(&e);
+                tracing::error!("engine error: {message}");
                 ApiError::internal(message)
             }
         }
@@ -204,7 +219,7 @@ impl std::fmt::Display for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagoda_engine::SamplingParamsError;
+    use pagoda_engine::{EngineContext, SamplingParamsError};
 
     fn body(e: &ApiError) -> serde_json::Value {
         serde_json::from_str(&e.body_json()).unwrap()
@@ -248,7 +263,7 @@ mod tests {
             ),
             (EngineError::QueueFull, 503),
             (EngineError::Shutdown, 503),
-            (EngineError::Internal("x".into()), 500),
+            (EngineError::internal("x"), 500),
         ];
         for (err, status) in cases {
             let api = ApiError::from(err);
@@ -267,5 +282,23 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn internal_error_message_keeps_the_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let err = Err::<(), _>(io)
+            .device_context("the model step failed")
+            .unwrap_err();
+        let api = ApiError::from(err);
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body(&api)["error"]["message"],
+            "Device error: the model step failed: disk on fire"
+        );
+        let io = std::io::Error::other("worker gone");
+        let api = ApiError::internal_error("tokenization failed", &io);
+        assert_eq!(api.message, "tokenization failed: worker gone");
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

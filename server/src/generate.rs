@@ -48,7 +48,7 @@ pub fn run(args: GenerateArgs, prompts: Vec<GenPrompt>) -> Result<()> {
     let (model, name) = resolve_model(args.engine.model.as_deref())?;
     let config = args.engine.engine_config(model.clone(), Some(name));
     tracing::info!("Loading model {}", model.display());
-    let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+    let engine = EngineHandle::start(config)?;
     log_kv_cache(engine.model_info());
     let result = generate(&engine, &args, &prompts);
     engine.shutdown();
@@ -135,7 +135,7 @@ fn generate(engine: &EngineHandle, args: &GenerateArgs, prompts: &[GenPrompt]) -
         .into_iter()
         .map(|ids| (ids, params.clone()))
         .collect();
-    let outputs = generate_all(engine, inputs).map_err(|e| anyhow!("{e}"))?;
+    let outputs = generate_all(engine, inputs).context("generation failed")?;
     let elapsed = start.elapsed().as_secs_f64();
 
     let stdout = std::io::stdout();

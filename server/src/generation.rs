@@ -94,8 +94,8 @@ fn prompt_stream(
             None => Some((
                 (
                     index,
-                    Err(EngineError::Internal(
-                        "the engine ended the request without a final output".into(),
+                    Err(EngineError::internal(
+                        "the engine ended the request without a final output",
                     )),
                 ),
                 None,

@@ -68,7 +68,11 @@ impl RequestTracker {
         self.finished = true;
         if self.state.log_requests {
             let _entered = self.span.enter();
-            tracing::info!("Refused request {}: {err}", self.label);
+            tracing::info!(
+                "Refused request {}: {}",
+                self.label,
+                pagoda_engine::error_chain(err)
+            );
         }
     }
 

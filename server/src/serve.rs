@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use pagoda_engine::engine_builder::build_engine;
 use pagoda_engine::kv_events::{KvEventBatch, KvEventSink};
 use pagoda_engine::{EngineConfig, EngineHandle, ModelInfo};
@@ -135,15 +135,14 @@ fn start_engine(
     kv_events: Option<&KvEventsConfig>,
 ) -> Result<(EngineHandle, Option<mpsc::Receiver<KvEventBatch>>)> {
     let Some(kv_events) = kv_events else {
-        let engine = EngineHandle::start(config).map_err(|e| anyhow!("{e}"))?;
+        let engine = EngineHandle::start(config)?;
         return Ok((engine, None));
     };
-    let built = build_engine(&config).map_err(|e| anyhow!("{e}"))?;
+    let built = build_engine(&config)?;
     let mut engine = built.engine;
     let (sink, batches) = KvEventSink::channel(kv_events.max_queue_size);
     engine.set_kv_event_sink(sink);
-    let engine =
-        EngineHandle::from_engine(engine, built.chat_template).map_err(|e| anyhow!("{e}"))?;
+    let engine = EngineHandle::from_engine(engine, built.chat_template)?;
     Ok((engine, Some(batches)))
 }
 

@@ -38,7 +38,8 @@ fn engine_for(model: PathBuf) -> EngineHandle {
         max_model_len: Some(512),
         ..EngineConfig::default()
     };
-    EngineHandle::start(config).unwrap_or_else(|e| panic!("engine failed to start: {e}"))
+    EngineHandle::start(config)
+        .unwrap_or_else(|e| panic!("engine failed to start: {}", pagoda_engine::error_chain(&e)))
 }
 
 /// Compares one run with the reference; returns a description of the first failure.

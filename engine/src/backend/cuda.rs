@@ -13,6 +13,8 @@ use super::{AttentionDims, Backend, ForwardBatch, InputLimits};
 use crate::outputs::TokenLogprobs;
 use crate::sampler::{Draw, Sampled, SamplingRow};
 use crate::weights::HostTensor;
+use anyhow::Context as _;
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
 use pagoda_kernels::cuda::{
@@ -53,8 +55,9 @@ pub struct CudaBackend {
     /// f32 logits for the sampler and for copies to the host, grown to the
     /// largest step seen.
     sampling_logits: Mutex<Option<CudaSlice<f32>>>,
-    /// The first failure of an op since the last fallible call.
-    error: Mutex<Option<String>>,
+    /// The first failure of an op since the last fallible call, with its
+    /// cause.
+    error: Mutex<Option<anyhow::Error>>,
 }
 
 impl CudaBackend {
@@ -89,8 +92,8 @@ impl CudaBackend {
         if let Err(e) = result {
             let mut slot = self.error.lock();
             if slot.is_none() {
-                tracing::error!("CUDA {op} failed: {e}");
-                *slot = Some(format!("CUDA {op}: {e}"));
+                tracing::error!("CUDA {op} failed: {}", crate::error_chain(&e));
+                *slot = Some(anyhow::Error::new(e).context(format!("CUDA {op}")));
             }
         }
     }
@@ -98,7 +101,7 @@ impl CudaBackend {
     /// Returns (and clears) the recorded error, if any.
     fn check(&self) -> anyhow::Result<()> {
         match self.error.lock().take() {
-            Some(e) => Err(anyhow::anyhow!(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -114,7 +117,7 @@ impl CudaBackend {
         } else {
             self.kernels.upload(data)
         };
-        r.map_err(|e| anyhow::anyhow!("CUDA upload: {e}"))
+        r.context("CUDA upload")
     }
 
     /// The f32 scratch buffer, grown (the old one freed first) to hold `len`.
@@ -128,11 +131,10 @@ impl CudaBackend {
             let buf = self
                 .kernels
                 .alloc_zeros::<f32>(len)
-                .map_err(|e| anyhow::anyhow!("CUDA alloc of {len} f32 logits: {e}"))?;
+                .with_context(|| format!("CUDA alloc of {len} f32 logits"))?;
             return Ok(slot.insert(buf));
         }
-        slot.as_mut()
-            .ok_or_else(|| anyhow::anyhow!("logits scratch missing"))
+        slot.as_mut().context("logits scratch missing")
     }
 
     /// A zeroed metadata buffer of `len` (at least one) elements.
@@ -142,7 +144,7 @@ impl CudaBackend {
     ) -> anyhow::Result<CudaSlice<T>> {
         self.kernels
             .alloc_zeros(len.max(1))
-            .map_err(|e| anyhow::anyhow!("CUDA alloc of step metadata: {e}"))
+            .context("CUDA alloc of step metadata")
     }
 }
 
@@ -166,7 +168,7 @@ fn copy_into<T: cudarc::driver::DeviceRepr>(
     kernels
         .stream()
         .memcpy_htod(data, &mut dst.slice_mut(..data.len()))
-        .map_err(|e| anyhow::anyhow!("CUDA copy of {name}: {e}"))
+        .with_context(|| format!("CUDA copy of {name}"))
 }
 
 fn attention_shape(dims: &AttentionDims) -> AttentionShape {
@@ -210,7 +212,7 @@ impl Backend for CudaBackend {
     fn alloc(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {
         self.kernels
             .alloc_zeros(len.max(1))
-            .map_err(|e| anyhow::anyhow!("CUDA alloc of {} MiB: {e}", (len * 2) >> 20))
+            .with_context(|| format!("CUDA alloc of {} MiB", (len * 2) >> 20))
     }
 
     fn rope(
@@ -220,7 +222,7 @@ impl Backend for CudaBackend {
         attention_scaling: f32,
     ) -> anyhow::Result<CudaRope> {
         let cache = RotaryCache::new(inv_freq, max_position, attention_scaling);
-        CudaRope::new(&self.kernels, &cache).map_err(|e| anyhow::anyhow!("CUDA rope: {e}"))
+        CudaRope::new(&self.kernels, &cache).context("CUDA rope")
     }
 
     fn alloc_inputs(&self, limits: InputLimits) -> anyhow::Result<CudaInputs> {
@@ -295,23 +297,19 @@ impl Backend for CudaBackend {
 
     fn begin_capture(&self) -> anyhow::Result<()> {
         self.check()?;
-        self.kernels
-            .begin_capture()
-            .map_err(|e| anyhow::anyhow!("CUDA graph capture: {e}"))
+        self.kernels.begin_capture().context("CUDA graph capture")
     }
 
     fn end_capture(&self) -> anyhow::Result<DeviceGraph> {
         let graph = self.kernels.end_capture();
         // A launch that failed while recording makes the graph unusable.
         self.check()?;
-        graph.map_err(|e| anyhow::anyhow!("CUDA graph capture: {e}"))
+        graph.context("CUDA graph capture")
     }
 
     fn replay(&self, graph: &DeviceGraph) -> anyhow::Result<()> {
         self.check()?;
-        graph
-            .replay()
-            .map_err(|e| anyhow::anyhow!("CUDA graph replay: {e}"))
+        graph.replay().context("CUDA graph replay")
     }
 
     fn embedding(
@@ -522,7 +520,7 @@ impl Backend for CudaBackend {
         let indices = self.upload(rows)?;
         self.kernels
             .gather_rows(x, &indices, out, rows.len(), dim)
-            .map_err(|e| anyhow::anyhow!("CUDA gather_rows: {e}"))
+            .context("CUDA gather_rows")
     }
 
     fn samples_on_device(&self) -> bool {
@@ -555,11 +553,7 @@ impl Backend for CudaBackend {
             n <= logits.len(),
             "sample: {n_rows} rows of {vocab} exceed the logits"
         );
-        let cuda = |e: CudaError| anyhow::anyhow!("CUDA sampling: {e}");
         let top_k = rows.iter().filter_map(|r| r.logprobs).max();
-        let edits = rows
-            .iter()
-            .any(|r| !r.bias.is_empty() || r.penalties.is_some());
         // [processed | raw], the raw half only when logprobs are asked for.
         let need = if top_k.is_some() { 2 * n } else { n };
         let mut scratch = self.sampling_logits.lock();
@@ -567,113 +561,23 @@ impl Backend for CudaBackend {
         let (mut proc_l, mut raw_l) = wide.split_at_mut(n);
         self.kernels
             .convert::<bf16, f32>(logits, &mut proc_l, n)
-            .map_err(cuda)?;
+            .context(SAMPLING)?;
         if top_k.is_some() {
             self.kernels
                 .convert::<bf16, f32>(logits, &mut raw_l, n)
-                .map_err(cuda)?;
+                .context(SAMPLING)?;
         }
-        if edits {
-            let mut bias = CsrRows::new();
-            let mut pen = CsrRows::new();
-            let (mut rep, mut freq, mut pres) = (Vec::new(), Vec::new(), Vec::new());
-            for r in rows {
-                bias.push_row(r.bias.iter().copied());
-                match &r.penalties {
-                    Some(p) => {
-                        pen.push_row(p.entries.iter().copied());
-                        rep.push(p.repetition);
-                        freq.push(p.frequency);
-                        pres.push(p.presence);
-                    }
-                    None => {
-                        pen.push_row(std::iter::empty());
-                        rep.push(1.0);
-                        freq.push(0.0);
-                        pres.push(0.0);
-                    }
-                }
-            }
-            let (o, i, v) = (
-                self.upload(&bias.offsets)?,
-                self.upload(&bias.ids)?,
-                self.upload(&bias.values)?,
-            );
-            self.kernels
-                .apply_logit_bias(&mut proc_l, n_rows, vocab, &o, &i, &v)
-                .map_err(cuda)?;
-            let (o, i, c) = (
-                self.upload(&pen.offsets)?,
-                self.upload(&pen.ids)?,
-                self.upload(&pen.values)?,
-            );
-            let (rp, fp, pp) = (self.upload(&rep)?, self.upload(&freq)?, self.upload(&pres)?);
-            self.kernels
-                .apply_penalties(&mut proc_l, n_rows, vocab, &o, &i, &c, &rp, &fp, &pp)
-                .map_err(cuda)?;
+        if rows
+            .iter()
+            .any(|r| !r.bias.is_empty() || r.penalties.is_some())
+        {
+            self.apply_row_edits(&mut proc_l, rows, vocab)?;
         }
-        let column = |f: fn(&SamplingRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
-        let temperature = self.upload(&column(|r| r.temperature))?;
-        let top_p = self.upload(&column(|r| r.top_p))?;
-        let min_p = self.upload(&column(|r| r.min_p))?;
-        let uniform = self.upload(&column(|r| match r.draw {
-            Draw::Uniform(u) => u,
-            // `can_sample` keeps race rows off the device.
-            Draw::Race(_) => 0.0,
-        }))?;
-        let top_k_rows = self.upload(&rows.iter().map(|r| r.top_k).collect::<Vec<i32>>())?;
-        let tensors = SamplingTensors {
-            temperature: &temperature,
-            top_k: &top_k_rows,
-            top_p: &top_p,
-            min_p: &min_p,
-            uniform: &uniform,
+        let (tokens, host_tokens) = self.sample_rows(&proc_l, rows, vocab)?;
+        let logprobs = match top_k {
+            Some(k) => self.row_logprobs(&raw_l, rows, vocab, k, &tokens, &host_tokens)?,
+            None => vec![None; n_rows],
         };
-        let mut tokens = self.kernels.alloc_zeros::<u32>(n_rows).map_err(cuda)?;
-        self.kernels
-            .sample_tokens(&proc_l, n_rows, vocab, &tensors, &mut tokens)
-            .map_err(cuda)?;
-        let host_tokens = self.kernels.download(&tokens).map_err(cuda)?;
-        let mut logprobs: Vec<Option<TokenLogprobs>> = vec![None; n_rows];
-        if let Some(k) = top_k {
-            let mut ids = self
-                .kernels
-                .alloc_zeros::<u32>((n_rows * k).max(1))
-                .map_err(cuda)?;
-            let mut lps = self
-                .kernels
-                .alloc_zeros::<f32>((n_rows * k).max(1))
-                .map_err(cuda)?;
-            self.kernels
-                .logprobs_topk(&raw_l, n_rows, vocab, k, &mut ids, &mut lps)
-                .map_err(cuda)?;
-            let mut lp = self.kernels.alloc_zeros::<f32>(n_rows).map_err(cuda)?;
-            let mut rank = self.kernels.alloc_zeros::<u32>(n_rows).map_err(cuda)?;
-            self.kernels
-                .token_logprobs(&raw_l, n_rows, vocab, &tokens, &mut lp, &mut rank)
-                .map_err(cuda)?;
-            let (ids, lps) = (
-                self.kernels.download(&ids).map_err(cuda)?,
-                self.kernels.download(&lps).map_err(cuda)?,
-            );
-            let (lp, rank) = (
-                self.kernels.download(&lp).map_err(cuda)?,
-                self.kernels.download(&rank).map_err(cuda)?,
-            );
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(want) = row.logprobs {
-                    let top = (0..want.min(k))
-                        .map(|j| (ids[r * k + j], lps[r * k + j]))
-                        .collect();
-                    logprobs[r] = Some(TokenLogprobs {
-                        token_id: host_tokens[r],
-                        logprob: lp[r],
-                        rank: rank[r] as usize,
-                        top,
-                    });
-                }
-            }
-        }
         self.check()?;
         out.extend(
             host_tokens
@@ -693,22 +597,163 @@ impl Backend for CudaBackend {
         if len == 0 {
             return Ok(());
         }
-        let cuda = |e: CudaError| anyhow::anyhow!("CUDA copy to host: {e}");
+        const COPY: &str = "CUDA copy to host";
         let mut scratch = self.sampling_logits.lock();
         let wide = self.f32_scratch(&mut scratch, len)?;
         self.kernels
             .convert::<bf16, f32>(x, wide, len)
-            .map_err(cuda)?;
+            .context(COPY)?;
         let start = out.len();
         out.resize(start + len, 0.0);
         self.kernels
             .stream()
             .memcpy_dtoh(&wide.slice(..len), &mut out[start..])
-            .map_err(|e| anyhow::anyhow!("CUDA copy to host: {e}"))?;
+            .context(COPY)?;
         // The copy is asynchronous: wait for it (and for the kernels before it,
         // whose errors surface here too).
-        self.kernels.synchronize().map_err(cuda)?;
+        self.kernels.synchronize().context(COPY)?;
         self.check()?;
         Ok(())
+    }
+}
+
+/// Where the logits are processed before the draw, if any.
+const SAMPLING: &str = "CUDA sampling";
+
+/// The steps of [`CudaBackend::sample`], apart so each reads as one stage
+/// of vLLM's sampler: processors, the draw, logprobs.
+impl CudaBackend {
+    /// Applies each row's logit bias, then its repetition, frequency and
+    /// presence penalties, to the processed logits in place. Rows without
+    /// them get empty CSR rows and neutral penalties, so one launch each
+    /// covers the batch.
+    fn apply_row_edits(
+        &self,
+        logits: &mut impl DevicePtrMut<f32>,
+        rows: &[SamplingRow],
+        vocab: usize,
+    ) -> anyhow::Result<()> {
+        let mut bias = CsrRows::new();
+        let mut pen = CsrRows::new();
+        let (mut rep, mut freq, mut pres) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rows {
+            bias.push_row(r.bias.iter().copied());
+            match &r.penalties {
+                Some(p) => {
+                    pen.push_row(p.entries.iter().copied());
+                    rep.push(p.repetition);
+                    freq.push(p.frequency);
+                    pres.push(p.presence);
+                }
+                None => {
+                    pen.push_row(std::iter::empty());
+                    rep.push(1.0);
+                    freq.push(0.0);
+                    pres.push(0.0);
+                }
+            }
+        }
+        let n_rows = rows.len();
+        let (o, i, v) = (
+            self.upload(&bias.offsets)?,
+            self.upload(&bias.ids)?,
+            self.upload(&bias.values)?,
+        );
+        self.kernels
+            .apply_logit_bias(logits, n_rows, vocab, &o, &i, &v)
+            .context(SAMPLING)?;
+        let (o, i, c) = (
+            self.upload(&pen.offsets)?,
+            self.upload(&pen.ids)?,
+            self.upload(&pen.values)?,
+        );
+        let (rp, fp, pp) = (self.upload(&rep)?, self.upload(&freq)?, self.upload(&pres)?);
+        self.kernels
+            .apply_penalties(logits, n_rows, vocab, &o, &i, &c, &rp, &fp, &pp)
+            .context(SAMPLING)
+    }
+
+    /// Draws one token per row with `sample_tokens` (temperature, top-k,
+    /// top-p, min-p, then the row's uniform). Returns the ids on the device,
+    /// which the logprob kernels read, and on the host.
+    fn sample_rows(
+        &self,
+        logits: &impl DevicePtr<f32>,
+        rows: &[SamplingRow],
+        vocab: usize,
+    ) -> anyhow::Result<(CudaSlice<u32>, Vec<u32>)> {
+        let column = |f: fn(&SamplingRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
+        let temperature = self.upload(&column(|r| r.temperature))?;
+        let top_p = self.upload(&column(|r| r.top_p))?;
+        let min_p = self.upload(&column(|r| r.min_p))?;
+        let uniform = self.upload(&column(|r| match r.draw {
+            Draw::Uniform(u) => u,
+            // `can_sample` keeps race rows off the device.
+            Draw::Race(_) => 0.0,
+        }))?;
+        let top_k_rows = self.upload(&rows.iter().map(|r| r.top_k).collect::<Vec<i32>>())?;
+        let tensors = SamplingTensors {
+            temperature: &temperature,
+            top_k: &top_k_rows,
+            top_p: &top_p,
+            min_p: &min_p,
+            uniform: &uniform,
+        };
+        let n_rows = rows.len();
+        let mut tokens = self.kernels.alloc_zeros::<u32>(n_rows).context(SAMPLING)?;
+        self.kernels
+            .sample_tokens(logits, n_rows, vocab, &tensors, &mut tokens)
+            .context(SAMPLING)?;
+        let host_tokens = self.kernels.download(&tokens).context(SAMPLING)?;
+        Ok((tokens, host_tokens))
+    }
+
+    /// The logprobs of the raw (unprocessed) logits, as vLLM returns them:
+    /// the top `k` of every row and the sampled token's own logprob and
+    /// rank, cut to what each row asked for (`None` where it asked none).
+    fn row_logprobs(
+        &self,
+        raw: &impl DevicePtr<f32>,
+        rows: &[SamplingRow],
+        vocab: usize,
+        k: usize,
+        tokens: &CudaSlice<u32>,
+        host_tokens: &[u32],
+    ) -> anyhow::Result<Vec<Option<TokenLogprobs>>> {
+        let n_rows = rows.len();
+        let alloc_u32 = |len: usize| self.kernels.alloc_zeros::<u32>(len).context(SAMPLING);
+        let alloc_f32 = |len: usize| self.kernels.alloc_zeros::<f32>(len).context(SAMPLING);
+        let (mut ids, mut lps) = (
+            alloc_u32((n_rows * k).max(1))?,
+            alloc_f32((n_rows * k).max(1))?,
+        );
+        self.kernels
+            .logprobs_topk(raw, n_rows, vocab, k, &mut ids, &mut lps)
+            .context(SAMPLING)?;
+        let (mut lp, mut rank) = (alloc_f32(n_rows)?, alloc_u32(n_rows)?);
+        self.kernels
+            .token_logprobs(raw, n_rows, vocab, tokens, &mut lp, &mut rank)
+            .context(SAMPLING)?;
+        let download_u32 = |b: &CudaSlice<u32>| self.kernels.download(b).context(SAMPLING);
+        let download_f32 = |b: &CudaSlice<f32>| self.kernels.download(b).context(SAMPLING);
+        let (ids, lps) = (download_u32(&ids)?, download_f32(&lps)?);
+        let (lp, rank) = (download_f32(&lp)?, download_u32(&rank)?);
+        let logprobs = rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let want = row.logprobs?;
+                let top = (0..want.min(k))
+                    .map(|j| (ids[r * k + j], lps[r * k + j]))
+                    .collect();
+                Some(TokenLogprobs {
+                    token_id: host_tokens[r],
+                    logprob: lp[r],
+                    rank: rank[r] as usize,
+                    top,
+                })
+            })
+            .collect();
+        Ok(logprobs)
     }
 }

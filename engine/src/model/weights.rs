@@ -70,112 +70,30 @@ impl<B: Backend> DecoderWeights<B> {
     ) -> anyhow::Result<Self> {
         let d = ModelDims::from_config(config);
         let total = 3 + d.num_layers;
-        let get = |name: &str, shape: &[usize]| -> anyhow::Result<HostTensor> {
-            Ok(source.get(name, shape)?)
+        let model = TensorLoader {
+            backend,
+            source,
+            prefix: "model".into(),
         };
-        let load = |t: HostTensor| backend.load_weight(t);
-        let embed_tokens = load(get("model.embed_tokens.weight", &[d.vocab_size, d.hidden])?)?;
+        let embed_tokens = model.upload("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
         progress(1, total);
         let mut layers = Vec::with_capacity(d.num_layers);
         for i in 0..d.num_layers {
-            let p = format!("model.layers.{i}");
-            let layer = (|| -> anyhow::Result<LayerWeights<B>> {
-                let q = get(
-                    &format!("{p}.self_attn.q_proj.weight"),
-                    &[d.q_dim(), d.hidden],
-                )?;
-                let k = get(
-                    &format!("{p}.self_attn.k_proj.weight"),
-                    &[d.kv_dim(), d.hidden],
-                )?;
-                let v = get(
-                    &format!("{p}.self_attn.v_proj.weight"),
-                    &[d.kv_dim(), d.hidden],
-                )?;
-                let qkv_bias = if d.qkv_bias {
-                    let qb = get(&format!("{p}.self_attn.q_proj.bias"), &[d.q_dim()])?;
-                    let kb = get(&format!("{p}.self_attn.k_proj.bias"), &[d.kv_dim()])?;
-                    let vb = get(&format!("{p}.self_attn.v_proj.bias"), &[d.kv_dim()])?;
-                    Some(load(concat_rows(vec![qb, kb, vb]))?)
-                } else {
-                    None
-                };
-                let (q_norm, k_norm) = if d.qk_norm {
-                    (
-                        Some(load(get(
-                            &format!("{p}.self_attn.q_norm.weight"),
-                            &[d.head_dim],
-                        )?)?),
-                        Some(load(get(
-                            &format!("{p}.self_attn.k_norm.weight"),
-                            &[d.head_dim],
-                        )?)?),
-                    )
-                } else {
-                    (None, None)
-                };
-                let optional =
-                    |name: String, shape: &[usize]| -> anyhow::Result<Option<HostTensor>> {
-                        if source.contains(&name) {
-                            Ok(Some(get(&name, shape)?))
-                        } else {
-                            Ok(None)
-                        }
-                    };
-                let o_bias = optional(format!("{p}.self_attn.o_proj.bias"), &[d.hidden])?;
-                let gate_bias = optional(format!("{p}.mlp.gate_proj.bias"), &[d.intermediate])?;
-                let up_bias = optional(format!("{p}.mlp.up_proj.bias"), &[d.intermediate])?;
-                let down_bias = optional(format!("{p}.mlp.down_proj.bias"), &[d.hidden])?;
-                let gate_up_bias = match (gate_bias, up_bias) {
-                    (Some(g), Some(u)) => Some(load(concat_rows(vec![g, u]))?),
-                    (None, None) => None,
-                    _ => anyhow::bail!(
-                        "{}: layer {i} has only one of the gate/up biases",
-                        source.describe()
-                    ),
-                };
-                let gate = get(
-                    &format!("{p}.mlp.gate_proj.weight"),
-                    &[d.intermediate, d.hidden],
-                )?;
-                let up = get(
-                    &format!("{p}.mlp.up_proj.weight"),
-                    &[d.intermediate, d.hidden],
-                )?;
-                Ok(LayerWeights {
-                    input_layernorm: load(get(
-                        &format!("{p}.input_layernorm.weight"),
-                        &[d.hidden],
-                    )?)?,
-                    qkv_proj: load(concat_rows(vec![q, k, v]))?,
-                    qkv_bias,
-                    q_norm,
-                    k_norm,
-                    o_proj: load(get(
-                        &format!("{p}.self_attn.o_proj.weight"),
-                        &[d.hidden, d.q_dim()],
-                    )?)?,
-                    o_bias: o_bias.map(load).transpose()?,
-                    post_attention_layernorm: load(get(
-                        &format!("{p}.post_attention_layernorm.weight"),
-                        &[d.hidden],
-                    )?)?,
-                    gate_up_proj: load(concat_rows(vec![gate, up]))?,
-                    down_proj: load(get(
-                        &format!("{p}.mlp.down_proj.weight"),
-                        &[d.hidden, d.intermediate],
-                    )?)?,
-                    gate_up_bias,
-                    down_bias: down_bias.map(load).transpose()?,
-                })
-            })()
-            .with_context(|| format!("loading layer {i}"))?;
-            layers.push(layer);
+            let layer = TensorLoader {
+                backend,
+                source,
+                prefix: format!("model.layers.{i}"),
+            };
+            let weights = layer
+                .load_layer(&d)
+                .with_context(|| format!("loading layer {i}"))?;
+            layers.push(weights);
             progress(2 + i, total);
         }
-        let norm = load(get("model.norm.weight", &[d.hidden])?)?;
+        let norm = model.upload("norm.weight", &[d.hidden])?;
         let lm_head = if source.contains("lm_head.weight") {
-            Some(load(get("lm_head.weight", &[d.vocab_size, d.hidden])?)?)
+            let head = source.get("lm_head.weight", &[d.vocab_size, d.hidden])?;
+            Some(backend.load_weight(head)?)
         } else if config.tie_word_embeddings {
             None
         } else {
@@ -195,5 +113,115 @@ impl<B: Backend> DecoderWeights<B> {
             lm_head,
             rope,
         })
+    }
+}
+
+/// Reads tensors by their HF names under one prefix (`model`,
+/// `model.layers.{i}`), checking shapes, and uploads them: the names of a
+/// layer are then written once, relative to it.
+struct TensorLoader<'a, B: Backend> {
+    backend: &'a B,
+    source: &'a dyn WeightSource,
+    prefix: String,
+}
+
+impl<B: Backend> TensorLoader<'_, B> {
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// The host tensor `prefix.suffix`, of exactly `shape`.
+    fn get(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<HostTensor> {
+        Ok(self.source.get(&self.name(suffix), shape)?)
+    }
+
+    /// Like [`Self::get`], `None` when the checkpoint lacks the tensor
+    /// (biases some Llama variants have and others do not).
+    fn get_optional(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<Option<HostTensor>> {
+        if self.source.contains(&self.name(suffix)) {
+            Ok(Some(self.get(suffix, shape)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The tensor `prefix.suffix` on the device.
+    fn upload(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<B::Tensor> {
+        self.backend.load_weight(self.get(suffix, shape)?)
+    }
+
+    /// Stacks `parts` (name, shape) row-wise into one device tensor, so one
+    /// GEMM (or bias add) serves what the checkpoint stores apart.
+    fn upload_fused(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Tensor> {
+        let host = parts
+            .iter()
+            .map(|(suffix, shape)| self.get(suffix, shape))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.backend.load_weight(concat_rows(host))
+    }
+
+    /// One decoder layer: q/k/v and gate/up fused, biases and q/k norms
+    /// where the architecture (or the checkpoint) has them.
+    fn load_layer(&self, d: &ModelDims) -> anyhow::Result<LayerWeights<B>> {
+        let (h, q, kv, inter) = (d.hidden, d.q_dim(), d.kv_dim(), d.intermediate);
+        let qkv_proj = self.upload_fused(&[
+            ("self_attn.q_proj.weight", &[q, h]),
+            ("self_attn.k_proj.weight", &[kv, h]),
+            ("self_attn.v_proj.weight", &[kv, h]),
+        ])?;
+        let qkv_bias = if d.qkv_bias {
+            Some(self.upload_fused(&[
+                ("self_attn.q_proj.bias", &[q]),
+                ("self_attn.k_proj.bias", &[kv]),
+                ("self_attn.v_proj.bias", &[kv]),
+            ])?)
+        } else {
+            None
+        };
+        let (q_norm, k_norm) = if d.qk_norm {
+            (
+                Some(self.upload("self_attn.q_norm.weight", &[d.head_dim])?),
+                Some(self.upload("self_attn.k_norm.weight", &[d.head_dim])?),
+            )
+        } else {
+            (None, None)
+        };
+        let upload_optional = |suffix: &str, shape: &[usize]| -> anyhow::Result<_> {
+            let host = self.get_optional(suffix, shape)?;
+            host.map(|t| self.backend.load_weight(t)).transpose()
+        };
+        Ok(LayerWeights {
+            input_layernorm: self.upload("input_layernorm.weight", &[h])?,
+            qkv_proj,
+            qkv_bias,
+            q_norm,
+            k_norm,
+            o_proj: self.upload("self_attn.o_proj.weight", &[h, q])?,
+            o_bias: upload_optional("self_attn.o_proj.bias", &[h])?,
+            post_attention_layernorm: self.upload("post_attention_layernorm.weight", &[h])?,
+            gate_up_proj: self.upload_fused(&[
+                ("mlp.gate_proj.weight", &[inter, h]),
+                ("mlp.up_proj.weight", &[inter, h]),
+            ])?,
+            down_proj: self.upload("mlp.down_proj.weight", &[h, inter])?,
+            gate_up_bias: self.gate_up_bias(inter)?,
+            down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
+        })
+    }
+
+    /// Llama's `mlp_bias`: both of gate/up or neither; one alone is a broken
+    /// checkpoint, not a model variant.
+    fn gate_up_bias(&self, intermediate: usize) -> anyhow::Result<Option<B::Tensor>> {
+        let gate = self.get_optional("mlp.gate_proj.bias", &[intermediate])?;
+        let up = self.get_optional("mlp.up_proj.bias", &[intermediate])?;
+        match (gate, up) {
+            (Some(g), Some(u)) => Ok(Some(self.backend.load_weight(concat_rows(vec![g, u]))?)),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "{}: {} has only one of the gate/up biases",
+                self.source.describe(),
+                self.prefix
+            ),
+        }
     }
 }

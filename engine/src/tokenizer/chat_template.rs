@@ -121,14 +121,10 @@ impl ChatTemplate {
     }
 }
 
+/// A template error reaches the client as text, so its whole chain (where
+/// minijinja says what failed) goes into the message.
 fn template_error(e: Error) -> TokenizerError {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        message.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    TokenizerError::Template(message)
+    TokenizerError::Template(crate::error_chain(&e))
 }
 
 /// A message must be an object. Its reasoning, under any of the names HF

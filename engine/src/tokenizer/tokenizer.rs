@@ -12,7 +12,7 @@ use tokenizers::processors::template::TemplateProcessing;
 /// template. Messages name the file or metadata key involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -9,14 +9,14 @@ pub enum LoadError {
     #[error("{}: not found ({what})", path.display())]
     NotFound { path: PathBuf, what: String },
 
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: invalid JSON", path.display())]
     Json {
         path: PathBuf,
         #[source]

@@ -4,6 +4,7 @@
 //! one (decodes) through the split-context decode kernel and, when a context
 //! spans several partitions, its reduce pass.
 
+use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use super::error::ensure;
@@ -235,7 +236,8 @@ impl CudaKernels {
         }
         let op = "paged_attention";
         let stream = self.stream();
-        let d = shape.head_dim;
+        // The guards keep the buffers' pending-work events until the
+        // launches below are queued.
         let (q_p, _g1) = q.device_ptr(stream);
         let (k_p, _g2) = k_cache.device_ptr(stream);
         let (v_p, _g3) = v_cache.device_ptr(stream);
@@ -243,111 +245,171 @@ impl CudaKernels {
         let (qsl_p, _g5) = meta.query_start_loc.device_ptr(stream);
         let (sl_p, _g6) = meta.seq_lens.device_ptr(stream);
         let (bt_p, _g7) = meta.block_tables.device_ptr(stream);
-        let q_stride = to_i32(op, shape.q_stride)?;
-        let out_stride = to_i32(op, shape.out_stride)?;
-        let mbps = to_i32(op, meta.max_blocks_per_seq)?;
-        let num_seqs = to_i32(op, meta.num_seqs)?;
-        let num_heads = to_i32(op, shape.num_heads)?;
-        let num_kv_heads = to_i32(op, shape.num_kv_heads)?;
-        let block_size = to_i32(op, shape.block_size)?;
-        let sl2 = scale_log2(shape.scale);
-
+        let args = KernelArgs {
+            out: o_p,
+            out_stride: to_i32(op, shape.out_stride)?,
+            q: q_p,
+            q_stride: to_i32(op, shape.q_stride)?,
+            k_cache: k_p,
+            v_cache: v_p,
+            block_tables: bt_p,
+            max_blocks_per_seq: to_i32(op, meta.max_blocks_per_seq)?,
+            query_start_loc: qsl_p,
+            seq_lens: sl_p,
+            num_seqs: to_i32(op, meta.num_seqs)?,
+            num_heads: to_i32(op, shape.num_heads)?,
+            num_kv_heads: to_i32(op, shape.num_kv_heads)?,
+            block_size: to_i32(op, shape.block_size)?,
+            scale_log2: scale_log2(shape.scale),
+        };
         if meta.num_decodes < meta.num_seqs {
-            let launch = prefill_shape(meta.num_tokens, meta.num_seqs, shape.num_heads, d);
-            let name = format!("paged_attention_prefill_{}_d{d}", T::SUFFIX);
-            let f = self.function(
-                &attention_unit(&ATTENTION_PREFILL, d),
-                &name,
-                launch.smem_bytes as usize,
-            )?;
-            let skip_decodes: i32 = (meta.num_decodes > 0) as i32;
-            let mut b = stream.launch_builder(&f);
-            b.arg(&o_p)
-                .arg(&out_stride)
-                .arg(&q_p)
-                .arg(&q_stride)
-                .arg(&k_p)
-                .arg(&v_p);
-            b.arg(&bt_p)
-                .arg(&mbps)
-                .arg(&qsl_p)
-                .arg(&sl_p)
-                .arg(&num_seqs);
-            b.arg(&num_heads)
-                .arg(&num_kv_heads)
-                .arg(&block_size)
-                .arg(&sl2)
-                .arg(&skip_decodes);
-            // SAFETY: argument list matches the kernel; lengths validated above.
-            unsafe { b.launch(launch.config()) }?;
+            self.launch_prefill::<T>(&args, meta, shape)?;
         }
         if meta.num_decodes > 0 {
-            let plan = plan_for(self, meta.num_seqs, shape, meta.max_seq_len);
-            let (need_out, need_stats) = workspace_need(&plan, meta.num_seqs, shape);
-            if plan.needs_reduce() {
-                ensure(
-                    ws.tmp_out.len() >= need_out
-                        && ws.tmp_max.len() >= need_stats
-                        && ws.tmp_sum.len() >= need_stats,
-                    op,
-                    || {
-                        format!(
-                            "workspace too small for {} sequences of up to {} tokens",
-                            meta.num_seqs, meta.max_seq_len
-                        )
-                    },
-                )?;
-            }
-            let unit = attention_unit(&ATTENTION_DECODE, d);
-            let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
-            let (tm_p, _g9) = ws.tmp_max.device_ptr_mut(stream);
-            let (ts_p, _g10) = ws.tmp_sum.device_ptr_mut(stream);
-            let hpc = to_i32(op, plan.heads_per_cta)?;
-            let part = to_i32(op, plan.partition_size)?;
-            let max_parts = to_i32(op, plan.max_partitions)?;
-            let name = format!("paged_attention_decode_{}_d{d}", T::SUFFIX);
-            let f = self.function(&unit, &name, plan.decode.smem_bytes as usize)?;
-            let mut b = stream.launch_builder(&f);
-            b.arg(&o_p)
-                .arg(&out_stride)
-                .arg(&to_p)
-                .arg(&tm_p)
-                .arg(&ts_p)
-                .arg(&q_p)
-                .arg(&q_stride);
-            b.arg(&k_p)
-                .arg(&v_p)
-                .arg(&bt_p)
-                .arg(&mbps)
-                .arg(&qsl_p)
-                .arg(&sl_p);
-            b.arg(&num_heads)
-                .arg(&num_kv_heads)
-                .arg(&block_size)
-                .arg(&sl2)
-                .arg(&hpc)
-                .arg(&part)
-                .arg(&max_parts);
-            // SAFETY: argument list matches the kernel; workspace checked above.
-            unsafe { b.launch(plan.decode.config()) }?;
-            if plan.needs_reduce() {
-                let name = format!("paged_attention_reduce_{}_d{d}", T::SUFFIX);
-                let f = self.function(&unit, &name, plan.reduce.smem_bytes as usize)?;
-                let mut b = stream.launch_builder(&f);
-                b.arg(&o_p)
-                    .arg(&out_stride)
-                    .arg(&to_p)
-                    .arg(&tm_p)
-                    .arg(&ts_p)
-                    .arg(&qsl_p)
-                    .arg(&sl_p);
-                b.arg(&num_heads).arg(&part).arg(&max_parts);
-                // SAFETY: as above.
-                unsafe { b.launch(plan.reduce.config()) }?;
-            }
+            self.launch_decode::<T>(&args, meta, shape, ws)?;
         }
         Ok(())
     }
+
+    /// The tensor-core prefill kernel over every sequence with several new
+    /// tokens; it skips the decodes when the batch has any (they take the
+    /// split-context kernel, which is faster for one query row).
+    fn launch_prefill<T: Half16>(
+        &self,
+        a: &KernelArgs,
+        meta: &AttentionMetadata<'_>,
+        shape: &AttentionShape,
+    ) -> Result<(), CudaError> {
+        let d = shape.head_dim;
+        let launch = prefill_shape(meta.num_tokens, meta.num_seqs, shape.num_heads, d);
+        let name = format!("paged_attention_prefill_{}_d{d}", T::SUFFIX);
+        let f = self.function(
+            &attention_unit(&ATTENTION_PREFILL, d),
+            &name,
+            launch.smem_bytes as usize,
+        )?;
+        let skip_decodes: i32 = (meta.num_decodes > 0) as i32;
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(&a.out)
+            .arg(&a.out_stride)
+            .arg(&a.q)
+            .arg(&a.q_stride)
+            .arg(&a.k_cache)
+            .arg(&a.v_cache);
+        b.arg(&a.block_tables)
+            .arg(&a.max_blocks_per_seq)
+            .arg(&a.query_start_loc)
+            .arg(&a.seq_lens)
+            .arg(&a.num_seqs);
+        b.arg(&a.num_heads)
+            .arg(&a.num_kv_heads)
+            .arg(&a.block_size)
+            .arg(&a.scale_log2)
+            .arg(&skip_decodes);
+        // SAFETY: argument list matches the kernel; lengths validated above.
+        unsafe { b.launch(launch.config()) }?;
+        Ok(())
+    }
+
+    /// The split-context decode kernel over the sequences with one new
+    /// token. Long contexts are cut into partitions whose partial results go
+    /// to the workspace, then the reduce pass merges them (vLLM's
+    /// paged_attention_v2).
+    fn launch_decode<T: Half16>(
+        &self,
+        a: &KernelArgs,
+        meta: &AttentionMetadata<'_>,
+        shape: &AttentionShape,
+        ws: &mut AttentionWorkspace,
+    ) -> Result<(), CudaError> {
+        let op = "paged_attention";
+        let d = shape.head_dim;
+        let stream = self.stream();
+        let plan = plan_for(self, meta.num_seqs, shape, meta.max_seq_len);
+        let (need_out, need_stats) = workspace_need(&plan, meta.num_seqs, shape);
+        if plan.needs_reduce() {
+            ensure(
+                ws.tmp_out.len() >= need_out
+                    && ws.tmp_max.len() >= need_stats
+                    && ws.tmp_sum.len() >= need_stats,
+                op,
+                || {
+                    format!(
+                        "workspace too small for {} sequences of up to {} tokens",
+                        meta.num_seqs, meta.max_seq_len
+                    )
+                },
+            )?;
+        }
+        let unit = attention_unit(&ATTENTION_DECODE, d);
+        let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
+        let (tm_p, _g9) = ws.tmp_max.device_ptr_mut(stream);
+        let (ts_p, _g10) = ws.tmp_sum.device_ptr_mut(stream);
+        let hpc = to_i32(op, plan.heads_per_cta)?;
+        let part = to_i32(op, plan.partition_size)?;
+        let max_parts = to_i32(op, plan.max_partitions)?;
+        let name = format!("paged_attention_decode_{}_d{d}", T::SUFFIX);
+        let f = self.function(&unit, &name, plan.decode.smem_bytes as usize)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&a.out)
+            .arg(&a.out_stride)
+            .arg(&to_p)
+            .arg(&tm_p)
+            .arg(&ts_p)
+            .arg(&a.q)
+            .arg(&a.q_stride);
+        b.arg(&a.k_cache)
+            .arg(&a.v_cache)
+            .arg(&a.block_tables)
+            .arg(&a.max_blocks_per_seq)
+            .arg(&a.query_start_loc)
+            .arg(&a.seq_lens);
+        b.arg(&a.num_heads)
+            .arg(&a.num_kv_heads)
+            .arg(&a.block_size)
+            .arg(&a.scale_log2)
+            .arg(&hpc)
+            .arg(&part)
+            .arg(&max_parts);
+        // SAFETY: argument list matches the kernel; workspace checked above.
+        unsafe { b.launch(plan.decode.config()) }?;
+        if plan.needs_reduce() {
+            let name = format!("paged_attention_reduce_{}_d{d}", T::SUFFIX);
+            let f = self.function(&unit, &name, plan.reduce.smem_bytes as usize)?;
+            let mut b = stream.launch_builder(&f);
+            b.arg(&a.out)
+                .arg(&a.out_stride)
+                .arg(&to_p)
+                .arg(&tm_p)
+                .arg(&ts_p)
+                .arg(&a.query_start_loc)
+                .arg(&a.seq_lens);
+            b.arg(&a.num_heads).arg(&part).arg(&max_parts);
+            // SAFETY: as above.
+            unsafe { b.launch(plan.reduce.config()) }?;
+        }
+        Ok(())
+    }
+}
+
+/// The device pointers and scalars the prefill and decode kernels share,
+/// converted (and range-checked) once per call.
+struct KernelArgs {
+    out: CUdeviceptr,
+    out_stride: i32,
+    q: CUdeviceptr,
+    q_stride: i32,
+    k_cache: CUdeviceptr,
+    v_cache: CUdeviceptr,
+    block_tables: CUdeviceptr,
+    max_blocks_per_seq: i32,
+    query_start_loc: CUdeviceptr,
+    seq_lens: CUdeviceptr,
+    num_seqs: i32,
+    num_heads: i32,
+    num_kv_heads: i32,
+    block_size: i32,
+    scale_log2: f32,
 }
 
 #[cfg(test)]

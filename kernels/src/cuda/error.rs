@@ -22,7 +22,8 @@ pub enum CudaError {
     DriverTooOld { found: i32, needed: i32 },
     #[error("GPU compute capability {major}.{minor} is not supported: Pagoda's CUDA kernels need 8.0 (Ampere) or newer")]
     UnsupportedArch { major: i32, minor: i32 },
-    #[error("CUDA driver error: {0}")]
+    /// The driver's own error is the source (the chain says what failed).
+    #[error("CUDA driver error")]
     Driver(#[from] DriverError),
     #[error("NVRTC failed on {unit}: {message}")]
     Compile { unit: String, message: String },

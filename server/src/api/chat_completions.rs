@@ -102,7 +102,7 @@ async fn chat_completion(
     let prompt =
         tokio::task::spawn_blocking(move || prepare_chat_prompt(&st, &messages, chat_opts))
             .await
-            .map_err(|e| ApiError::internal(format!("chat template failed: {e}")))??;
+            .map_err(|e| ApiError::internal_error("chat template failed", &e))??;
     check_prompt_fits(
         prompt.len(),
         params.max_tokens,

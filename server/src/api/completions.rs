@@ -122,7 +122,7 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
             .collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
+    .map_err(|e| ApiError::internal_error("tokenization failed", &e))??;
     for p in &prepared {
         check_prompt_fits(
             p.token_ids.len(),

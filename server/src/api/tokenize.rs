@@ -32,7 +32,7 @@ pub async fn tokenize(
             )),
         })
         .await
-        .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
+        .map_err(|e| ApiError::internal_error("tokenization failed", &e))??;
         let token_strs = req
             .return_token_strs
             .unwrap_or(false)
