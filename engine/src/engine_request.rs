@@ -80,19 +80,31 @@ fn validate(info: &ModelInfo, r: &EngineRequest) -> Result<(), EngineError> {
     params
         .validate(info.vocab_size)
         .map_err(EngineError::InvalidParams)?;
+    validate_prompt(prompt, info.vocab_size, info.max_model_len)
+}
+
+/// The prompt's rules: not empty, ids in the vocabulary, room for at least
+/// one generated token. Public so that a caller checking a prompt early
+/// (the server, before it counts `max_tokens` in) meets the same rules and
+/// messages rather than copies of them.
+pub fn validate_prompt(
+    prompt: &[u32],
+    vocab_size: usize,
+    max_model_len: usize,
+) -> Result<(), EngineError> {
     if prompt.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= info.vocab_size) {
+    if let Some(&token_id) = prompt.iter().find(|&&t| t as usize >= vocab_size) {
         return Err(EngineError::TokenOutOfVocab {
-            token_id: bad,
-            vocab_size: info.vocab_size,
+            token_id,
+            vocab_size,
         });
     }
-    if prompt.len() >= info.max_model_len {
+    if prompt.len() >= max_model_len {
         return Err(EngineError::PromptTooLong {
             prompt_len: prompt.len(),
-            max_model_len: info.max_model_len,
+            max_model_len,
         });
     }
     Ok(())

@@ -30,7 +30,7 @@ pub use engine_error::{error_chain, EngineContext, EngineError, ErrorCause};
 pub use engine_handle::{
     generate_all, EngineHandle, EngineLoop, FinalOutput, FinalSample, RequestStream,
 };
-pub use engine_request::{EngineRequest, RequestOptions, ValidRequest};
+pub use engine_request::{validate_prompt, EngineRequest, RequestOptions, ValidRequest};
 pub use llm_engine::{EngineStats, LlmEngine};
 pub use model_info::ModelInfo;
 pub use outputs::{

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::sampling::SamplingRequest;
 use crate::state::SharedState;
 
 /// How much of an oversized body is read and dropped before answering 413.
@@ -32,6 +33,39 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
         let bytes = read_body(req, state.max_body_bytes).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A request body that carries the sampling fields shared by completions
+/// and chat, in a `#[serde(skip)]` field that [`SampledJson`] fills.
+pub trait WithSampling: DeserializeOwned {
+    fn sampling_mut(&mut self) -> &mut SamplingRequest;
+}
+
+/// A request body parsed as `T` and, in a second pass over the same bytes,
+/// as its [`SamplingRequest`]; each pass ignores the other's fields.
+///
+/// Not `#[serde(flatten)]`: flatten buffers the object and deserializes the
+/// inner struct after the outer map has ended, so a wrong type there loses
+/// its path (serde-rs/serde#1183, dtolnay/path-to-error#9) and the 400
+/// could no longer name the field. The second pass skips the endpoint's
+/// fields (`prompt`, `messages`) without building them, and bodies are
+/// capped by `--max-body-bytes`.
+pub struct SampledJson<T>(pub T);
+
+impl<T: WithSampling> FromRequest<SharedState> for SampledJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state.max_body_bytes).await?;
+        parse_sampled_json(&bytes).map(SampledJson)
+    }
+}
+
+/// Parses `bytes` as `T` with its sampling fields; errors as [`parse_json`].
+pub fn parse_sampled_json<T: WithSampling>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut request: T = parse_json(bytes)?;
+    *request.sampling_mut() = parse_json(bytes)?;
+    Ok(request)
 }
 
 /// The whole body if it is at most `limit` bytes, else 413.
@@ -147,6 +181,35 @@ mod tests {
         assert!(e.message.contains("invalid type"), "{}", e.message);
         let e = parse_json::<Req>(br#"{"stop": ["a", 3]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("stop[1]"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Sampled {
+        max_tokens: Option<u32>,
+        #[serde(skip)]
+        sampling: SamplingRequest,
+    }
+
+    impl WithSampling for Sampled {
+        fn sampling_mut(&mut self) -> &mut SamplingRequest {
+            &mut self.sampling
+        }
+    }
+
+    #[test]
+    fn sampling_fields_are_parsed_with_their_names() {
+        let r: Sampled = parse_sampled_json(br#"{"max_tokens": 3, "n": 2, "x": 1}"#).unwrap();
+        assert_eq!((r.max_tokens, r.sampling.n), (Some(3), Some(2)));
+        let e = parse_sampled_json::<Sampled>(br#"{"n": 1.5}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.param.as_deref(), Some("n"));
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+        let e = parse_sampled_json::<Sampled>(br#"{"stop": 3}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        assert!(e.message.contains("stop must be"), "{}", e.message);
+        // The endpoint's fields are read (and refused) first.
+        let e = parse_sampled_json::<Sampled>(br#"{"max_tokens": "a", "n": "b"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod prompt;
 pub mod protocol;
 pub mod request_id;
 pub mod request_tracker;
+pub mod respond;
 pub mod router;
 pub mod sampling;
 pub mod serve;

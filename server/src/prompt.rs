@@ -5,6 +5,7 @@
 //! tokenize), so they take the state by reference and return owned data.
 
 use pagoda_engine::tokenizer::{continue_final_message, Tokenizer};
+use pagoda_engine::{validate_prompt, EngineError};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -170,71 +171,78 @@ fn message_value(m: &ChatMessage) -> Value {
     v
 }
 
-/// Every id must be inside the vocabulary.
+/// Every id must be inside the vocabulary (the engine's rule and message,
+/// under the request's own field name).
 pub fn check_token_ids(ids: &[u32], vocab_size: usize, param: &str) -> Result<(), ApiError> {
     match ids.iter().find(|&&id| id as usize >= vocab_size) {
-        Some(id) => Err(ApiError::invalid_param(
-            param,
-            format!("Token id {id} is out of vocabulary (size {vocab_size})."),
-        )),
+        Some(&token_id) => Err(ApiError::from(EngineError::TokenOutOfVocab {
+            token_id,
+            vocab_size,
+        })
+        .with_param(param)),
         None => Ok(()),
     }
 }
 
-/// The prompt must leave room for the completion in `max_model_len`.
+/// The request fields a prompt check names in its errors: chat sends
+/// `messages`, not `prompt`, and may cap with `max_completion_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptFields {
+    pub prompt: &'static str,
+    pub max_tokens: &'static str,
+}
+
+/// The prompt must be one the engine takes (its rules and messages:
+/// [`validate_prompt`]) and leave room for `max_tokens` in `max_model_len`.
+/// The second rule is the server's, as in vLLM's serving layer: the engine
+/// lets a request without `max_tokens` run to the context limit, and only
+/// the server knows which field the client capped the completion with.
 pub fn check_prompt_fits(
-    prompt_len: usize,
+    prompt: &[u32],
     max_tokens: Option<usize>,
+    vocab_size: usize,
     max_model_len: usize,
-    prompt_param: &str,
-    max_tokens_param: &str,
+    fields: PromptFields,
 ) -> Result<(), ApiError> {
-    if prompt_len == 0 {
-        return Err(ApiError::invalid_param(
-            prompt_param,
-            "The prompt is empty.",
-        ));
-    }
-    if prompt_len >= max_model_len {
-        return Err(ApiError::context_length(
-            format!(
-                "This model's maximum context length is {max_model_len} tokens. However, your \
-                 prompt has {prompt_len} tokens, which leaves no room for a completion. Please \
-                 reduce the length of the prompt."
-            ),
-            prompt_param,
-        ));
-    }
-    if let Some(max_tokens) = max_tokens {
-        if prompt_len + max_tokens > max_model_len {
-            return Err(ApiError::context_length(
+    validate_prompt(prompt, vocab_size, max_model_len)
+        .map_err(|e| ApiError::from(e).with_param(fields.prompt))?;
+    let prompt_len = prompt.len();
+    match max_tokens {
+        Some(max_tokens) if prompt_len + max_tokens > max_model_len => {
+            Err(ApiError::context_length(
                 format!(
                     "This model's maximum context length is {max_model_len} tokens. However, you \
                      requested {} tokens ({prompt_len} in the prompt, {max_tokens} for the \
-                     completion). Please reduce the length of the prompt or {max_tokens_param}.",
-                    prompt_len + max_tokens
+                     completion). Please reduce the length of the prompt or {}.",
+                    prompt_len + max_tokens,
+                    fields.max_tokens
                 ),
-                max_tokens_param,
-            ));
+                fields.max_tokens,
+            ))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const FIELDS: PromptFields = PromptFields {
+        prompt: "prompt",
+        max_tokens: "max_tokens",
+    };
+
     #[test]
     fn prompt_that_fits_passes() {
-        assert!(check_prompt_fits(10, Some(5), 16, "prompt", "max_tokens").is_ok());
-        assert!(check_prompt_fits(10, Some(6), 16, "prompt", "max_tokens").is_ok());
-        assert!(check_prompt_fits(15, None, 16, "prompt", "max_tokens").is_ok());
+        assert!(check_prompt_fits(&[1; 10], Some(5), 100, 16, FIELDS).is_ok());
+        assert!(check_prompt_fits(&[1; 10], Some(6), 100, 16, FIELDS).is_ok());
+        assert!(check_prompt_fits(&[1; 15], None, 100, 16, FIELDS).is_ok());
     }
 
     #[test]
     fn too_long_prompt_names_both_lengths() {
-        let e = check_prompt_fits(20, None, 16, "prompt", "max_tokens").unwrap_err();
+        let e = check_prompt_fits(&[1; 20], None, 100, 16, FIELDS).unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
         assert!(
             e.message.contains("16") && e.message.contains("20"),
@@ -243,13 +251,23 @@ mod tests {
         );
         assert_eq!(e.code, Some("context_length_exceeded"));
         assert_eq!(e.param.as_deref(), Some("prompt"));
-        let e = check_prompt_fits(16, None, 16, "messages", "max_tokens").unwrap_err();
+        let chat = PromptFields {
+            prompt: "messages",
+            ..FIELDS
+        };
+        let e = check_prompt_fits(&[1; 16], None, 100, 16, chat).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages"));
+        // The engine's rule and message, not a copy.
+        let engine = EngineError::PromptTooLong {
+            prompt_len: 16,
+            max_model_len: 16,
+        };
+        assert_eq!(e.message, engine.to_string());
     }
 
     #[test]
     fn prompt_plus_max_tokens_over_the_context_is_refused() {
-        let e = check_prompt_fits(10, Some(7), 16, "prompt", "max_tokens").unwrap_err();
+        let e = check_prompt_fits(&[1; 10], Some(7), 100, 16, FIELDS).unwrap_err();
         assert!(
             e.message
                 .contains("17 tokens (10 in the prompt, 7 for the completion)"),
@@ -261,16 +279,16 @@ mod tests {
 
     #[test]
     fn empty_prompt_and_foreign_ids_are_refused() {
-        assert_eq!(
-            check_prompt_fits(0, Some(1), 16, "prompt", "max_tokens")
-                .unwrap_err()
-                .status
-                .as_u16(),
-            400
-        );
-        assert!(check_token_ids(&[0, 99], 100, "prompt").is_ok());
-        let e = check_token_ids(&[0, 100], 100, "prompt").unwrap_err();
+        let e = check_prompt_fits(&[], Some(1), 100, 16, FIELDS).unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.message, EngineError::EmptyPrompt.to_string());
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        let e = check_prompt_fits(&[1, 100], None, 100, 16, FIELDS).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        assert!(check_token_ids(&[0, 99], 100, "tokens").is_ok());
+        let e = check_token_ids(&[0, 100], 100, "tokens").unwrap_err();
         assert!(e.message.contains("100"));
+        assert_eq!(e.param.as_deref(), Some("tokens"));
     }
 
     #[test]

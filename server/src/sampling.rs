@@ -1,27 +1,41 @@
-//! From the sampling fields of an OpenAI request to the engine's
-//! `SamplingParams`, refusing bad values with a 400 that names the field.
+//! The sampling fields an OpenAI request shares between completions and
+//! chat, and their conversion to the engine's `SamplingParams`, refusing
+//! bad values with a 400 that names the field.
 
 use std::collections::HashMap;
 
 use pagoda_engine::SamplingParams;
+use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::protocol::common::deserialize_stop;
 
-/// The sampling fields common to completions and chat requests.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The sampling fields common to completions and chat requests, read from
+/// the request body by [`crate::json_body::SampledJson`] (why not
+/// `#[serde(flatten)]`: see there). Unknown fields are ignored, as vLLM does.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct SamplingRequest {
-    /// `None`: up to the context limit (chat), or the API's default.
+    /// Set by the endpoint, not read from the body: completions default it
+    /// to 16, chat also takes `max_completion_tokens`. `None`: up to the
+    /// context limit.
+    #[serde(skip)]
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub n: Option<u32>,
+    #[serde(deserialize_with = "deserialize_stop")]
     pub stop: Option<Vec<String>>,
     pub seed: Option<u64>,
-    /// Top logprobs per generated token, when asked for.
+    /// Top logprobs per generated token, when asked for. Set by the
+    /// endpoint: completions send a number, chat a bool and `top_logprobs`.
+    #[serde(skip)]
     pub logprobs: Option<u32>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
+    /// Token id (as a string key) -> bias added to its logit.
     pub logit_bias: Option<HashMap<String, f32>>,
+    // vLLM extras.
     pub top_k: Option<i32>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
@@ -127,6 +141,27 @@ mod tests {
         assert_eq!(p.top_k, 4);
         assert!(p.ignore_eos && p.is_greedy());
         assert_eq!(p.stop_token_ids, vec![1]);
+    }
+
+    #[test]
+    fn body_fields_are_read_and_endpoint_fields_left_alone() {
+        let r: SamplingRequest = serde_json::from_str(
+            r#"{"prompt": "x", "max_tokens": 5, "logprobs": true, "temperature": 0,
+                "n": 2, "stop": "\n", "logit_bias": {"5": -100}, "top_k": 3,
+                "unknown": [1, {"a": 2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            SamplingRequest {
+                temperature: Some(0.0),
+                n: Some(2),
+                stop: Some(vec!["\n".into()]),
+                logit_bias: Some(HashMap::from([("5".to_string(), -100.0)])),
+                top_k: Some(3),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::sse::Event;
-use axum::response::{IntoResponse, Json, Response};
-use futures::StreamExt;
+use axum::response::{IntoResponse, Response};
 use pagoda_engine::RequestOutput;
 
 use crate::choices::{choice_index, stop_reason_value, ChoiceCollector, UsageCounter};
 use crate::error::ApiError;
-use crate::generation::{submit, GenerationStream, SubmitOptions};
-use crate::json_body::JsonBody;
+use crate::generation::{submit, SubmitOptions};
+use crate::json_body::SampledJson;
 use crate::logprobs::chat_logprobs;
-use crate::prompt::{check_prompt_fits, prepare_chat_prompt, token_text, ChatPromptOptions};
+use crate::prompt::{
+    check_prompt_fits, prepare_chat_prompt, token_text, ChatPromptOptions, PromptFields,
+};
 use crate::protocol::chat::{
     ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatResponseMessage, ASSISTANT,
@@ -24,13 +25,14 @@ use crate::protocol::chat::{
 };
 use crate::protocol::common::Usage;
 use crate::request_tracker::finish_reason_str;
+use crate::respond::{respond, Responder};
 use crate::sampling::SamplingRequest;
-use crate::sse::{event_stream, json_event, sse_response, ChunkBuilder};
+use crate::sse::{json_event, ChunkBuilder};
 use crate::state::{random_id, unix_time, AppState, SharedState};
 
 pub async fn create_chat_completion(
     State(state): State<SharedState>,
-    JsonBody(req): JsonBody<ChatCompletionRequest>,
+    SampledJson(req): SampledJson<ChatCompletionRequest>,
 ) -> Response {
     chat_completion(state, req)
         .await
@@ -69,23 +71,8 @@ async fn chat_completion(
     };
     let sampling = SamplingRequest {
         max_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        n: req.n,
-        stop: req.stop,
-        seed: req.seed,
         logprobs: want_logprobs.then_some(top_logprobs),
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        logit_bias: req.logit_bias,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        min_tokens: req.min_tokens,
-        ignore_eos: req.ignore_eos,
-        stop_token_ids: req.stop_token_ids,
-        skip_special_tokens: req.skip_special_tokens,
-        include_stop_str_in_output: req.include_stop_str_in_output,
+        ..req.sampling
     };
     let params = sampling.to_sampling_params(state.vocab_size).map_err(|e| {
         // The engine names the field `max_tokens`; chat may have sent the other one.
@@ -103,19 +90,23 @@ async fn chat_completion(
         tokio::task::spawn_blocking(move || prepare_chat_prompt(&st, &messages, chat_opts))
             .await
             .map_err(|e| ApiError::internal_error("chat template failed", &e))??;
+    let fields = PromptFields {
+        prompt: "messages",
+        max_tokens: max_tokens_param,
+    };
     check_prompt_fits(
-        prompt.len(),
+        &prompt,
         params.max_tokens,
+        state.vocab_size,
         state.max_model_len,
-        "messages",
-        max_tokens_param,
+        fields,
     )?;
     let id = random_id("chatcmpl");
     let opts = SubmitOptions {
         priority: req.priority.unwrap_or(0),
         cache_salt: req.cache_salt,
     };
-    let mut generation = submit(&state, &id, vec![prompt], &params, &opts, arrival)?;
+    let generation = submit(&state, &id, vec![prompt], &params, &opts, arrival)?;
     let meta = ChatMeta {
         id,
         created: unix_time(),
@@ -123,19 +114,7 @@ async fn chat_completion(
         n: params.n,
         logprobs: want_logprobs.then_some(top_logprobs as usize),
     };
-    if stream {
-        let first = match generation.next().await {
-            Some((_, Err(e))) => return Err(e.into()),
-            Some(item) => item,
-            None => return Err(ApiError::internal("the engine returned no output")),
-        };
-        let builder = ChatChunks::new(state, meta, include_usage);
-        Ok(sse_response(event_stream(first, generation, builder)))
-    } else {
-        collect(state, meta, generation)
-            .await
-            .map(|r| Json(r).into_response())
-    }
+    respond(generation, stream, Chat::new(state, meta, include_usage)).await
 }
 
 struct ChatMeta {
@@ -147,46 +126,8 @@ struct ChatMeta {
     logprobs: Option<usize>,
 }
 
-async fn collect(
-    state: Arc<AppState>,
-    meta: ChatMeta,
-    mut generation: GenerationStream,
-) -> Result<ChatCompletionResponse, ApiError> {
-    let mut collector = ChoiceCollector::new(1, meta.n);
-    while let Some((i, item)) = generation.next().await {
-        collector.add(i, item?);
-    }
-    let text_of = |id| token_text(&state, id);
-    let choices = collector
-        .choices
-        .into_iter()
-        .enumerate()
-        .map(|(index, c)| ChatChoice {
-            index,
-            logprobs: meta.logprobs.map(|top| ChatLogprobs {
-                content: chat_logprobs(&c.logprobs, top, &text_of),
-                refusal: None,
-            }),
-            message: ChatResponseMessage {
-                role: ASSISTANT,
-                content: c.text,
-            },
-            finish_reason: c.finish_reason,
-            stop_reason: c.stop_reason,
-        })
-        .collect();
-    Ok(ChatCompletionResponse {
-        id: meta.id,
-        object: CHAT_COMPLETION,
-        created: meta.created,
-        model: meta.model,
-        choices,
-        usage: collector.usage.usage(),
-    })
-}
-
-/// Builds the SSE chunks of a streaming chat completion.
-struct ChatChunks {
+/// Builds a chat completion's SSE chunks, or its one body.
+struct Chat {
     state: Arc<AppState>,
     meta: ChatMeta,
     include_usage: bool,
@@ -195,7 +136,7 @@ struct ChatChunks {
     sent_roles: bool,
 }
 
-impl ChatChunks {
+impl Chat {
     fn new(state: Arc<AppState>, meta: ChatMeta, include_usage: bool) -> Self {
         Self {
             state,
@@ -218,7 +159,7 @@ impl ChatChunks {
     }
 }
 
-impl ChunkBuilder for ChatChunks {
+impl ChunkBuilder for Chat {
     fn on_output(&mut self, prompt_idx: usize, out: RequestOutput) -> Vec<Event> {
         self.usage.observe(prompt_idx, &out);
         let mut events = Vec::new();
@@ -272,6 +213,45 @@ impl ChunkBuilder for ChatChunks {
             vec![self.chunk(Vec::new(), Some(self.usage.usage()))]
         } else {
             Vec::new()
+        }
+    }
+}
+
+impl Responder for Chat {
+    type Body = ChatCompletionResponse;
+
+    fn shape(&self) -> (usize, usize) {
+        (1, self.meta.n)
+    }
+
+    fn body(self, collected: ChoiceCollector) -> ChatCompletionResponse {
+        let meta = self.meta;
+        let text_of = |id| token_text(&self.state, id);
+        let choices = collected
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| ChatChoice {
+                index,
+                logprobs: meta.logprobs.map(|top| ChatLogprobs {
+                    content: chat_logprobs(&c.logprobs, top, &text_of),
+                    refusal: None,
+                }),
+                message: ChatResponseMessage {
+                    role: ASSISTANT,
+                    content: c.text,
+                },
+                finish_reason: c.finish_reason,
+                stop_reason: c.stop_reason,
+            })
+            .collect();
+        ChatCompletionResponse {
+            id: meta.id,
+            object: CHAT_COMPLETION,
+            created: meta.created,
+            model: meta.model,
+            choices,
+            usage: collected.usage.usage(),
         }
     }
 }

@@ -1,28 +1,32 @@
-//! POST /v1/completions.
+//! POST /v1/completions: each prompt tokenized (or taken as token ids),
+//! `n` samples each, answered streamed or as one body by [`respond`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Json, Response};
-use futures::StreamExt;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use pagoda_engine::{RequestOutput, SamplingParams};
 
 use crate::choices::{choice_index, stop_reason_value, ChoiceCollector, UsageCounter};
 use crate::error::ApiError;
-use crate::generation::{submit, GenerationStream, SubmitOptions};
-use crate::json_body::JsonBody;
+use crate::generation::{submit, SubmitOptions};
+use crate::json_body::SampledJson;
 use crate::logprobs::completion_logprobs;
-use crate::prompt::{check_prompt_fits, prepare_completion_prompt, token_text, PreparedPrompt};
+use crate::prompt::{
+    check_prompt_fits, prepare_completion_prompt, token_text, PreparedPrompt, PromptFields,
+};
+use crate::protocol::common::{Prompt, Usage};
 use crate::protocol::completion::{
     CompletionChoice, CompletionRequest, CompletionResponse, CompletionStreamResponse,
     TEXT_COMPLETION,
 };
 use crate::request_tracker::finish_reason_str;
+use crate::respond::{respond, Responder};
 use crate::sampling::SamplingRequest;
-use crate::sse::{event_stream, json_event, sse_response, ChunkBuilder};
+use crate::sse::{json_event, ChunkBuilder};
 use crate::state::{random_id, unix_time, AppState, SharedState};
-use axum::response::sse::Event;
-use pagoda_engine::RequestOutput;
 
 /// OpenAI's default `max_tokens` for completions.
 const DEFAULT_MAX_TOKENS: u32 = 16;
@@ -32,7 +36,7 @@ const MAX_CHOICES: usize = 1024;
 
 pub async fn create_completion(
     State(state): State<SharedState>,
-    JsonBody(req): JsonBody<CompletionRequest>,
+    SampledJson(req): SampledJson<CompletionRequest>,
 ) -> Response {
     completion(state, req)
         .await
@@ -42,8 +46,52 @@ pub async fn create_completion(
 async fn completion(state: SharedState, req: CompletionRequest) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     state.check_model(req.model.as_deref())?;
+    check_supported(&req)?;
     let stream = req.stream.unwrap_or(false);
-    if req.stream_options.is_some() && !stream {
+    let echo = req.echo.unwrap_or(false);
+    let include_usage = req
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let sampling = SamplingRequest {
+        max_tokens: Some(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+        logprobs: req.logprobs,
+        ..req.sampling
+    };
+    let params = sampling.to_sampling_params(state.vocab_size)?;
+    let add_special_tokens = req.add_special_tokens.unwrap_or(true);
+    let prepared = prepare_prompts(&state, req.prompt, add_special_tokens, echo, &params).await?;
+    let echo_texts = prepared
+        .iter()
+        .map(|p| p.text.clone().unwrap_or_default())
+        .collect();
+    let prompts = prepared.into_iter().map(|p| p.token_ids).collect();
+    let id = random_id("cmpl");
+    let opts = SubmitOptions {
+        priority: req.priority.unwrap_or(0),
+        cache_salt: req.cache_salt,
+    };
+    let generation = submit(&state, &id, prompts, &params, &opts, arrival)?;
+    let meta = ResponseMeta {
+        id,
+        created: unix_time(),
+        model: state.model_name.clone(),
+        n: params.n,
+        with_logprobs: params.logprobs.is_some(),
+        echo_texts,
+    };
+    respond(
+        generation,
+        stream,
+        Completions::new(state, meta, include_usage),
+    )
+    .await
+}
+
+/// Refuses what the request asks for that Pagoda does not do.
+fn check_supported(req: &CompletionRequest) -> Result<(), ApiError> {
+    if req.stream_options.is_some() && !req.stream.unwrap_or(false) {
         return Err(ApiError::invalid_param(
             "stream_options",
             "stream_options can only be set when stream is true.",
@@ -55,67 +103,53 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
             "suffix is not supported.",
         ));
     }
-    let n = req.n.unwrap_or(1);
-    if req.best_of.is_some_and(|b| b != n) {
+    if req
+        .best_of
+        .is_some_and(|b| b != req.sampling.n.unwrap_or(1))
+    {
         return Err(ApiError::invalid_param(
             "best_of",
             "best_of is not supported (only best_of = n).",
         ));
     }
-    let echo = req.echo.unwrap_or(false);
-    if echo && req.logprobs.is_some() {
+    if req.echo == Some(true) && req.logprobs.is_some() {
         return Err(ApiError::invalid_param(
             "echo",
             "echo together with logprobs is not supported.",
         ));
     }
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
-    let sampling = SamplingRequest {
-        max_tokens: Some(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        n: Some(n),
-        stop: req.stop,
-        seed: req.seed,
-        logprobs: req.logprobs,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        logit_bias: req.logit_bias,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        min_tokens: req.min_tokens,
-        ignore_eos: req.ignore_eos,
-        stop_token_ids: req.stop_token_ids,
-        skip_special_tokens: req.skip_special_tokens,
-        include_stop_str_in_output: req.include_stop_str_in_output,
-    };
-    let params = sampling.to_sampling_params(state.vocab_size)?;
-    let inputs = req.prompt.into_inputs();
+    Ok(())
+}
+
+/// Tokenizes every prompt (on a blocking thread: long prompts take a
+/// while) and checks that each fits with `max_tokens`.
+async fn prepare_prompts(
+    state: &SharedState,
+    prompt: Prompt,
+    add_special_tokens: bool,
+    echo: bool,
+    params: &SamplingParams,
+) -> Result<Vec<PreparedPrompt>, ApiError> {
+    let inputs = prompt.into_inputs();
     if inputs.is_empty() {
         return Err(ApiError::invalid_param(
             "prompt",
             "prompt must not be empty.",
         ));
     }
-    if inputs.len() * params.n > MAX_CHOICES {
+    let choices = inputs.len() * params.n;
+    if choices > MAX_CHOICES {
         return Err(ApiError::invalid_param(
             "prompt",
             format!(
-                "{} prompts with n = {} make {} choices; at most {MAX_CHOICES} per request.",
+                "{} prompts with n = {} make {choices} choices; at most {MAX_CHOICES} per request.",
                 inputs.len(),
                 params.n,
-                inputs.len() * params.n
             ),
         ));
     }
-    let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let st = state.clone();
-    let prepared: Vec<PreparedPrompt> = tokio::task::spawn_blocking(move || {
+    let prepared = tokio::task::spawn_blocking(move || {
         inputs
             .into_iter()
             .map(|input| prepare_completion_prompt(&st, input, add_special_tokens, echo))
@@ -123,48 +157,20 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
     })
     .await
     .map_err(|e| ApiError::internal_error("tokenization failed", &e))??;
+    let fields = PromptFields {
+        prompt: "prompt",
+        max_tokens: "max_tokens",
+    };
     for p in &prepared {
         check_prompt_fits(
-            p.token_ids.len(),
+            &p.token_ids,
             params.max_tokens,
+            state.vocab_size,
             state.max_model_len,
-            "prompt",
-            "max_tokens",
+            fields,
         )?;
     }
-    let echo_texts: Vec<String> = prepared
-        .iter()
-        .map(|p| p.text.clone().unwrap_or_default())
-        .collect();
-    let prompts = prepared.into_iter().map(|p| p.token_ids).collect();
-    let id = random_id("cmpl");
-    let opts = SubmitOptions {
-        priority: req.priority.unwrap_or(0),
-        cache_salt: req.cache_salt,
-    };
-    let mut generation = submit(&state, &id, prompts, &params, &opts, arrival)?;
-    let meta = ResponseMeta {
-        id,
-        created: unix_time(),
-        model: state.model_name.clone(),
-        n: params.n,
-        with_logprobs: params.logprobs.is_some(),
-        echo_texts,
-    };
-    if stream {
-        // Wait for the first output so that refusals still get a status code.
-        let first = match generation.next().await {
-            Some((_, Err(e))) => return Err(e.into()),
-            Some(item) => item,
-            None => return Err(ApiError::internal("the engine returned no output")),
-        };
-        let builder = CompletionChunks::new(state, meta, include_usage);
-        Ok(sse_response(event_stream(first, generation, builder)))
-    } else {
-        collect(state, meta, generation)
-            .await
-            .map(|r| Json(r).into_response())
-    }
+    Ok(prepared)
 }
 
 /// Identity of the response and what shapes its choices.
@@ -178,46 +184,8 @@ struct ResponseMeta {
     echo_texts: Vec<String>,
 }
 
-async fn collect(
-    state: Arc<AppState>,
-    meta: ResponseMeta,
-    mut generation: GenerationStream,
-) -> Result<CompletionResponse, ApiError> {
-    let mut collector = ChoiceCollector::new(meta.echo_texts.len(), meta.n);
-    while let Some((i, item)) = generation.next().await {
-        collector.add(i, item?);
-    }
-    let text_of = |id| token_text(&state, id);
-    let choices = collector
-        .choices
-        .into_iter()
-        .enumerate()
-        .map(|(index, c)| {
-            let echo = &meta.echo_texts[index / meta.n];
-            let logprobs = meta
-                .with_logprobs
-                .then(|| completion_logprobs(&c.logprobs, &mut echo.chars().count(), &text_of));
-            CompletionChoice {
-                index,
-                text: format!("{echo}{}", c.text),
-                logprobs,
-                finish_reason: c.finish_reason,
-                stop_reason: c.stop_reason,
-            }
-        })
-        .collect();
-    Ok(CompletionResponse {
-        id: meta.id,
-        object: TEXT_COMPLETION,
-        created: meta.created,
-        model: meta.model,
-        choices,
-        usage: collector.usage.usage(),
-    })
-}
-
-/// Builds the SSE chunks of a streaming completion.
-struct CompletionChunks {
+/// Builds a completion's SSE chunks, or its one body.
+struct Completions {
     state: Arc<AppState>,
     meta: ResponseMeta,
     include_usage: bool,
@@ -228,7 +196,7 @@ struct CompletionChunks {
     text_offsets: Vec<usize>,
 }
 
-impl CompletionChunks {
+impl Completions {
     fn new(state: Arc<AppState>, meta: ResponseMeta, include_usage: bool) -> Self {
         let num_choices = meta.echo_texts.len() * meta.n;
         Self {
@@ -241,11 +209,7 @@ impl CompletionChunks {
         }
     }
 
-    fn chunk(
-        &self,
-        choices: Vec<CompletionChoice>,
-        usage: Option<crate::protocol::common::Usage>,
-    ) -> Event {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Event {
         json_event(&CompletionStreamResponse {
             id: self.meta.id.clone(),
             object: TEXT_COMPLETION,
@@ -257,7 +221,7 @@ impl CompletionChunks {
     }
 }
 
-impl ChunkBuilder for CompletionChunks {
+impl ChunkBuilder for Completions {
     fn on_output(&mut self, prompt_idx: usize, out: RequestOutput) -> Vec<Event> {
         self.usage.observe(prompt_idx, &out);
         let mut events = Vec::new();
@@ -301,6 +265,45 @@ impl ChunkBuilder for CompletionChunks {
             vec![self.chunk(Vec::new(), Some(self.usage.usage()))]
         } else {
             Vec::new()
+        }
+    }
+}
+
+impl Responder for Completions {
+    type Body = CompletionResponse;
+
+    fn shape(&self) -> (usize, usize) {
+        (self.meta.echo_texts.len(), self.meta.n)
+    }
+
+    fn body(self, collected: ChoiceCollector) -> CompletionResponse {
+        let meta = self.meta;
+        let text_of = |id| token_text(&self.state, id);
+        let choices = collected
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let echo = &meta.echo_texts[index / meta.n];
+                let logprobs = meta
+                    .with_logprobs
+                    .then(|| completion_logprobs(&c.logprobs, &mut echo.chars().count(), &text_of));
+                CompletionChoice {
+                    index,
+                    text: format!("{echo}{}", c.text),
+                    logprobs,
+                    finish_reason: c.finish_reason,
+                    stop_reason: c.stop_reason,
+                }
+            })
+            .collect();
+        CompletionResponse {
+            id: meta.id,
+            object: TEXT_COMPLETION,
+            created: meta.created,
+            model: meta.model,
+            choices,
+            usage: collected.usage.usage(),
         }
     }
 }

@@ -1,12 +1,15 @@
 //! `/v1/chat/completions`: OpenAI's chat API with vLLM's extras.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::common::{deserialize_stop, ChatMessage, StopReasonValue, StreamOptions, Usage};
+use crate::json_body::WithSampling;
+use crate::sampling::SamplingRequest;
 
-/// A chat completions request. Unknown fields are ignored, as vLLM does.
+use super::common::{ChatMessage, StopReasonValue, StreamOptions, Usage};
+
+/// A chat completions request, read with
+/// [`SampledJson`](crate::json_body::SampledJson). Unknown fields
+/// are ignored, as vLLM does.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
@@ -18,19 +21,9 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub max_completion_tokens: Option<u32>,
     #[serde(default)]
-    pub temperature: Option<f32>,
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    #[serde(default)]
-    pub n: Option<u32>,
-    #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default, deserialize_with = "deserialize_stop")]
-    pub stop: Option<Vec<String>>,
-    #[serde(default)]
-    pub seed: Option<u64>,
     /// Whether to return logprobs of the output tokens.
     #[serde(default)]
     pub logprobs: Option<bool>,
@@ -38,30 +31,8 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub top_logprobs: Option<u32>,
     #[serde(default)]
-    pub presence_penalty: Option<f32>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f32>,
-    #[serde(default)]
-    pub logit_bias: Option<HashMap<String, f32>>,
-    #[serde(default)]
     pub user: Option<String>,
     // vLLM extras.
-    #[serde(default)]
-    pub top_k: Option<i32>,
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    #[serde(default)]
-    pub repetition_penalty: Option<f32>,
-    #[serde(default)]
-    pub min_tokens: Option<u32>,
-    #[serde(default)]
-    pub ignore_eos: Option<bool>,
-    #[serde(default)]
-    pub stop_token_ids: Option<Vec<u32>>,
-    #[serde(default)]
-    pub skip_special_tokens: Option<bool>,
-    #[serde(default)]
-    pub include_stop_str_in_output: Option<bool>,
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
     /// Leave the final message open for the model to continue (HF's and
@@ -72,6 +43,15 @@ pub struct ChatCompletionRequest {
     pub priority: Option<i32>,
     #[serde(default)]
     pub cache_salt: Option<String>,
+    /// The sampling fields shared with completions, filled by `SampledJson`.
+    #[serde(skip)]
+    pub sampling: SamplingRequest,
+}
+
+impl WithSampling for ChatCompletionRequest {
+    fn sampling_mut(&mut self) -> &mut SamplingRequest {
+        &mut self.sampling
+    }
 }
 
 /// One alternative token in chat logprobs.
@@ -173,6 +153,13 @@ mod tests {
         assert_eq!(r.messages.len(), 2);
         assert_eq!(r.messages[1].content.as_deref(), Some("hi"));
         assert_eq!(r.max_completion_tokens, Some(5));
+        let r: ChatCompletionRequest = crate::json_body::parse_sampled_json(
+            br#"{"messages": [], "logprobs": true, "top_logprobs": 2, "stop": ["x"]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.logprobs, r.top_logprobs), (Some(true), Some(2)));
+        assert_eq!(r.sampling.stop, Some(vec!["x".to_string()]));
+        assert_eq!(r.sampling.logprobs, None);
         assert!(serde_json::from_str::<ChatCompletionRequest>(r#"{"model": "m"}"#).is_err());
         assert!(serde_json::from_str::<ChatCompletionRequest>(r#"{"messages": "hi"}"#).is_err());
     }

@@ -1,12 +1,15 @@
 //! `/v1/completions`: OpenAI's legacy completions API with vLLM's extras.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::common::{deserialize_stop, Prompt, StopReasonValue, StreamOptions, Usage};
+use crate::json_body::WithSampling;
+use crate::sampling::SamplingRequest;
 
-/// A completions request. Unknown fields are ignored, as vLLM does.
+use super::common::{Prompt, StopReasonValue, StreamOptions, Usage};
+
+/// A completions request, read with
+/// [`SampledJson`](crate::json_body::SampledJson). Unknown fields are
+/// ignored, as vLLM does.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
     #[serde(default)]
@@ -14,12 +17,6 @@ pub struct CompletionRequest {
     pub prompt: Prompt,
     #[serde(default)]
     pub max_tokens: Option<u32>,
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    #[serde(default)]
-    pub n: Option<u32>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
@@ -29,17 +26,6 @@ pub struct CompletionRequest {
     pub logprobs: Option<u32>,
     #[serde(default)]
     pub echo: Option<bool>,
-    #[serde(default, deserialize_with = "deserialize_stop")]
-    pub stop: Option<Vec<String>>,
-    #[serde(default)]
-    pub presence_penalty: Option<f32>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f32>,
-    /// Token id (as a string key) -> bias added to its logit.
-    #[serde(default)]
-    pub logit_bias: Option<HashMap<String, f32>>,
-    #[serde(default)]
-    pub seed: Option<u64>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -48,27 +34,20 @@ pub struct CompletionRequest {
     pub suffix: Option<String>,
     // vLLM extras.
     #[serde(default)]
-    pub top_k: Option<i32>,
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    #[serde(default)]
-    pub repetition_penalty: Option<f32>,
-    #[serde(default)]
-    pub min_tokens: Option<u32>,
-    #[serde(default)]
-    pub ignore_eos: Option<bool>,
-    #[serde(default)]
-    pub stop_token_ids: Option<Vec<u32>>,
-    #[serde(default)]
-    pub skip_special_tokens: Option<bool>,
-    #[serde(default)]
-    pub include_stop_str_in_output: Option<bool>,
-    #[serde(default)]
     pub add_special_tokens: Option<bool>,
     #[serde(default)]
     pub priority: Option<i32>,
     #[serde(default)]
     pub cache_salt: Option<String>,
+    /// The sampling fields shared with chat, filled by `SampledJson`.
+    #[serde(skip)]
+    pub sampling: SamplingRequest,
+}
+
+impl WithSampling for CompletionRequest {
+    fn sampling_mut(&mut self) -> &mut SamplingRequest {
+        &mut self.sampling
+    }
 }
 
 /// OpenAI's completions logprobs: parallel lists, one entry per token.
@@ -175,19 +154,22 @@ pub const TEXT_COMPLETION: &str = "text_completion";
 mod tests {
     use super::*;
 
+    use crate::json_body::parse_sampled_json;
+
     #[test]
     fn minimal_request_parses() {
         let r: CompletionRequest =
-            serde_json::from_str(r#"{"model": "m", "prompt": "hi", "unknown_field": 1}"#).unwrap();
+            parse_sampled_json(br#"{"model": "m", "prompt": "hi", "unknown_field": 1}"#).unwrap();
         assert_eq!(r.model.as_deref(), Some("m"));
         assert_eq!(r.max_tokens, None);
-        assert!(serde_json::from_str::<CompletionRequest>(r#"{"model": "m"}"#).is_err());
+        assert_eq!(r.sampling, SamplingRequest::default());
+        assert!(parse_sampled_json::<CompletionRequest>(br#"{"model": "m"}"#).is_err());
     }
 
     #[test]
     fn full_request_parses() {
-        let r: CompletionRequest = serde_json::from_str(
-            r#"{"model": "m", "prompt": [[1, 2]], "max_tokens": 5, "temperature": 0, "top_p": 0.9,
+        let r: CompletionRequest = parse_sampled_json(
+            br#"{"model": "m", "prompt": [[1, 2]], "max_tokens": 5, "temperature": 0, "top_p": 0.9,
                 "n": 2, "stream": true, "stream_options": {"include_usage": true}, "logprobs": 3,
                 "echo": false, "stop": "\n", "presence_penalty": 0.5, "frequency_penalty": 0.1,
                 "logit_bias": {"5": -100}, "seed": 7, "user": "u", "top_k": 20, "min_p": 0.05,
@@ -196,9 +178,13 @@ mod tests {
                 "include_stop_str_in_output": true, "priority": 1, "cache_salt": "s"}"#,
         )
         .unwrap();
-        assert_eq!(r.n, Some(2));
-        assert_eq!(r.stop, Some(vec!["\n".to_string()]));
-        assert_eq!(r.logit_bias.unwrap()["5"], -100.0);
+        assert_eq!((r.max_tokens, r.logprobs), (Some(5), Some(3)));
+        assert_eq!(r.sampling.n, Some(2));
+        assert_eq!(r.sampling.stop, Some(vec!["\n".to_string()]));
+        assert_eq!(r.sampling.logit_bias.unwrap()["5"], -100.0);
+        assert_eq!(r.sampling.include_stop_str_in_output, Some(true));
+        // Left to the endpoint, which knows its names and defaults.
+        assert_eq!((r.sampling.max_tokens, r.sampling.logprobs), (None, None));
         assert_eq!(r.stream_options.unwrap().include_usage, Some(true));
     }
 
