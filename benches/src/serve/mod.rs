@@ -6,6 +6,7 @@ pub mod arrivals;
 pub mod benchmark;
 pub mod client;
 pub mod dataset;
+pub mod endpoint_kind;
 pub mod local_tokenizer;
 pub mod metrics;
 pub mod report;

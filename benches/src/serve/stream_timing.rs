@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::client::EndpointKind;
+use super::endpoint_kind::EndpointKind;
 use super::metrics::RequestFuncOutput;
 
 /// Accumulates one response's timings and text, chunk by chunk.
