@@ -2,7 +2,8 @@
 # Runs every test. Fetches what the tests need first: the SmolLM2 GGUF (the
 # real model the golden and server tests run), NVRTC (to compile the CUDA
 # kernels for sm_90 without a GPU), the official openai client, and pyzmq +
-# msgspec (the KV-event subscriber test decodes as vLLM's consumers do).
+# msgspec (the KV-event subscriber test decodes as vLLM's consumers do), and
+# vllm-router (the scale-out test routes three replicas through it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
@@ -11,4 +12,5 @@ export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
 export PAGODA_REQUIRE_SMOLLM2="${PAGODA_REQUIRE_SMOLLM2:-1}"
 python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai
 python3 -c "import zmq, msgspec" 2>/dev/null || python3 -m pip install -q pyzmq msgspec
+python3 -c "import vllm_router" 2>/dev/null || python3 -m pip install -q "vllm-router==0.1.17"
 cargo test --workspace "$@"

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Three `pagoda serve` replicas on loopback behind the real vllm-router
+# (PyPI `vllm-router`, the vLLM project's Rust router), routed once with
+# `--policy kv_aware` (fed by Pagoda's KV-cache events) and once with
+# `--policy round_robin`; scripts/scale_out/workload.py sends a long
+# shared-prefix prompt, follow-ups with that prefix, then unrelated
+# concurrent traffic, and prints per-replica prefix-cache hits. Results go
+# in BENCHMARKS.md ("Scale-out behind vllm-router").
+#
+# usage: scripts/scale-out.sh   (PAGODA_BIN picks the binary; default
+# target/release/pagoda, built if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
+BIN="${PAGODA_BIN:-target/release/pagoda}"
+[ -x "$BIN" ] || cargo build --release -p pagoda-cli
+python3 -c "import vllm_router" 2>/dev/null || python3 -m pip install -q "vllm-router==0.1.17"
+LOGS="$(mktemp -d)"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+wait_ready() { # url
+  for _ in $(seq 1 240); do
+    python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+      "$1" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "not ready: $1 (logs in $LOGS)" >&2
+  return 1
+}
+
+replicas=()
+sources=()
+for i in 0 1 2; do
+  port=$((18100 + i)); pub=$((18500 + i)); replay=$((18600 + i))
+  "$BIN" serve --model "$GGUF" --device cpu --served-model-name smol \
+    --host 127.0.0.1 --port "$port" --max-model-len 2048 \
+    --kv-cache-memory 256MiB --max-num-seqs 8 \
+    --kv-events-config "{\"enable_kv_cache_events\": true, \"endpoint\": \"tcp://*:$pub\", \"replay_endpoint\": \"tcp://*:$replay\", \"topic\": \"kv-events\"}" \
+    >"$LOGS/replica$i.log" 2>&1 &
+  pids+=($!)
+  replicas+=("http://127.0.0.1:$port")
+  sources+=(--kv-event-source "http://127.0.0.1:$port=tcp://127.0.0.1:$pub"
+            --kv-event-replay-source "http://127.0.0.1:$port=tcp://127.0.0.1:$replay")
+done
+for r in "${replicas[@]}"; do wait_ready "$r/health"; done
+
+run_policy() { # policy port seed extra-args...
+  local policy=$1 port=$2 seed=$3; shift 3
+  python3 -m vllm_router.launch_router --host 127.0.0.1 --port "$port" --worker-urls "${replicas[@]}" \
+    --prometheus-host 127.0.0.1 --prometheus-port $((port + 700)) \
+    --policy "$policy" "$@" >"$LOGS/router-$policy.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  wait_ready "http://127.0.0.1:$port/v1/models"
+  python3 scripts/scale_out/workload.py "http://127.0.0.1:$port" "${replicas[@]}" \
+    --label "$policy" --seed "$seed"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+
+run_policy kv_aware 18200 1 "${sources[@]}" --kv-event-block-size 16 --kv-event-model smol
+run_policy round_robin 18201 2
+echo "logs: $LOGS"
