@@ -7,21 +7,16 @@ mod server_common;
 use std::path::Path;
 use std::process::Command;
 
-use server_common::{free_port, model_or_skip, set_flag, small_server_args, TestServer};
-
-fn have_python_packages() -> bool {
-    Command::new("python3")
-        .args(["-c", "import zmq, msgspec"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use server_common::{
+    free_port, model_or_skip, python_imports, set_flag, small_server_args, TestServer,
+};
 
 #[test]
 fn kv_events_reach_a_vllm_style_subscriber() {
     let Some(model) = model_or_skip("kv_events_reach_a_vllm_style_subscriber") else {
         return;
     };
-    if !have_python_packages() {
+    if !python_imports("zmq, msgspec") {
         eprintln!(
             "\n*** SKIPPED kv_events_reach_a_vllm_style_subscriber: install pyzmq and \
              msgspec (`python3 -m pip install pyzmq msgspec`). ***\n"

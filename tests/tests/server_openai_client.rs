@@ -7,21 +7,14 @@ mod server_common;
 use std::path::Path;
 use std::process::Command;
 
-use server_common::{model_or_skip, set_flag, small_server_args, TestServer};
-
-fn have_openai_package() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use server_common::{model_or_skip, python_imports, set_flag, small_server_args, TestServer};
 
 #[test]
 fn official_openai_client() {
     let Some(model) = model_or_skip("official_openai_client") else {
         return;
     };
-    if !have_openai_package() {
+    if !python_imports("openai") {
         eprintln!(
             "\n*** SKIPPED official_openai_client: `python3 -c \"import openai\"` failed; \
              install it with `python3 -m pip install openai`. ***\n"

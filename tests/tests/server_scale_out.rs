@@ -12,21 +12,14 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use server_common::{model_or_skip, pagoda_bin};
-
-fn have_router() -> bool {
-    Command::new("python3")
-        .args(["-c", "import vllm_router"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use server_common::{model_or_skip, pagoda_bin, python_imports};
 
 #[test]
 fn kv_aware_routing_sends_a_prefix_to_its_holder() {
     let Some(model) = model_or_skip("kv_aware_routing_sends_a_prefix_to_its_holder") else {
         return;
     };
-    if !have_router() {
+    if !python_imports("vllm_router") {
         eprintln!(
             "\n*** SKIPPED kv_aware_routing_sends_a_prefix_to_its_holder: install the router \
              with `python3 -m pip install vllm-router==0.1.17`. ***\n"

@@ -23,6 +23,8 @@ pub struct KvEventPublisher {
     config: KvEventsConfig,
     socket: PubSocket,
     replay: Option<RouterSocket>,
+    /// The first frame of every message, made once.
+    topic: Bytes,
     /// (sequence, payload) of the latest batches, for replay.
     buffer: VecDeque<(u64, Bytes)>,
     next_seq: u64,
@@ -62,6 +64,7 @@ impl KvEventPublisher {
         );
         Ok(Self {
             buffer: VecDeque::with_capacity(config.buffer_steps.min(1 << 16)),
+            topic: Bytes::from(config.topic.clone().into_bytes()),
             config,
             socket,
             replay,
@@ -97,7 +100,7 @@ impl KvEventPublisher {
         self.next_seq += 1;
         let payload = Bytes::from(encode_batch(batch));
         let frames = vec![
-            Bytes::from(self.config.topic.clone().into_bytes()),
+            self.topic.clone(),
             Bytes::copy_from_slice(&seq.to_be_bytes()),
             payload.clone(),
         ];

@@ -86,21 +86,20 @@ pub(super) fn register(r: &mut Registry, m: &Metrics) {
         "Cumulative number of preemptions from the engine",
         m.num_preemptions.clone(),
     );
-    for (name, legacy) in [
-        ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"),
-        ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits"),
+    for (name, legacy, help, counter) in [
+        (
+            "vllm:prefix_cache_queries",
+            "vllm:gpu_prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens",
+            &m.prefix_cache_queries,
+        ),
+        (
+            "vllm:prefix_cache_hits",
+            "vllm:gpu_prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens",
+            &m.prefix_cache_hits,
+        ),
     ] {
-        let (counter, help) = if name.ends_with("queries") {
-            (
-                &m.prefix_cache_queries,
-                "Prefix cache queries, in terms of number of queried tokens",
-            )
-        } else {
-            (
-                &m.prefix_cache_hits,
-                "Prefix cache hits, in terms of number of cached tokens",
-            )
-        };
         r.register(name, help, counter.clone());
         r.register(legacy, help, counter.clone());
     }

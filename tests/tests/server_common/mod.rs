@@ -143,6 +143,15 @@ fn built_pagoda_cli() -> PathBuf {
     bin
 }
 
+/// Whether `python3` can import `modules` (e.g. "zmq, msgspec"): the
+/// Python-client tests skip loudly without them (CI installs them).
+pub fn python_imports(modules: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
