@@ -2,10 +2,13 @@
 # Three `pagoda serve` replicas on loopback behind the real vllm-router
 # (PyPI `vllm-router`, the vLLM project's Rust router), routed once with
 # `--policy kv_aware` (fed by Pagoda's KV-cache events) and once with
-# `--policy round_robin`; scripts/scale_out/workload.py sends a long
-# shared-prefix prompt, follow-ups with that prefix, then unrelated
-# concurrent traffic, and prints per-replica prefix-cache hits. Results go
-# in BENCHMARKS.md ("Scale-out behind vllm-router").
+# `--policy round_robin`, then `--policy power_of_two` (load-aware);
+# scripts/scale_out/workload.py sends a long shared-prefix prompt,
+# follow-ups with that prefix, then unrelated concurrent traffic, and
+# prints per-replica prefix-cache hits. Last, scripts/scale_out/failover.py
+# SIGKILLs one replica while requests are in flight behind a round-robin
+# router and fails if any request is lost. Results go in BENCHMARKS.md
+# ("Scale-out behind vllm-router").
 #
 # usage: scripts/scale-out.sh   (PAGODA_BIN picks the binary; default
 # target/release/pagoda, built if missing)
@@ -62,4 +65,15 @@ run_policy() { # policy port seed extra-args...
 
 run_policy kv_aware 18200 1 "${sources[@]}" --kv-event-block-size 16 --kv-event-model smol
 run_policy round_robin 18201 2
+run_policy power_of_two 18202 4
+
+# Failover: replica 2 dies mid-load; the router's retries (its default, 5
+# attempts with backoff) must carry every request to a survivor.
+python3 -m vllm_router.launch_router --host 127.0.0.1 --port 18203 --worker-urls "${replicas[@]}" \
+  --prometheus-host 127.0.0.1 --prometheus-port 18903 --policy round_robin \
+  >"$LOGS/router-failover.log" 2>&1 &
+pids+=($!)
+wait_ready "http://127.0.0.1:18203/v1/models"
+python3 scripts/scale_out/failover.py "http://127.0.0.1:18203" "${replicas[@]}" \
+  --kill-pid "${pids[2]}" --victim "${replicas[2]}" --router-metrics http://127.0.0.1:18903
 echo "logs: $LOGS"

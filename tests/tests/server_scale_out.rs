@@ -1,10 +1,12 @@
 //! End-to-end scale-out: `scripts/scale-out.sh` runs three `pagoda serve`
 //! replicas behind the real `vllm-router` (PyPI) with `kv_aware` routing
-//! fed by Pagoda's KV-cache events, then with `round_robin`. Shared-prefix
-//! follow-ups must all reach the replica holding the prefix under
-//! kv_aware (and hit its cache), unrelated concurrent traffic must spread
-//! over all three. Skips loudly without the `vllm_router` package (CI
-//! installs it).
+//! fed by Pagoda's KV-cache events, then with `round_robin` and the
+//! load-aware `power_of_two`. Shared-prefix follow-ups must all reach the
+//! replica holding the prefix under kv_aware (and hit its cache),
+//! unrelated concurrent traffic must spread over all three. Last, one
+//! replica is SIGKILLed mid-load: no request may be lost (the router
+//! retries them) and both survivors keep serving. Skips loudly without the
+//! `vllm_router` package (CI installs it).
 
 mod server_common;
 
@@ -48,7 +50,7 @@ fn kv_aware_routing_sends_a_prefix_to_its_holder() {
             .find(|r| r["label"] == label)
             .unwrap_or_else(|| panic!("no {label} result in\n{stdout}\n{stderr}"))
     };
-    let (kv, rr) = (run("kv_aware"), run("round_robin"));
+    let (kv, rr, p2) = (run("kv_aware"), run("round_robin"), run("power_of_two"));
     let numbers = |r: &Value, key: &str| -> Vec<f64> {
         r[key]
             .as_array()
@@ -69,9 +71,24 @@ fn kv_aware_routing_sends_a_prefix_to_its_holder() {
     let rate = |r: &Value| r["follow_up_hit_rate"].as_f64().unwrap();
     assert!(rate(kv) > 0.9, "{kv}");
     assert!(rate(kv) > rate(rr), "kv_aware {kv} vs round_robin {rr}");
-    let spread = numbers(kv, "unrelated_prompt_tokens_per_replica");
+    for r in [kv, p2] {
+        let spread = numbers(r, "unrelated_prompt_tokens_per_replica");
+        assert!(
+            spread.iter().all(|&t| t > 0.0),
+            "unrelated traffic not spread: {r}"
+        );
+    }
+
+    let failover = run("failover");
+    assert_eq!(failover["lost"], 0, "{failover}");
     assert!(
-        spread.iter().all(|&t| t > 0.0),
-        "unrelated traffic not spread: {spread:?}"
+        numbers(failover, "served_by_survivors")
+            .iter()
+            .all(|&n| n > 0.0),
+        "a survivor stopped serving: {failover}"
+    );
+    assert!(
+        failover["router_retries"].as_f64().unwrap() > 0.0,
+        "the kill never reached the router, so nothing was tested: {failover}"
     );
 }
