@@ -10,7 +10,11 @@ export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
 eval "$(scripts/fetch-nvrtc.sh)"
 export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
 export PAGODA_REQUIRE_SMOLLM2="${PAGODA_REQUIRE_SMOLLM2:-1}"
-python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai
+# Pinned: tests/tests/server_request_fields.rs walks this SDK's request
+# fields, so a new SDK field is a deliberate bump, not a red CI one morning.
+OPENAI_VERSION=3.57.0
+python3 -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null ||
+  python3 -m pip install -q "openai==$OPENAI_VERSION"
 python3 -c "import zmq, msgspec" 2>/dev/null || python3 -m pip install -q pyzmq msgspec
 python3 -c "import vllm_router" 2>/dev/null || python3 -m pip install -q "vllm-router==0.1.17"
 cargo test --workspace "$@"

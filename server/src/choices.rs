@@ -66,6 +66,8 @@ pub struct ChoiceCollector {
     n: usize,
     pub choices: Vec<ChoiceState>,
     pub usage: UsageCounter,
+    /// Per prompt: the engine's prompt logprobs, when they were asked for.
+    pub prompt_logprobs: Vec<Option<Vec<Option<TokenLogprobs>>>>,
 }
 
 impl ChoiceCollector {
@@ -74,11 +76,18 @@ impl ChoiceCollector {
             n,
             choices: vec![ChoiceState::default(); num_prompts * n],
             usage: UsageCounter::new(num_prompts),
+            prompt_logprobs: vec![None; num_prompts],
         }
     }
 
-    pub fn add(&mut self, prompt_idx: usize, out: RequestOutput) {
+    pub fn add(&mut self, prompt_idx: usize, mut out: RequestOutput) {
         self.usage.observe(prompt_idx, &out);
+        if let (Some(lps), Some(slot)) = (
+            out.prompt_logprobs.take(),
+            self.prompt_logprobs.get_mut(prompt_idx),
+        ) {
+            *slot = Some(lps);
+        }
         for d in out.outputs {
             let Some(c) = self
                 .choices

@@ -13,8 +13,10 @@ use std::time::Duration;
 use axum::extract::{FromRequest, Request};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::request_fields::{check_fields, Endpoint};
 use crate::sampling::SamplingRequest;
 use crate::state::SharedState;
 
@@ -38,6 +40,8 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
 /// A request body that carries the sampling fields shared by completions
 /// and chat, in a `#[serde(skip)]` field that [`SampledJson`] fills.
 pub trait WithSampling: DeserializeOwned {
+    /// The API whose field table ([`crate::request_fields`]) the body obeys.
+    const ENDPOINT: Endpoint;
     fn sampling_mut(&mut self) -> &mut SamplingRequest;
 }
 
@@ -61,10 +65,14 @@ impl<T: WithSampling> FromRequest<SharedState> for SampledJson<T> {
     }
 }
 
-/// Parses `bytes` as `T` with its sampling fields; errors as [`parse_json`].
+/// Parses `bytes` as `T` with its sampling fields, then holds every field
+/// of the body to the endpoint's table (refused or logged, never silently
+/// dropped); errors as [`parse_json`].
 pub fn parse_sampled_json<T: WithSampling>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut request: T = parse_json(bytes)?;
     *request.sampling_mut() = parse_json(bytes)?;
+    let fields: Map<String, Value> = parse_json(bytes)?;
+    check_fields(T::ENDPOINT, &fields)?;
     Ok(request)
 }
 
@@ -191,6 +199,8 @@ mod tests {
     }
 
     impl WithSampling for Sampled {
+        const ENDPOINT: Endpoint = Endpoint::Completions;
+
         fn sampling_mut(&mut self) -> &mut SamplingRequest {
             &mut self.sampling
         }

@@ -16,6 +16,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod prompt;
 pub mod protocol;
+pub mod request_fields;
 pub mod request_id;
 pub mod request_tracker;
 pub mod respond;

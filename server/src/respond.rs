@@ -8,6 +8,7 @@
 
 use axum::response::{IntoResponse, Json, Response};
 use futures::stream::{self, StreamExt};
+use pagoda_engine::RequestOutput;
 use serde::Serialize;
 
 use crate::choices::ChoiceCollector;
@@ -23,6 +24,11 @@ pub trait Responder: ChunkBuilder {
     fn shape(&self) -> (usize, usize);
     /// The non-streaming response from every choice and the usage.
     fn body(self, collected: ChoiceCollector) -> Self::Body;
+    /// Each engine output before it is collected (streams get the same
+    /// treatment in their [`ChunkBuilder::on_output`]).
+    fn prepare(&self, out: RequestOutput) -> RequestOutput {
+        out
+    }
 }
 
 /// Streams `generation` through `responder` when `stream`, else collects it
@@ -44,7 +50,7 @@ pub async fn respond<R: Responder>(
     let mut collected = ChoiceCollector::new(prompts, n);
     let mut items = stream::iter([first]).chain(generation);
     while let Some((i, item)) = items.next().await {
-        collected.add(i, item?);
+        collected.add(i, responder.prepare(item?));
     }
     Ok(Json(responder.body(collected)).into_response())
 }
@@ -54,7 +60,7 @@ mod tests {
     use super::*;
     use axum::response::sse::Event;
     use http_body_util::BodyExt;
-    use pagoda_engine::{EngineError, RequestOutput};
+    use pagoda_engine::EngineError;
 
     /// Streams and collects the request ids it sees.
     struct Ids(Vec<u64>);

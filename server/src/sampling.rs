@@ -12,7 +12,8 @@ use crate::protocol::common::deserialize_stop;
 
 /// The sampling fields common to completions and chat requests, read from
 /// the request body by [`crate::json_body::SampledJson`] (why not
-/// `#[serde(flatten)]`: see there). Unknown fields are ignored, as vLLM does.
+/// `#[serde(flatten)]`: see there). Every field of the body is held to
+/// [`crate::request_fields`]'s table.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SamplingRequest {
@@ -44,6 +45,8 @@ pub struct SamplingRequest {
     pub stop_token_ids: Option<Vec<u32>>,
     pub skip_special_tokens: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
+    /// vLLM's: top logprobs for every prompt token (non-streaming only).
+    pub prompt_logprobs: Option<u32>,
 }
 
 impl SamplingRequest {
@@ -73,7 +76,7 @@ impl SamplingRequest {
             max_tokens: self.max_tokens.map(|m| m as usize),
             min_tokens: self.min_tokens.map_or(d.min_tokens, |m| m as usize),
             logprobs: self.logprobs.map(|k| k as usize),
-            prompt_logprobs: None,
+            prompt_logprobs: self.prompt_logprobs.map(|k| k as usize),
             logit_bias,
             skip_special_tokens: self.skip_special_tokens.unwrap_or(d.skip_special_tokens),
         };

@@ -14,7 +14,7 @@ use crate::choices::{choice_index, stop_reason_value, ChoiceCollector, UsageCoun
 use crate::error::ApiError;
 use crate::generation::{submit, SubmitOptions};
 use crate::json_body::SampledJson;
-use crate::logprobs::chat_logprobs;
+use crate::logprobs::{chat_logprobs, prompt_logprobs};
 use crate::prompt::{
     check_prompt_fits, prepare_chat_prompt, token_text, ChatPromptOptions, PromptFields,
 };
@@ -23,7 +23,7 @@ use crate::protocol::chat::{
     ChatCompletionResponse, ChatDelta, ChatLogprobs, ChatResponseMessage, ASSISTANT,
     CHAT_COMPLETION, CHAT_COMPLETION_CHUNK,
 };
-use crate::protocol::common::Usage;
+use crate::protocol::common::{StreamOptions, Usage};
 use crate::request_tracker::finish_reason_str;
 use crate::respond::{respond, Responder};
 use crate::sampling::SamplingRequest;
@@ -52,11 +52,13 @@ async fn chat_completion(
             "stream_options can only be set when stream is true.",
         ));
     }
-    let include_usage = req
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    if req.sampling.prompt_logprobs.is_some() && stream {
+        return Err(ApiError::invalid_param(
+            "prompt_logprobs",
+            "prompt_logprobs are not available when stream is true.",
+        ));
+    }
+    let (include_usage, continuous_usage) = StreamOptions::usage_flags(req.stream_options.as_ref());
     let want_logprobs = req.logprobs.unwrap_or(false);
     let top_logprobs = req.top_logprobs.unwrap_or(0);
     if top_logprobs > 0 && !want_logprobs {
@@ -113,8 +115,10 @@ async fn chat_completion(
         model: state.model_name.clone(),
         n: params.n,
         logprobs: want_logprobs.then_some(top_logprobs as usize),
+        show_prompt_logprobs: params.prompt_logprobs.is_some(),
     };
-    respond(generation, stream, Chat::new(state, meta, include_usage)).await
+    let chat = Chat::new(state, meta, include_usage, continuous_usage);
+    respond(generation, stream, chat).await
 }
 
 struct ChatMeta {
@@ -124,6 +128,8 @@ struct ChatMeta {
     n: usize,
     /// `Some(top_logprobs)` when logprobs were asked for.
     logprobs: Option<usize>,
+    /// The request asked for vLLM's `prompt_logprobs`.
+    show_prompt_logprobs: bool,
 }
 
 /// Builds a chat completion's SSE chunks, or its one body.
@@ -131,23 +137,32 @@ struct Chat {
     state: Arc<AppState>,
     meta: ChatMeta,
     include_usage: bool,
+    /// vLLM's `continuous_usage_stats`: the usage so far on every chunk.
+    continuous_usage: bool,
     usage: UsageCounter,
     /// The role chunks go out before the first content.
     sent_roles: bool,
 }
 
 impl Chat {
-    fn new(state: Arc<AppState>, meta: ChatMeta, include_usage: bool) -> Self {
+    fn new(
+        state: Arc<AppState>,
+        meta: ChatMeta,
+        include_usage: bool,
+        continuous_usage: bool,
+    ) -> Self {
         Self {
             state,
             meta,
             include_usage,
+            continuous_usage,
             usage: UsageCounter::new(1),
             sent_roles: false,
         }
     }
 
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Event {
+        let usage = usage.or_else(|| self.continuous_usage.then(|| self.usage.usage()));
         json_event(&ChatCompletionChunk {
             id: self.meta.id.clone(),
             object: CHAT_COMPLETION_CHUNK,
@@ -227,6 +242,10 @@ impl Responder for Chat {
     fn body(self, collected: ChoiceCollector) -> ChatCompletionResponse {
         let meta = self.meta;
         let text_of = |id| token_text(&self.state, id);
+        let prompt_logprobs = meta.show_prompt_logprobs.then(|| {
+            let lps = collected.prompt_logprobs[0].as_deref().unwrap_or_default();
+            prompt_logprobs(lps, &text_of)
+        });
         let choices = collected
             .choices
             .into_iter()
@@ -252,6 +271,7 @@ impl Responder for Chat {
             model: meta.model,
             choices,
             usage: collected.usage.usage(),
+            prompt_logprobs,
         }
     }
 }

@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::json_body::WithSampling;
+use crate::request_fields::Endpoint;
 use crate::sampling::SamplingRequest;
 
-use super::common::{ChatMessage, StopReasonValue, StreamOptions, Usage};
+use super::common::{ChatMessage, PromptLogprobs, StopReasonValue, StreamOptions, Usage};
 
 /// A chat completions request, read with
-/// [`SampledJson`](crate::json_body::SampledJson). Unknown fields
-/// are ignored, as vLLM does.
+/// [`SampledJson`](crate::json_body::SampledJson). Fields it does not
+/// declare are held to [`crate::request_fields`]'s table.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
     #[serde(default)]
@@ -49,6 +50,8 @@ pub struct ChatCompletionRequest {
 }
 
 impl WithSampling for ChatCompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
+
     fn sampling_mut(&mut self) -> &mut SamplingRequest {
         &mut self.sampling
     }
@@ -101,6 +104,8 @@ pub struct ChatCompletionResponse {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// vLLM's `prompt_logprobs` of the rendered prompt (null unless asked for).
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 /// The delta of a chunk: `role` only in a choice's first chunk.

@@ -105,6 +105,49 @@ pub struct StreamOptions {
     /// Send a last chunk with `usage` and no choices.
     #[serde(default)]
     pub include_usage: Option<bool>,
+    /// vLLM's: with `include_usage`, every chunk also carries the usage so
+    /// far (prompt tokens, completion tokens up to that chunk).
+    #[serde(default)]
+    pub continuous_usage_stats: Option<bool>,
+}
+
+impl StreamOptions {
+    /// `(include_usage, continuous_usage_stats)`; the second only counts
+    /// with the first, as in vLLM.
+    pub fn usage_flags(options: Option<&StreamOptions>) -> (bool, bool) {
+        let include = options.and_then(|o| o.include_usage).unwrap_or(false);
+        let continuous = options
+            .and_then(|o| o.continuous_usage_stats)
+            .unwrap_or(false);
+        (include, include && continuous)
+    }
+}
+
+/// vLLM's `prompt_logprobs`: per prompt token, `null` for the first, else
+/// the token and its top alternatives keyed by token id.
+pub type PromptLogprobs = Vec<Option<PromptTokenLogprobs>>;
+
+/// One prompt position: `{"<token id>": {"logprob", "rank", "decoded_token"}}`,
+/// the prompt's own token first, then the alternatives by rank.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptTokenLogprobs(pub Vec<(u32, PromptLogprob)>);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptLogprob {
+    pub logprob: f32,
+    pub rank: usize,
+    pub decoded_token: String,
+}
+
+impl Serialize for PromptTokenLogprobs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (id, lp) in &self.0 {
+            map.serialize_entry(&id.to_string(), lp)?;
+        }
+        map.end()
+    }
 }
 
 /// A chat message; `content` is a string or a list of `{"type": "text"}` parts.

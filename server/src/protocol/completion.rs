@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::json_body::WithSampling;
+use crate::request_fields::Endpoint;
 use crate::sampling::SamplingRequest;
 
-use super::common::{Prompt, StopReasonValue, StreamOptions, Usage};
+use super::common::{Prompt, PromptLogprobs, StopReasonValue, StreamOptions, Usage};
 
 /// A completions request, read with
-/// [`SampledJson`](crate::json_body::SampledJson). Unknown fields are
-/// ignored, as vLLM does.
+/// [`SampledJson`](crate::json_body::SampledJson). Fields it does not
+/// declare are held to [`crate::request_fields`]'s table.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
     #[serde(default)]
@@ -45,6 +46,8 @@ pub struct CompletionRequest {
 }
 
 impl WithSampling for CompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::Completions;
+
     fn sampling_mut(&mut self) -> &mut SamplingRequest {
         &mut self.sampling
     }
@@ -123,6 +126,8 @@ pub struct CompletionChoice {
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
     pub stop_reason: Option<StopReasonValue>,
+    /// vLLM's `prompt_logprobs` (null unless asked for), as vLLM sends it.
+    pub prompt_logprobs: Option<PromptLogprobs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -201,6 +206,7 @@ mod tests {
                 logprobs: None,
                 finish_reason: None,
                 stop_reason: None,
+                prompt_logprobs: None,
             }],
             usage: None,
         };
