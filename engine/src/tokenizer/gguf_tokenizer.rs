@@ -1,5 +1,5 @@
 //! Building a tokenizer from GGUF metadata (llama.cpp stores the vocabulary,
-//! merges and token types instead of a `tokenizer.json`).
+//! merges or scores, and token types instead of a `tokenizer.json`).
 //!
 //! This mirrors HF transformers' GGUF converter
 //! (`transformers/integrations/gguf/gguf_tokenizer_mapping.py`), which is the
@@ -17,6 +17,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
+use super::gguf_sentencepiece::{sentencepiece_tokenizer, SpaceStyle};
 use super::{Tokenizer, TokenizerError};
 use crate::weights::gguf::GgufValue;
 
@@ -46,22 +47,55 @@ pub fn pre_tokenizer_split(pre: &str) -> Option<&'static str> {
 }
 
 /// Builds the tokenizer from GGUF metadata looked up by `meta` (a
-/// `GgufFile::metadata`).
+/// `GgufFile::metadata`): byte-level BPE ("gpt2") or SentencePiece
+/// ("llama", see [`super::gguf_sentencepiece`]), then the added tokens and
+/// BOS/EOS as HF's loader sets them.
 pub fn tokenizer_from_gguf_metadata<'g>(
     meta: impl Fn(&str) -> Option<&'g GgufValue>,
 ) -> Result<Tokenizer, TokenizerError> {
     let model = meta("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
         .ok_or_else(|| metadata_error("tokenizer.ggml.model", "absent or not a string"))?;
-    if model != "gpt2" {
-        return Err(TokenizerError::Unsupported(format!(
-            "GGUF tokenizer model `{model}`: only byte-level BPE (\"gpt2\": SmolLM2, Qwen2/3, Llama 3) \
-             is supported; use the model's HF folder with tokenizer.json instead"
-        )));
-    }
     let tokens = string_array(&meta, "tokenizer.ggml.tokens")?;
-    let merges = string_array(&meta, "tokenizer.ggml.merges")?;
-    let token_types = match meta("tokenizer.ggml.token_type") {
+    let token_types = token_types(&meta, tokens.len())?;
+    let (mut hf, byte_level) = match model {
+        "gpt2" => (byte_level_tokenizer(&meta, &tokens)?, true),
+        "llama" => (sentencepiece(&meta, &tokens)?, false),
+        other => {
+            return Err(TokenizerError::Unsupported(format!(
+                "GGUF tokenizer model `{other}`: supported are byte-level BPE (\"gpt2\": SmolLM2, \
+                 Qwen2/3, Llama 3) and SentencePiece (\"llama\": Llama 2, Mistral, Phi-3); use the \
+                 model's HF folder with tokenizer.json instead"
+            )))
+        }
+    };
+    add_special_tokens(&mut hf, &meta, &tokens, &token_types, byte_level);
+    let tokenizer = Tokenizer::from_hf(hf);
+
+    let token_at = |key: &str| -> Option<&str> {
+        let id = usize::try_from(meta(key)?.as_u64()?).ok()?;
+        tokens.get(id).copied()
+    };
+    // llama.cpp adds BOS to a SentencePiece vocabulary that does not say
+    // otherwise, and HF's loader follows it.
+    let add_bos = meta("tokenizer.ggml.add_bos_token")
+        .and_then(GgufValue::as_bool)
+        .unwrap_or(model == "llama");
+    let add_eos = meta("tokenizer.ggml.add_eos_token")
+        .and_then(GgufValue::as_bool)
+        .unwrap_or(false);
+    tokenizer.with_bos_eos(
+        token_at("tokenizer.ggml.bos_token_id").filter(|_| add_bos),
+        token_at("tokenizer.ggml.eos_token_id").filter(|_| add_eos),
+    )
+}
+
+/// `tokenizer.ggml.token_type`, one per token (empty when absent).
+fn token_types<'g>(
+    meta: &impl Fn(&str) -> Option<&'g GgufValue>,
+    num_tokens: usize,
+) -> Result<Vec<i64>, TokenizerError> {
+    let types = match meta("tokenizer.ggml.token_type") {
         None => Vec::new(),
         Some(v) => v
             .as_array()
@@ -70,13 +104,54 @@ pub fn tokenizer_from_gguf_metadata<'g>(
                 metadata_error("tokenizer.ggml.token_type", "not an array of integers")
             })?,
     };
-    if !token_types.is_empty() && token_types.len() != tokens.len() {
+    if !types.is_empty() && types.len() != num_tokens {
         return Err(metadata_error(
             "tokenizer.ggml.token_type",
-            &format!("{} entries for {} tokens", token_types.len(), tokens.len()),
+            &format!("{} entries for {num_tokens} tokens", types.len()),
         ));
     }
+    Ok(types)
+}
 
+/// A SentencePiece vocabulary: its pieces with their scores.
+fn sentencepiece<'g>(
+    meta: &impl Fn(&str) -> Option<&'g GgufValue>,
+    tokens: &[&str],
+) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let architecture = meta("general.architecture")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("llama");
+    let style = SpaceStyle::for_architecture(architecture).ok_or_else(|| {
+        TokenizerError::Unsupported(format!(
+            "the SentencePiece vocabulary of a `{architecture}` GGUF (its space handling and \
+             piece spellings differ from Llama's and are not reproduced yet); use the model's HF \
+             folder with tokenizer.json instead"
+        ))
+    })?;
+    let scores = meta("tokenizer.ggml.scores")
+        .ok_or_else(|| metadata_error("tokenizer.ggml.scores", "absent"))?
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|v| v.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| metadata_error("tokenizer.ggml.scores", "not an array of numbers"))?;
+    if scores.len() != tokens.len() {
+        return Err(metadata_error(
+            "tokenizer.ggml.scores",
+            &format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    sentencepiece_tokenizer(tokens, &scores, style)
+}
+
+/// A byte-level BPE vocabulary with its merges.
+fn byte_level_tokenizer<'g>(
+    meta: &impl Fn(&str) -> Option<&'g GgufValue>,
+    tokens: &[&str],
+) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let merges = string_array(meta, "tokenizer.ggml.merges")?;
     // The vocabulary as HF's `byte_level_tokenizer` builds it: a token
     // written outside the byte alphabet is respelled from its UTF-8 bytes;
     // a later duplicate spelling wins, as in a Python dict.
@@ -106,33 +181,6 @@ pub fn tokenizer_from_gguf_metadata<'g>(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-
-    let control: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&token_types)
-        .filter(|(t, &ty)| ty == TOKEN_TYPE_CONTROL && t.chars().all(|c| in_alphabet.contains(&c)))
-        .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
-        .collect();
-    let user_defined: Vec<AddedToken> = tokens
-        .iter()
-        .zip(&token_types)
-        .filter(|(t, &ty)| ty == TOKEN_TYPE_USER_DEFINED && vocab.contains_key(**t))
-        .map(|(t, _)| AddedToken::from(t.to_string(), false).normalized(false))
-        .collect();
-    // HF also registers the bos/eos/unk/pad tokens as special.
-    let named_special: Vec<AddedToken> = [
-        "tokenizer.ggml.bos_token_id",
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.unknown_token_id",
-        "tokenizer.ggml.padding_token_id",
-    ]
-    .iter()
-    .filter_map(|key| meta(key)?.as_u64())
-    .filter_map(|id| tokens.get(usize::try_from(id).ok()?))
-    .filter(|t| vocab.contains_key(**t))
-    .map(|t| AddedToken::from(t.to_string(), true).normalized(false))
-    .collect();
-
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
@@ -161,25 +209,51 @@ pub fn tokenizer_from_gguf_metadata<'g>(
         }
     }
     hf.with_decoder(Some(ByteLevelDecoder::default()));
-    hf.add_special_tokens(&control);
-    hf.add_tokens(&user_defined);
-    hf.add_special_tokens(&named_special);
-    let tokenizer = Tokenizer::from_hf(hf);
+    Ok(hf)
+}
 
-    let token_at = |key: &str| -> Option<&str> {
-        let id = usize::try_from(meta(key)?.as_u64()?).ok()?;
-        tokens.get(id).copied()
-    };
-    let add_bos = meta("tokenizer.ggml.add_bos_token")
-        .and_then(GgufValue::as_bool)
-        .unwrap_or(false);
-    let add_eos = meta("tokenizer.ggml.add_eos_token")
-        .and_then(GgufValue::as_bool)
-        .unwrap_or(false);
-    tokenizer.with_bos_eos(
-        token_at("tokenizer.ggml.bos_token_id").filter(|_| add_bos),
-        token_at("tokenizer.ggml.eos_token_id").filter(|_| add_eos),
-    )
+/// Control tokens become special added tokens and user-defined ones plain
+/// added tokens, so both encode whole when written in text; HF also
+/// registers the bos/eos/unk/pad tokens as special. In a byte-level
+/// vocabulary a control token spelled outside the byte alphabet is a
+/// llama.cpp mislabel and is skipped, as HF skips it.
+fn add_special_tokens<'g>(
+    hf: &mut tokenizers::Tokenizer,
+    meta: &impl Fn(&str) -> Option<&'g GgufValue>,
+    tokens: &[&str],
+    token_types: &[i64],
+    byte_level: bool,
+) {
+    let alphabet: std::collections::HashSet<char> = byte_alphabet().into_iter().collect();
+    let control: Vec<AddedToken> = tokens
+        .iter()
+        .zip(token_types)
+        .filter(|(t, &ty)| {
+            ty == TOKEN_TYPE_CONTROL && (!byte_level || t.chars().all(|c| alphabet.contains(&c)))
+        })
+        .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false))
+        .collect();
+    hf.add_special_tokens(&control);
+    let user_defined: Vec<AddedToken> = tokens
+        .iter()
+        .zip(token_types)
+        .filter(|(t, &ty)| ty == TOKEN_TYPE_USER_DEFINED && hf.token_to_id(t).is_some())
+        .map(|(t, _)| AddedToken::from(t.to_string(), false).normalized(false))
+        .collect();
+    hf.add_tokens(&user_defined);
+    let named_special: Vec<AddedToken> = [
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.padding_token_id",
+    ]
+    .iter()
+    .filter_map(|key| meta(key)?.as_u64())
+    .filter_map(|id| tokens.get(usize::try_from(id).ok()?))
+    .filter(|t| hf.token_to_id(t).is_some())
+    .map(|t| AddedToken::from(t.to_string(), true).normalized(false))
+    .collect();
+    hf.add_special_tokens(&named_special);
 }
 
 fn metadata_error(key: &str, message: &str) -> TokenizerError {
@@ -336,7 +410,7 @@ pub(crate) mod tests {
         let mut meta = toy_metadata("gpt2", false);
         meta.insert(
             "tokenizer.ggml.model".into(),
-            GgufValue::String("llama".into()),
+            GgufValue::String("rwkv".into()),
         );
         assert!(matches!(
             build(&meta).unwrap_err(),

@@ -5,6 +5,7 @@
 mod chat_template;
 mod continue_final_message;
 mod detokenizer;
+mod gguf_sentencepiece;
 mod gguf_tokenizer;
 mod stop_checker;
 #[allow(clippy::module_inception)]
