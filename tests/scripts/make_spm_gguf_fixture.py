@@ -23,9 +23,10 @@ import transformers
 from transformers import AutoTokenizer
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "fixtures", "spm_gguf")
-# The same vocabulary under two architectures: HF marks spaces differently
-# for Phi-3 (a normalizer instead of Metaspace).
-ARCHITECTURES = ["llama", "phi3"]
+# The same vocabulary under three architectures: HF marks spaces
+# differently for Phi-3 (a normalizer instead of Metaspace) and Gemma (no
+# prefix; merges in file order; whitespace pieces stored as spaces).
+ARCHITECTURES = ["llama", "phi3", "gemma2"]
 
 TEXTS = [
     "Hello world",
@@ -104,7 +105,9 @@ def main():
     files = []
     for arch in ARCHITECTURES:
         name = f"spm-{arch}-vocab.gguf"
-        write_gguf(os.path.join(OUT, name), arch, sp, tokens, scores, types)
+        # llama.cpp stores Gemma's whitespace-only pieces with real spaces.
+        spelled = [t.replace("\u2581", " ") if arch.startswith("gemma") and not t.strip("\u2581") and t else t for t in tokens]
+        write_gguf(os.path.join(OUT, name), arch, sp, spelled, scores, types)
         files.append({"gguf_file": name, "architecture": arch, "cases": hf_cases(name, sp)})
     fixture = {
         "generator": "tests/scripts/make_spm_gguf_fixture.py",

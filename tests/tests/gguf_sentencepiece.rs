@@ -1,6 +1,6 @@
 //! A SentencePiece ("llama") GGUF vocabulary, read by Pagoda and by HF
 //! transformers' GGUF loader, must tokenize alike, under a Llama and under a
-//! Phi-3 architecture (which marks spaces with a normalizer instead). The fixture
+//! Phi-3 and a Gemma 2 architecture (which mark spaces otherwise). The fixture
 //! (`tests/fixtures/spm_gguf/`, made by `tests/scripts/make_spm_gguf_fixture.py`)
 //! is a SentencePiece BPE vocabulary with byte fallback, split digits and
 //! user-defined `<think>` tokens written into a GGUF as llama.cpp's converter
@@ -29,7 +29,7 @@ fn sentencepiece_gguf_tokenizes_as_hf_transformers() {
     };
     let mut failures = Vec::new();
     let files = golden["files"].as_array().unwrap();
-    assert_eq!(files.len(), 2, "llama and phi3");
+    assert_eq!(files.len(), 3, "llama, phi3 and gemma2");
     for file in files {
         let name = file["gguf_file"].as_str().unwrap();
         let gguf = GgufFile::open(&dir.join(name)).unwrap();

@@ -17,7 +17,8 @@ use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-use tokenizers::{NormalizerWrapper, PreTokenizerWrapper};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::TokenizerError;
 
@@ -35,6 +36,10 @@ pub enum SpaceStyle {
     /// Phi-3: a normalizer that prepends `▁` and turns every space into
     /// `▁`, no pre-tokenizer (`"  hi"` becomes `▁▁▁hi`, not `▁▁hi`).
     PrependNormalizer,
+    /// Gemma 1–3: spaces become `▁` with nothing prepended; whitespace-only
+    /// pieces are stored as real spaces and respelled with `▁`; merges
+    /// follow the pieces' order in the file, not their scores.
+    Gemma,
 }
 
 impl SpaceStyle {
@@ -43,7 +48,8 @@ impl SpaceStyle {
     pub fn for_architecture(architecture: &str) -> Option<Self> {
         match architecture {
             "phi3" => Some(Self::PrependNormalizer),
-            "gemma" | "gemma2" | "gemma3" | "gemma4" => None,
+            "gemma" | "gemma2" | "gemma3" => Some(Self::Gemma),
+            "gemma4" => None,
             _ => Some(Self::Metaspace),
         }
     }
@@ -56,22 +62,40 @@ pub fn sentencepiece_tokenizer(
     scores: &[f32],
     style: SpaceStyle,
 ) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let respelled: Vec<String>;
+    let positions: Vec<f32>;
+    let (tokens, scores): (Vec<&str>, &[f32]) = if style == SpaceStyle::Gemma {
+        respelled = tokens.iter().map(|t| gemma_spelling(t)).collect();
+        // Gemma's scores do not follow its merge order; the file's order does.
+        positions = (0..tokens.len()).map(|i| -(i as f32)).collect();
+        (respelled.iter().map(String::as_str).collect(), &positions)
+    } else {
+        (tokens.to_vec(), scores)
+    };
     let mut vocab = tokenizers::models::bpe::Vocab::default();
     for (id, token) in tokens.iter().enumerate() {
         // A later duplicate spelling wins, as in a Python dict.
         vocab.insert((*token).to_string(), id as u32);
     }
-    let merges = generate_merges(tokens, scores, &vocab);
-    let bpe = BPE::builder()
+    let merges = generate_merges(&tokens, scores, &vocab);
+    let has_unk = vocab.contains_key(GEMMA_UNK);
+    let mut builder = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
-        .fuse_unk(true)
-        .build()
-        .map_err(|e| TokenizerError::GgufMetadata {
-            key: "tokenizer.ggml.tokens".into(),
-            message: format!("cannot build a BPE model from the pieces: {e}"),
-        })?;
+        .fuse_unk(true);
+    if style == SpaceStyle::Gemma && has_unk {
+        builder = builder.unk_token(GEMMA_UNK.to_string());
+    }
+    let bpe = builder.build().map_err(|e| TokenizerError::GgufMetadata {
+        key: "tokenizer.ggml.tokens".into(),
+        message: format!("cannot build a BPE model from the pieces: {e}"),
+    })?;
     let mut hf = tokenizers::Tokenizer::new(bpe);
+    let mut decoders = vec![
+        DecoderWrapper::Replace(replace(&SPACE_MARK.to_string(), " ")?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
     match style {
         SpaceStyle::Metaspace => {
             hf.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
@@ -81,27 +105,54 @@ pub fn sentencepiece_tokenizer(
             ))));
         }
         SpaceStyle::PrependNormalizer => {
-            let replace = Replace::new(" ", SPACE_MARK.to_string())
-                .map_err(|e| TokenizerError::Unsupported(format!("space normalizer: {e}")))?;
             hf.with_normalizer(Some(NormalizerWrapper::Sequence(
                 tokenizers::normalizers::Sequence::new(vec![
                     NormalizerWrapper::Prepend(Prepend::new(SPACE_MARK.to_string())),
-                    NormalizerWrapper::Replace(replace),
+                    NormalizerWrapper::Replace(replace(" ", &SPACE_MARK.to_string())?),
                 ]),
             )));
             hf.with_pre_tokenizer(None::<PreTokenizerWrapper>);
         }
+        SpaceStyle::Gemma => {
+            hf.with_normalizer(Some(NormalizerWrapper::Replace(replace(
+                " ",
+                &SPACE_MARK.to_string(),
+            )?)));
+            let split = Split::new(
+                SplitPattern::String(" ".into()),
+                SplitDelimiterBehavior::MergedWithPrevious,
+                false,
+            )
+            .map_err(|e| TokenizerError::Unsupported(format!("space split: {e}")))?;
+            hf.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(split)));
+        }
     }
-    let to_space = Replace::new(SPACE_MARK.to_string(), " ")
-        .map_err(|e| TokenizerError::Unsupported(format!("space decoder: {e}")))?;
-    hf.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
-        DecoderWrapper::Replace(to_space),
-        DecoderWrapper::ByteFallback(ByteFallback::new()),
-        DecoderWrapper::Fuse(Fuse::new()),
+    if style != SpaceStyle::Gemma {
         // The space the pre-tokenizer (or normalizer) put in front.
-        DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
-    ]))));
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    hf.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
+        decoders,
+    ))));
     Ok(hf)
+}
+
+/// Gemma's unknown token, which its tokenizer names whatever the file says.
+const GEMMA_UNK: &str = "<unk>";
+
+/// A whitespace-only Gemma piece stored with real spaces, spelled with `▁`
+/// as its tokenizer looks it up.
+fn gemma_spelling(token: &str) -> String {
+    if token.contains(' ') && token.trim().is_empty() {
+        SPACE_MARK.to_string().repeat(token.chars().count())
+    } else {
+        token.to_string()
+    }
+}
+
+fn replace(pattern: &str, content: &str) -> Result<Replace, TokenizerError> {
+    Replace::new(pattern, content)
+        .map_err(|e| TokenizerError::Unsupported(format!("replace {pattern:?}: {e}")))
 }
 
 /// The merges a SentencePiece BPE vocabulary implies, as transformers'

@@ -123,8 +123,8 @@ fn sentencepiece<'g>(
         .unwrap_or("llama");
     let style = SpaceStyle::for_architecture(architecture).ok_or_else(|| {
         TokenizerError::Unsupported(format!(
-            "the SentencePiece vocabulary of a `{architecture}` GGUF (its space handling and \
-             piece spellings differ from Llama's and are not reproduced yet); use the model's HF \
+            "the SentencePiece vocabulary of a `{architecture}` GGUF (its space handling \
+             differs from Llama's and Gemma's and is not reproduced yet); use the model's HF \
              folder with tokenizer.json instead"
         ))
     })?;
