@@ -5,12 +5,13 @@
 //! tokenize), so they take the state by reference and return owned data.
 
 use pagoda_engine::tokenizer::{continue_final_message, Tokenizer};
-use pagoda_engine::{validate_prompt, EngineError};
+use pagoda_engine::{error_chain, validate_prompt, EngineError};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::protocol::common::{ChatMessage, PromptInput};
 use crate::state::AppState;
+use pagoda_engine::error_chain;
 
 fn tokenizer(state: &AppState) -> Result<&Tokenizer, ApiError> {
     state.engine.tokenizer().ok_or_else(|| {
@@ -28,7 +29,9 @@ pub fn encode(
 ) -> Result<Vec<u32>, ApiError> {
     tokenizer(state)?
         .encode(text, add_special_tokens)
-        .map_err(|e| ApiError::bad_request(format!("Cannot tokenize the prompt: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request(format!("Cannot tokenize the prompt: {}", error_chain(&e)))
+        })
 }
 
 /// Token ids to text.
@@ -40,7 +43,7 @@ pub fn decode(
     check_token_ids(ids, state.vocab_size, "tokens")?;
     tokenizer(state)?
         .decode(ids, skip_special_tokens)
-        .map_err(|e| ApiError::bad_request(format!("Cannot detokenize: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("Cannot detokenize: {}", error_chain(&e))))
 }
 
 /// The text of one token, for logprobs (special tokens included).

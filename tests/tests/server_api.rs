@@ -669,7 +669,10 @@ fn errors_invalid_values(s: &TestServer) {
         (json!({"prompt": []}), "prompt"),
         (json!({"prompt": [[99999999]]}), "prompt"),
         (json!({"prompt": vec![vec![1]; 600], "n": 2}), "prompt"),
-        (json!({"prompt": "x", "max_tokens": 0, "echo": false}), "max_tokens"),
+        (
+            json!({"prompt": "x", "max_tokens": 0, "echo": false}),
+            "max_tokens",
+        ),
     ];
     for (body, param) in cases {
         expect_error(s, c, body, 400, Some(param));

@@ -19,14 +19,20 @@ pub enum TokenizerError {
     },
     #[error("invalid tokenizer file {path}: {message}")]
     InvalidFile { path: PathBuf, message: String },
+    /// `tokenizer.json` that the `tokenizers` crate cannot load.
+    #[error("invalid tokenizer file {path}")]
+    InvalidTokenizerJson {
+        path: PathBuf,
+        source: tokenizers::Error,
+    },
     #[error("GGUF tokenizer metadata `{key}`: {message}")]
     GgufMetadata { key: String, message: String },
     #[error("unsupported tokenizer: {0}")]
     Unsupported(String),
-    #[error("tokenizer failed to encode: {0}")]
-    Encode(String),
-    #[error("tokenizer failed to decode: {0}")]
-    Decode(String),
+    #[error("tokenizer failed to encode")]
+    Encode(#[source] tokenizers::Error),
+    #[error("tokenizer failed to decode")]
+    Decode(#[source] tokenizers::Error),
     #[error("token id {id} is not in the vocabulary (size {vocab_size})")]
     UnknownTokenId { id: u32, vocab_size: usize },
     #[error("chat template: {0}")]
@@ -63,11 +69,12 @@ impl Tokenizer {
             path: tokenizer_json.to_path_buf(),
             source,
         })?;
-        let hf =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::InvalidFile {
+        let hf = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|source| {
+            TokenizerError::InvalidTokenizerJson {
                 path: tokenizer_json.to_path_buf(),
-                message: e.to_string(),
-            })?;
+                source,
+            }
+        })?;
         Ok(Self::from_hf(hf))
     }
 
@@ -169,7 +176,7 @@ impl Tokenizer {
             .hf
             .encode_fast(text, add_special_tokens)
             .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+            .map_err(TokenizerError::Encode)
     }
 
     /// Token ids to text. An id outside the vocabulary is an error.
@@ -186,7 +193,7 @@ impl Tokenizer {
         self.inner
             .hf
             .decode(ids, skip_special_tokens)
-            .map_err(|e| TokenizerError::Decode(e.to_string()))
+            .map_err(TokenizerError::Decode)
     }
 
     /// Decode for streaming: ids outside the vocabulary (a model whose
