@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::protocol::common::{ChatMessage, PromptInput};
 use crate::state::AppState;
-use pagoda_engine::error_chain;
 
 fn tokenizer(state: &AppState) -> Result<&Tokenizer, ApiError> {
     state.engine.tokenizer().ok_or_else(|| {
