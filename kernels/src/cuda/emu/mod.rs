@@ -1,0 +1,178 @@
+//! The CUDA kernels executed on the CPU: the `.cu` sources compiled by g++
+//! with `-DPAGODA_EMU` (`runtime.hpp` supplies CUDA's built-ins,
+//! `runtime.cpp` runs one fiber per CUDA thread), launched by name with the
+//! same parameter structs and launch shapes as on a GPU.
+//!
+//! What it proves and what still needs a GPU: ARCHITECTURE.md, "CUDA
+//! kernels on the emulator".
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use super::launch::LaunchShape;
+use super::params::{FieldLayout, KernelParams};
+
+/// The order in which a block's threads run between the points where they
+/// wait. A kernel that is right does not depend on it; a missing barrier
+/// usually shows under an order other than round robin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadOrder {
+    /// Every runnable thread in turn, in thread order.
+    RoundRobin,
+    /// Always the lowest-numbered runnable thread: warp 0 runs far ahead.
+    LowestFirst,
+    /// Always the highest-numbered one: the last warp runs ahead.
+    HighestFirst,
+    /// A seeded random pick at every switch.
+    Random(u64),
+}
+
+impl ThreadOrder {
+    fn code(self) -> (u32, u64) {
+        match self {
+            ThreadOrder::RoundRobin => (0, 0),
+            ThreadOrder::LowestFirst => (1, 0),
+            ThreadOrder::HighestFirst => (2, 0),
+            ThreadOrder::Random(seed) => (3, seed),
+        }
+    }
+}
+
+/// A launch the emulator refused or a kernel misuse it saw (message names
+/// the kernel and what went wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("emulated launch: {0}")]
+pub struct EmuError(pub String);
+
+/// Mirrors `PagodaEmuLaunch` in runtime.cpp.
+#[repr(C)]
+struct EmuLaunch {
+    grid: [u32; 3],
+    block: [u32; 3],
+    dyn_smem_bytes: u64,
+    order: u32,
+    reserved: u32,
+    seed: u64,
+    stack_bytes: u64,
+}
+
+/// Mirrors `PagodaEmuField` in layouts.cpp.
+#[repr(C)]
+struct EmuField {
+    params: *const c_char,
+    field: *const c_char,
+    offset: usize,
+    size: usize,
+    params_size: usize,
+}
+
+extern "C" {
+    fn pagoda_emu_launch(
+        kernel: *const c_char,
+        launch: *const EmuLaunch,
+        params: *const c_void,
+        params_size: usize,
+        err: *mut c_char,
+        err_len: usize,
+        switches: *mut u64,
+    ) -> i32;
+    fn pagoda_emu_param_fields(n: *mut usize) -> *const EmuField;
+}
+
+/// Runs `kernel` over `shape` with `params`; returns the number of thread
+/// switches (a cost measure).
+///
+/// # Safety
+/// Every pointer in `params` must be valid, in host memory, for what the
+/// kernel reads and writes with these sizes (the same contract as a GPU
+/// launch, with host addresses for device ones).
+pub unsafe fn launch<P: KernelParams>(
+    kernel: &str,
+    shape: &LaunchShape,
+    order: ThreadOrder,
+    params: &P,
+) -> Result<u64, EmuError> {
+    let name = CString::new(kernel).map_err(|_| EmuError(format!("bad kernel name {kernel:?}")))?;
+    let (order, seed) = order.code();
+    let l = EmuLaunch {
+        grid: [shape.grid.0, shape.grid.1, shape.grid.2],
+        block: [shape.block, 1, 1],
+        dyn_smem_bytes: shape.smem_bytes as u64,
+        order,
+        reserved: 0,
+        seed,
+        stack_bytes: 0,
+    };
+    if shape.grid.0 == 0 || shape.grid.1 == 0 || shape.grid.2 == 0 {
+        return Ok(0); // nothing to run, as a GPU launch of an empty grid would be refused before
+    }
+    let mut err = vec![0 as c_char; 2048];
+    let mut switches = 0u64;
+    // SAFETY: the strings and structs outlive the call; the caller vouches
+    // for the pointers inside `params`.
+    let rc = unsafe {
+        pagoda_emu_launch(
+            name.as_ptr(),
+            &l,
+            params as *const P as *const c_void,
+            std::mem::size_of::<P>(),
+            err.as_mut_ptr(),
+            err.len(),
+            &mut switches,
+        )
+    };
+    if rc == 0 {
+        Ok(switches)
+    } else {
+        // SAFETY: the runtime wrote a NUL-terminated message into `err`.
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
+        Err(EmuError(msg.to_string_lossy().into_owned()))
+    }
+}
+
+/// Sizes and field layouts of `common.cuh`'s parameter structs as the C++
+/// compiler lays them out: (struct, size, fields).
+pub fn cuda_param_layouts() -> Vec<(String, usize, Vec<FieldLayout>)> {
+    let mut n = 0usize;
+    // SAFETY: returns a static table of `n` entries with static strings.
+    let table = unsafe { std::slice::from_raw_parts(pagoda_emu_param_fields(&mut n), n) };
+    let mut out: Vec<(String, usize, Vec<FieldLayout>)> = Vec::new();
+    for f in table {
+        // SAFETY: static NUL-terminated names.
+        let (s, field) = unsafe { (CStr::from_ptr(f.params), CStr::from_ptr(f.field)) };
+        let s = s.to_string_lossy().into_owned();
+        let name: &'static str = Box::leak(field.to_string_lossy().into_owned().into_boxed_str());
+        let layout = FieldLayout {
+            name,
+            offset: f.offset,
+            size: f.size,
+        };
+        match out.last_mut() {
+            Some(last) if last.0 == s => last.2.push(layout),
+            _ => out.push((s, f.params_size, vec![layout])),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::params::all_layouts;
+    use super::*;
+
+    /// The argument ABI: every Rust struct is the CUDA struct, field by field.
+    #[test]
+    fn params_layout_matches_common_cuh() {
+        let rust = all_layouts();
+        let cuda = cuda_param_layouts();
+        let names = |v: Vec<&str>| v.join(", ");
+        assert_eq!(
+            names(rust.iter().map(|r| r.0).collect()),
+            names(cuda.iter().map(|c| c.0.as_str()).collect()),
+            "the same structs in the same order"
+        );
+        for ((name, size, fields), (_, csize, cfields)) in rust.iter().zip(&cuda) {
+            assert_eq!(fields, cfields, "{name}: fields");
+            assert_eq!(size, csize, "{name}: size");
+        }
+    }
+}
