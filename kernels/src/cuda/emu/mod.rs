@@ -176,3 +176,152 @@ mod tests {
         }
     }
 }
+
+/// The emulator's diagnostics, on the deliberately wrong kernels of
+/// selftest.cpp: each mistake is an error naming it, never a crash.
+#[cfg(test)]
+mod diagnostics {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    struct SelftestParams {
+        out: u64,
+        mode: i32,
+    }
+    // SAFETY: repr(C) integers, as selftest.cpp's struct.
+    unsafe impl cudarc::driver::DeviceRepr for SelftestParams {}
+    impl KernelParams for SelftestParams {
+        const NAME: &'static str = "SelftestParams";
+        fn fields() -> Vec<FieldLayout> {
+            Vec::new()
+        }
+    }
+
+    fn run_mode(mode: i32, threads: u32, order: ThreadOrder) -> Result<Vec<f32>, EmuError> {
+        let mut out = vec![f32::NAN; 1024];
+        let p = SelftestParams {
+            out: out.as_mut_ptr() as u64,
+            mode,
+        };
+        let shape = LaunchShape {
+            grid: (2, 1, 1),
+            block: threads,
+            smem_bytes: 1024,
+        };
+        // SAFETY: `out` holds a float for every thread.
+        unsafe { launch("emu_selftest", &shape, order, &p) }?;
+        Ok(out)
+    }
+
+    fn error_of(mode: i32, threads: u32) -> String {
+        match run_mode(mode, threads, ThreadOrder::RoundRobin) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("mode {mode}: the misuse went unnoticed"),
+        }
+    }
+
+    #[test]
+    fn lanes_at_different_collectives() {
+        let e = error_of(0, 64);
+        assert!(
+            e.contains("different collectives") && e.contains("vote.ballot"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_full_mask_collective_in_a_partial_warp() {
+        let e = error_of(1, 48);
+        assert!(e.contains("16 live lanes"), "{e}");
+        let e = error_of(6, 64);
+        assert!(
+            e.contains("live lanes") || e.contains("exited while"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deadlock_and_divergent_barriers() {
+        let e = error_of(2, 64);
+        assert!(
+            e.contains("deadlock") && e.contains("32 threads wait at __syncthreads"),
+            "{e}"
+        );
+        let e = error_of(5, 64);
+        assert!(e.contains("different barriers"), "{e}");
+    }
+
+    #[test]
+    fn bad_ldmatrix_addresses() {
+        let e = error_of(3, 32);
+        assert!(e.contains("not 16-byte aligned"), "{e}");
+        let e = error_of(4, 32);
+        assert!(e.contains("outside the 1024 bytes"), "{e}");
+    }
+
+    #[test]
+    fn launch_contract_violations_are_errors() {
+        let mut out = [0f32; 4];
+        let p = SelftestParams {
+            out: out.as_mut_ptr() as u64,
+            mode: 7,
+        };
+        let shape = |block| LaunchShape {
+            grid: (1, 1, 1),
+            block,
+            smem_bytes: 0,
+        };
+        // SAFETY: refused before any thread runs.
+        let e = unsafe { launch("no_such_kernel", &shape(32), ThreadOrder::RoundRobin, &p) };
+        assert!(e.unwrap_err().0.contains("no such kernel"));
+        // SAFETY: as above.
+        let e = unsafe { launch("emu_selftest", &shape(2048), ThreadOrder::RoundRobin, &p) };
+        assert!(e.unwrap_err().0.contains("2048 threads"));
+        // SAFETY: refused before any thread runs (a struct of another kernel).
+        let e = unsafe {
+            launch(
+                "emu_selftest",
+                &shape(32),
+                ThreadOrder::RoundRobin,
+                &crate::cuda::params::AddBiasParams::default(),
+            )
+        };
+        assert!(e.unwrap_err().0.contains("parameter struct of 24 bytes"));
+        // A kernel's __launch_bounds__ is enforced.
+        let e = unsafe {
+            // SAFETY: refused before any thread runs.
+            launch(
+                "paged_attention_prefill_bf16_d64",
+                &shape(256),
+                ThreadOrder::RoundRobin,
+                &crate::cuda::params::AttentionParams::default(),
+            )
+        };
+        assert!(e.unwrap_err().0.contains("__launch_bounds__(128)"));
+    }
+
+    /// A barrier-protected reduction is right in every order; without the
+    /// barrier, round robin (thread 0 reads before the others write) shows
+    /// the race while highest-first happens to hide it: why every kernel
+    /// test runs under two orders.
+    #[test]
+    fn thread_orders_expose_a_missing_barrier() {
+        let want = (1..=128).sum::<i32>() as f32;
+        let all = [
+            ThreadOrder::RoundRobin,
+            ThreadOrder::LowestFirst,
+            ThreadOrder::HighestFirst,
+            ThreadOrder::Random(7),
+        ];
+        for order in all {
+            assert_eq!(run_mode(7, 128, order).unwrap()[0], want, "{order:?}");
+        }
+        let racy: Vec<bool> = all
+            .iter()
+            .map(|&o| run_mode(8, 128, o).unwrap()[0] != want)
+            .collect();
+        assert!(racy[0], "round robin shows the race");
+        assert!(!racy[2], "highest-first hides it");
+    }
+}
