@@ -714,11 +714,25 @@ fn random_logits(r: &mut StdRng, rows: usize, vocab: usize) -> Vec<f32> {
 #[test]
 fn sampling_matches_the_reference_bit_for_bit() {
     let mut r = rng(40);
-    for (i, vocab) in [1000, 5000].into_iter().enumerate() {
-        let rows = 10;
-        let logits = random_logits(&mut r, rows, vocab);
+    // Peaked logits (as real ones), then flat ones, where every cut changes
+    // which token a draw lands on.
+    for (i, (vocab, flat)) in [(1000, false), (5000, false), (1000, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let rows = if flat { 24 } else { 10 };
+        let logits = if flat {
+            randn(&mut r, rows * vocab, 0.5)
+        } else {
+            random_logits(&mut r, rows, vocab)
+        };
         let temp: Vec<f32> = (0..rows).map(|i| [0.0, 1.0, 0.7, 1.5][i % 4]).collect();
-        let top_k: Vec<i32> = (0..rows).map(|i| [0, 1, 20, 1000, -1][i % 5]).collect();
+        let ks: &[i32] = if flat {
+            &[2, 3, 5, 40]
+        } else {
+            &[0, 1, 20, 1000, -1]
+        };
+        let top_k: Vec<i32> = (0..rows).map(|i| ks[i % ks.len()]).collect();
         let top_p: Vec<f32> = (0..rows).map(|i| [1.0, 0.9, 0.5][i % 3]).collect();
         let min_p: Vec<f32> = (0..rows).map(|i| [0.0, 0.0, 0.05][(i / 3) % 3]).collect();
         let uni: Vec<f32> = (0..rows).map(|_| r.random::<f32>()).collect();
@@ -865,7 +879,9 @@ fn logit_edits_match_the_cpu_rules() {
         pen.push_row(p);
     }
     for order in orders(42) {
+        // Slack past the last row: a write out of bounds lands there and shows.
         let mut got = logits.clone();
+        got.extend([7.0f32; 16]);
         let p = LogitBiasParams {
             logits: mptr(&mut got),
             offsets: ptr(&bias.offsets),
@@ -888,5 +904,6 @@ fn logit_edits_match_the_cpu_rules() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(g == w, "element {i}: {g} vs {w} under {order:?}");
         }
+        assert_eq!(&got[want.len()..], &[7.0f32; 16], "written past the logits");
     }
 }
