@@ -325,3 +325,43 @@ mod diagnostics {
         assert!(!racy[2], "highest-first hides it");
     }
 }
+
+/// Inline PTX outside `common.cuh`'s wrappers has no emulation: the
+/// emulator build refuses to compile it (rather than run something else).
+#[cfg(test)]
+mod unknown_ptx {
+    use std::process::Command;
+
+    fn compile(body: &str) -> (bool, String) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/cuda/emu");
+        let file = std::env::temp_dir().join(format!("pagoda-emu-ptx-{}.cpp", std::process::id()));
+        let src = format!("#include \"runtime.hpp\"\n#include \"../cu/common.cuh\"\n{body}\n");
+        std::fs::write(&file, src).unwrap();
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        let out = Command::new(cxx)
+            .args(["-std=c++17", "-fsyntax-only", "-DPAGODA_EMU", "-I", dir])
+            .arg(&file)
+            .output()
+            .expect("the C++ compiler that built the emulator");
+        let _ = std::fs::remove_file(&file);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn inline_ptx_outside_the_wrappers_is_a_compile_error() {
+        let wrapped = "__device__ float f(float x) { return ptx_ex2_approx_ftz(x); }";
+        let (ok, log) = compile(wrapped);
+        assert!(ok, "the wrapped form compiles: {log}");
+        let raw = "__device__ float f(float x) { float y; \
+                   asm(\"sqrt.approx.f32 %0, %1;\" : \"=f\"(y) : \"f\"(x)); return y; }";
+        let (ok, log) = compile(raw);
+        assert!(!ok, "raw inline PTX compiled for the emulator");
+        assert!(
+            log.contains("PAGODA_EMU_ERROR_inline_PTX_outside_the_common_cuh_wrappers"),
+            "{log}"
+        );
+    }
+}
