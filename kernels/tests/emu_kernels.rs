@@ -328,6 +328,9 @@ fn prefill_with_decodes_mqa_and_mha() {
         block_size: 32,
         ..case(301, 2, 2, 128, mixed)
     });
+    // Three query tiles of one chunk over five K/V tiles, beside a decode.
+    let long: &[(usize, usize)] = &[(150, 310), (1, 64)];
+    attention_both_orders::<bf16>(&case(302, 4, 1, 96, long));
 }
 
 /// Decode + reduce for the split plans `decode_plan` returns: one partition
