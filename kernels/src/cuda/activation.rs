@@ -1,9 +1,10 @@
 //! SiLU-and-multiply on the GPU (the CPU `silu_and_mul` is the reference).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
 use super::launch::{rows_shape, ROW_THREADS};
+use super::params::SiluAndMulParams;
 use super::sources::{unit_name, ACTIVATION};
 use super::{to_i32, CudaDType, CudaError, CudaKernels};
 
@@ -35,10 +36,13 @@ impl CudaKernels {
         let (o_p, _g1) = out.device_ptr_mut(stream);
         let (x_p, _g2) = x.device_ptr(stream);
         let (os, xs, dd) = (to_i32(op, d)?, to_i32(op, 2 * d)?, to_i32(op, d)?);
-        let mut b = stream.launch_builder(&f);
-        b.arg(&o_p).arg(&os).arg(&x_p).arg(&xs).arg(&dd);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(rows, d, ROW_THREADS).config()) }?;
-        Ok(())
+        let params = SiluAndMulParams {
+            out: o_p,
+            x: x_p,
+            out_stride: os,
+            x_stride: xs,
+            d: dd,
+        };
+        self.launch_kernel(&f, &rows_shape(rows, d, ROW_THREADS), &params)
     }
 }

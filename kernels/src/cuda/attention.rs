@@ -4,11 +4,11 @@
 //! one (decodes) through the split-context decode kernel and, when a context
 //! spans several partitions, its reduce pass.
 
-use cudarc::driver::sys::CUdeviceptr;
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
-use super::launch::{decode_plan, prefill_shape, scale_log2, DecodePlan};
+use super::launch::{decode_plan, prefill_shape, scale_log2, DecodePlan, LaunchShape};
+use super::params::{AttentionParams, DevPtr};
 use super::sources::{attention_unit, ATTENTION_DECODE, ATTENTION_PREFILL, HEAD_DIMS};
 use super::{to_i32, CudaError, CudaKernels, Half16};
 
@@ -71,22 +71,6 @@ impl AttentionWorkspace {
             tmp_sum: kernels.alloc_zeros(stats.max(1))?,
         })
     }
-}
-
-fn plan_for(
-    k: &CudaKernels,
-    num_seqs: usize,
-    s: &AttentionShape,
-    max_seq_len: usize,
-) -> DecodePlan {
-    decode_plan(
-        num_seqs,
-        s.num_heads,
-        s.num_kv_heads,
-        s.head_dim,
-        max_seq_len,
-        k.info().num_sms,
-    )
 }
 
 fn workspace_need(plan: &DecodePlan, num_seqs: usize, s: &AttentionShape) -> (usize, usize) {
@@ -231,10 +215,6 @@ impl CudaKernels {
             meta.num_decodes,
             meta.max_blocks_per_seq,
         )?;
-        if meta.num_tokens == 0 || meta.num_seqs == 0 {
-            return Ok(());
-        }
-        let op = "paged_attention";
         let stream = self.stream();
         // The guards keep the buffers' pending-work events until the
         // launches below are queued.
@@ -245,171 +225,169 @@ impl CudaKernels {
         let (qsl_p, _g5) = meta.query_start_loc.device_ptr(stream);
         let (sl_p, _g6) = meta.seq_lens.device_ptr(stream);
         let (bt_p, _g7) = meta.block_tables.device_ptr(stream);
-        let args = KernelArgs {
-            out: o_p,
-            out_stride: to_i32(op, shape.out_stride)?,
-            q: q_p,
-            q_stride: to_i32(op, shape.q_stride)?,
-            k_cache: k_p,
-            v_cache: v_p,
-            block_tables: bt_p,
-            max_blocks_per_seq: to_i32(op, meta.max_blocks_per_seq)?,
-            query_start_loc: qsl_p,
-            seq_lens: sl_p,
-            num_seqs: to_i32(op, meta.num_seqs)?,
-            num_heads: to_i32(op, shape.num_heads)?,
-            num_kv_heads: to_i32(op, shape.num_kv_heads)?,
-            block_size: to_i32(op, shape.block_size)?,
-            scale_log2: scale_log2(shape.scale),
-        };
-        if meta.num_decodes < meta.num_seqs {
-            self.launch_prefill::<T>(&args, meta, shape)?;
-        }
-        if meta.num_decodes > 0 {
-            self.launch_decode::<T>(&args, meta, shape, ws)?;
-        }
-        Ok(())
-    }
-
-    /// The tensor-core prefill kernel over every sequence with several new
-    /// tokens; it skips the decodes when the batch has any (they take the
-    /// split-context kernel, which is faster for one query row).
-    fn launch_prefill<T: Half16>(
-        &self,
-        a: &KernelArgs,
-        meta: &AttentionMetadata<'_>,
-        shape: &AttentionShape,
-    ) -> Result<(), CudaError> {
-        let d = shape.head_dim;
-        let launch = prefill_shape(meta.num_tokens, meta.num_seqs, shape.num_heads, d);
-        let name = format!("paged_attention_prefill_{}_d{d}", T::SUFFIX);
-        let f = self.function(
-            &attention_unit(&ATTENTION_PREFILL, d),
-            &name,
-            launch.smem_bytes as usize,
-        )?;
-        let skip_decodes: i32 = (meta.num_decodes > 0) as i32;
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(&a.out)
-            .arg(&a.out_stride)
-            .arg(&a.q)
-            .arg(&a.q_stride)
-            .arg(&a.k_cache)
-            .arg(&a.v_cache);
-        b.arg(&a.block_tables)
-            .arg(&a.max_blocks_per_seq)
-            .arg(&a.query_start_loc)
-            .arg(&a.seq_lens)
-            .arg(&a.num_seqs);
-        b.arg(&a.num_heads)
-            .arg(&a.num_kv_heads)
-            .arg(&a.block_size)
-            .arg(&a.scale_log2)
-            .arg(&skip_decodes);
-        // SAFETY: argument list matches the kernel; lengths validated above.
-        unsafe { b.launch(launch.config()) }?;
-        Ok(())
-    }
-
-    /// The split-context decode kernel over the sequences with one new
-    /// token. Long contexts are cut into partitions whose partial results go
-    /// to the workspace, then the reduce pass merges them (vLLM's
-    /// paged_attention_v2).
-    fn launch_decode<T: Half16>(
-        &self,
-        a: &KernelArgs,
-        meta: &AttentionMetadata<'_>,
-        shape: &AttentionShape,
-        ws: &mut AttentionWorkspace,
-    ) -> Result<(), CudaError> {
-        let op = "paged_attention";
-        let d = shape.head_dim;
-        let stream = self.stream();
-        let plan = plan_for(self, meta.num_seqs, shape, meta.max_seq_len);
-        let (need_out, need_stats) = workspace_need(&plan, meta.num_seqs, shape);
-        if plan.needs_reduce() {
-            ensure(
-                ws.tmp_out.len() >= need_out
-                    && ws.tmp_max.len() >= need_stats
-                    && ws.tmp_sum.len() >= need_stats,
-                op,
-                || {
-                    format!(
-                        "workspace too small for {} sequences of up to {} tokens",
-                        meta.num_seqs, meta.max_seq_len
-                    )
-                },
-            )?;
-        }
-        let unit = attention_unit(&ATTENTION_DECODE, d);
+        let ws_lens = [ws.tmp_out.len(), ws.tmp_max.len(), ws.tmp_sum.len()];
         let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
         let (tm_p, _g9) = ws.tmp_max.device_ptr_mut(stream);
         let (ts_p, _g10) = ws.tmp_sum.device_ptr_mut(stream);
-        let hpc = to_i32(op, plan.heads_per_cta)?;
-        let part = to_i32(op, plan.partition_size)?;
-        let max_parts = to_i32(op, plan.max_partitions)?;
-        let name = format!("paged_attention_decode_{}_d{d}", T::SUFFIX);
-        let f = self.function(&unit, &name, plan.decode.smem_bytes as usize)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&a.out)
-            .arg(&a.out_stride)
-            .arg(&to_p)
-            .arg(&tm_p)
-            .arg(&ts_p)
-            .arg(&a.q)
-            .arg(&a.q_stride);
-        b.arg(&a.k_cache)
-            .arg(&a.v_cache)
-            .arg(&a.block_tables)
-            .arg(&a.max_blocks_per_seq)
-            .arg(&a.query_start_loc)
-            .arg(&a.seq_lens);
-        b.arg(&a.num_heads)
-            .arg(&a.num_kv_heads)
-            .arg(&a.block_size)
-            .arg(&a.scale_log2)
-            .arg(&hpc)
-            .arg(&part)
-            .arg(&max_parts);
-        // SAFETY: argument list matches the kernel; workspace checked above.
-        unsafe { b.launch(plan.decode.config()) }?;
-        if plan.needs_reduce() {
-            let name = format!("paged_attention_reduce_{}_d{d}", T::SUFFIX);
-            let f = self.function(&unit, &name, plan.reduce.smem_bytes as usize)?;
-            let mut b = stream.launch_builder(&f);
-            b.arg(&a.out)
-                .arg(&a.out_stride)
-                .arg(&to_p)
-                .arg(&tm_p)
-                .arg(&ts_p)
-                .arg(&a.query_start_loc)
-                .arg(&a.seq_lens);
-            b.arg(&a.num_heads).arg(&part).arg(&max_parts);
-            // SAFETY: as above.
-            unsafe { b.launch(plan.reduce.config()) }?;
+        let ptrs = AttentionPtrs {
+            out: o_p,
+            q: q_p,
+            k_cache: k_p,
+            v_cache: v_p,
+            block_tables: bt_p,
+            query_start_loc: qsl_p,
+            seq_lens: sl_p,
+            tmp_out: to_p,
+            tmp_max: tm_p,
+            tmp_sum: ts_p,
+        };
+        let batch = AttentionBatch {
+            max_blocks_per_seq: meta.max_blocks_per_seq,
+            num_tokens: meta.num_tokens,
+            num_seqs: meta.num_seqs,
+            num_decodes: meta.num_decodes,
+            max_seq_len: meta.max_seq_len,
+        };
+        let sms = self.info().num_sms;
+        for l in attention_launches(T::SUFFIX, &ptrs, &batch, shape, ws_lens, sms)? {
+            let f = self.function(&l.unit, &l.kernel, l.shape.smem_bytes as usize)?;
+            self.launch_kernel(&f, &l.shape, &l.params)?;
         }
         Ok(())
     }
 }
 
-/// The device pointers and scalars the prefill and decode kernels share,
-/// converted (and range-checked) once per call.
-struct KernelArgs {
-    out: CUdeviceptr,
-    out_stride: i32,
-    q: CUdeviceptr,
-    q_stride: i32,
-    k_cache: CUdeviceptr,
-    v_cache: CUdeviceptr,
-    block_tables: CUdeviceptr,
-    max_blocks_per_seq: i32,
-    query_start_loc: CUdeviceptr,
-    seq_lens: CUdeviceptr,
-    num_seqs: i32,
-    num_heads: i32,
-    num_kv_heads: i32,
-    block_size: i32,
-    scale_log2: f32,
+/// Device addresses of the attention op's buffers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionPtrs {
+    pub out: DevPtr,
+    pub q: DevPtr,
+    pub k_cache: DevPtr,
+    pub v_cache: DevPtr,
+    pub block_tables: DevPtr,
+    pub query_start_loc: DevPtr,
+    pub seq_lens: DevPtr,
+    pub tmp_out: DevPtr,
+    pub tmp_max: DevPtr,
+    pub tmp_sum: DevPtr,
+}
+
+/// The host-known sizes of a batch ([`AttentionMetadata`] without the buffers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionBatch {
+    pub max_blocks_per_seq: usize,
+    pub num_tokens: usize,
+    pub num_seqs: usize,
+    pub num_decodes: usize,
+    pub max_seq_len: usize,
+}
+
+/// One kernel launch of the attention op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionLaunch {
+    /// Compile unit and kernel name.
+    pub unit: String,
+    pub kernel: String,
+    pub shape: LaunchShape,
+    pub params: AttentionParams,
+}
+
+/// The launches of one batch, in order: the tensor-core prefill kernel over
+/// every sequence with several new tokens (it skips the decodes when the
+/// batch has any: they take the split-context kernel, faster for one query
+/// row); the decode kernel; and, when a context may span several
+/// partitions, the reduce pass merging them (vLLM's paged_attention_v2).
+/// `ws_lens`: the workspace's tmp_out, tmp_max and tmp_sum lengths. The GPU
+/// path and the emulator run exactly these.
+pub fn attention_launches(
+    suffix: &str,
+    ptrs: &AttentionPtrs,
+    batch: &AttentionBatch,
+    shape: &AttentionShape,
+    ws_lens: [usize; 3],
+    num_sms: usize,
+) -> Result<Vec<AttentionLaunch>, CudaError> {
+    let op = "paged_attention";
+    let d = shape.head_dim;
+    let mut base = AttentionParams {
+        out: ptrs.out,
+        q: ptrs.q,
+        k_cache: ptrs.k_cache,
+        v_cache: ptrs.v_cache,
+        block_tables: ptrs.block_tables,
+        query_start_loc: ptrs.query_start_loc,
+        seq_lens: ptrs.seq_lens,
+        tmp_out: ptrs.tmp_out,
+        tmp_max: ptrs.tmp_max,
+        tmp_sum: ptrs.tmp_sum,
+        out_stride: to_i32(op, shape.out_stride)?,
+        q_stride: to_i32(op, shape.q_stride)?,
+        max_blocks_per_seq: to_i32(op, batch.max_blocks_per_seq)?,
+        num_seqs: to_i32(op, batch.num_seqs)?,
+        num_heads: to_i32(op, shape.num_heads)?,
+        num_kv_heads: to_i32(op, shape.num_kv_heads)?,
+        block_size: to_i32(op, shape.block_size)?,
+        scale_log2: scale_log2(shape.scale),
+        skip_decodes: (batch.num_decodes > 0) as i32,
+        heads_per_cta: 0,
+        partition_size: 0,
+        max_partitions: 0,
+    };
+    let mut launches = Vec::new();
+    if batch.num_tokens == 0 || batch.num_seqs == 0 {
+        return Ok(launches);
+    }
+    if batch.num_decodes < batch.num_seqs {
+        launches.push(AttentionLaunch {
+            unit: attention_unit(&ATTENTION_PREFILL, d),
+            kernel: format!("paged_attention_prefill_{suffix}_d{d}"),
+            shape: prefill_shape(batch.num_tokens, batch.num_seqs, shape.num_heads, d),
+            params: base,
+        });
+    }
+    if batch.num_decodes == 0 {
+        return Ok(launches);
+    }
+    let plan = decode_plan(
+        batch.num_seqs,
+        shape.num_heads,
+        shape.num_kv_heads,
+        d,
+        batch.max_seq_len,
+        num_sms,
+    );
+    if plan.needs_reduce() {
+        let (need_out, need_stats) = workspace_need(&plan, batch.num_seqs, shape);
+        ensure(
+            ws_lens[0] >= need_out && ws_lens[1] >= need_stats && ws_lens[2] >= need_stats,
+            op,
+            || {
+                format!(
+                    "workspace too small for {} sequences of up to {} tokens",
+                    batch.num_seqs, batch.max_seq_len
+                )
+            },
+        )?;
+    }
+    base.heads_per_cta = to_i32(op, plan.heads_per_cta)?;
+    base.partition_size = to_i32(op, plan.partition_size)?;
+    base.max_partitions = to_i32(op, plan.max_partitions)?;
+    let unit = attention_unit(&ATTENTION_DECODE, d);
+    launches.push(AttentionLaunch {
+        unit: unit.clone(),
+        kernel: format!("paged_attention_decode_{suffix}_d{d}"),
+        shape: plan.decode,
+        params: base,
+    });
+    if plan.needs_reduce() {
+        launches.push(AttentionLaunch {
+            unit,
+            kernel: format!("paged_attention_reduce_{suffix}_d{d}"),
+            shape: plan.reduce,
+            params: base,
+        });
+    }
+    Ok(launches)
 }
 
 #[cfg(test)]

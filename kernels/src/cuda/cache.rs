@@ -1,9 +1,10 @@
 //! reshape_and_cache on the GPU (the CPU `reshape_and_cache` is the reference).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
-use super::launch::rows_shape;
+use super::launch::reshape_and_cache_shape;
+use super::params::ReshapeAndCacheParams;
 use super::sources::{unit_name, CACHE};
 use super::{to_i32, CudaError, CudaKernels, Half16};
 
@@ -94,18 +95,17 @@ impl CudaKernels {
             to_i32(op, value_stride)?,
             to_i32(op, row)?,
         );
-        let mut b = stream.launch_builder(&f);
-        b.arg(&k_p)
-            .arg(&ks)
-            .arg(&v_p)
-            .arg(&vs)
-            .arg(&kc_p)
-            .arg(&vc_p)
-            .arg(&s_p)
-            .arg(&r);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(num_tokens, row / 8, 128).config()) }?;
-        Ok(())
+        let params = ReshapeAndCacheParams {
+            key: k_p,
+            value: v_p,
+            k_cache: kc_p,
+            v_cache: vc_p,
+            slot_mapping: s_p,
+            key_stride: ks,
+            value_stride: vs,
+            row_len: r,
+        };
+        self.launch_kernel(&f, &reshape_and_cache_shape(num_tokens, row), &params)
     }
 }
 

@@ -9,14 +9,15 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    ValidAsZeroBits,
+    PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
 use super::kernel_cache::{compile_all_cached, KernelCache};
-use super::launch::DEFAULT_SMEM_LIMIT;
+use super::launch::{LaunchShape, DEFAULT_SMEM_LIMIT};
 use super::libraries::{driver_present, ensure_loaded, CudaLibrary};
 use super::nvrtc::{arch_for, nvrtc_version};
+use super::params::KernelParams;
 use super::sources::{compile_units, HEAD_DIMS};
 use super::CudaError;
 
@@ -224,6 +225,22 @@ impl CudaKernels {
         data: &CudaSlice<T>,
     ) -> Result<Vec<T>, CudaError> {
         Ok(self.stream.clone_dtoh(data)?)
+    }
+
+    /// Launches `f` on the stream with its one parameter struct.
+    pub(crate) fn launch_kernel<P: KernelParams>(
+        &self,
+        f: &CudaFunction,
+        shape: &LaunchShape,
+        params: &P,
+    ) -> Result<(), CudaError> {
+        let mut b = self.stream.launch_builder(f);
+        b.arg(params);
+        // SAFETY: the kernel takes exactly one `P` by value (`KERNEL(name, P)`
+        // in its source; the layout test holds P equal to the CUDA struct),
+        // and the caller validated every length the kernel reads and writes.
+        unsafe { b.launch(shape.config()) }?;
+        Ok(())
     }
 
     /// Kernel `name` of unit `unit`, with its dynamic shared memory limit

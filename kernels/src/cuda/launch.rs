@@ -176,6 +176,22 @@ pub fn rows_shape(rows: usize, row_len: usize, threads: usize) -> LaunchShape {
     }
 }
 
+/// reshape_and_cache: one CTA per token, a thread per 16-byte vector of the
+/// K/V row (`row_len` elements), at most 128.
+pub fn reshape_and_cache_shape(num_tokens: usize, row_len: usize) -> LaunchShape {
+    rows_shape(num_tokens, row_len / 8, 128)
+}
+
+/// Rotary: one CTA per token, a thread per rotated pair of any q or k head.
+pub fn rotary_shape(num_tokens: usize, heads: usize, half: usize) -> LaunchShape {
+    rows_shape(num_tokens, heads * half, 256)
+}
+
+/// Logit bias and penalties: one 128-thread CTA per row over its CSR entries.
+pub fn logit_edits_shape(rows: usize) -> LaunchShape {
+    rows_shape(rows, 128, 128)
+}
+
 /// One warp per sub-row, 4 warps per CTA.
 pub fn warp_rows_shape(sub_rows: usize) -> LaunchShape {
     LaunchShape {

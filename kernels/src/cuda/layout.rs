@@ -1,10 +1,11 @@
 //! Row moves and small element-wise ops: embedding lookup / row gather,
 //! fused-qkv split, bias add, dtype casts.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
 use super::launch::{elementwise_shape, rows_shape, ROW_THREADS};
+use super::params::{AddBiasParams, ConvertParams, GatherRowsParams, SplitQkvParams};
 use super::sources::{unit_name, LAYOUT};
 use super::{to_i32, CudaDType, CudaError, CudaKernels, Half16};
 
@@ -54,11 +55,15 @@ impl CudaKernels {
         let (s_p, _g2) = src.device_ptr(stream);
         let (i_p, _g3) = indices.device_ptr(stream);
         let rl = to_i32(op, row_len)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&o_p).arg(&s_p).arg(&i_p).arg(&src_rows).arg(&rl);
-        // SAFETY: arguments match the kernel; lengths validated, indices bounded in the kernel.
-        unsafe { b.launch(rows_shape(num_out, row_len, ROW_THREADS).config()) }?;
-        Ok(())
+        // Indices past the table are bounded in the kernel (zero rows).
+        let params = GatherRowsParams {
+            out: o_p,
+            src: s_p,
+            idx: i_p,
+            num_src_rows: src_rows,
+            row_len: rl,
+        };
+        self.launch_kernel(&f, &rows_shape(num_out, row_len, ROW_THREADS), &params)
     }
 
     /// Splits `[rows, q_dim + 2 * kv_dim]` into packed q, k and v.
@@ -93,11 +98,15 @@ impl CudaKernels {
         let (k_p, _g3) = k.device_ptr_mut(stream);
         let (v_p, _g4) = v.device_ptr_mut(stream);
         let (qd, kd) = (to_i32(op, q_dim)?, to_i32(op, kv_dim)?);
-        let mut b = stream.launch_builder(&f);
-        b.arg(&x_p).arg(&q_p).arg(&k_p).arg(&v_p).arg(&qd).arg(&kd);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(rows, width, ROW_THREADS).config()) }?;
-        Ok(())
+        let params = SplitQkvParams {
+            qkv: x_p,
+            q: q_p,
+            k: k_p,
+            v: v_p,
+            q_dim: qd,
+            kv_dim: kd,
+        };
+        self.launch_kernel(&f, &rows_shape(rows, width, ROW_THREADS), &params)
     }
 
     /// `x[r, :] += bias` over packed `[rows, cols]`.
@@ -120,11 +129,12 @@ impl CudaKernels {
         let (x_p, _g1) = x.device_ptr_mut(stream);
         let (b_p, _g2) = bias.device_ptr(stream);
         let c = to_i32(op, cols)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&x_p).arg(&b_p).arg(&c);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(rows, cols, ROW_THREADS).config()) }?;
-        Ok(())
+        let params = AddBiasParams {
+            x: x_p,
+            bias: b_p,
+            cols: c,
+        };
+        self.launch_kernel(&f, &rows_shape(rows, cols, ROW_THREADS), &params)
     }
 
     /// Casts `n` elements between f32 and a 16-bit type (either direction).
@@ -152,11 +162,11 @@ impl CudaKernels {
         )?;
         let (s_p, _g1) = src.device_ptr(stream);
         let (d_p, _g2) = dst.device_ptr_mut(stream);
-        let nn = n as u64;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&d_p).arg(&s_p).arg(&nn);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(elementwise_shape(n).config()) }?;
-        Ok(())
+        let params = ConvertParams {
+            out: d_p,
+            input: s_p,
+            n: n as u64,
+        };
+        self.launch_kernel(&f, &elementwise_shape(n), &params)
     }
 }

@@ -14,6 +14,8 @@ pub mod attention;
 pub mod cache;
 mod device;
 mod dtype;
+#[cfg(feature = "emu")]
+pub mod emu;
 mod error;
 pub mod gemm;
 pub mod graphs;
@@ -24,6 +26,7 @@ pub mod libraries;
 pub mod memory;
 pub mod norm;
 pub mod nvrtc;
+pub mod params;
 pub mod rotary;
 pub mod sampling;
 pub mod sampling_reference;

@@ -1,10 +1,11 @@
 //! RMSNorm family on the GPU (CPU `rms_norm`, `fused_add_rms_norm`,
 //! `rms_norm_inplace` are the references).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
 use super::launch::{rows_shape, warp_rows_shape, ROW_THREADS};
+use super::params::{FusedAddRmsNormParams, RmsNormHeadsParams, RmsNormParams};
 use super::sources::{unit_name, NORM};
 use super::{to_i32, CudaDType, CudaError, CudaKernels};
 
@@ -61,17 +62,16 @@ impl CudaKernels {
             to_i32(op, x_stride)?,
             to_i32(op, dim)?,
         );
-        let mut b = stream.launch_builder(&f);
-        b.arg(&o_p)
-            .arg(&os)
-            .arg(&x_p)
-            .arg(&xs)
-            .arg(&w_p)
-            .arg(&eps)
-            .arg(&d);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(rows, dim, ROW_THREADS).config()) }?;
-        Ok(())
+        let params = RmsNormParams {
+            out: o_p,
+            x: x_p,
+            weight: w_p,
+            out_stride: os,
+            x_stride: xs,
+            dim: d,
+            eps,
+        };
+        self.launch_kernel(&f, &rows_shape(rows, dim, ROW_THREADS), &params)
     }
 
     /// vLLM's fused residual add: `residual += x; x = rms_norm(residual) * weight`
@@ -104,11 +104,14 @@ impl CudaKernels {
         let (r_p, _g2) = residual.device_ptr_mut(stream);
         let (w_p, _g3) = weight.device_ptr(stream);
         let d = to_i32(op, dim)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&x_p).arg(&r_p).arg(&w_p).arg(&eps).arg(&d);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(rows_shape(rows, dim, ROW_THREADS).config()) }?;
-        Ok(())
+        let params = FusedAddRmsNormParams {
+            x: x_p,
+            residual: r_p,
+            weight: w_p,
+            dim: d,
+            eps,
+        };
+        self.launch_kernel(&f, &rows_shape(rows, dim, ROW_THREADS), &params)
     }
 
     /// In-place RMSNorm of each `dim`-wide head of `rows` rows (`per_row`
@@ -149,16 +152,15 @@ impl CudaKernels {
             to_i32(op, dim)?,
             to_i32(op, sub_rows)?,
         );
-        let mut b = stream.launch_builder(&f);
-        b.arg(&x_p)
-            .arg(&rs)
-            .arg(&pr)
-            .arg(&d)
-            .arg(&w_p)
-            .arg(&eps)
-            .arg(&n);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(warp_rows_shape(sub_rows).config()) }?;
-        Ok(())
+        let params = RmsNormHeadsParams {
+            x: x_p,
+            weight: w_p,
+            row_stride: rs,
+            per_row: pr,
+            dim: d,
+            num_sub_rows: n,
+            eps,
+        };
+        self.launch_kernel(&f, &warp_rows_shape(sub_rows), &params)
     }
 }

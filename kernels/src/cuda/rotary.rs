@@ -2,10 +2,11 @@
 //! `RotaryCache`'s own, uploaded once, so both devices rotate by the same
 //! f32 values (default, linear and llama3 scaling all live in inv_freq).
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
-use super::launch::rows_shape;
+use super::launch::rotary_shape;
+use super::params::RotaryParams;
 use super::sources::{unit_name, ROTARY};
 use super::{to_i32, CudaDType, CudaError, CudaKernels};
 use crate::cpu::RotaryCache;
@@ -95,19 +96,21 @@ impl CudaKernels {
             to_i32(op, num_kv_heads)?,
             to_i32(op, head_dim)?,
         );
-        let mut b = stream.launch_builder(&f);
-        b.arg(&p_p)
-            .arg(&q_p)
-            .arg(&qs)
-            .arg(&k_p)
-            .arg(&ks)
-            .arg(&c_p)
-            .arg(&s_p);
-        b.arg(&mp).arg(&half).arg(&nh).arg(&nkv).arg(&hd);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe {
-            b.launch(rows_shape(num_tokens, (num_heads + num_kv_heads) * rope.half, 256).config())
-        }?;
-        Ok(())
+        let params = RotaryParams {
+            positions: p_p,
+            q: q_p,
+            k: k_p,
+            cos: c_p,
+            sin: s_p,
+            q_stride: qs,
+            k_stride: ks,
+            max_position: mp,
+            half,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        };
+        let shape = rotary_shape(num_tokens, num_heads + num_kv_heads, rope.half);
+        self.launch_kernel(&f, &shape, &params)
     }
 }

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
-use super::launch::{rows_shape, sampling_shape, LOGPROBS_MAX_K};
+use super::launch::{logit_edits_shape, sampling_shape, LOGPROBS_MAX_K};
+use super::params::{
+    LogitBiasParams, LogprobsTopkParams, PenaltiesParams, SampleTokensParams, TokenLogprobsParams,
+};
 use super::sources::{unit_name, SAMPLING};
 use super::{to_i32, CudaError, CudaKernels};
 
@@ -128,18 +131,17 @@ impl CudaKernels {
         let (u_p, _g6) = p.uniform.device_ptr(stream);
         let (o_p, _g7) = out.device_ptr_mut(stream);
         let v = to_i32(op, vocab)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&l_p)
-            .arg(&v)
-            .arg(&t_p)
-            .arg(&k_p)
-            .arg(&pp)
-            .arg(&m_p)
-            .arg(&u_p)
-            .arg(&o_p);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(sampling_shape(rows).config()) }?;
-        Ok(())
+        let params = SampleTokensParams {
+            logits: l_p,
+            temperature: t_p,
+            top_k: k_p,
+            top_p: pp,
+            min_p: m_p,
+            uniform: u_p,
+            out: o_p,
+            vocab: v,
+        };
+        self.launch_kernel(&f, &sampling_shape(rows), &params)
     }
 
     /// The `k` most likely tokens of each row, `[rows, k]` ids and logprobs,
@@ -173,11 +175,14 @@ impl CudaKernels {
         let (i_p, _g2) = ids.device_ptr_mut(stream);
         let (o_p, _g3) = logprobs.device_ptr_mut(stream);
         let (v, kk) = (to_i32(op, vocab)?, to_i32(op, k)?);
-        let mut b = stream.launch_builder(&f);
-        b.arg(&l_p).arg(&v).arg(&kk).arg(&i_p).arg(&o_p);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(sampling_shape(rows).config()) }?;
-        Ok(())
+        let params = LogprobsTopkParams {
+            logits: l_p,
+            top_ids: i_p,
+            top_logprobs: o_p,
+            vocab: v,
+            k: kk,
+        };
+        self.launch_kernel(&f, &sampling_shape(rows), &params)
     }
 
     /// Logprob and rank (1 + number of larger logits) of `tokens[r]` in row r.
@@ -208,11 +213,14 @@ impl CudaKernels {
         let (lp_p, _g3) = logprob.device_ptr_mut(stream);
         let (r_p, _g4) = rank.device_ptr_mut(stream);
         let v = to_i32(op, vocab)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&l_p).arg(&v).arg(&t_p).arg(&lp_p).arg(&r_p);
-        // SAFETY: arguments match the kernel; lengths validated.
-        unsafe { b.launch(sampling_shape(rows).config()) }?;
-        Ok(())
+        let params = TokenLogprobsParams {
+            logits: l_p,
+            tokens: t_p,
+            out_logprob: lp_p,
+            out_rank: r_p,
+            vocab: v,
+        };
+        self.launch_kernel(&f, &sampling_shape(rows), &params)
     }
 
     /// `logits[r, ids[e]] += values[e]` for row r's entries (CSR, unique ids per row).
@@ -242,11 +250,15 @@ impl CudaKernels {
         let (i_p, _g3) = ids.device_ptr(stream);
         let (v_p, _g4) = values.device_ptr(stream);
         let v = to_i32(op, vocab)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&l_p).arg(&v).arg(&o_p).arg(&i_p).arg(&v_p);
-        // SAFETY: arguments match the kernel; ids are bounded by vocab in the kernel.
-        unsafe { b.launch(rows_shape(rows, 128, 128).config()) }?;
-        Ok(())
+        // Ids past the vocab are skipped in the kernel.
+        let params = LogitBiasParams {
+            logits: l_p,
+            offsets: o_p,
+            ids: i_p,
+            values: v_p,
+            vocab: v,
+        };
+        self.launch_kernel(&f, &logit_edits_shape(rows), &params)
     }
 
     /// vLLM's repetition / frequency / presence penalties (per-row values,
@@ -289,18 +301,18 @@ impl CudaKernels {
         let (f_p, _g6) = frequency.device_ptr(stream);
         let (p_p, _g7) = presence.device_ptr(stream);
         let v = to_i32(op, vocab)?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&l_p)
-            .arg(&v)
-            .arg(&o_p)
-            .arg(&i_p)
-            .arg(&c_p)
-            .arg(&r_p)
-            .arg(&f_p)
-            .arg(&p_p);
-        // SAFETY: arguments match the kernel; ids are bounded by vocab in the kernel.
-        unsafe { b.launch(rows_shape(rows, 128, 128).config()) }?;
-        Ok(())
+        // Ids past the vocab are skipped in the kernel.
+        let params = PenaltiesParams {
+            logits: l_p,
+            offsets: o_p,
+            ids: i_p,
+            output_counts: c_p,
+            repetition: r_p,
+            frequency: f_p,
+            presence: p_p,
+            vocab: v,
+        };
+        self.launch_kernel(&f, &logit_edits_shape(rows), &params)
     }
 }
 

@@ -14,10 +14,10 @@ __device__ __forceinline__ void silu_and_mul_impl(T* __restrict__ out, int out_s
   }
 }
 
-#define SILU_KERNEL(SUFFIX, T)                                                                    \
-  extern "C" __global__ void silu_and_mul_##SUFFIX(T* out, int out_stride, const T* x, int x_stride, \
-                                                   int d) {                                       \
-    silu_and_mul_impl<T>(out, out_stride, x, x_stride, d);                                        \
+#define SILU_KERNEL(SUFFIX, T)                                                                 \
+  KERNEL(silu_and_mul_##SUFFIX, SiluAndMulParams) {                                          \
+    silu_and_mul_impl<T>(static_cast<T*>(p.out), p.out_stride, static_cast<const T*>(p.x),   \
+                         p.x_stride, p.d);                                                   \
   }
 
 SILU_KERNEL(bf16, bf16_t)

@@ -36,7 +36,7 @@ __device__ __forceinline__ void decode_attention(
   constexpr int NV = D / 16;                   // 16-byte vectors per thread (2 threads per key)
   constexpr int SLOTS = D / 8;                 // 16-byte vectors per row
   constexpr int NTL = DEC_THREADS / SLOTS;     // key lanes in the P·V phase
-  extern __shared__ __align__(16) u8 smem_raw[];
+  DYN_SMEM(u8, smem_raw);
   float* q_s = reinterpret_cast<float*>(smem_raw);  // [heads_per_cta][D], pre-scaled
   float* work = q_s + heads_per_cta * D;            // logits [h][partition_size], then the tree buffer
   __shared__ float stat_s[DEC_MAX_GROUP][2];
@@ -213,7 +213,7 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
                                               const u32* __restrict__ query_start_loc,
                                               const u32* __restrict__ seq_lens, int num_heads,
                                               int partition_size, int max_partitions) {
-  extern __shared__ __align__(16) u8 smem_raw[];
+  DYN_SMEM(u8, smem_raw);
   float* w = reinterpret_cast<float*>(smem_raw);
   __shared__ float scratch[32];
   const int seq = blockIdx.y, h = blockIdx.x;
@@ -242,27 +242,19 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
   }
 }
 
-#define DECODE_KERNELS(SUFFIX, T, D)                                                                  \
-  extern "C" __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode_##SUFFIX##_d##D( \
-      T* __restrict__ out, int out_stride, float* __restrict__ tmp_out, float* __restrict__ tmp_max, \
-      float* __restrict__ tmp_sum, const T* __restrict__ q, int q_stride,                           \
-      const T* __restrict__ k_cache, const T* __restrict__ v_cache,                                  \
-      const u32* __restrict__ block_tables, int max_blocks_per_seq,                                  \
-      const u32* __restrict__ query_start_loc, const u32* __restrict__ seq_lens, int num_heads,      \
-      int num_kv_heads, int block_size, float scale_log2, int heads_per_cta, int partition_size,     \
-      int max_partitions) {                                                                          \
-    decode_attention<T, D>(out, out_stride, tmp_out, tmp_max, tmp_sum, q, q_stride, k_cache, v_cache, \
-                           block_tables, max_blocks_per_seq, query_start_loc, seq_lens, num_heads,   \
-                           num_kv_heads, block_size, scale_log2, heads_per_cta, partition_size,      \
-                           max_partitions);                                                          \
-  }                                                                                                  \
-  extern "C" __global__ void paged_attention_reduce_##SUFFIX##_d##D(                                 \
-      T* __restrict__ out, int out_stride, const float* __restrict__ tmp_out,                        \
-      const float* __restrict__ tmp_max, const float* __restrict__ tmp_sum,                          \
-      const u32* __restrict__ query_start_loc, const u32* __restrict__ seq_lens, int num_heads,      \
-      int partition_size, int max_partitions) {                                                      \
-    decode_reduce<T, D>(out, out_stride, tmp_out, tmp_max, tmp_sum, query_start_loc, seq_lens,      \
-                        num_heads, partition_size, max_partitions);                                  \
+#define DECODE_KERNELS(SUFFIX, T, D)                                                                 \
+  KERNEL_BOUNDED(paged_attention_decode_##SUFFIX##_d##D, AttentionParams, DEC_THREADS) {            \
+    decode_attention<T, D>(static_cast<T*>(p.out), p.out_stride, p.tmp_out, p.tmp_max, p.tmp_sum,   \
+                           static_cast<const T*>(p.q), p.q_stride, static_cast<const T*>(p.k_cache),\
+                           static_cast<const T*>(p.v_cache), p.block_tables, p.max_blocks_per_seq, \
+                           p.query_start_loc, p.seq_lens, p.num_heads, p.num_kv_heads,              \
+                           p.block_size, p.scale_log2, p.heads_per_cta, p.partition_size,           \
+                           p.max_partitions);                                                       \
+  }                                                                                                 \
+  KERNEL(paged_attention_reduce_##SUFFIX##_d##D, AttentionParams) {                                 \
+    decode_reduce<T, D>(static_cast<T*>(p.out), p.out_stride, p.tmp_out, p.tmp_max, p.tmp_sum,      \
+                        p.query_start_loc, p.seq_lens, p.num_heads, p.partition_size,               \
+                        p.max_partitions);                                                          \
   }
 
 // The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);

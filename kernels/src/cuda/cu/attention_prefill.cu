@@ -17,29 +17,10 @@
 
 template <typename T> __device__ __forceinline__ void mma_16816(float* c, const u32* a, const u32* b);
 template <> __device__ __forceinline__ void mma_16816<bf16_t>(float* c, const u32* a, const u32* b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  ptx_mma_m16n8k16_bf16(c, a, b);
 }
 template <> __device__ __forceinline__ void mma_16816<half_t>(float* c, const u32* a, const u32* b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(u32* r, u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(u32* r, u32 addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
+  ptx_mma_m16n8k16_f16(c, a, b);
 }
 
 // Index of the sequence owning CTA `bx`: the last s with qsl[s] / BM + s <= bx.
@@ -62,7 +43,7 @@ __device__ __forceinline__ void prefill_attention(
   static_assert(D % 16 == 0 && BN % 16 == 0, "tile shapes");
   constexpr int STRIDE = D + 8;  // 16-byte row padding: ldmatrix rows hit distinct banks
   constexpr int DV = D / 8;      // 16-byte vectors per row
-  extern __shared__ __align__(16) u8 smem_raw[];
+  DYN_SMEM(u8, smem_raw);
   T* q_s = reinterpret_cast<T*>(smem_raw);
   T* k_s = q_s + PF_BM * STRIDE;
   T* v_s = k_s + BN * STRIDE;
@@ -120,11 +101,11 @@ __device__ __forceinline__ void prefill_attention(
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       u32 a[4];
-      ldmatrix_x4(a, smem_u32(q_s + (warp * 16 + (lane & 15)) * STRIDE + kk * 16 + (lane >> 4) * 8));
+      ptx_ldmatrix_x4(a, smem_u32(q_s + (warp * 16 + (lane & 15)) * STRIDE + kk * 16 + (lane >> 4) * 8));
 #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         u32 b[4];
-        ldmatrix_x4(b, smem_u32(k_s + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STRIDE + kk * 16 +
+        ptx_ldmatrix_x4(b, smem_u32(k_s + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STRIDE + kk * 16 +
                                 ((lane >> 3) & 1) * 8));
         mma_16816<T>(s[2 * np], a, b);
         mma_16816<T>(s[2 * np + 1], a, b + 2);
@@ -183,7 +164,7 @@ __device__ __forceinline__ void prefill_attention(
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         u32 b[4];
-        ldmatrix_x4_trans(b, smem_u32(v_s + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + dp * 16 +
+        ptx_ldmatrix_x4_trans(b, smem_u32(v_s + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + dp * 16 +
                                       (lane >> 4) * 8));
         mma_16816<T>(o[2 * dp], a, b);
         mma_16816<T>(o[2 * dp + 1], a, b + 2);
@@ -211,16 +192,14 @@ __device__ __forceinline__ void prefill_attention(
   }
 }
 
-#define PREFILL_KERNEL(SUFFIX, T, D, BN)                                                              \
-  extern "C" __global__ void __launch_bounds__(PF_THREADS) paged_attention_prefill_##SUFFIX##_d##D( \
-      T* __restrict__ out, int out_stride, const T* __restrict__ q, int q_stride,                    \
-      const T* __restrict__ k_cache, const T* __restrict__ v_cache,                                  \
-      const u32* __restrict__ block_tables, int max_blocks_per_seq,                                  \
-      const u32* __restrict__ query_start_loc, const u32* __restrict__ seq_lens, int num_seqs,       \
-      int num_heads, int num_kv_heads, int block_size, float scale_log2, int skip_decodes) {         \
-    prefill_attention<T, D, BN>(out, out_stride, q, q_stride, k_cache, v_cache, block_tables,        \
-                                max_blocks_per_seq, query_start_loc, seq_lens, num_seqs, num_heads,  \
-                                num_kv_heads, block_size, scale_log2, skip_decodes);                 \
+#define PREFILL_KERNEL(SUFFIX, T, D, BN)                                                             \
+  KERNEL_BOUNDED(paged_attention_prefill_##SUFFIX##_d##D, AttentionParams, PF_THREADS) {            \
+    prefill_attention<T, D, BN>(static_cast<T*>(p.out), p.out_stride, static_cast<const T*>(p.q),   \
+                                p.q_stride, static_cast<const T*>(p.k_cache),                       \
+                                static_cast<const T*>(p.v_cache), p.block_tables,                   \
+                                p.max_blocks_per_seq, p.query_start_loc, p.seq_lens, p.num_seqs,    \
+                                p.num_heads, p.num_kv_heads, p.block_size, p.scale_log2,            \
+                                p.skip_decodes);                                                    \
   }
 
 // The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);

@@ -26,13 +26,11 @@ __device__ __forceinline__ void reshape_and_cache_impl(const u16* __restrict__ k
 }
 
 // Both 16-bit types move as raw bits; two names keep the host's dispatch uniform.
-extern "C" __global__ void reshape_and_cache_bf16(const u16* key, int key_stride, const u16* value,
-                                                  int value_stride, u16* k_cache, u16* v_cache,
-                                                  const i64* slot_mapping, int row_len) {
-  reshape_and_cache_impl(key, key_stride, value, value_stride, k_cache, v_cache, slot_mapping, row_len);
+KERNEL(reshape_and_cache_bf16, ReshapeAndCacheParams) {
+  reshape_and_cache_impl(p.key, p.key_stride, p.value, p.value_stride, p.k_cache, p.v_cache, p.slot_mapping,
+                         p.row_len);
 }
-extern "C" __global__ void reshape_and_cache_f16(const u16* key, int key_stride, const u16* value,
-                                                 int value_stride, u16* k_cache, u16* v_cache,
-                                                 const i64* slot_mapping, int row_len) {
-  reshape_and_cache_impl(key, key_stride, value, value_stride, k_cache, v_cache, slot_mapping, row_len);
+KERNEL(reshape_and_cache_f16, ReshapeAndCacheParams) {
+  reshape_and_cache_impl(p.key, p.key_stride, p.value, p.value_stride, p.k_cache, p.v_cache, p.slot_mapping,
+                         p.row_len);
 }

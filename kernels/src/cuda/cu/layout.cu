@@ -21,17 +21,17 @@ __device__ __forceinline__ void gather_rows_impl(W* __restrict__ out, const W* _
   for (int i = threadIdx.x; i < row_len; i += blockDim.x) o[i] = s[i];
 }
 
-extern "C" __global__ void gather_rows_b16(u16* out, const u16* src, const u32* idx, u32 num_src_rows,
-                                           int row_len) {
-  gather_rows_impl<u16>(out, src, idx, num_src_rows, row_len);
+KERNEL(gather_rows_b16, GatherRowsParams) {
+  gather_rows_impl<u16>(static_cast<u16*>(p.out), static_cast<const u16*>(p.src), p.idx, p.num_src_rows,
+                        p.row_len);
 }
-extern "C" __global__ void gather_rows_b32(u32* out, const u32* src, const u32* idx, u32 num_src_rows,
-                                           int row_len) {
-  gather_rows_impl<u32>(out, src, idx, num_src_rows, row_len);
+KERNEL(gather_rows_b32, GatherRowsParams) {
+  gather_rows_impl<u32>(static_cast<u32*>(p.out), static_cast<const u32*>(p.src), p.idx, p.num_src_rows,
+                        p.row_len);
 }
 
-extern "C" __global__ void split_qkv_b16(const u16* __restrict__ qkv, u16* __restrict__ q, u16* __restrict__ k,
-                                         u16* __restrict__ v, int q_dim, int kv_dim) {
+__device__ __forceinline__ void split_qkv_impl(const u16* __restrict__ qkv, u16* __restrict__ q,
+                                               u16* __restrict__ k, u16* __restrict__ v, int q_dim, int kv_dim) {
   const int width = q_dim + 2 * kv_dim;
   const u16* row = qkv + (size_t)blockIdx.x * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
@@ -41,15 +41,20 @@ extern "C" __global__ void split_qkv_b16(const u16* __restrict__ qkv, u16* __res
     else v[(size_t)blockIdx.x * kv_dim + (i - q_dim - kv_dim)] = e;
   }
 }
+KERNEL(split_qkv_b16, SplitQkvParams) { split_qkv_impl(p.qkv, p.q, p.k, p.v, p.q_dim, p.kv_dim); }
 
 template <typename T>
 __device__ __forceinline__ void add_bias_impl(T* x, const T* __restrict__ bias, int cols) {
   T* r = x + (size_t)blockIdx.x * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) r[i] = from_float<T>(to_float(r[i]) + to_float(bias[i]));
 }
-extern "C" __global__ void add_bias_bf16(bf16_t* x, const bf16_t* bias, int cols) { add_bias_impl(x, bias, cols); }
-extern "C" __global__ void add_bias_f16(half_t* x, const half_t* bias, int cols) { add_bias_impl(x, bias, cols); }
-extern "C" __global__ void add_bias_f32(float* x, const float* bias, int cols) { add_bias_impl(x, bias, cols); }
+#define ADD_BIAS_KERNEL(SUFFIX, T)                                                         \
+  KERNEL(add_bias_##SUFFIX, AddBiasParams) {                                             \
+    add_bias_impl(static_cast<T*>(p.x), static_cast<const T*>(p.bias), p.cols);           \
+  }
+ADD_BIAS_KERNEL(bf16, bf16_t)
+ADD_BIAS_KERNEL(f16, half_t)
+ADD_BIAS_KERNEL(f32, float)
 
 // Flat casts over n elements; grid-stride loop.
 template <typename S, typename D>
@@ -57,7 +62,9 @@ __device__ __forceinline__ void convert_impl(D* __restrict__ out, const S* __res
   for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
     out[i] = from_float<D>(to_float(in[i]));
 }
-extern "C" __global__ void convert_bf16_f32(float* out, const bf16_t* in, u64 n) { convert_impl(out, in, n); }
-extern "C" __global__ void convert_f16_f32(float* out, const half_t* in, u64 n) { convert_impl(out, in, n); }
-extern "C" __global__ void convert_f32_bf16(bf16_t* out, const float* in, u64 n) { convert_impl(out, in, n); }
-extern "C" __global__ void convert_f32_f16(half_t* out, const float* in, u64 n) { convert_impl(out, in, n); }
+#define CONVERT_KERNEL(NAME, S, D)                                                            \
+  KERNEL(NAME, ConvertParams) { convert_impl(static_cast<D*>(p.out), static_cast<const S*>(p.input), p.n); }
+CONVERT_KERNEL(convert_bf16_f32, bf16_t, float)
+CONVERT_KERNEL(convert_f16_f32, half_t, float)
+CONVERT_KERNEL(convert_f32_bf16, float, bf16_t)
+CONVERT_KERNEL(convert_f32_f16, float, half_t)

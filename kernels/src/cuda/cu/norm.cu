@@ -64,18 +64,18 @@ __device__ __forceinline__ void rms_norm_heads_impl(T* x, int row_stride, int pe
   for (int e = lane; e < dim; e += WARP_SIZE) p[e] = norm_scale<T>(to_float(p[e]), r, w[e]);
 }
 
-#define NORM_KERNELS(SUFFIX, T)                                                                          \
-  extern "C" __global__ void rms_norm_##SUFFIX(T* out, int out_stride, const T* x, int x_stride,       \
-                                               const T* w, float eps, int dim) {                      \
-    rms_norm_impl<T>(out, out_stride, x, x_stride, w, eps, dim);                                      \
-  }                                                                                                   \
-  extern "C" __global__ void fused_add_rms_norm_##SUFFIX(T* x, T* residual, const T* w, float eps,     \
-                                                         int dim) {                                   \
-    fused_add_rms_norm_impl<T>(x, residual, w, eps, dim);                                             \
-  }                                                                                                   \
-  extern "C" __global__ void rms_norm_heads_##SUFFIX(T* x, int row_stride, int per_row, int dim,       \
-                                                     const T* w, float eps, int num_sub_rows) {       \
-    rms_norm_heads_impl<T>(x, row_stride, per_row, dim, w, eps, num_sub_rows);                        \
+#define NORM_KERNELS(SUFFIX, T)                                                                    \
+  KERNEL(rms_norm_##SUFFIX, RmsNormParams) {                                                      \
+    rms_norm_impl<T>(static_cast<T*>(p.out), p.out_stride, static_cast<const T*>(p.x), p.x_stride, \
+                     static_cast<const T*>(p.weight), p.eps, p.dim);                             \
+  }                                                                                              \
+  KERNEL(fused_add_rms_norm_##SUFFIX, FusedAddRmsNormParams) {                                    \
+    fused_add_rms_norm_impl<T>(static_cast<T*>(p.x), static_cast<T*>(p.residual),                \
+                               static_cast<const T*>(p.weight), p.eps, p.dim);                   \
+  }                                                                                              \
+  KERNEL(rms_norm_heads_##SUFFIX, RmsNormHeadsParams) {                                           \
+    rms_norm_heads_impl<T>(static_cast<T*>(p.x), p.row_stride, p.per_row, p.dim,                 \
+                           static_cast<const T*>(p.weight), p.eps, p.num_sub_rows);              \
   }
 
 NORM_KERNELS(bf16, bf16_t)

@@ -30,14 +30,11 @@ __device__ __forceinline__ void rotary_impl(const u32* __restrict__ positions, T
   }
 }
 
-#define ROTARY_KERNEL(SUFFIX, T)                                                                         \
-  extern "C" __global__ void rotary_embedding_##SUFFIX(const u32* positions, T* q, int q_stride, T* k,  \
-                                                       int k_stride, const float* cos_t,                \
-                                                       const float* sin_t, int max_position, int half,  \
-                                                       int num_heads,                                   \
-                                                       int num_kv_heads, int head_dim) {                \
-    rotary_impl<T>(positions, q, q_stride, k, k_stride, cos_t, sin_t, max_position, half, num_heads,  \
-                   num_kv_heads, head_dim);                                                             \
+#define ROTARY_KERNEL(SUFFIX, T)                                                                \
+  KERNEL(rotary_embedding_##SUFFIX, RotaryParams) {                                           \
+    rotary_impl<T>(p.positions, static_cast<T*>(p.q), p.q_stride, static_cast<T*>(p.k),       \
+                   p.k_stride, p.cos, p.sin, p.max_position, p.half, p.num_heads,             \
+                   p.num_kv_heads, p.head_dim);                                               \
   }
 
 ROTARY_KERNEL(bf16, bf16_t)

@@ -164,10 +164,15 @@ __device__ u64 argmax_key(const float* x, int vocab, u64* scratch) {
 
 // temperature < 1e-5 means greedy (SamplingParams::is_greedy); top_k <= 0 and
 // top_p >= 1 and min_p <= 0 disable those cuts.
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-    sample_tokens(const float* __restrict__ logits, int vocab, const float* __restrict__ temperature,
-                  const int* __restrict__ top_k, const float* __restrict__ top_p,
-                  const float* __restrict__ min_p, const float* __restrict__ uniform, u32* __restrict__ out) {
+KERNEL_BOUNDED(sample_tokens, SampleTokensParams, SAMPLE_THREADS) {
+  const float* __restrict__ logits = p.logits;
+  const int vocab = p.vocab;
+  const float* __restrict__ temperature = p.temperature;
+  const int* __restrict__ top_k = p.top_k;
+  const float* __restrict__ top_p = p.top_p;
+  const float* __restrict__ min_p = p.min_p;
+  const float* __restrict__ uniform = p.uniform;
+  u32* __restrict__ out = p.out;
   __shared__ SelectSmem sm;
   __shared__ u64 scratch64[32];
   __shared__ float scratch[32];
@@ -198,13 +203,13 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
   }
   const int k = top_k[r];
   if (k > 0 && k < vocab) lb = select_prefix(row, vocab, lb, (u64)k, true, sm);
-  const float p = top_p[r];
-  if (p < 1.f) {
+  const float tp = top_p[r];
+  if (tp < 1.f) {
     u64 tot = 0;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x)
       if (row.key(i) >= lb) tot += row.weight(i);
     tot = block_reduce_u64(tot, 0, scratch64);
-    u64 target = (u64)ceil((double)p * (double)tot);
+    u64 target = (u64)ceil((double)tp * (double)tot);
     target = target < 1 ? 1 : target;
     lb = select_prefix(row, vocab, lb, target, false, sm);
   }
@@ -240,9 +245,11 @@ __device__ float row_logsumexp(const float* x, int vocab, float* scratch) {
 
 // The k most likely tokens of each raw row, highest first (lower id first on
 // ties), as (id, logit - logsumexp). k <= min(vocab, 1024).
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-    logprobs_topk(const float* __restrict__ logits, int vocab, int k, u32* __restrict__ top_ids,
-                  float* __restrict__ top_logprobs) {
+KERNEL_BOUNDED(logprobs_topk, LogprobsTopkParams, SAMPLE_THREADS) {
+  const float* __restrict__ logits = p.logits;
+  const int vocab = p.vocab, k = p.k;
+  u32* __restrict__ top_ids = p.top_ids;
+  float* __restrict__ top_logprobs = p.top_logprobs;
   __shared__ SelectSmem sm;
   __shared__ float scratch[32];
   __shared__ u64 keys[LOGPROBS_MAX_K];
@@ -279,9 +286,12 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 
 // The logprob of a given token per row (sampled, or the next prompt token)
 // and its rank: 1 + the number of strictly larger logits.
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-    token_logprobs(const float* __restrict__ logits, int vocab, const u32* __restrict__ tokens,
-                   float* __restrict__ out_logprob, u32* __restrict__ out_rank) {
+KERNEL_BOUNDED(token_logprobs, TokenLogprobsParams, SAMPLE_THREADS) {
+  const float* __restrict__ logits = p.logits;
+  const int vocab = p.vocab;
+  const u32* __restrict__ tokens = p.tokens;
+  float* __restrict__ out_logprob = p.out_logprob;
+  u32* __restrict__ out_rank = p.out_rank;
   __shared__ float scratch[32];
   __shared__ u64 scratch64[32];
   const int r = blockIdx.x;
@@ -300,8 +310,12 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 
 // Sparse per-row edits, in CSR form (offsets [num_rows + 1]); each row's ids
 // must be unique. logit_bias: x += value (value -inf masks: min_tokens).
-extern "C" __global__ void apply_logit_bias(float* __restrict__ logits, int vocab, const u32* __restrict__ offsets,
-                                            const u32* __restrict__ ids, const float* __restrict__ values) {
+KERNEL(apply_logit_bias, LogitBiasParams) {
+  float* __restrict__ logits = p.logits;
+  const int vocab = p.vocab;
+  const u32* __restrict__ offsets = p.offsets;
+  const u32* __restrict__ ids = p.ids;
+  const float* __restrict__ values = p.values;
   const int r = blockIdx.x;
   for (u32 e = offsets[r] + threadIdx.x; e < offsets[r + 1]; e += blockDim.x) {
     const u32 id = ids[e];
@@ -316,11 +330,15 @@ extern "C" __global__ void apply_logit_bias(float* __restrict__ logits, int voca
 // output_counts: its count in the output (0 if only in the prompt).
 // Repetition divides positive / multiplies negative logits of every listed
 // token; frequency and presence apply to output tokens.
-extern "C" __global__ void apply_penalties(float* __restrict__ logits, int vocab, const u32* __restrict__ offsets,
-                                           const u32* __restrict__ ids, const u32* __restrict__ output_counts,
-                                           const float* __restrict__ repetition,
-                                           const float* __restrict__ frequency,
-                                           const float* __restrict__ presence) {
+KERNEL(apply_penalties, PenaltiesParams) {
+  float* __restrict__ logits = p.logits;
+  const int vocab = p.vocab;
+  const u32* __restrict__ offsets = p.offsets;
+  const u32* __restrict__ ids = p.ids;
+  const u32* __restrict__ output_counts = p.output_counts;
+  const float* __restrict__ repetition = p.repetition;
+  const float* __restrict__ frequency = p.frequency;
+  const float* __restrict__ presence = p.presence;
   const int r = blockIdx.x;
   const float rp = repetition[r], fp = frequency[r], pp = presence[r];
   for (u32 e = offsets[r] + threadIdx.x; e < offsets[r + 1]; e += blockDim.x) {

@@ -1,0 +1,141 @@
+// Sizes and field offsets of common.cuh's parameter structs as g++ lays them
+// out (the GPU's ABI is the same: natural alignment, 64-bit pointers); the
+// Rust test compares them with params.rs's #[repr(C)] mirrors.
+#include "runtime.hpp"
+#include "../cu/common.cuh"
+
+extern "C" {
+
+struct PagodaEmuField {
+  const char* params;
+  const char* field;
+  size_t offset;
+  size_t size;
+  size_t params_size;
+};
+
+#define F(S, f) {#S, #f, offsetof(S, f), sizeof(((S*)nullptr)->f), sizeof(S)},
+static const PagodaEmuField kFields[] = {
+    F(AttentionParams, out)
+    F(AttentionParams, q)
+    F(AttentionParams, k_cache)
+    F(AttentionParams, v_cache)
+    F(AttentionParams, block_tables)
+    F(AttentionParams, query_start_loc)
+    F(AttentionParams, seq_lens)
+    F(AttentionParams, tmp_out)
+    F(AttentionParams, tmp_max)
+    F(AttentionParams, tmp_sum)
+    F(AttentionParams, out_stride)
+    F(AttentionParams, q_stride)
+    F(AttentionParams, max_blocks_per_seq)
+    F(AttentionParams, num_seqs)
+    F(AttentionParams, num_heads)
+    F(AttentionParams, num_kv_heads)
+    F(AttentionParams, block_size)
+    F(AttentionParams, scale_log2)
+    F(AttentionParams, skip_decodes)
+    F(AttentionParams, heads_per_cta)
+    F(AttentionParams, partition_size)
+    F(AttentionParams, max_partitions)
+    F(ReshapeAndCacheParams, key)
+    F(ReshapeAndCacheParams, value)
+    F(ReshapeAndCacheParams, k_cache)
+    F(ReshapeAndCacheParams, v_cache)
+    F(ReshapeAndCacheParams, slot_mapping)
+    F(ReshapeAndCacheParams, key_stride)
+    F(ReshapeAndCacheParams, value_stride)
+    F(ReshapeAndCacheParams, row_len)
+    F(RmsNormParams, out)
+    F(RmsNormParams, x)
+    F(RmsNormParams, weight)
+    F(RmsNormParams, out_stride)
+    F(RmsNormParams, x_stride)
+    F(RmsNormParams, dim)
+    F(RmsNormParams, eps)
+    F(FusedAddRmsNormParams, x)
+    F(FusedAddRmsNormParams, residual)
+    F(FusedAddRmsNormParams, weight)
+    F(FusedAddRmsNormParams, dim)
+    F(FusedAddRmsNormParams, eps)
+    F(RmsNormHeadsParams, x)
+    F(RmsNormHeadsParams, weight)
+    F(RmsNormHeadsParams, row_stride)
+    F(RmsNormHeadsParams, per_row)
+    F(RmsNormHeadsParams, dim)
+    F(RmsNormHeadsParams, num_sub_rows)
+    F(RmsNormHeadsParams, eps)
+    F(RotaryParams, positions)
+    F(RotaryParams, q)
+    F(RotaryParams, k)
+    F(RotaryParams, cos)
+    F(RotaryParams, sin)
+    F(RotaryParams, q_stride)
+    F(RotaryParams, k_stride)
+    F(RotaryParams, max_position)
+    F(RotaryParams, half)
+    F(RotaryParams, num_heads)
+    F(RotaryParams, num_kv_heads)
+    F(RotaryParams, head_dim)
+    F(SiluAndMulParams, out)
+    F(SiluAndMulParams, x)
+    F(SiluAndMulParams, out_stride)
+    F(SiluAndMulParams, x_stride)
+    F(SiluAndMulParams, d)
+    F(GatherRowsParams, out)
+    F(GatherRowsParams, src)
+    F(GatherRowsParams, idx)
+    F(GatherRowsParams, num_src_rows)
+    F(GatherRowsParams, row_len)
+    F(SplitQkvParams, qkv)
+    F(SplitQkvParams, q)
+    F(SplitQkvParams, k)
+    F(SplitQkvParams, v)
+    F(SplitQkvParams, q_dim)
+    F(SplitQkvParams, kv_dim)
+    F(AddBiasParams, x)
+    F(AddBiasParams, bias)
+    F(AddBiasParams, cols)
+    F(ConvertParams, out)
+    F(ConvertParams, input)
+    F(ConvertParams, n)
+    F(SampleTokensParams, logits)
+    F(SampleTokensParams, temperature)
+    F(SampleTokensParams, top_k)
+    F(SampleTokensParams, top_p)
+    F(SampleTokensParams, min_p)
+    F(SampleTokensParams, uniform)
+    F(SampleTokensParams, out)
+    F(SampleTokensParams, vocab)
+    F(LogprobsTopkParams, logits)
+    F(LogprobsTopkParams, top_ids)
+    F(LogprobsTopkParams, top_logprobs)
+    F(LogprobsTopkParams, vocab)
+    F(LogprobsTopkParams, k)
+    F(TokenLogprobsParams, logits)
+    F(TokenLogprobsParams, tokens)
+    F(TokenLogprobsParams, out_logprob)
+    F(TokenLogprobsParams, out_rank)
+    F(TokenLogprobsParams, vocab)
+    F(LogitBiasParams, logits)
+    F(LogitBiasParams, offsets)
+    F(LogitBiasParams, ids)
+    F(LogitBiasParams, values)
+    F(LogitBiasParams, vocab)
+    F(PenaltiesParams, logits)
+    F(PenaltiesParams, offsets)
+    F(PenaltiesParams, ids)
+    F(PenaltiesParams, output_counts)
+    F(PenaltiesParams, repetition)
+    F(PenaltiesParams, frequency)
+    F(PenaltiesParams, presence)
+    F(PenaltiesParams, vocab)
+};
+#undef F
+
+// The table and its length.
+const PagodaEmuField* pagoda_emu_param_fields(size_t* n) {
+  *n = sizeof(kFields) / sizeof(kFields[0]);
+  return kFields;
+}
+}

@@ -1,0 +1,3 @@
+// The emulator build of activation.cu (g++, -DPAGODA_EMU).
+#include "runtime.hpp"
+#include "../cu/activation.cu"

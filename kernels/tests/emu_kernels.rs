@@ -1,0 +1,912 @@
+//! Every CUDA kernel executed on the CPU emulator (`cuda::emu`) against its
+//! `cpu::` twin, with the launch shapes and parameter structs of the GPU
+//! path (`cuda::launch`, `cuda::attention::attention_launches`). Each check
+//! runs under round robin and one adversarial thread order, so a missing
+//! barrier shows. Outputs start as NaN so an element a kernel forgets to
+//! write fails. Inputs are rounded to the kernel's type first; the CPU
+//! reference runs in f32 on the rounded values, so the tolerance covers only
+//! the kernel's own rounding. No GPU involved: this runs on every machine.
+#![cfg(feature = "emu")]
+
+use half::{bf16, f16};
+use pagoda_kernels::cpu;
+use pagoda_kernels::cuda::attention::{
+    attention_launches, workspace_len_for, AttentionBatch, AttentionPtrs,
+};
+use pagoda_kernels::cuda::emu::{launch, ThreadOrder};
+use pagoda_kernels::cuda::launch::{
+    decode_plan, elementwise_shape, logit_edits_shape, reshape_and_cache_shape, rotary_shape,
+    rows_shape, sampling_shape, warp_rows_shape, LaunchShape, ROW_THREADS,
+};
+use pagoda_kernels::cuda::params::*;
+use pagoda_kernels::cuda::sampling::{bias_row, penalty_row, CsrRows};
+use pagoda_kernels::cuda::sampling_reference;
+use pagoda_kernels::cuda::{AttentionShape, CudaDType, Half16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Round robin, then an adversarial order picked by `i`.
+fn orders(i: u64) -> [ThreadOrder; 2] {
+    let adversarial = match i % 3 {
+        0 => ThreadOrder::HighestFirst,
+        1 => ThreadOrder::LowestFirst,
+        _ => ThreadOrder::Random(i),
+    };
+    [ThreadOrder::RoundRobin, adversarial]
+}
+
+fn run<P: KernelParams>(kernel: &str, shape: &LaunchShape, order: ThreadOrder, params: &P) {
+    // SAFETY: every test builds `params` from live host buffers of the sizes
+    // the kernel's launch contract needs (the same the GPU wrappers check).
+    unsafe { launch(kernel, shape, order, params) }
+        .unwrap_or_else(|e| panic!("{kernel} under {order:?}: {e}"));
+}
+
+fn ptr<T>(v: &[T]) -> u64 {
+    v.as_ptr() as u64
+}
+fn mptr<T>(v: &mut [T]) -> u64 {
+    v.as_mut_ptr() as u64
+}
+
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+fn randn(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+/// Rounds through `T` (the values the kernel sees).
+fn round<T: CudaDType>(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| T::from_f32(x).to_f32()).collect()
+}
+fn to_t<T: CudaDType>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+fn nan<T: CudaDType>(n: usize) -> Vec<T> {
+    vec![T::from_f32(f32::NAN); n.max(1)]
+}
+fn to_f32<T: CudaDType>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f32()).collect()
+}
+
+/// Every element finite and within `tol` relative to max(|want|, rms(want)).
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert!(got.len() >= want.len(), "{what}: too few results");
+    let rms =
+        (want.iter().map(|w| (w * w) as f64).sum::<f64>() / want.len().max(1) as f64).sqrt() as f32;
+    let floor = rms.max(1e-6);
+    let mut worst = (0.0f32, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g} (want {w})");
+        let e = (g - w).abs() / w.abs().max(floor);
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: element {} is {} (want {}), relative error {}",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.0
+    );
+}
+
+fn tol<T: CudaDType>() -> f32 {
+    match T::SUFFIX {
+        "f32" => 1e-4,
+        "f16" => 4e-3,
+        _ => 2e-2,
+    }
+}
+
+// ---- attention and the KV cache -------------------------------------------------
+
+/// A random flat batch: per sequence (new tokens, context length); `(1, 0)`
+/// is a padding row of a graph-padded decode batch (slot -1, seq_len 0,
+/// block-table row of null blocks).
+struct Batch {
+    qsl: Vec<u32>,
+    seq_lens: Vec<u32>,
+    block_tables: Vec<u32>,
+    max_blocks: usize,
+    slots: Vec<i64>,
+    num_blocks: usize,
+}
+
+fn make_batch(r: &mut StdRng, seqs: &[(usize, usize)], block_size: usize) -> Batch {
+    let max_blocks = seqs
+        .iter()
+        .map(|&(_, c)| c.div_ceil(block_size))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let total: usize = seqs.iter().map(|&(_, c)| c.div_ceil(block_size)).sum();
+    let num_blocks = total + 3;
+    // Shuffled physical blocks, never block 0 (the null block).
+    let mut pool: Vec<u32> = (1..num_blocks as u32).collect();
+    for i in (1..pool.len()).rev() {
+        pool.swap(i, r.random_range(0..=i));
+    }
+    let mut b = Batch {
+        qsl: vec![0],
+        seq_lens: Vec::new(),
+        block_tables: vec![0; seqs.len() * max_blocks],
+        max_blocks,
+        slots: Vec::new(),
+        num_blocks,
+    };
+    for (s, &(q_len, ctx)) in seqs.iter().enumerate() {
+        for j in 0..ctx.div_ceil(block_size) {
+            b.block_tables[s * max_blocks + j] = pool.pop().unwrap();
+        }
+        b.qsl.push(b.qsl.last().unwrap() + q_len as u32);
+        b.seq_lens.push(ctx as u32);
+        if ctx == 0 {
+            b.slots.extend(std::iter::repeat_n(-1, q_len));
+            continue;
+        }
+        for p in ctx - q_len..ctx {
+            let blk = b.block_tables[s * max_blocks + p / block_size] as i64;
+            b.slots
+                .push(blk * block_size as i64 + (p % block_size) as i64);
+        }
+    }
+    b
+}
+
+/// One attention case: reshape_and_cache of this step's K/V (exact), then
+/// every launch `attention_launches` plans (prefill / decode / reduce),
+/// against `cpu::paged_attention`.
+struct AttnCase<'a> {
+    seed: u64,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    seqs: &'a [(usize, usize)],
+    /// The decode grid's bound (a captured graph's max length), if not the batch's.
+    graph_max_seq_len: Option<usize>,
+    /// The GPU's multiprocessor count the decode split is planned for.
+    num_sms: usize,
+}
+
+fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<String> {
+    let (heads, kv_heads, head_dim, bs) = (c.heads, c.kv_heads, c.head_dim, c.block_size);
+    let mut r = rng(c.seed);
+    let b = make_batch(&mut r, c.seqs, bs);
+    let tokens = *b.qsl.last().unwrap() as usize;
+    let row = kv_heads * head_dim;
+    let cache_len = b.num_blocks * bs * row;
+    let mut kc = round::<T>(&randn(&mut r, cache_len, 1.0));
+    let mut vc = round::<T>(&randn(&mut r, cache_len, 1.0));
+    let q = round::<T>(&randn(&mut r, tokens * heads * head_dim, 1.0));
+    let knew = round::<T>(&randn(&mut r, tokens * row, 1.0));
+    let vnew = round::<T>(&randn(&mut r, tokens * row, 1.0));
+    let (mut kcd, mut vcd) = (to_t::<T>(&kc), to_t::<T>(&vc));
+    cpu::reshape_and_cache(&knew, &vnew, &mut kc, &mut vc, &b.slots, kv_heads, head_dim);
+    let (kn, vn) = (to_t::<T>(&knew), to_t::<T>(&vnew));
+    let p = ReshapeAndCacheParams {
+        key: ptr(&kn),
+        value: ptr(&vn),
+        k_cache: mptr(&mut kcd),
+        v_cache: mptr(&mut vcd),
+        slot_mapping: ptr(&b.slots),
+        key_stride: row as i32,
+        value_stride: row as i32,
+        row_len: row as i32,
+    };
+    let name = format!("reshape_and_cache_{}", T::SUFFIX);
+    run(&name, &reshape_and_cache_shape(tokens, row), order, &p);
+    assert_eq!(to_f32(&kcd), kc, "reshape_and_cache K");
+    assert_eq!(to_f32(&vcd), vc, "reshape_and_cache V");
+
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut want = vec![0f32; tokens * heads * head_dim];
+    let params = cpu::PagedAttentionParams {
+        query_start_loc: &b.qsl,
+        seq_lens: &b.seq_lens,
+        block_tables: &b.block_tables,
+        max_blocks_per_seq: b.max_blocks,
+        block_size: bs,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        scale,
+    };
+    cpu::paged_attention(&q, &kc, &vc, &params, &mut want);
+
+    let max_seq_len = c
+        .graph_max_seq_len
+        .unwrap_or(*b.seq_lens.iter().max().unwrap() as usize);
+    let shape = AttentionShape {
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        block_size: bs,
+        scale,
+        q_stride: heads * head_dim,
+        out_stride: heads * head_dim,
+    };
+    let (ws_out, ws_stats) = workspace_len_for(c.seqs.len(), &shape, max_seq_len, c.num_sms);
+    let mut tmp_out = vec![f32::NAN; ws_out.max(1)];
+    let mut tmp_max = vec![f32::NAN; ws_stats.max(1)];
+    let mut tmp_sum = vec![f32::NAN; ws_stats.max(1)];
+    let qd = to_t::<T>(&q);
+    let mut out = nan::<T>(tokens * heads * head_dim);
+    let ptrs = AttentionPtrs {
+        out: mptr(&mut out),
+        q: ptr(&qd),
+        k_cache: ptr(&kcd),
+        v_cache: ptr(&vcd),
+        block_tables: ptr(&b.block_tables),
+        query_start_loc: ptr(&b.qsl),
+        seq_lens: ptr(&b.seq_lens),
+        tmp_out: mptr(&mut tmp_out),
+        tmp_max: mptr(&mut tmp_max),
+        tmp_sum: mptr(&mut tmp_sum),
+    };
+    let batch = AttentionBatch {
+        max_blocks_per_seq: b.max_blocks,
+        num_tokens: tokens,
+        num_seqs: c.seqs.len(),
+        num_decodes: c.seqs.iter().filter(|&&(q, _)| q == 1).count(),
+        max_seq_len,
+    };
+    let ws_lens = [tmp_out.len(), tmp_max.len(), tmp_sum.len()];
+    let launches =
+        attention_launches(T::SUFFIX, &ptrs, &batch, &shape, ws_lens, c.num_sms).unwrap();
+    for l in &launches {
+        run(&l.kernel, &l.shape, order, &l.params);
+    }
+    let what = format!(
+        "attention_{} h{heads}/{kv_heads} d{head_dim} bs{bs} {:?} under {order:?}",
+        T::SUFFIX,
+        c.seqs
+    );
+    assert_close(&what, &to_f32(&out), &want, 2.0 * tol::<T>());
+    launches.iter().map(|l| l.kernel.clone()).collect()
+}
+
+fn attention_both_orders<T: Half16>(c: &AttnCase<'_>) -> Vec<String> {
+    let mut ran = Vec::new();
+    for order in orders(c.seed) {
+        ran = check_attention::<T>(c, order);
+    }
+    ran
+}
+
+fn case<'a>(
+    seed: u64,
+    heads: usize,
+    kv: usize,
+    d: usize,
+    seqs: &'a [(usize, usize)],
+) -> AttnCase<'a> {
+    AttnCase {
+        seed,
+        heads,
+        kv_heads: kv,
+        head_dim: d,
+        block_size: 16,
+        seqs,
+        graph_max_seq_len: None,
+        num_sms: 132,
+    }
+}
+
+/// Prefill at every head size in both types: a chunk starting mid-context
+/// that spans two query tiles, a fresh prompt, and a one-token prompt (a
+/// decode: the prefill kernel must skip it); GQA.
+#[test]
+fn prefill_attention_every_head_size_and_type() {
+    let seqs: &[(usize, usize)] = &[(70, 90), (1, 1), (5, 5)];
+    for (i, d) in [64, 80, 96, 128, 256].into_iter().enumerate() {
+        let c = case(100 + i as u64, 4, 2, d, seqs);
+        let ran = attention_both_orders::<bf16>(&c);
+        assert_eq!(ran[0], format!("paged_attention_prefill_bf16_d{d}"));
+        attention_both_orders::<f16>(&AttnCase {
+            seed: 200 + i as u64,
+            ..c
+        });
+    }
+}
+
+/// MQA (one KV head for 6 query heads) and MHA, a block size of 32, and
+/// prefills mixed with decodes (the prefill kernel skips the decodes).
+#[test]
+fn prefill_with_decodes_mqa_and_mha() {
+    let mixed: &[(usize, usize)] = &[(3, 40), (1, 17), (17, 17), (1, 300)];
+    let ran = attention_both_orders::<bf16>(&case(300, 6, 1, 64, mixed));
+    assert_eq!(ran.len(), 3, "prefill, decode and reduce: {ran:?}");
+    attention_both_orders::<f16>(&AttnCase {
+        block_size: 32,
+        ..case(301, 2, 2, 128, mixed)
+    });
+    // Three query tiles of one chunk over five K/V tiles, beside a decode.
+    let long: &[(usize, usize)] = &[(150, 310), (1, 64)];
+    attention_both_orders::<bf16>(&case(302, 4, 1, 96, long));
+}
+
+/// Decode + reduce for the split plans `decode_plan` returns: one partition
+/// (no reduce), 128-, 256- and 512-token partitions, head groups of 1, 4
+/// and 6 (MQA in two chunks), and graph-padded rows (seq_len 0, slot -1).
+#[test]
+fn decode_and_reduce_every_split_plan() {
+    let mut partitions = Vec::new();
+    for (i, (heads, kv, d, seqs, sms, graph)) in [
+        (8, 2, 64, &[(1, 1), (1, 16), (1, 33)][..], 132, None),
+        (8, 2, 64, &[(1, 600), (1, 0), (1, 130)][..], 132, None),
+        (12, 1, 128, &[(1, 700), (1, 3)][..], 5, None),
+        (4, 4, 80, &[(1, 1100), (1, 0)][..], 1, Some(1200)),
+        (8, 2, 256, &[(1, 257), (1, 5)][..], 132, Some(2048)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = AttnCase {
+            num_sms: sms,
+            graph_max_seq_len: graph,
+            ..case(400 + i as u64, heads, kv, d, seqs)
+        };
+        let max_len = graph.unwrap_or(seqs.iter().map(|s| s.1).max().unwrap());
+        let plan = decode_plan(seqs.len(), heads, kv, d, max_len, sms);
+        partitions.push((plan.partition_size, plan.max_partitions > 1));
+        let ran = attention_both_orders::<bf16>(&c);
+        assert_eq!(ran.len(), 1 + plan.needs_reduce() as usize, "{ran:?}");
+        if i % 2 == 1 {
+            attention_both_orders::<f16>(&AttnCase {
+                seed: 500 + i as u64,
+                ..c
+            });
+        }
+    }
+    for want in [(512, false), (128, true), (256, true), (512, true)] {
+        assert!(
+            partitions.contains(&want),
+            "{want:?} not covered: {partitions:?}"
+        );
+    }
+}
+
+// ---- row-wise kernels ---------------------------------------------------------------
+
+fn check_norms<T: CudaDType>(seed: u64) {
+    let mut r = rng(seed);
+    for (i, (rows, dim)) in [(1, 64), (3, 576), (2, 1000)].into_iter().enumerate() {
+        for order in orders(seed + i as u64) {
+            let x = round::<T>(&randn(&mut r, rows * dim, 2.0));
+            let res = round::<T>(&randn(&mut r, rows * dim, 2.0));
+            let w = round::<T>(&randn(&mut r, dim, 1.0));
+            let eps = 1e-6;
+            let mut want = vec![0f32; rows * dim];
+            cpu::rms_norm(&x, &w, eps, &mut want);
+            let (xd, wd) = (to_t::<T>(&x), to_t::<T>(&w));
+            let mut out = nan::<T>(rows * dim);
+            let p = RmsNormParams {
+                out: mptr(&mut out),
+                x: ptr(&xd),
+                weight: ptr(&wd),
+                out_stride: dim as i32,
+                x_stride: dim as i32,
+                dim: dim as i32,
+                eps,
+            };
+            let shape = rows_shape(rows, dim, ROW_THREADS);
+            run(&format!("rms_norm_{}", T::SUFFIX), &shape, order, &p);
+            let what = format!("rms_norm_{} {rows}x{dim}", T::SUFFIX);
+            assert_close(&what, &to_f32(&out), &want, tol::<T>());
+
+            let (mut xw, mut rw) = (x.clone(), res.clone());
+            cpu::fused_add_rms_norm(&mut xw, &mut rw, &w, eps);
+            let (mut xd, mut rd) = (to_t::<T>(&x), to_t::<T>(&res));
+            let p = FusedAddRmsNormParams {
+                x: mptr(&mut xd),
+                residual: mptr(&mut rd),
+                weight: ptr(&wd),
+                dim: dim as i32,
+                eps,
+            };
+            run(
+                &format!("fused_add_rms_norm_{}", T::SUFFIX),
+                &shape,
+                order,
+                &p,
+            );
+            assert_close("fused_add residual", &to_f32(&rd), &rw, tol::<T>());
+            assert_close("fused_add x", &to_f32(&xd), &xw, 2.0 * tol::<T>());
+        }
+    }
+    // Per-head norm on a view of fused rows: heads 1..=3 of 6; 15 sub-rows
+    // leave the last CTA a warp with nothing to do.
+    for (i, head_dim) in [64, 128].into_iter().enumerate() {
+        let order = orders(seed + 7 + i as u64)[1];
+        let (rows, per_row, width) = (5, 3, 6 * head_dim);
+        let x = round::<T>(&randn(&mut r, rows * width, 3.0));
+        let w = round::<T>(&randn(&mut r, head_dim, 1.0));
+        let mut want = x.clone();
+        for row in want.chunks_exact_mut(width) {
+            cpu::rms_norm_inplace(&mut row[head_dim..head_dim * (1 + per_row)], &w, 1e-6);
+        }
+        let (mut xd, wd) = (to_t::<T>(&x), to_t::<T>(&w));
+        let p = RmsNormHeadsParams {
+            x: mptr(&mut xd[head_dim..]),
+            weight: ptr(&wd),
+            row_stride: width as i32,
+            per_row: per_row as i32,
+            dim: head_dim as i32,
+            num_sub_rows: (rows * per_row) as i32,
+            eps: 1e-6,
+        };
+        let name = format!("rms_norm_heads_{}", T::SUFFIX);
+        run(&name, &warp_rows_shape(rows * per_row), order, &p);
+        assert_close(&name, &to_f32(&xd), &want, tol::<T>());
+    }
+}
+
+#[test]
+fn norms_match_cpu() {
+    check_norms::<bf16>(10);
+    check_norms::<f16>(20);
+    check_norms::<f32>(30);
+}
+
+fn check_rotary<T: CudaDType>(seed: u64) {
+    let mut r = rng(seed);
+    for (i, (heads, kv_heads, head_dim, scaling)) in [
+        (3, 1, 64, cpu::RopeScaling::Default),
+        (
+            4,
+            2,
+            128,
+            cpu::RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            },
+        ),
+        (2, 2, 80, cpu::RopeScaling::Linear { factor: 2.0 }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let order = orders(seed + i as u64)[i % 2];
+        let tokens = 9;
+        let max_pos = 4096;
+        let inv = cpu::rope_inv_freq(head_dim, 500_000.0, &scaling);
+        let cache = cpu::RotaryCache::new(&inv, max_pos, 1.0);
+        let (cos, sin) = cache.cos_sin();
+        let half = cache.head_dim() / 2;
+        let positions: Vec<u32> = (0..tokens)
+            .map(|_| r.random_range(0..max_pos as u32))
+            .collect();
+        let q = round::<T>(&randn(&mut r, tokens * heads * head_dim, 2.0));
+        let k = round::<T>(&randn(&mut r, tokens * kv_heads * head_dim, 2.0));
+        let (mut qw, mut kw) = (q.clone(), k.clone());
+        cpu::rotary_embedding(
+            &positions, &mut qw, &mut kw, heads, kv_heads, head_dim, &cache,
+        );
+        let (mut qd, mut kd) = (to_t::<T>(&q), to_t::<T>(&k));
+        let p = RotaryParams {
+            positions: ptr(&positions),
+            q: mptr(&mut qd),
+            k: mptr(&mut kd),
+            cos: ptr(cos),
+            sin: ptr(sin),
+            q_stride: (heads * head_dim) as i32,
+            k_stride: (kv_heads * head_dim) as i32,
+            max_position: max_pos as i32,
+            half: half as i32,
+            num_heads: heads as i32,
+            num_kv_heads: kv_heads as i32,
+            head_dim: head_dim as i32,
+        };
+        let name = format!("rotary_embedding_{}", T::SUFFIX);
+        run(
+            &name,
+            &rotary_shape(tokens, heads + kv_heads, half),
+            order,
+            &p,
+        );
+        assert_close(
+            &format!("{name} q d{head_dim}"),
+            &to_f32(&qd),
+            &qw,
+            tol::<T>(),
+        );
+        assert_close(
+            &format!("{name} k d{head_dim}"),
+            &to_f32(&kd),
+            &kw,
+            tol::<T>(),
+        );
+    }
+}
+
+#[test]
+fn rotary_matches_cpu() {
+    check_rotary::<bf16>(40);
+    check_rotary::<f16>(50);
+    check_rotary::<f32>(60);
+}
+
+fn check_elementwise<T: CudaDType>(seed: u64) {
+    let mut r = rng(seed);
+    for (i, (rows, d)) in [(1, 1536), (3, 100)].into_iter().enumerate() {
+        let order = orders(seed + i as u64)[i % 2];
+        let x = round::<T>(&randn(&mut r, rows * 2 * d, 6.0));
+        let mut want = vec![0f32; rows * d];
+        cpu::silu_and_mul(&x, &mut want, d);
+        let xd = to_t::<T>(&x);
+        let mut out = nan::<T>(rows * d);
+        let p = SiluAndMulParams {
+            out: mptr(&mut out),
+            x: ptr(&xd),
+            out_stride: d as i32,
+            x_stride: 2 * d as i32,
+            d: d as i32,
+        };
+        let name = format!("silu_and_mul_{}", T::SUFFIX);
+        run(&name, &rows_shape(rows, d, ROW_THREADS), order, &p);
+        assert_close(&name, &to_f32(&out), &want, tol::<T>());
+
+        let bias = round::<T>(&randn(&mut r, 2 * d, 1.0));
+        let mut want = x.clone();
+        cpu::add_bias(&mut want, &bias);
+        let (mut xd, bd) = (to_t::<T>(&x), to_t::<T>(&bias));
+        let p = AddBiasParams {
+            x: mptr(&mut xd),
+            bias: ptr(&bd),
+            cols: 2 * d as i32,
+        };
+        let name = format!("add_bias_{}", T::SUFFIX);
+        run(&name, &rows_shape(rows, 2 * d, ROW_THREADS), order, &p);
+        assert_close(&name, &to_f32(&xd), &want, tol::<T>());
+    }
+    // Embedding / row gather; an index past the table gives zeros.
+    let (vocab, hidden) = (300, 96);
+    let table = round::<T>(&randn(&mut r, vocab * hidden, 1.0));
+    let mut ids: Vec<u32> = (0..20).map(|_| r.random_range(0..vocab as u32)).collect();
+    let mut want = vec![0f32; ids.len() * hidden];
+    cpu::embedding(&ids, &table, hidden, &mut want);
+    ids.push(vocab as u32 + 5);
+    want.extend(std::iter::repeat_n(0.0, hidden));
+    let td = to_t::<T>(&table);
+    let mut out = nan::<T>(ids.len() * hidden);
+    let p = GatherRowsParams {
+        out: mptr(&mut out),
+        src: ptr(&td),
+        idx: ptr(&ids),
+        num_src_rows: vocab as u32,
+        row_len: hidden as i32,
+    };
+    let word = if std::mem::size_of::<T>() == 2 {
+        "b16"
+    } else {
+        "b32"
+    };
+    let shape = rows_shape(ids.len(), hidden, ROW_THREADS);
+    run(&format!("gather_rows_{word}"), &shape, orders(seed)[1], &p);
+    assert_eq!(to_f32(&out), want, "gather_rows_{word} must copy exactly");
+}
+
+#[test]
+fn elementwise_and_gathers_match_cpu() {
+    check_elementwise::<bf16>(70);
+    check_elementwise::<f16>(80);
+    check_elementwise::<f32>(90);
+}
+
+#[test]
+fn split_qkv_and_converts_are_exact() {
+    let mut r = rng(4);
+    let (rows, q_dim, kv_dim) = (3, 512, 128);
+    let width = q_dim + 2 * kv_dim;
+    let x = to_t::<bf16>(&randn(&mut r, rows * width, 1.0));
+    let (mut q, mut k, mut v) = (
+        nan::<bf16>(rows * q_dim),
+        nan::<bf16>(rows * kv_dim),
+        nan::<bf16>(rows * kv_dim),
+    );
+    let p = SplitQkvParams {
+        qkv: ptr(&x),
+        q: mptr(&mut q),
+        k: mptr(&mut k),
+        v: mptr(&mut v),
+        q_dim: q_dim as i32,
+        kv_dim: kv_dim as i32,
+    };
+    let shape = rows_shape(rows, width, ROW_THREADS);
+    run("split_qkv_b16", &shape, ThreadOrder::HighestFirst, &p);
+    for row in 0..rows {
+        let src = &x[row * width..][..width];
+        assert_eq!(&q[row * q_dim..][..q_dim], &src[..q_dim]);
+        assert_eq!(&k[row * kv_dim..][..kv_dim], &src[q_dim..q_dim + kv_dim]);
+        assert_eq!(&v[row * kv_dim..][..kv_dim], &src[q_dim + kv_dim..]);
+    }
+    // f32 -> bf16/f16 round to nearest even (ties and overflow included), and back.
+    let mut f = randn(&mut r, 3001, 100.0);
+    f.extend([1.0 + 1.0 / 256.0, 65520.0, -1e30, 1e-30, f32::INFINITY]);
+    let n = f.len();
+    let mut b = nan::<bf16>(n);
+    let p = ConvertParams {
+        out: mptr(&mut b),
+        input: ptr(&f),
+        n: n as u64,
+    };
+    run(
+        "convert_f32_bf16",
+        &elementwise_shape(n),
+        ThreadOrder::Random(3),
+        &p,
+    );
+    assert_eq!(b, to_t::<bf16>(&f), "f32 -> bf16");
+    let mut back = vec![f32::NAN; n];
+    let p = ConvertParams {
+        out: mptr(&mut back),
+        input: ptr(&b),
+        n: n as u64,
+    };
+    run(
+        "convert_bf16_f32",
+        &elementwise_shape(n),
+        ThreadOrder::RoundRobin,
+        &p,
+    );
+    assert_eq!(back, round::<bf16>(&f));
+    let mut h = nan::<f16>(n);
+    let p = ConvertParams {
+        out: mptr(&mut h),
+        input: ptr(&f),
+        n: n as u64,
+    };
+    run(
+        "convert_f32_f16",
+        &elementwise_shape(n),
+        ThreadOrder::LowestFirst,
+        &p,
+    );
+    assert_eq!(
+        h.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        to_t::<f16>(&f)
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>(),
+        "f32 -> f16"
+    );
+    let p = ConvertParams {
+        out: mptr(&mut back),
+        input: ptr(&h),
+        n: n as u64,
+    };
+    run(
+        "convert_f16_f32",
+        &elementwise_shape(n),
+        ThreadOrder::RoundRobin,
+        &p,
+    );
+    assert_eq!(back, round::<f16>(&f));
+}
+
+// ---- the sampler ------------------------------------------------------------------------
+
+fn random_logits(r: &mut StdRng, rows: usize, vocab: usize) -> Vec<f32> {
+    let mut l = randn(r, rows * vocab, 8.0);
+    for row in l.chunks_exact_mut(vocab) {
+        // A peaked head and bf16-like ties, as real logits have.
+        for _ in 0..5 {
+            row[r.random_range(0..vocab)] += 12.0;
+        }
+        row.iter_mut()
+            .step_by(7)
+            .for_each(|x| *x = bf16::from_f32(*x).to_f32());
+        row[r.random_range(0..vocab)] = f32::NEG_INFINITY;
+    }
+    l
+}
+
+/// Greedy, temperature, top-k, top-p, min-p and seeded draws, bit for bit
+/// against the host reference of the same rules; a row alone samples what
+/// it samples in the batch.
+#[test]
+fn sampling_matches_the_reference_bit_for_bit() {
+    let mut r = rng(40);
+    // Peaked logits (as real ones), then flat ones, where every cut changes
+    // which token a draw lands on.
+    for (i, (vocab, flat)) in [(1000, false), (5000, false), (1000, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let rows = if flat { 24 } else { 10 };
+        let logits = if flat {
+            randn(&mut r, rows * vocab, 0.5)
+        } else {
+            random_logits(&mut r, rows, vocab)
+        };
+        let temp: Vec<f32> = (0..rows).map(|i| [0.0, 1.0, 0.7, 1.5][i % 4]).collect();
+        let ks: &[i32] = if flat {
+            &[2, 3, 5, 40]
+        } else {
+            &[0, 1, 20, 1000, -1]
+        };
+        let top_k: Vec<i32> = (0..rows).map(|i| ks[i % ks.len()]).collect();
+        let top_p: Vec<f32> = (0..rows).map(|i| [1.0, 0.9, 0.5][i % 3]).collect();
+        let min_p: Vec<f32> = (0..rows).map(|i| [0.0, 0.0, 0.05][(i / 3) % 3]).collect();
+        let uni: Vec<f32> = (0..rows).map(|_| r.random::<f32>()).collect();
+        let order = orders(i as u64 + 1)[1];
+        let mut out = vec![u32::MAX; rows];
+        let p = SampleTokensParams {
+            logits: ptr(&logits),
+            temperature: ptr(&temp),
+            top_k: ptr(&top_k),
+            top_p: ptr(&top_p),
+            min_p: ptr(&min_p),
+            uniform: ptr(&uni),
+            out: mptr(&mut out),
+            vocab: vocab as i32,
+        };
+        run("sample_tokens", &sampling_shape(rows), order, &p);
+        for i in 0..rows {
+            let row = &logits[i * vocab..][..vocab];
+            let want =
+                sampling_reference::sample(row, temp[i], top_k[i], top_p[i], min_p[i], uni[i]);
+            assert_eq!(
+                out[i], want,
+                "vocab {vocab} row {i}: T {} k {} p {} min_p {} u {}",
+                temp[i], top_k[i], top_p[i], min_p[i], uni[i]
+            );
+        }
+        // Batch invariance: row 5 alone, under round robin.
+        let mut one = [u32::MAX];
+        let p1 = SampleTokensParams {
+            logits: ptr(&logits[5 * vocab..]),
+            temperature: ptr(&temp[5..]),
+            top_k: ptr(&top_k[5..]),
+            top_p: ptr(&top_p[5..]),
+            min_p: ptr(&min_p[5..]),
+            uniform: ptr(&uni[5..]),
+            out: mptr(&mut one),
+            vocab: vocab as i32,
+        };
+        run(
+            "sample_tokens",
+            &sampling_shape(1),
+            ThreadOrder::RoundRobin,
+            &p1,
+        );
+        assert_eq!(one[0], out[5]);
+    }
+}
+
+#[test]
+fn logprobs_match_a_full_sort() {
+    let mut r = rng(41);
+    let (rows, vocab, topk) = (3, 3000, 20);
+    let logits = random_logits(&mut r, rows, vocab);
+    let tokens: Vec<u32> = (0..rows).map(|_| r.random_range(0..vocab as u32)).collect();
+    for order in orders(41) {
+        let mut ids = vec![u32::MAX; rows * topk];
+        let mut lps = vec![f32::NAN; rows * topk];
+        let p = LogprobsTopkParams {
+            logits: ptr(&logits),
+            top_ids: mptr(&mut ids),
+            top_logprobs: mptr(&mut lps),
+            vocab: vocab as i32,
+            k: topk as i32,
+        };
+        run("logprobs_topk", &sampling_shape(rows), order, &p);
+        let mut lp = vec![f32::NAN; rows];
+        let mut rank = vec![0u32; rows];
+        let p = TokenLogprobsParams {
+            logits: ptr(&logits),
+            tokens: ptr(&tokens),
+            out_logprob: mptr(&mut lp),
+            out_rank: mptr(&mut rank),
+            vocab: vocab as i32,
+        };
+        run("token_logprobs", &sampling_shape(rows), order, &p);
+        for i in 0..rows {
+            let row = &logits[i * vocab..][..vocab];
+            let mut row_ls = row.to_vec();
+            cpu::log_softmax_inplace(&mut row_ls);
+            let mut sorted: Vec<u32> = (0..vocab as u32).collect();
+            sorted.sort_by(|&a, &b| {
+                row[b as usize]
+                    .partial_cmp(&row[a as usize])
+                    .unwrap()
+                    .then(a.cmp(&b))
+            });
+            assert_eq!(&ids[i * topk..][..topk], &sorted[..topk], "row {i} top ids");
+            for j in 0..topk {
+                let id = sorted[j] as usize;
+                assert!(
+                    (lps[i * topk + j] - row_ls[id]).abs() < 1e-4,
+                    "row {i} logprob {j}"
+                );
+            }
+            let t = tokens[i] as usize;
+            assert!((lp[i] - row_ls[t]).abs() < 1e-4, "row {i} token logprob");
+            let larger = row.iter().filter(|&&l| l > row[t]).count();
+            assert_eq!(rank[i] as usize, 1 + larger, "row {i} rank");
+        }
+    }
+}
+
+/// Logit bias (min_tokens masks as -inf) and vLLM's penalties, exactly as
+/// the CPU rules round them; an id past the vocab is skipped.
+#[test]
+fn logit_edits_match_the_cpu_rules() {
+    let mut r = rng(42);
+    let (rows, vocab) = (4, 2000);
+    let logits = random_logits(&mut r, rows, vocab);
+    let prompts: Vec<Vec<u32>> = (0..rows)
+        .map(|_| (0..30).map(|_| r.random_range(0..vocab as u32)).collect())
+        .collect();
+    let outputs: Vec<Vec<u32>> = (0..rows)
+        .map(|_| (0..12).map(|_| r.random_range(0..200u32)).collect())
+        .collect();
+    let rep = [1.0f32, 1.3, 0.8, 2.0];
+    let freq = [0.0f32, 0.5, -0.3, 1.0];
+    let pres = [0.0f32, 1.0, 0.2, -0.5];
+    let mut want = logits.clone();
+    let mut bias = CsrRows::new();
+    let mut pen = CsrRows::new();
+    for i in 0..rows {
+        let row = &mut want[i * vocab..][..vocab];
+        let b = bias_row(
+            [(7, 2.5), (prompts[i][0], -1.0), (vocab as u32 + 3, 9.0)],
+            &[11],
+        );
+        for &(id, v) in &b {
+            if let Some(l) = row.get_mut(id as usize) {
+                *l = if v == f32::NEG_INFINITY { v } else { *l + v };
+            }
+        }
+        bias.push_row(b);
+        let p = penalty_row(&prompts[i], &outputs[i]);
+        for &(id, c) in &p {
+            let l = &mut row[id as usize];
+            if rep[i] != 1.0 {
+                *l = if *l > 0.0 { *l / rep[i] } else { *l * rep[i] };
+            }
+            if c > 0 {
+                *l -= freq[i] * c as f32 + pres[i];
+            }
+        }
+        pen.push_row(p);
+    }
+    for order in orders(42) {
+        // Slack past the last row: a write out of bounds lands there and shows.
+        let mut got = logits.clone();
+        got.extend([7.0f32; 16]);
+        let p = LogitBiasParams {
+            logits: mptr(&mut got),
+            offsets: ptr(&bias.offsets),
+            ids: ptr(&bias.ids),
+            values: ptr(&bias.values),
+            vocab: vocab as i32,
+        };
+        run("apply_logit_bias", &logit_edits_shape(rows), order, &p);
+        let p = PenaltiesParams {
+            logits: mptr(&mut got),
+            offsets: ptr(&pen.offsets),
+            ids: ptr(&pen.ids),
+            output_counts: ptr(&pen.values),
+            repetition: ptr(&rep),
+            frequency: ptr(&freq),
+            presence: ptr(&pres),
+            vocab: vocab as i32,
+        };
+        run("apply_penalties", &logit_edits_shape(rows), order, &p);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "element {i}: {g} vs {w} under {order:?}");
+        }
+        assert_eq!(&got[want.len()..], &[7.0f32; 16], "written past the logits");
+    }
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Mutation evidence for the emulated kernel tests: injects typical CUDA
+# kernel bugs into kernels/src/cuda/cu/*.cu one at a time, runs the emulated
+# suite (cargo test -p pagoda-kernels --test emu_kernels) on each, and prints
+# a Markdown table of which tests caught it. Every source is restored after
+# each run (and on exit). Needs only g++ and cargo; ~30 s per mutation.
+#   usage: scripts/kernel-mutations.sh [NAME_FILTER]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cu=kernels/src/cuda/cu
+filter="${1:-}"
+backup=$(mktemp -d)
+trap 'for f in "$backup"/*; do [ -e "$f" ] && cp "$f" "$cu/$(basename "$f")"; done; rm -rf "$backup"' EXIT
+
+# name @@ file @@ exact original text @@ replacement
+mutations=(
+  "ldmatrix A address (rows 8-15 read rows 0-7)@@attention_prefill.cu@@q_s + (warp * 16 + (lane & 15)) * STRIDE@@q_s + (warp * 16 + (lane & 7)) * STRIDE"
+  "wrong mma B fragment (upper n-tile reuses the lower)@@attention_prefill.cu@@mma_16816<T>(s[2 * np + 1], a, b + 2);@@mma_16816<T>(s[2 * np + 1], a, b);"
+  "off-by-one causal mask (sees one future key)@@attention_prefill.cu@@if (key > qp || key >= num_keys) v = NEG_INF;@@if (key > qp + 1 || key >= num_keys) v = NEG_INF;"
+  "dropped __syncthreads before the next K/V tile@@attention_prefill.cu@@    __syncthreads();  // the previous tile is consumed (and Q is in place)@@    // barrier dropped"
+  "wrong GQA head map (prefill)@@attention_prefill.cu@@const int kv_head = head / (num_heads / num_kv_heads);@@const int kv_head = head % num_kv_heads;"
+  "split-K reduce weight without the partition's sum@@attention_decode.cu@@const float wi = tmp_sum[base + i] * fast_exp2(tmp_max[base + i] - b);@@const float wi = fast_exp2(tmp_max[base + i] - b);"
+  "dropped __syncthreads before the decode tree reuses smem@@attention_decode.cu@@  __syncthreads();  // \`work\` is reused below@@  // barrier dropped"
+  "decode group offset ignores the KV head@@attention_decode.cu@@const int h0 = kv_head * group + chunk * heads_per_cta;@@const int h0 = chunk * heads_per_cta;"
+  "reshape_and_cache writes the previous token's slot@@cache.cu@@const i64 slot = slot_mapping[t];@@const i64 slot = slot_mapping[t > 0 ? t - 1 : 0];"
+  "decode drops each partition's last key@@attention_decode.cu@@const int end = min(ctx, start + partition_size);@@const int end = min(ctx, start + partition_size) - 1;"
+  "RMSNorm mean over dim - 1@@norm.cu@@/ (float)dim + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i]@@/ (float)(dim - 1) + eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i]"
+  "rotary sign error in the second half@@rotary.cu@@p[j + half] = from_float<T>(x2 * c + x1 * s);@@p[j + half] = from_float<T>(x2 * c - x1 * s);"
+  "sampler: logit bias without the vocab bound check@@sampling.cu@@    if (id >= (u32)vocab) continue;
+    // -inf sets@@    // -inf sets"
+  "sampler: top-k keeps k + 1 tokens@@sampling.cu@@lb = select_prefix(row, vocab, lb, (u64)k, true, sm);@@lb = select_prefix(row, vocab, lb, (u64)k + 1, true, sm);"
+)
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+run_suite() {
+  cargo test -q -p pagoda-kernels --test emu_kernels 2>&1 | grep -E '^    [a-z_]+$' | sed 's/^ *//' | sort -u |
+    paste -sd, - | sed 's/,/, /g' || true
+}
+
+echo "baseline: building and running the unmutated suite" >&2
+if ! cargo test -q -p pagoda-kernels --test emu_kernels >/dev/null 2>&1; then
+  echo "the unmutated suite fails: fix that first" >&2
+  exit 1
+fi
+
+echo "| # | injected bug | file | caught by |"
+echo "|---|---|---|---|"
+n=0
+missed=0
+for m in "${mutations[@]}"; do
+  name="${m%%@@*}"; rest="${m#*@@}"
+  file="${rest%%@@*}"; rest="${rest#*@@}"
+  old="${rest%%@@*}"; new="${rest#*@@}"
+  [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && continue
+  n=$((n + 1))
+  cp "$cu/$file" "$backup/$file"
+  python3 - "$cu/$file" "$old" "$new" <<'EOF'
+import sys
+path, old, new = sys.argv[1:4]
+s = open(path).read()
+if s.count(old) != 1:
+    sys.exit(f"{path}: the mutation's original text occurs {s.count(old)} times")
+open(path, "w").write(s.replace(old, new))
+EOF
+  failed=$(run_suite)
+  cp "$backup/$file" "$cu/$file"
+  if [ -z "$failed" ]; then
+    failed="**NOT CAUGHT**"
+    missed=$((missed + 1))
+  fi
+  echo "| $n | $name | $file | $failed |"
+done
+echo
+echo "$n mutations, $((n - missed)) caught." >&2
+[ "$missed" -eq 0 ]
