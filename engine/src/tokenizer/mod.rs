@@ -6,6 +6,8 @@ mod chat_template;
 mod continue_final_message;
 mod detokenizer;
 mod gguf_tokenizer;
+#[cfg(test)]
+pub(crate) use gguf_tokenizer::tests::toy_tokenizer;
 mod stop_checker;
 #[allow(clippy::module_inception)]
 mod tokenizer;

@@ -45,6 +45,7 @@ async fn chat_completion(
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     state.check_model(req.model.as_deref())?;
+    req.check_tools()?;
     let stream = req.stream.unwrap_or(false);
     if req.stream_options.is_some() && !stream {
         return Err(ApiError::invalid_param(

@@ -1,6 +1,7 @@
 //! `/v1/chat/completions`: OpenAI's chat API with vLLM's extras.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::json_body::WithSampling;
 use crate::sampling::SamplingRequest;
@@ -32,6 +33,16 @@ pub struct ChatCompletionRequest {
     pub top_logprobs: Option<u32>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Tool calling is not implemented: a non-empty `tools`, or a
+    /// `tool_choice` other than `none`, is refused by name
+    /// (`ChatCompletionRequest::check_tools`), never silently dropped.
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Without tools it changes nothing, whatever its value.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     // vLLM extras.
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
@@ -46,6 +57,31 @@ pub struct ChatCompletionRequest {
     /// The sampling fields shared with completions, filled by `SampledJson`.
     #[serde(skip)]
     pub sampling: SamplingRequest,
+}
+
+impl ChatCompletionRequest {
+    /// Refuses what needs tool calling, which Pagoda does not do yet.
+    pub fn check_tools(&self) -> Result<(), crate::error::ApiError> {
+        let has_tools = match &self.tools {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(t)) => !t.is_empty(),
+            Some(_) => true,
+        };
+        if has_tools {
+            return Err(crate::error::ApiError::invalid_param(
+                "tools",
+                "Tool calling is not supported by this server yet; send the request without `tools`.",
+            ));
+        }
+        match &self.tool_choice {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if s == "none" => Ok(()),
+            Some(_) => Err(crate::error::ApiError::invalid_param(
+                "tool_choice",
+                "Tool calling is not supported by this server yet; only `tool_choice: \"none\"` is accepted.",
+            )),
+        }
+    }
 }
 
 impl WithSampling for ChatCompletionRequest {
