@@ -45,8 +45,9 @@ def main() -> None:
 
     # json_object: parseable JSON, an object.
     r = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Give me a JSON object about a cat."}],
-        response_format={"type": "json_object"}, max_tokens=400, temperature=0,
+        model=model,
+        messages=[{"role": "user", "content": "Give a JSON object with the keys name and age of a cat."}],
+        response_format={"type": "json_object"}, max_tokens=200, temperature=0,
     )
     assert isinstance(json.loads(r.choices[0].message.content), dict), r
 
@@ -89,7 +90,7 @@ def main() -> None:
         try:
             client.chat.completions.create(model=model, messages=ask, max_tokens=5, **kwargs)
         except openai.BadRequestError as e:
-            return str(e)
+            return f"{e} param={e.param}"
         raise AssertionError(f"accepted: {kwargs}")
 
     msg = bad_request(response_format={"type": "json_schema", "json_schema": {

@@ -99,7 +99,7 @@ impl TokenBitmask {
         let mut words = words.to_vec();
         words.resize(vocab_size.div_ceil(32), 0);
         // Bits past the vocabulary in the last word stay clear.
-        if vocab_size % 32 != 0 {
+        if !vocab_size.is_multiple_of(32) {
             if let Some(last) = words.last_mut() {
                 *last &= (1u32 << (vocab_size % 32)) - 1;
             }
