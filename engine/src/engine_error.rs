@@ -8,6 +8,7 @@
 //! (an `anyhow::Error` from the backend, an `io::Error`, ...) into one.
 
 use crate::sampling_params::SamplingParamsError;
+use crate::structured_output::StructuredOutputError;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use std::sync::Arc;
 pub enum EngineError {
     #[error("{0}")]
     InvalidParams(SamplingParamsError),
+    /// A structured-output constraint that does not compile.
+    #[error("{0}")]
+    InvalidStructuredOutput(StructuredOutputError),
     #[error(
         "This model's maximum context length is {max_model_len} tokens. However, your prompt has \
          {prompt_len} tokens, which leaves no room for a completion."
@@ -82,6 +86,7 @@ impl EngineError {
         matches!(
             self,
             EngineError::InvalidParams(_)
+                | EngineError::InvalidStructuredOutput(_)
                 | EngineError::PromptTooLong { .. }
                 | EngineError::EmptyPrompt
                 | EngineError::TokenOutOfVocab { .. }
@@ -92,6 +97,7 @@ impl EngineError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             EngineError::InvalidParams(e) => Some(e.param),
+            EngineError::InvalidStructuredOutput(_) => Some("structured_outputs"),
             EngineError::PromptTooLong { .. }
             | EngineError::EmptyPrompt
             | EngineError::TokenOutOfVocab { .. } => Some("prompt"),

@@ -17,6 +17,7 @@ use crate::model_info::ModelInfo;
 use crate::outputs::RequestOutput;
 use crate::request_ids::{ParentRequestId, RequestIds};
 use crate::sampling_params::SamplingParams;
+use crate::structured_output::StructuredOutputCompiler;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
@@ -49,6 +50,8 @@ struct Shared {
     stats: Mutex<EngineStats>,
     /// The engine's own id counter.
     ids: RequestIds,
+    /// The engine's grammar compiler: constraints compile on the caller's thread.
+    grammars: Arc<StructuredOutputCompiler>,
     /// Cleared when the engine loop ends, whether it returned or panicked.
     alive: AtomicBool,
 }
@@ -148,6 +151,7 @@ impl EngineHandle {
             chat_template,
             stats: Mutex::new(engine.stats()),
             ids: engine.request_ids(),
+            grammars: engine.structured_output_compiler().clone(),
             alive: AtomicBool::new(true),
         });
         let handle = Self {
@@ -188,7 +192,7 @@ impl EngineHandle {
     ) -> Result<Vec<RequestStream>, EngineError> {
         let requests = requests
             .into_iter()
-            .map(|r| ValidRequest::new(&self.shared.info, r))
+            .map(|r| ValidRequest::new(&self.shared.info, &self.shared.grammars, r))
             .collect::<Result<Vec<_>, _>>()?;
         let mut streams = Vec::with_capacity(requests.len());
         let mut group = Vec::with_capacity(requests.len());

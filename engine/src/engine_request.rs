@@ -4,11 +4,13 @@
 //! once, on the caller's thread (`EngineHandle::add_requests`), and the
 //! engine takes only a `ValidRequest`, so it never checks again.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine_error::EngineError;
 use crate::model_info::ModelInfo;
 use crate::sampling_params::{SamplingParams, SamplingParamsError};
+use crate::structured_output::{CompiledGrammar, StructuredOutputCompiler};
 use pagoda_scheduler::SchedulingPolicy;
 
 /// Caller-side options of one request.
@@ -32,17 +34,36 @@ pub struct EngineRequest {
 
 /// A request the model can take: sampling parameters in range, a
 /// non-empty prompt of in-vocabulary ids that leaves room for at least one
-/// token, and a priority only under the priority policy. Only
-/// [`ValidRequest::new`] makes one.
+/// token, a priority only under the priority policy, and a structured
+/// output constraint that compiles (its grammar travels with the request).
+/// Only [`ValidRequest::new`] makes one.
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
     request: EngineRequest,
+    grammar: Option<Arc<CompiledGrammar>>,
 }
 
 impl ValidRequest {
-    pub fn new(info: &ModelInfo, request: EngineRequest) -> Result<Self, EngineError> {
+    pub fn new(
+        info: &ModelInfo,
+        grammars: &StructuredOutputCompiler,
+        request: EngineRequest,
+    ) -> Result<Self, EngineError> {
         validate(info, &request)?;
-        Ok(Self { request })
+        let grammar = match &request.params.structured_outputs {
+            Some(so) => Some(
+                grammars
+                    .compile(so)
+                    .map_err(EngineError::InvalidStructuredOutput)?,
+            ),
+            None => None,
+        };
+        Ok(Self { request, grammar })
+    }
+
+    /// The compiled grammar of a constrained request.
+    pub fn grammar(&self) -> Option<&Arc<CompiledGrammar>> {
+        self.grammar.as_ref()
     }
 
     pub fn prompt_token_ids(&self) -> &[u32] {
@@ -57,8 +78,8 @@ impl ValidRequest {
         &self.request.opts
     }
 
-    pub fn into_parts(self) -> EngineRequest {
-        self.request
+    pub fn into_parts(self) -> (EngineRequest, Option<Arc<CompiledGrammar>>) {
+        (self.request, self.grammar)
     }
 }
 
@@ -128,7 +149,8 @@ mod tests {
                 ..Default::default()
             },
         };
-        ValidRequest::new(info, request).map(|_| ())
+        let grammars = StructuredOutputCompiler::new(None, info.vocab_size, vec![2]);
+        ValidRequest::new(info, &grammars, request).map(|_| ())
     }
 
     fn info() -> ModelInfo {

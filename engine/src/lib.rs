@@ -21,6 +21,7 @@ pub mod request_ids;
 pub mod runner_io;
 pub mod sampler;
 pub mod sampling_params;
+pub mod structured_output;
 pub mod tokenizer;
 pub mod weights;
 
@@ -38,3 +39,4 @@ pub use outputs::{
 };
 pub use request_ids::{ParentRequestId, RequestIds};
 pub use sampling_params::{SamplingParams, SamplingParamsError};
+pub use structured_output::{StructuredOutputError, StructuredOutputsParams};

@@ -12,6 +12,7 @@ use crate::request_ids::{ParentRequestId, RequestIds};
 use crate::runner_io::{HostLogits, LogitsNeed, ModelRunnerOutput};
 use crate::sampler::{self, ProcessorContext, Sampled, SamplingRow};
 use crate::sampling_params::SamplingParams;
+use crate::structured_output::{GrammarMatcher, MaskWorker, StructuredOutputCompiler};
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use pagoda_scheduler::{
     FinishReason, Request, RequestId, RequestUpdate, Scheduler, SchedulerOutput, StopConditions,
@@ -45,6 +46,8 @@ struct SeqState {
     /// EOS and stop_token_ids: masked until min_tokens.
     stop_ids: Vec<u32>,
     finished: bool,
+    /// The sequence's place in its structured-output grammar.
+    grammar: Option<GrammarMatcher>,
 }
 
 /// A request as the caller sees it: `n` sequences and its timings.
@@ -82,6 +85,11 @@ pub struct LlmEngine {
     /// The previous step's scheduler output, its buffers reused.
     spare_sched: SchedulerOutput,
     spare_updates: Vec<RequestUpdate>,
+    /// Compiles and caches structured-output grammars (shared with the
+    /// handle, which validates requests on the caller's thread).
+    grammars: Arc<StructuredOutputCompiler>,
+    /// Computes grammar masks while the forward pass runs.
+    mask_worker: MaskWorker,
 }
 
 impl LlmEngine {
@@ -93,7 +101,14 @@ impl LlmEngine {
         seed: u64,
         max_waiting_requests: Option<usize>,
     ) -> Self {
+        let grammars = Arc::new(StructuredOutputCompiler::new(
+            tokenizer.clone(),
+            info.vocab_size,
+            info.eos_token_ids.clone(),
+        ));
         Self {
+            grammars,
+            mask_worker: MaskWorker::start(),
             scheduler,
             runner,
             tokenizer,
@@ -126,7 +141,12 @@ impl LlmEngine {
 
     /// Checks a request without enqueuing it.
     pub fn validate(&self, request: EngineRequest) -> Result<ValidRequest, EngineError> {
-        ValidRequest::new(&self.info, request)
+        ValidRequest::new(&self.info, &self.grammars, request)
+    }
+
+    /// The structured-output compiler and its grammar cache.
+    pub fn structured_output_compiler(&self) -> &Arc<StructuredOutputCompiler> {
+        &self.grammars
     }
 
     /// The engine's id counter, for callers that pick ids themselves
@@ -159,11 +179,14 @@ impl LlmEngine {
         parent_id: ParentRequestId,
         request: ValidRequest,
     ) -> Result<(), EngineError> {
-        let EngineRequest {
-            prompt_token_ids: prompt,
-            params,
-            opts,
-        } = request.into_parts();
+        let (
+            EngineRequest {
+                prompt_token_ids: prompt,
+                params,
+                opts,
+            },
+            grammar,
+        ) = request.into_parts();
         let child_ids = (0..params.n).map(|i| parent_id.child(i));
         if self.parents.contains_key(&parent_id)
             || child_ids.clone().any(|c| self.seqs.contains_key(&c))
@@ -234,6 +257,7 @@ impl LlmEngine {
                     detok,
                     stop_ids: stop_ids.clone(),
                     finished: false,
+                    grammar: grammar.as_ref().map(|g| g.matcher()),
                 },
             );
             children.push(id);
@@ -390,7 +414,10 @@ impl LlmEngine {
                         output_token_ids: req.output_token_ids(),
                         stop_ids: &seq.stop_ids,
                     };
-                    Some(SamplingRow::new(&ctx, &mut seq.rng))
+                    let mut row = SamplingRow::new(&ctx, &mut seq.rng);
+                    // The mask is computed on the worker during the forward pass.
+                    row.grammar_mask = seq.grammar.as_ref().map(|g| self.mask_worker.submit(g));
+                    Some(row)
                 }
                 _ => None,
             };
@@ -450,6 +477,21 @@ impl LlmEngine {
         let seq = self.seqs.get_mut(&id)?;
         if seq.finished {
             return None;
+        }
+        // As vLLM: the grammar advances by every accepted token; once it is
+        // complete the mask allows only EOS, which ends the sequence (with
+        // `ignore_eos`, EOS repeats to max_tokens: a finished grammar takes
+        // nothing more). A token it refuses (a broken invariant) ends the
+        // sequence here.
+        let advances = |g: &&GrammarMatcher| !new_token_ids.is_empty() && !g.is_terminated();
+        if let Some(g) = seq.grammar.as_ref().filter(advances) {
+            if let Err(e) = g.accept_tokens(&new_token_ids) {
+                tracing::warn!("structured output of request {id}: {e}; ending the sequence");
+                if finish.is_none() {
+                    self.scheduler.finish_request(id, FinishReason::Stop);
+                    finish = Some(FinishReason::Stop);
+                }
+            }
         }
         self.generation_tokens_total += new_token_ids.len() as u64;
         let mut stop_reason = None;

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::structured_output::StructuredOutputsParams;
+
 /// Largest `logprobs` / `prompt_logprobs` a request may ask for (vLLM's default cap).
 pub const MAX_LOGPROBS: usize = 20;
 
@@ -35,6 +37,8 @@ pub struct SamplingParams {
     pub prompt_logprobs: Option<usize>,
     pub logit_bias: HashMap<u32, f32>,
     pub skip_special_tokens: bool,
+    /// The output's grammar (JSON schema, regex, choice, Lark), if any.
+    pub structured_outputs: Option<StructuredOutputsParams>,
 }
 
 impl Default for SamplingParams {
@@ -59,6 +63,7 @@ impl Default for SamplingParams {
             prompt_logprobs: None,
             logit_bias: HashMap::new(),
             skip_special_tokens: true,
+            structured_outputs: None,
         }
     }
 }

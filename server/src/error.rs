@@ -175,6 +175,9 @@ impl From<EngineError> for ApiError {
         let message = e.to_string();
         match &e {
             EngineError::InvalidParams(p) => ApiError::invalid_param(p.param, p.message.clone()),
+            EngineError::InvalidStructuredOutput(_) => {
+                ApiError::invalid_param("structured_outputs", message)
+            }
             EngineError::PromptTooLong { .. } => ApiError::context_length(message, "prompt"),
             EngineError::EmptyPrompt => ApiError::invalid_param("prompt", message),
             EngineError::TokenOutOfVocab { .. } => ApiError::invalid_param("prompt", message),

@@ -161,67 +161,31 @@ const SHARED: &[(&str, FieldPolicy)] = &[
             why: "multimodal inputs are not supported",
         },
     ),
-    (
-        "response_format",
-        Unsupported {
-            neutral: &[r#"{"type":"text"}"#],
-            why: "structured outputs are not supported yet",
-        },
-    ),
-    (
-        "structured_outputs",
-        Unsupported {
-            neutral: &[],
-            why: "structured outputs are not supported yet",
-        },
-    ),
-    (
-        "guided_json",
-        Unsupported {
-            neutral: &[],
-            why: "structured outputs are not supported yet",
-        },
-    ),
-    (
-        "guided_regex",
-        Unsupported {
-            neutral: &[],
-            why: "structured outputs are not supported yet",
-        },
-    ),
-    (
-        "guided_choice",
-        Unsupported {
-            neutral: &[],
-            why: "structured outputs are not supported yet",
-        },
-    ),
-    (
-        "guided_grammar",
-        Unsupported {
-            neutral: &[],
-            why: "structured outputs are not supported yet",
-        },
-    ),
+    ("response_format", Honoured),
+    ("structured_outputs", Honoured),
+    ("guided_json", Honoured),
+    ("guided_regex", Honoured),
+    ("guided_choice", Honoured),
+    ("guided_grammar", Honoured),
     (
         "guided_decoding_backend",
         Unsupported {
             neutral: &[],
-            why: "structured outputs are not supported yet",
+            why: "is not supported (Pagoda's structured outputs use llguidance, with its defaults)",
         },
     ),
     (
         "guided_whitespace_pattern",
         Unsupported {
             neutral: &[],
-            why: "structured outputs are not supported yet",
+            why: "is not supported (Pagoda's structured outputs use llguidance, with its defaults)",
         },
     ),
     (
         "structural_tag",
         Unsupported {
             neutral: &[],
-            why: "structured outputs are not supported yet",
+            why: NOT_YET,
         },
     ),
 ];
@@ -445,10 +409,10 @@ mod tests {
         }
         let e = check_fields(
             Endpoint::Completions,
-            &body(r#"{"response_format": {"type": "nonsense"}}"#),
+            &body(r#"{"guided_decoding_backend": "outlines"}"#),
         )
         .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("response_format"));
+        assert_eq!(e.param.as_deref(), Some("guided_decoding_backend"));
         let e =
             check_fields(Endpoint::Completions, &body(r#"{"length_penalty": 0.5}"#)).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("length_penalty"));

@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::protocol::common::deserialize_stop;
+use crate::protocol::structured_outputs::{
+    ConstraintFields, ResponseFormat, StructuredOutputsRequest,
+};
+use serde_json::Value;
 
 /// The sampling fields common to completions and chat requests, read from
 /// the request body by [`crate::json_body::SampledJson`] (why not
@@ -47,6 +51,13 @@ pub struct SamplingRequest {
     pub include_stop_str_in_output: Option<bool>,
     /// vLLM's: top logprobs for every prompt token (non-streaming only).
     pub prompt_logprobs: Option<u32>,
+    // Structured outputs (both endpoints, as vLLM): see `protocol::structured_outputs`.
+    pub response_format: Option<ResponseFormat>,
+    pub structured_outputs: Option<StructuredOutputsRequest>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
 }
 
 impl SamplingRequest {
@@ -79,11 +90,25 @@ impl SamplingRequest {
             prompt_logprobs: self.prompt_logprobs.map(|k| k as usize),
             logit_bias,
             skip_special_tokens: self.skip_special_tokens.unwrap_or(d.skip_special_tokens),
+            structured_outputs: self.constraints().to_params()?,
         };
         params
             .validate(vocab_size)
             .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
         Ok(params)
+    }
+}
+
+impl SamplingRequest {
+    fn constraints(&self) -> ConstraintFields<'_> {
+        ConstraintFields {
+            response_format: self.response_format.as_ref(),
+            structured_outputs: self.structured_outputs.as_ref(),
+            guided_json: self.guided_json.as_ref(),
+            guided_regex: self.guided_regex.as_ref(),
+            guided_choice: self.guided_choice.as_ref(),
+            guided_grammar: self.guided_grammar.as_ref(),
+        }
     }
 }
 

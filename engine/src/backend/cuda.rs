@@ -528,9 +528,11 @@ impl Backend for CudaBackend {
     }
 
     /// The `sample_tokens` kernel walks the CDF with a uniform; the
-    /// exponential race of seeded rows has no kernel yet.
+    /// exponential race of seeded rows has no kernel yet, nor has the
+    /// structured-output bitmask: such steps are sampled on the host,
+    /// where the mask is applied to the copied logits.
     fn can_sample(&self, row: &SamplingRow) -> bool {
-        matches!(row.draw, Draw::Uniform(_))
+        matches!(row.draw, Draw::Uniform(_)) && row.grammar_mask.is_none()
     }
 
     /// Widens the logits to f32 on the device; logprobs (of the raw row)

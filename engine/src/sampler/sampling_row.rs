@@ -5,6 +5,7 @@
 
 use super::logits_processors::{is_noop, ProcessorContext};
 use super::{argmax, sample_scaled, top_logprobs, Draw, Sampled};
+use crate::structured_output::PendingMask;
 use rand::rngs::StdRng;
 use std::collections::BTreeMap;
 
@@ -37,6 +38,11 @@ pub struct SamplingRow {
     /// min_tokens; ids unique and ascending.
     pub bias: Vec<(u32, f32)>,
     pub penalties: Option<PenaltyRow>,
+    /// The structured-output grammar's token mask, being computed while
+    /// the forward pass runs; applied first, to the raw logits too (as
+    /// vLLM applies its bitmask before the sampler, so logprobs are of
+    /// the allowed tokens).
+    pub grammar_mask: Option<PendingMask>,
 }
 
 impl SamplingRow {
@@ -51,6 +57,7 @@ impl SamplingRow {
             logprobs: None,
             bias: Vec::new(),
             penalties: None,
+            grammar_mask: None,
         }
     }
 
@@ -68,6 +75,7 @@ impl SamplingRow {
             logprobs: p.logprobs,
             bias: Vec::new(),
             penalties: None,
+            grammar_mask: None,
         };
         if !is_noop(ctx) {
             let mut bias: BTreeMap<u32, f32> = BTreeMap::new();
@@ -136,6 +144,16 @@ impl SamplingRow {
     /// Samples this row from `raw` on the host (what a backend that holds
     /// its logits in host memory runs); logprobs are of `raw`.
     pub fn sample(&self, raw: &[f32]) -> Sampled {
+        let masked;
+        let raw = match &self.grammar_mask {
+            Some(pending) => {
+                let mut l = raw.to_vec();
+                pending.wait().apply(&mut l);
+                masked = l;
+                &masked[..]
+            }
+            None => raw,
+        };
         let token_id = if self.bias.is_empty() && self.penalties.is_none() {
             if self.is_greedy() {
                 argmax(raw)

@@ -7,6 +7,8 @@ mod continue_final_message;
 mod detokenizer;
 mod gguf_sentencepiece;
 mod gguf_tokenizer;
+#[cfg(test)]
+pub(crate) use gguf_tokenizer::tests::toy_tokenizer;
 mod stop_checker;
 #[allow(clippy::module_inception)]
 mod tokenizer;

@@ -4,4 +4,5 @@ pub mod chat;
 pub mod common;
 pub mod completion;
 pub mod models;
+pub mod structured_outputs;
 pub mod tokenize;

@@ -1,0 +1,144 @@
+//! Structured outputs end to end: the official `openai` client's `parse()`
+//! with a nested Pydantic model, json_object, regex, choice and Lark
+//! grammars through `pagoda serve` (tests/structured_outputs_client.py),
+//! and the refusals over plain HTTP: a bad schema or regex, an unknown
+//! `response_format`, two constraints at once, and tools, each a 400 that
+//! names its field.
+
+mod server_common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use server_common::{
+    error_object, model_or_skip, python_imports, run_checks, set_flag, small_server_args,
+    TestServer,
+};
+
+#[test]
+fn structured_outputs() {
+    let Some(model) = model_or_skip("structured_outputs") else {
+        return;
+    };
+    let mut args = small_server_args(&model);
+    set_flag(&mut args, "--served-model-name", "smollm2");
+    let server = TestServer::start(&args, &[]);
+    run_checks(
+        &server,
+        &[
+            ("refusals name their field", refusals),
+            ("regex on completions", regex_on_completions),
+            ("openai client", openai_client),
+        ],
+    );
+}
+
+fn refusals(server: &TestServer) {
+    let chat = |extra: serde_json::Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, body) = server.post("/v1/chat/completions", &body);
+        assert_eq!(status, 400, "{body}");
+        error_object(&body)["param"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // The JSON reader names the path: `response_format.type`.
+    let param = chat(json!({"response_format": {"type": "nonsense"}}));
+    assert!(param.starts_with("response_format"), "{param}");
+    let bad_schema = json!({"type": "json_schema", "json_schema": {"name": "x",
+        "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}});
+    assert_eq!(
+        chat(json!({"response_format": bad_schema})),
+        "structured_outputs"
+    );
+    assert_eq!(chat(json!({"guided_regex": "a(b"})), "structured_outputs");
+    assert_eq!(
+        chat(json!({"structured_outputs": {"regex": "a", "choice": ["a"]}})),
+        "structured_outputs"
+    );
+    assert_eq!(
+        chat(json!({"structured_outputs": {"structural_tag": "{}"}})),
+        "structured_outputs"
+    );
+    assert_eq!(chat(json!({"guided_json": "{not json"})), "guided_json");
+    assert_eq!(
+        chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+        "tools"
+    );
+    assert_eq!(chat(json!({"tool_choice": "required"})), "tool_choice");
+    // A bad constraint on completions too, and nothing was enqueued.
+    let (status, body) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 4, "structured_outputs": {"grammar": "start: undefined_rule"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_object(&body)["message"]
+        .as_str()
+        .unwrap()
+        .contains("grammar"));
+    // `response_format: text` and `tool_choice: none` change nothing.
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+        "response_format": {"type": "text"}, "tool_choice": "none", "tools": []});
+    let (status, body) = server.post("/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Random sampling under a regex: every sample matches, constrained and
+/// unconstrained requests share the batch.
+fn regex_on_completions(server: &TestServer) {
+    let body = json!({"prompt": "Call me at", "max_tokens": 16, "temperature": 1.0, "n": 4,
+        "structured_outputs": {"regex": "[0-9]{3}-[0-9]{2}"}});
+    let free = json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 1.0});
+    let base = server.base.clone();
+    let other = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/completions"))
+            .json(&free)
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    let r = server.post_ok("/v1/completions", &body);
+    for c in r["choices"].as_array().unwrap() {
+        let text = c["text"].as_str().unwrap();
+        let ok = text.len() == 6
+            && text.chars().enumerate().all(|(i, ch)| {
+                if i == 3 {
+                    ch == '-'
+                } else {
+                    ch.is_ascii_digit()
+                }
+            });
+        assert!(ok, "{text:?} does not match");
+        assert_eq!(c["finish_reason"], "stop", "{c}");
+    }
+    assert_eq!(other.join().unwrap().unwrap(), 200);
+}
+
+fn openai_client(server: &TestServer) {
+    if !python_imports("openai, pydantic") {
+        eprintln!(
+            "\n*** SKIPPED the openai client part: `python3 -c \"import openai\"` failed; \
+             install it with `python3 -m pip install openai`. ***\n"
+        );
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/structured_outputs_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([server.base.as_str(), "smollm2"])
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "structured_outputs_client.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
