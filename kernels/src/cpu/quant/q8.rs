@@ -62,9 +62,7 @@ impl Q8Rows {
         self.d.resize(m * nb, 0.0);
         self.qs.resize(m * k, 0);
         self.sums.resize(m * 2 * nb, 0);
-        let work = |((xb, d), (qs, sums)): ((&[f32], &mut f32), (&mut [i8], &mut [i32]))| {
-            quantize_block(xb, d, qs, sums)
-        };
+        let work = |((xb, d), (qs, sums)): BlockRefs<'_>| quantize_block(xb, d, qs, sums);
         let blocks = x.chunks_exact(Q8_BLOCK).zip(self.d.iter_mut()).zip(
             self.qs
                 .chunks_exact_mut(Q8_BLOCK)
@@ -85,6 +83,9 @@ impl Q8Rows {
         }
     }
 }
+
+/// One block's input, scale, quants and half sums.
+type BlockRefs<'a> = ((&'a [f32], &'a mut f32), (&'a mut [i8], &'a mut [i32]));
 
 /// One block: scale, quants rounded half away from zero, half sums.
 #[inline]
