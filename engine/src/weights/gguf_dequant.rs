@@ -16,10 +16,13 @@ use super::ggml_type::GgmlType;
 pub const SUPPORTED_TYPES: &str =
     "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
+/// Decodes one block into its values.
+type BlockFn = dyn Fn(&[u8], &mut [f32]) + Sync;
+
 /// Dequantizes `numel` values stored as `ty` in `bytes`. None when the type
 /// is not supported or `bytes` is not exactly `numel` values long.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], numel: usize) -> Option<Vec<f32>> {
-    let block_fn: Box<dyn Fn(&[u8], &mut [f32]) + Sync> = match ty {
+    let block_fn: Box<BlockFn> = match ty {
         GgmlType::F32 => Box::new(f32_block),
         GgmlType::F16 => Box::new(f16_block),
         GgmlType::BF16 => Box::new(bf16_block),
