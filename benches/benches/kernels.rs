@@ -48,6 +48,64 @@ fn matmul(c: &mut Criterion) {
     g.finish();
 }
 
+/// Rows of random blocks of `ty` with f16 scales of a sane size.
+fn quant_rows(ty: cpu::QuantType, n: usize, k: usize) -> Vec<u8> {
+    let ts = ty.type_size();
+    let mut bytes: Vec<u8> = values(n * k / ty.block_size() * ts, 3)
+        .iter()
+        .map(|v| (v.to_bits() >> 7) as u8)
+        .collect();
+    let scale_at = match ty {
+        cpu::QuantType::Q6_K => 208,
+        _ => 0,
+    };
+    for blk in bytes.chunks_exact_mut(ts) {
+        blk[scale_at..scale_at + 2].copy_from_slice(&0x2000u16.to_le_bytes());
+    }
+    bytes
+}
+
+/// The same SmolLM2 shapes with the weights kept as GGUF blocks: integer dot
+/// products on this CPU's best path (`fast`) and per-tile dequantization
+/// (`exact`), beside `matmul_transb` above on f32 weights.
+fn quant_matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for ty in [
+        cpu::QuantType::Q4_1,
+        cpu::QuantType::Q4_K,
+        cpu::QuantType::Q8_0,
+    ] {
+        for (name, k, n, ms) in [
+            ("576x1536", 576usize, 1536usize, &[1usize, 64, 512][..]),
+            ("576x49152", 576, 49152, &[1, 64][..]),
+        ] {
+            if !k.is_multiple_of(ty.block_size()) {
+                continue;
+            }
+            let w = quant_rows(ty, n, k);
+            for &m in ms {
+                let x = values(m * k, 2);
+                let mut out = vec![0f32; m * n];
+                let flops = 2 * m * n * k;
+                g.throughput(Throughput::Elements(flops as u64));
+                g.sample_size(if flops > 1 << 30 { 10 } else { 30 });
+                for mode in [cpu::MatmulMode::Fast, cpu::MatmulMode::Exact] {
+                    let id = BenchmarkId::new(format!("{ty}/{mode:?}/{name}"), format!("m={m}"));
+                    g.bench_function(id, |b| {
+                        b.iter(|| {
+                            let wr = cpu::WeightRef::Quant(ty, black_box(&w));
+                            cpu::linear(black_box(&x), wr, &mut out, m, k, n, n, mode)
+                        })
+                    });
+                }
+            }
+        }
+    }
+    g.finish();
+}
+
 /// Decode at context 1024 with SmolLM2's attention (9 heads, 3 KV heads, head_dim 64, block 16).
 fn attention_decode(c: &mut Criterion) {
     let (heads, kv_heads, d, bs, ctx) = (9usize, 3usize, 64usize, 16usize, 1024usize);
@@ -87,5 +145,5 @@ fn attention_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matmul, attention_decode);
+criterion_group!(benches, matmul, quant_matmul, attention_decode);
 criterion_main!(benches);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::byte_size::parse_byte_size;
-use crate::engine_config::{Device, EngineConfig, LoadFormat, SchedulingPolicy};
+use crate::engine_config::{CpuMatmul, Device, EngineConfig, LoadFormat, SchedulingPolicy};
 
 /// `--scheduling-policy` (the scheduler crate knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,6 +113,16 @@ pub struct EngineArgs {
     /// seed of the random prompts). [default: 0]
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+
+    /// On CPU, how GGUF block-quantized weights (Q4_K, Q8_0, ...) are
+    /// multiplied: `fast` quantizes activations to 8 bits and uses integer
+    /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, other
+    /// block types as `exact`); `exact` dequantizes weight tiles to f32 in
+    /// the GEMM (HF transformers' values). f32/bf16/f16 weights are exact
+    /// either way. Weights stay in their format in memory in both. `fast`
+    /// is not the default yet: its accuracy against HF is not yet measured.
+    #[arg(long, value_enum, default_value_t = CpuMatmul::Exact)]
+    pub cpu_matmul: CpuMatmul,
 }
 
 fn parse_fraction(s: &str) -> Result<f32, String> {
@@ -168,6 +178,7 @@ impl EngineArgs {
             c.long_prefill_token_threshold = v;
         }
         c.enforce_eager = self.enforce_eager;
+        c.cpu_matmul = self.cpu_matmul;
         if let Some(v) = self.seed {
             c.seed = v;
         }

@@ -54,7 +54,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
                 .kv_cache_memory
                 .unwrap_or_else(default_cpu_kv_cache_bytes);
             build_runner(
-                CpuBackend::new(),
+                CpuBackend::with_matmul_mode(config.cpu_matmul.into()),
                 &plan,
                 2048,
                 KvBudget::Bytes(kv_bytes),

@@ -32,6 +32,31 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// How the CPU multiplies by GGUF block-quantized weights (`--cpu-matmul`).
+/// f32 and 16-bit weights are multiplied exactly in either mode (16-bit
+/// converts to f32 without rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CpuMatmul {
+    /// Activations quantized per row to 8-bit blocks, integer dot products
+    /// against the weight blocks (as llama.cpp) for Q4_0, Q4_1, Q8_0, Q4_K
+    /// and Q6_K; other block types are dequantized per tile, as `exact`.
+    /// Not the default yet: its end-to-end accuracy is not yet measured.
+    Fast,
+    /// Weights dequantized per tile to f32 inside the GEMM, f32 activations:
+    /// the values of HF transformers on the dequantized file.
+    #[default]
+    Exact,
+}
+
+impl From<CpuMatmul> for pagoda_kernels::cpu::MatmulMode {
+    fn from(m: CpuMatmul) -> Self {
+        match m {
+            CpuMatmul::Fast => pagoda_kernels::cpu::MatmulMode::Fast,
+            CpuMatmul::Exact => pagoda_kernels::cpu::MatmulMode::Exact,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// An HF folder, a .gguf file, or a folder holding one .gguf file.
@@ -57,6 +82,8 @@ pub struct EngineConfig {
     /// Seeds the random streams of requests that bring no seed of their own.
     pub seed: u64,
     pub served_model_name: Option<String>,
+    /// How the CPU multiplies by block-quantized weights.
+    pub cpu_matmul: CpuMatmul,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +105,7 @@ impl Default for EngineConfig {
             enforce_eager: false,
             seed: 0,
             served_model_name: None,
+            cpu_matmul: CpuMatmul::Exact,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The CPU backend: f32 buffers and the kernels of `pagoda_kernels::cpu`.
+//! The CPU backend: f32 activations, weights in their checkpoint format
+//! ([`CpuWeight`]), and the kernels of `pagoda_kernels::cpu`.
 
+pub use super::cpu_weight::CpuWeight;
 use super::{AttentionDims, Backend, ForwardBatch, InputLimits};
 use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
@@ -7,16 +9,25 @@ use pagoda_kernels::cpu;
 use rayon::prelude::*;
 
 #[derive(Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// How block-quantized weights are multiplied (`--cpu-matmul`).
+    matmul_mode: cpu::MatmulMode,
+}
 
 impl CpuBackend {
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend::default()
+    }
+
+    /// A backend multiplying block-quantized weights as `mode` says.
+    pub fn with_matmul_mode(mode: cpu::MatmulMode) -> Self {
+        CpuBackend { matmul_mode: mode }
     }
 }
 
 impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
+    type Weight = CpuWeight;
     type Rope = cpu::RotaryCache;
     type Inputs = ForwardBatch;
     type Graph = ();
@@ -31,6 +42,14 @@ impl Backend for CpuBackend {
 
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Vec<f32>> {
         Ok(tensor.to_f32())
+    }
+
+    fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<CpuWeight> {
+        CpuWeight::from_parts(parts)
+    }
+
+    fn weight_formats(&self, weight: &CpuWeight) -> Vec<(&'static str, usize)> {
+        weight.formats()
     }
 
     fn alloc(&self, len: usize) -> anyhow::Result<Vec<f32>> {
@@ -66,16 +85,33 @@ impl Backend for CpuBackend {
     fn embedding(
         &self,
         inputs: &ForwardBatch,
-        table: &Vec<f32>,
+        table: &CpuWeight,
         out: &mut Vec<f32>,
         hidden: usize,
     ) {
         let n = inputs.num_tokens() * hidden;
-        cpu::embedding(&inputs.token_ids, table, hidden, &mut out[..n]);
+        let rows = out[..n].par_chunks_mut(hidden).zip(&inputs.token_ids);
+        rows.with_min_len(64).for_each(|(row, &t)| {
+            // The scheduler only admits token ids below the vocabulary size.
+            assert!(
+                table.decode_row(t as usize, row),
+                "embedding: token id {t} out of range ({} rows)",
+                table.rows()
+            );
+        });
     }
 
-    fn matmul(&self, x: &Vec<f32>, w: &Vec<f32>, out: &mut Vec<f32>, m: usize, k: usize, n: usize) {
-        cpu::matmul_transb(&x[..m * k], &w[..n * k], &mut out[..m * n], m, k, n);
+    fn matmul(
+        &self,
+        x: &Vec<f32>,
+        w: &CpuWeight,
+        out: &mut Vec<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
+        debug_assert_eq!(w.rows(), n);
+        w.matmul(&x[..m * k], &mut out[..m * n], m, self.matmul_mode);
     }
 
     fn add_bias(&self, out: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, n: usize) {

@@ -185,6 +185,7 @@ fn attention_shape(dims: &AttentionDims) -> AttentionShape {
 
 impl Backend for CudaBackend {
     type Tensor = CudaSlice<bf16>;
+    type Weight = CudaSlice<bf16>;
     type Rope = CudaRope;
     type Inputs = CudaInputs;
     type Graph = DeviceGraph;
@@ -207,6 +208,15 @@ impl Backend for CudaBackend {
 
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<CudaSlice<bf16>> {
         self.upload(&tensor.to_bf16())
+    }
+
+    /// Uploaded as bf16 (blocks dequantized on the host first).
+    fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<CudaSlice<bf16>> {
+        self.upload(&HostTensor::concat_rows(parts).to_bf16())
+    }
+
+    fn weight_formats(&self, weight: &CudaSlice<bf16>) -> Vec<(&'static str, usize)> {
+        vec![("BF16", 2 * weight.len())]
     }
 
     fn alloc(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {

@@ -6,6 +6,7 @@
 //! are what CUDA graph capture needs on the GPU.
 
 pub mod cpu;
+mod cpu_weight;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
@@ -117,6 +118,9 @@ pub struct AttentionDims {
 pub trait Backend: Send + 'static {
     /// A dense buffer of the backend's element type (f32 on CPU, bf16 on CUDA).
     type Tensor: Send;
+    /// A weight matrix (linear layers, embeddings): kept in its checkpoint
+    /// format on CPU (16-bit, GGUF blocks), bf16 on CUDA.
+    type Weight: Send;
     /// Precomputed rotary cos/sin table.
     type Rope: Send;
     /// One step's batch metadata, resident where the kernels read it,
@@ -130,7 +134,14 @@ pub trait Backend: Send + 'static {
     /// Bytes per element of `Tensor` (KV-cache sizing).
     fn element_bytes(&self) -> usize;
 
+    /// A small dense tensor (norm weights, biases) in the element type.
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Self::Tensor>;
+    /// A weight matrix stacked row-wise from `parts` (q/k/v, gate/up: one
+    /// matmul for what the checkpoint stores apart; parts may differ in
+    /// format).
+    fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<Self::Weight>;
+    /// What a weight matrix keeps resident: (format, bytes) per part.
+    fn weight_formats(&self, weight: &Self::Weight) -> Vec<(&'static str, usize)>;
     /// A zeroed buffer of `len` elements.
     fn alloc(&self, len: usize) -> anyhow::Result<Self::Tensor>;
     fn rope(
@@ -162,11 +173,11 @@ pub trait Backend: Send + 'static {
         anyhow::bail!("{} cannot replay graphs", self.device_name())
     }
 
-    /// `out[t] = table[token_ids[t]]`.
+    /// `out[t] = table[token_ids[t]]` (rows decoded per lookup).
     fn embedding(
         &self,
         inputs: &Self::Inputs,
-        table: &Self::Tensor,
+        table: &Self::Weight,
         out: &mut Self::Tensor,
         hidden: usize,
     );
@@ -174,7 +185,7 @@ pub trait Backend: Send + 'static {
     fn matmul(
         &self,
         x: &Self::Tensor,
-        w: &Self::Tensor,
+        w: &Self::Weight,
         out: &mut Self::Tensor,
         m: usize,
         k: usize,

@@ -138,7 +138,7 @@ impl<B: Backend> DecoderModel<B> {
     }
 
     /// The LM head's weight (the embedding when tied).
-    fn lm_head(&self) -> &B::Tensor {
+    fn lm_head(&self) -> &B::Weight {
         self.weights
             .lm_head
             .as_ref()

@@ -4,58 +4,35 @@
 use super::ModelDims;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
-use crate::weights::{HostTensor, TensorData, WeightSource};
+use crate::weights::{HostTensor, WeightSource};
 use anyhow::Context;
 
 pub struct LayerWeights<B: Backend> {
     pub input_layernorm: B::Tensor,
     /// `[q_dim + 2 * kv_dim, hidden]`.
-    pub qkv_proj: B::Tensor,
+    pub qkv_proj: B::Weight,
     pub qkv_bias: Option<B::Tensor>,
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
-    pub o_proj: B::Tensor,
+    pub o_proj: B::Weight,
     /// Llama's `attention_bias` also biases o_proj (Qwen2's does not).
     pub o_bias: Option<B::Tensor>,
     pub post_attention_layernorm: B::Tensor,
     /// `[2 * intermediate, hidden]`: gate rows, then up rows.
-    pub gate_up_proj: B::Tensor,
-    pub down_proj: B::Tensor,
+    pub gate_up_proj: B::Weight,
+    pub down_proj: B::Weight,
     /// Llama's `mlp_bias`: gate/up fused like the weights, then down.
     pub gate_up_bias: Option<B::Tensor>,
     pub down_bias: Option<B::Tensor>,
 }
 
 pub struct DecoderWeights<B: Backend> {
-    pub embed_tokens: B::Tensor,
+    pub embed_tokens: B::Weight,
     pub layers: Vec<LayerWeights<B>>,
     pub norm: B::Tensor,
     /// `None` when tied to `embed_tokens`.
-    pub lm_head: Option<B::Tensor>,
+    pub lm_head: Option<B::Weight>,
     pub rope: B::Rope,
-}
-
-/// Stacks tensors along their first dimension (all converted to f32 when dtypes differ).
-fn concat_rows(parts: Vec<HostTensor>) -> HostTensor {
-    let cols: usize = parts[0].shape[1..].iter().product();
-    let rows: usize = parts.iter().map(|p| p.shape[0]).sum();
-    let mut shape = parts[0].shape.clone();
-    shape[0] = rows;
-    let all_bf16 = parts.iter().all(|p| matches!(p.data, TensorData::BF16(_)));
-    let data = if all_bf16 {
-        let mut out = Vec::with_capacity(rows * cols);
-        for p in parts {
-            out.extend(p.to_bf16());
-        }
-        TensorData::BF16(out)
-    } else {
-        let mut out = Vec::with_capacity(rows * cols);
-        for p in parts {
-            out.extend(p.to_f32());
-        }
-        TensorData::F32(out)
-    };
-    HostTensor { shape, data }
 }
 
 impl<B: Backend> DecoderWeights<B> {
@@ -75,7 +52,8 @@ impl<B: Backend> DecoderWeights<B> {
             source,
             prefix: "model".into(),
         };
-        let embed_tokens = model.upload("embed_tokens.weight", &[d.vocab_size, d.hidden])?;
+        let embed_tokens =
+            model.upload_matrix(&[("embed_tokens.weight", &[d.vocab_size, d.hidden])])?;
         progress(1, total);
         let mut layers = Vec::with_capacity(d.num_layers);
         for i in 0..d.num_layers {
@@ -93,7 +71,7 @@ impl<B: Backend> DecoderWeights<B> {
         let norm = model.upload("norm.weight", &[d.hidden])?;
         let lm_head = if source.contains("lm_head.weight") {
             let head = source.get("lm_head.weight", &[d.vocab_size, d.hidden])?;
-            Some(backend.load_weight(head)?)
+            Some(backend.load_matrix(vec![head])?)
         } else if config.tie_word_embeddings {
             None
         } else {
@@ -106,13 +84,64 @@ impl<B: Backend> DecoderWeights<B> {
             pagoda_kernels::cpu::rope_inv_freq(d.head_dim, config.rope_theta, &config.rope_scaling);
         let rope = backend.rope(&inv_freq, max_position, 1.0)?;
         progress(total, total);
-        Ok(Self {
+        let weights = Self {
             embed_tokens,
             layers,
             norm,
             lm_head,
             rope,
-        })
+        };
+        weights.log_formats(backend);
+        Ok(weights)
+    }
+
+    /// Every weight matrix, with its name, for the load log.
+    fn matrices(&self) -> Vec<(String, &B::Weight)> {
+        let mut out = vec![("embed_tokens".to_string(), &self.embed_tokens)];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, w) in [
+                ("qkv_proj", &l.qkv_proj),
+                ("o_proj", &l.o_proj),
+                ("gate_up_proj", &l.gate_up_proj),
+                ("down_proj", &l.down_proj),
+            ] {
+                out.push((format!("layers.{i}.{name}"), w));
+            }
+        }
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head".to_string(), h));
+        }
+        out
+    }
+
+    /// Logs what the weight matrices keep resident: each matrix's format(s)
+    /// at debug level, totals per format at info level.
+    fn log_formats(&self, backend: &B) {
+        let mut totals: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+        for (name, w) in self.matrices() {
+            let formats = backend.weight_formats(w);
+            let parts: Vec<String> = formats
+                .iter()
+                .map(|(f, b)| format!("{f} {:.2} MiB", *b as f64 / (1 << 20) as f64))
+                .collect();
+            tracing::debug!("weight {name}: {}", parts.join(" + "));
+            for (f, b) in formats {
+                let e = totals.entry(f).or_default();
+                e.0 += 1;
+                e.1 += b;
+            }
+        }
+        let all: usize = totals.values().map(|v| v.1).sum();
+        let parts: Vec<String> = totals
+            .iter()
+            .map(|(f, (n, b))| format!("{f} x{n} {:.1} MiB", *b as f64 / (1 << 20) as f64))
+            .collect();
+        tracing::info!(
+            "weight matrices resident on {}: {:.1} MiB ({})",
+            backend.device_name(),
+            all as f64 / (1 << 20) as f64,
+            parts.join(", ")
+        );
     }
 }
 
@@ -150,21 +179,31 @@ impl<B: Backend> TensorLoader<'_, B> {
         self.backend.load_weight(self.get(suffix, shape)?)
     }
 
-    /// Stacks `parts` (name, shape) row-wise into one device tensor, so one
-    /// GEMM (or bias add) serves what the checkpoint stores apart.
+    /// Stacks bias `parts` (name, shape) into one device tensor, so one add
+    /// serves what the checkpoint stores apart.
     fn upload_fused(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Tensor> {
         let host = parts
             .iter()
             .map(|(suffix, shape)| self.get(suffix, shape))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        self.backend.load_weight(concat_rows(host))
+        self.backend.load_weight(HostTensor::concat_rows(host))
+    }
+
+    /// Stacks weight matrices `parts` (name, shape) row-wise into one, so
+    /// one GEMM serves what the checkpoint stores apart; each keeps its format.
+    fn upload_matrix(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Weight> {
+        let host = parts
+            .iter()
+            .map(|(suffix, shape)| self.get(suffix, shape))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.backend.load_matrix(host)
     }
 
     /// One decoder layer: q/k/v and gate/up fused, biases and q/k norms
     /// where the architecture (or the checkpoint) has them.
     fn load_layer(&self, d: &ModelDims) -> anyhow::Result<LayerWeights<B>> {
         let (h, q, kv, inter) = (d.hidden, d.q_dim(), d.kv_dim(), d.intermediate);
-        let qkv_proj = self.upload_fused(&[
+        let qkv_proj = self.upload_matrix(&[
             ("self_attn.q_proj.weight", &[q, h]),
             ("self_attn.k_proj.weight", &[kv, h]),
             ("self_attn.v_proj.weight", &[kv, h]),
@@ -196,14 +235,14 @@ impl<B: Backend> TensorLoader<'_, B> {
             qkv_bias,
             q_norm,
             k_norm,
-            o_proj: self.upload("self_attn.o_proj.weight", &[h, q])?,
+            o_proj: self.upload_matrix(&[("self_attn.o_proj.weight", &[h, q])])?,
             o_bias: upload_optional("self_attn.o_proj.bias", &[h])?,
             post_attention_layernorm: self.upload("post_attention_layernorm.weight", &[h])?,
-            gate_up_proj: self.upload_fused(&[
+            gate_up_proj: self.upload_matrix(&[
                 ("mlp.gate_proj.weight", &[inter, h]),
                 ("mlp.up_proj.weight", &[inter, h]),
             ])?,
-            down_proj: self.upload("mlp.down_proj.weight", &[h, inter])?,
+            down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
             gate_up_bias: self.gate_up_bias(inter)?,
             down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
         })
@@ -215,7 +254,10 @@ impl<B: Backend> TensorLoader<'_, B> {
         let gate = self.get_optional("mlp.gate_proj.bias", &[intermediate])?;
         let up = self.get_optional("mlp.up_proj.bias", &[intermediate])?;
         match (gate, up) {
-            (Some(g), Some(u)) => Ok(Some(self.backend.load_weight(concat_rows(vec![g, u]))?)),
+            (Some(g), Some(u)) => Ok(Some(
+                self.backend
+                    .load_weight(HostTensor::concat_rows(vec![g, u]))?,
+            )),
             (None, None) => Ok(None),
             _ => anyhow::bail!(
                 "{}: {} has only one of the gate/up biases",

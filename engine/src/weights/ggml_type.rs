@@ -159,4 +159,23 @@ impl GgmlType {
             Unknown(_) => return None,
         })
     }
+
+    /// The block type the CPU kernels keep in memory as blocks, if any.
+    pub fn quant_type(self) -> Option<pagoda_kernels::cpu::QuantType> {
+        use pagoda_kernels::cpu::QuantType as Q;
+        use GgmlType::*;
+        Some(match self {
+            Q4_0 => Q::Q4_0,
+            Q4_1 => Q::Q4_1,
+            Q5_0 => Q::Q5_0,
+            Q5_1 => Q::Q5_1,
+            Q8_0 => Q::Q8_0,
+            Q2K => Q::Q2_K,
+            Q3K => Q::Q3_K,
+            Q4K => Q::Q4_K,
+            Q5K => Q::Q5_K,
+            Q6K => Q::Q6_K,
+            _ => return None,
+        })
+    }
 }

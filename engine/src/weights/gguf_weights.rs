@@ -1,6 +1,6 @@
 //! `WeightSource` over a GGUF file: HF names in, HF-layout tensors out.
-//! Quantized tensors are dequantized to f32; F32/F16/BF16 tensors keep their
-//! dtype. For llama-arch files the Q/K row permutation is undone (see
+//! Every tensor keeps its format: F32/F16/BF16 as values, block types as
+//! their blocks (copied once out of the map). For llama-arch files the Q/K row permutation is undone (see
 //! `gguf_names`).
 
 use std::collections::BTreeMap;
@@ -55,7 +55,17 @@ impl WeightSource for GgufWeights {
         let data = match info.ggml_type {
             GgmlType::F16 => TensorData::F16(le_u16s(bytes).map(half::f16::from_bits).collect()),
             GgmlType::BF16 => TensorData::BF16(le_u16s(bytes).map(half::bf16::from_bits).collect()),
-            _ => TensorData::F32(self.file.dequantize(info)?),
+            other => match other.quant_type() {
+                // Rows must be whole blocks (always so for linear weights);
+                // anything else is dequantized to f32.
+                Some(ty) if shape.len() == 2 && shape[1].is_multiple_of(ty.block_size()) => {
+                    TensorData::Quant {
+                        ty,
+                        bytes: bytes.to_vec(),
+                    }
+                }
+                _ => TensorData::F32(self.file.dequantize(info)?),
+            },
         };
 
         let data = match self
@@ -81,6 +91,11 @@ impl WeightSource for GgufWeights {
                     TensorData::BF16(v) => {
                         TensorData::BF16(unpermute_rows(&v, rows, heads).ok_or_else(bad)?)
                     }
+                    // Rows of whole blocks move as byte rows.
+                    TensorData::Quant { ty, bytes } => TensorData::Quant {
+                        ty,
+                        bytes: unpermute_rows(&bytes, rows, heads).ok_or_else(bad)?,
+                    },
                 }
             }
         };

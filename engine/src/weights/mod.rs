@@ -3,9 +3,9 @@
 //! `open_model` turns a path (an HF folder, a `.gguf` file, or a folder with
 //! one `.gguf`) into a `ModelSource`: the `ModelConfig` and a `WeightSource`
 //! that hands out tensors by their HF name (`model.layers.3.self_attn.q_proj.weight`),
-//! row-major, linear weights as [out_features, in_features], whatever the
-//! file stores (safetensors f32/f16/bf16, or GGUF quantized blocks, dequantized
-//! to f32 and with llama's Q/K permutation undone).
+//! row-major, linear weights as [out_features, in_features], in the format
+//! the file stores them (safetensors f32/f16/bf16; GGUF f32/f16/bf16 or
+//! quantized blocks, kept as blocks), with llama's Q/K permutation undone.
 //!
 //! Loading is lazy: `open_model` maps the files and reads headers; each `get`
 //! reads (and dequantizes) one tensor. Wrap the loop over `get` in a
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::{bf16, f16};
+pub use pagoda_kernels::cpu::QuantType;
 
 use crate::config::ModelConfig;
 
@@ -38,27 +39,61 @@ pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_weights::GgufWeights;
 pub use progress::LoadProgress;
 
-/// A tensor's values in the dtype the checkpoint stores them in (quantized
-/// GGUF tensors arrive as F32).
+/// A tensor's values in the format the checkpoint stores them in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// GGUF blocks, row-major: every row is whole blocks of `ty` (checked
+    /// where the tensor is made).
+    Quant {
+        ty: QuantType,
+        bytes: Vec<u8>,
+    },
 }
 
 impl TensorData {
+    /// Number of values.
     pub fn len(&self) -> usize {
         match self {
             TensorData::F32(v) => v.len(),
             TensorData::F16(v) => v.len(),
             TensorData::BF16(v) => v.len(),
+            TensorData::Quant { ty, bytes } => bytes.len() / ty.type_size() * ty.block_size(),
+        }
+    }
+
+    /// Bytes the values take in this format.
+    pub fn bytes(&self) -> usize {
+        match self {
+            TensorData::F32(v) => 4 * v.len(),
+            TensorData::F16(v) => 2 * v.len(),
+            TensorData::BF16(v) => 2 * v.len(),
+            TensorData::Quant { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// The format's name, as llama.cpp prints it (F32, BF16, Q4_K, ...).
+    pub fn format_name(&self) -> &'static str {
+        match self {
+            TensorData::F32(_) => "F32",
+            TensorData::F16(_) => "F16",
+            TensorData::BF16(_) => "BF16",
+            TensorData::Quant { ty, .. } => ty.name(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whole blocks of `ty` as f32.
+fn dequantize_blocks(ty: QuantType, bytes: &[u8]) -> Vec<f32> {
+    let mut out = vec![0f32; bytes.len() / ty.type_size() * ty.block_size()];
+    pagoda_kernels::cpu::quant::dequantize_row(ty, bytes, &mut out);
+    out
 }
 
 /// A tensor in host memory, row-major.
@@ -73,14 +108,55 @@ impl HostTensor {
         self.data.len()
     }
 
-    /// The values as f32 (exact for f16 and bf16).
+    /// The values as f32 (exact for f16 and bf16; blocks dequantized as
+    /// llama.cpp does).
     pub fn to_f32(self) -> Vec<f32> {
         use half::slice::HalfFloatSliceExt;
         match self.data {
             TensorData::F32(v) => v,
             TensorData::F16(v) => v.to_f32_vec(),
             TensorData::BF16(v) => v.to_f32_vec(),
+            TensorData::Quant { ty, bytes } => dequantize_blocks(ty, &bytes),
         }
+    }
+
+    /// Stacks tensors along their first dimension: one matrix for what a
+    /// checkpoint stores apart (q/k/v, gate/up). Parts of one format keep
+    /// it (blocks stack as bytes: rows are whole blocks); mixed formats are
+    /// widened to f32.
+    pub fn concat_rows(parts: Vec<HostTensor>) -> HostTensor {
+        let cols: usize = parts[0].shape[1..].iter().product();
+        let rows: usize = parts.iter().map(|p| p.shape[0]).sum();
+        let mut shape = parts[0].shape.clone();
+        shape[0] = rows;
+        let first = &parts[0].data;
+        let same = |p: &HostTensor| match (&p.data, first) {
+            (TensorData::Quant { ty: a, .. }, TensorData::Quant { ty: b, .. }) => a == b,
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        };
+        let data = if !parts.iter().all(same) {
+            let mut out = Vec::with_capacity(rows * cols);
+            for p in parts {
+                out.extend(p.to_f32());
+            }
+            TensorData::F32(out)
+        } else {
+            let mut it = parts.into_iter().map(|p| p.data);
+            let mut acc = it.next().expect("at least one part");
+            for d in it {
+                match (&mut acc, d) {
+                    (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+                    (TensorData::F16(a), TensorData::F16(b)) => a.extend(b),
+                    (TensorData::BF16(a), TensorData::BF16(b)) => a.extend(b),
+                    (TensorData::Quant { bytes: a, .. }, TensorData::Quant { bytes: b, .. }) => {
+                        a.extend(b)
+                    }
+                    _ => unreachable!("formats checked equal above"),
+                }
+            }
+            acc
+        };
+        HostTensor { shape, data }
     }
 
     /// The values as bf16 (f32 and f16 rounded to nearest even).
@@ -94,6 +170,12 @@ impl HostTensor {
                 out
             }
             TensorData::F16(v) => v.iter().map(|x| bf16::from_f32(x.to_f32())).collect(),
+            TensorData::Quant { ty, bytes } => {
+                let v = dequantize_blocks(ty, &bytes);
+                let mut out = vec![bf16::ZERO; v.len()];
+                out.convert_from_f32_slice(&v);
+                out
+            }
         }
     }
 
@@ -108,6 +190,12 @@ impl HostTensor {
                 out
             }
             TensorData::BF16(v) => v.iter().map(|x| f16::from_f32(x.to_f32())).collect(),
+            TensorData::Quant { ty, bytes } => {
+                let v = dequantize_blocks(ty, &bytes);
+                let mut out = vec![f16::ZERO; v.len()];
+                out.convert_from_f32_slice(&v);
+                out
+            }
         }
     }
 }

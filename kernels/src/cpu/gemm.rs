@@ -209,7 +209,7 @@ fn gemm_blocked(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: us
 /// `w` must point at `cols * k` readable values and `dst` address `m x cols`
 /// writable values at strides (`dst_rs`, `dst_cs`) that no one else accesses.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_call(
+pub(super) unsafe fn gemm_call(
     x: &[f32],
     w: *const f32,
     dst: *mut f32,
@@ -315,7 +315,7 @@ fn gemv(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
 
 dispatch! {
     /// `out_t[j, i] = dot(x[i], w[j])` for a block of W rows, `m <= GEMV_MAX_M`.
-    fn gemv_rows / gemv_rows_with(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) = gemv_rows_body;
+    pub(super) fn gemv_rows / gemv_rows_with(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) = gemv_rows_body;
 }
 
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! CPU kernels, f32: what CI, tests and GPU-less machines run, and the
+//! CPU kernels, f32 activations (weights f32, 16-bit or GGUF blocks): what CI, tests and GPU-less machines run, and the
 //! reference the CUDA kernels are checked against.
 //!
 //! Parallel kernels use rayon's global pool; SIMD is chosen at run time
@@ -10,7 +10,9 @@ mod attention;
 mod cache;
 mod embedding;
 mod gemm;
+mod linear;
 mod norm;
+pub mod quant;
 mod rotary;
 pub mod simd;
 mod softmax;
@@ -22,7 +24,9 @@ pub use attention::{paged_attention, PagedAttentionParams};
 pub use cache::reshape_and_cache;
 pub use embedding::embedding;
 pub use gemm::{add_bias, batch_invariant, matmul_transb, set_batch_invariant, GEMV_MAX_M};
+pub use linear::{linear, WeightRef};
 pub use norm::{fused_add_rms_norm, rms_norm, rms_norm_inplace};
+pub use quant::{MatmulMode, QuantType};
 pub use rotary::{rope_inv_freq, rotary_embedding, RopeScaling, RotaryCache};
 pub use softmax::{log_softmax_inplace, softmax_inplace};
 
