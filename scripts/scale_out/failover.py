@@ -18,15 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
-
-def post(url, body):
-    req = urllib.request.Request(
-        url + "/v1/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.loads(r.read())
+from workload import post  # same folder: scripts/scale_out/
 
 
 def successes(url):
