@@ -4,10 +4,9 @@
 
 mod server_common;
 
-use std::path::Path;
-use std::process::Command;
-
-use server_common::{model_or_skip, python_imports, set_flag, small_server_args, TestServer};
+use server_common::{
+    model_or_skip, python_imports, run_client_script, set_flag, small_server_args, TestServer,
+};
 
 #[test]
 fn official_openai_client() {
@@ -24,19 +23,5 @@ fn official_openai_client() {
     let mut args = small_server_args(&model);
     set_flag(&mut args, "--served-model-name", "smollm2");
     let server = TestServer::start(&args, &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([server.base.as_str(), "smollm2"])
-        .output()
-        .expect("running python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "openai_client.py failed ({}):\n{stdout}\n{stderr}\n---- server log ----\n{}",
-        out.status,
-        server.log()
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    run_client_script(&server, "openai_client.py", "smollm2");
 }

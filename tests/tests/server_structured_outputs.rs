@@ -7,13 +7,10 @@
 
 mod server_common;
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::json;
 use server_common::{
-    error_object, model_or_skip, python_imports, run_checks, set_flag, small_server_args,
-    TestServer,
+    error_object, model_or_skip, python_imports, run_checks, run_client_script, set_flag,
+    small_server_args, TestServer,
 };
 
 #[test]
@@ -127,18 +124,5 @@ fn openai_client(server: &TestServer) {
         );
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/structured_outputs_client.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([server.base.as_str(), "smollm2"])
-        .output()
-        .expect("running python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "structured_outputs_client.py failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    run_client_script(server, "structured_outputs_client.py", "smollm2");
 }

@@ -270,13 +270,13 @@ fn transpose(out_t: &[f32], out: &mut [f32], m: usize, n: usize, parallel: bool)
 }
 
 /// A raw output pointer that rayon tasks share; each writes a disjoint range
-/// of columns.
+/// of columns (also `linear` and `quant::matmul`).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 impl OutPtr {
     /// A method, so closures capture the `Sync` wrapper, not its raw field.
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }

@@ -14,6 +14,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::gemm::OutPtr;
 use super::gemm::{batch_invariant, gemm_call, gemv_rows, matmul_transb, GEMV_MAX_M};
 use super::quant::{self, MatmulMode, QuantType};
 
@@ -250,17 +251,3 @@ fn tiled(x: &[f32], w: WeightRef<'_>, out: &mut [f32], m: usize, k: usize, n: us
         (0..tiles).into_par_iter().for_each(run);
     }
 }
-
-/// The output pointer tasks share; each writes its own columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint columns.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}

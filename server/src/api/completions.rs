@@ -78,7 +78,13 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
         priority: req.priority.unwrap_or(0),
         cache_salt: req.cache_salt,
     };
-    let generation = submit(&state, &id, prompts.clone(), &params, &opts, arrival)?;
+    // Only echo with logprobs needs the ids again (to name the prompt's tokens).
+    let echo_ids = if echo_logprobs {
+        prompts.clone()
+    } else {
+        Vec::new()
+    };
+    let generation = submit(&state, &id, prompts, &params, &opts, arrival)?;
     let meta = ResponseMeta {
         id,
         created: unix_time(),
@@ -86,7 +92,7 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
         n: params.n,
         with_logprobs: params.logprobs.is_some(),
         echo_texts,
-        echo_ids: if echo_logprobs { prompts } else { Vec::new() },
+        echo_ids,
         echo_only,
         show_prompt_logprobs,
     };

@@ -442,6 +442,27 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Runs the Python client `tests/<script>` against `server` (arguments: the
+/// base URL and `model`); it must exit 0 and print "all checks passed".
+pub fn run_client_script(server: &TestServer, script: &str, model: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args([server.base.as_str(), model])
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{script} failed ({}):\n{stdout}\n{stderr}\n---- server log ----\n{}",
+        out.status,
+        server.log()
+    );
+}
+
 /// A named check against a running server.
 pub type Check = (&'static str, fn(&TestServer));
 

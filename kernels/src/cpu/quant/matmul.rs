@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::isa::{quant_isa, QuantIsa};
 use super::q8::{Q8Rows, Q8_BLOCK};
 use super::{dot_scalar, QuantType};
+use crate::cpu::gemm::OutPtr;
 use crate::cpu::num_threads;
 
 /// Below this many multiply-adds a call stays on the calling thread.
@@ -142,17 +143,3 @@ unsafe fn tile(
         }
     }
 }
-
-/// The output pointer tasks share; each writes its own columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint columns.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
