@@ -139,7 +139,15 @@ fn attention_decode(c: &mut Criterion) {
         // q·K and p·V: 2 flops per multiply-add, 2 products per (head, key, dim).
         g.throughput(Throughput::Elements((batch * heads * ctx * d * 4) as u64));
         g.bench_function(BenchmarkId::new("smollm2", format!("batch={batch}")), |b| {
-            b.iter(|| cpu::paged_attention(black_box(&q), &k_cache, &v_cache, &params, &mut out))
+            b.iter(|| {
+                cpu::paged_attention(
+                    black_box(&q),
+                    cpu::KvSlice::F32(&k_cache),
+                    cpu::KvSlice::F32(&v_cache),
+                    &params,
+                    &mut out,
+                )
+            })
         });
     }
     g.finish();

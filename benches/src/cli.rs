@@ -1,6 +1,7 @@
 //! `pagoda bench ...`: the subcommands the `pagoda` binary mounts.
 
 use crate::latency::{run_latency, LatencyArgs};
+use crate::perplexity::{run_perplexity, PerplexityArgs};
 use crate::serve::{run_benchmark, ServeArgs};
 use crate::throughput::{run_throughput, ThroughputArgs};
 
@@ -14,6 +15,8 @@ pub enum BenchCommand {
     Throughput(ThroughputArgs),
     /// Latency of one batch through the engine (as `vllm bench latency`).
     Latency(LatencyArgs),
+    /// Perplexity over a text file, scored as llama.cpp's `llama-perplexity`.
+    Perplexity(PerplexityArgs),
 }
 
 /// Runs a bench subcommand. It runs on a thread of its own, so it works
@@ -41,6 +44,9 @@ fn run_here(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Latency(args) => {
             run_latency(&args)?;
+        }
+        BenchCommand::Perplexity(args) => {
+            run_perplexity(&args)?;
         }
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! Pagoda benches: the client side of `pagoda bench serve | throughput |
-//! latency`, compatible with `vllm bench` (same flags, same printed table,
+//! latency | perplexity`, compatible with `vllm bench` (same flags, same printed table,
 //! same saved JSON), so one tool compares Pagoda with other servers.
 
 pub mod cli;
 pub mod latency;
+pub mod perplexity;
 pub mod random_prompts;
 pub mod serve;
 pub mod stats;

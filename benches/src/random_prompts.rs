@@ -44,6 +44,7 @@ mod tests {
     fn info(vocab_size: usize) -> ModelInfo {
         ModelInfo {
             scheduling_policy: Default::default(),
+            kv_cache_dtype: "float32",
             name: "m".into(),
             architecture: "LlamaForCausalLM".into(),
             max_model_len: 128,

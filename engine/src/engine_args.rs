@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::byte_size::parse_byte_size;
-use crate::engine_config::{CpuMatmul, Device, EngineConfig, LoadFormat, SchedulingPolicy};
+use crate::engine_config::{
+    CpuMatmul, Device, EngineConfig, KvCacheDtype, LoadFormat, SchedulingPolicy,
+};
 
 /// `--scheduling-policy` (the scheduler crate knows nothing of clap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,6 +44,13 @@ pub struct EngineArgs {
     /// checkpoint's shapes (benchmarking without real weights).
     #[arg(long, value_enum, default_value_t = LoadFormat::Auto)]
     pub load_format: LoadFormat,
+
+    /// With `--load-format dummy`: store the random weight matrices as GGUF
+    /// blocks of this type (or llama.cpp's `_M` mix), to load and time a
+    /// quantized shape without its file. A real checkpoint's quantization
+    /// is read from the checkpoint, so other load formats refuse this flag.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub quantization: Option<crate::weights::DummyQuantization>,
 
     /// Where to run the model.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
@@ -124,6 +133,13 @@ pub struct EngineArgs {
     /// off by 0.15 on SmolLM2 Q4_1), not yet explained.
     #[arg(long, value_enum, default_value_t = CpuMatmul::Exact)]
     pub cpu_matmul: CpuMatmul,
+
+    /// Element type of the KV cache. `auto`: the checkpoint's dtype (bf16 or
+    /// f16 for 16-bit checkpoints, f16 for GGUF files as llama.cpp, f32 for
+    /// f32 ones). On CPU, 16-bit halves the cache's memory; attention still
+    /// computes in f32. CUDA keeps bf16 (other values are refused there).
+    #[arg(long, value_enum, default_value_t = KvCacheDtype::Auto)]
+    pub kv_cache_dtype: KvCacheDtype,
 }
 
 fn parse_fraction(s: &str) -> Result<f32, String> {
@@ -180,6 +196,8 @@ impl EngineArgs {
         }
         c.enforce_eager = self.enforce_eager;
         c.cpu_matmul = self.cpu_matmul;
+        c.kv_cache_dtype = self.kv_cache_dtype;
+        c.quantization = self.quantization;
         if let Some(v) = self.seed {
             c.seed = v;
         }

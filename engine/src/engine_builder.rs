@@ -3,14 +3,15 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig};
+use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig, KvCacheDtype};
 use crate::engine_error::{error_chain, EngineContext, EngineError};
 use crate::llm_engine::LlmEngine;
 use crate::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
 use crate::model_info::ModelInfo;
 use crate::model_runner::{ModelRunner, Runner};
 use crate::tokenizer::{ChatTemplate, Tokenizer, TokenizerConfig};
-use crate::weights::{open_model, ModelSource};
+use crate::weights::{open_model, DummyWeights, LoadFormat, ModelSource};
+use pagoda_kernels::cpu;
 use pagoda_scheduler::{Scheduler, SchedulerConfig};
 use std::time::Instant;
 
@@ -22,8 +23,17 @@ pub struct BuiltEngine {
 
 pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let started = Instant::now();
-    let source =
+    let mut source =
         open_model(&config.model, config.load_format).load_context("cannot open the model")?;
+    if let Some(q) = config.quantization {
+        if config.load_format != LoadFormat::Dummy {
+            return Err(EngineError::load(
+                "--quantization only applies to --load-format dummy: a checkpoint's own quantization is read from it",
+            ));
+        }
+        source.weights =
+            Box::new(DummyWeights::new(source.config.clone(), 0).with_quantization(Some(q)));
+    }
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
@@ -53,8 +63,10 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
             let kv_bytes = config
                 .kv_cache_memory
                 .unwrap_or_else(default_cpu_kv_cache_bytes);
+            let kv_dtype = cpu_kv_cache_dtype(config.kv_cache_dtype, &source);
             build_runner(
-                CpuBackend::with_matmul_mode(config.cpu_matmul.into()),
+                CpuBackend::with_matmul_mode(config.cpu_matmul.into())
+                    .with_kv_cache_dtype(kv_dtype),
                 &plan,
                 2048,
                 KvBudget::Bytes(kv_bytes),
@@ -62,7 +74,18 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
             )?
         }
         #[cfg(feature = "cuda")]
-        ChosenDevice::Cuda(kernels) => build_cuda_runner(*kernels, &plan)?,
+        ChosenDevice::Cuda(kernels) => {
+            if !matches!(
+                config.kv_cache_dtype,
+                KvCacheDtype::Auto | KvCacheDtype::Bfloat16
+            ) {
+                return Err(EngineError::load(format!(
+                    "--kv-cache-dtype {:?} is not supported on CUDA (its KV cache is bfloat16)",
+                    config.kv_cache_dtype
+                )));
+            }
+            build_cuda_runner(*kernels, &plan)?
+        }
     };
     tracing::info!(
         "loaded {} ({}) on {} in {:.1}s",
@@ -93,6 +116,22 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
         engine,
         chat_template,
     })
+}
+
+/// The CPU KV cache's element type: as asked, or for `auto` the
+/// checkpoint's (f16 for GGUF files, as llama.cpp's default cache type).
+fn cpu_kv_cache_dtype(asked: KvCacheDtype, source: &ModelSource) -> cpu::KvCacheDtype {
+    use crate::config::DType;
+    match asked {
+        KvCacheDtype::Bfloat16 => cpu::KvCacheDtype::BF16,
+        KvCacheDtype::Float16 => cpu::KvCacheDtype::F16,
+        KvCacheDtype::Float32 => cpu::KvCacheDtype::F32,
+        KvCacheDtype::Auto => match (source.gguf.is_some(), source.config.dtype) {
+            (_, DType::BF16) => cpu::KvCacheDtype::BF16,
+            (true, _) | (false, DType::F16) => cpu::KvCacheDtype::F16,
+            (false, DType::F32) => cpu::KvCacheDtype::F32,
+        },
+    }
 }
 
 /// The device the engine runs on.
@@ -276,6 +315,7 @@ fn build_runner<B: Backend>(
     capture_sizes: &[usize],
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     let config = plan.config;
+    let kv_dtype = backend.kv_cache_dtype_name();
     let max_num_batched_tokens = config
         .max_num_batched_tokens
         .unwrap_or(default_batched_tokens);
@@ -286,7 +326,7 @@ fn build_runner<B: Backend>(
         per_block: KvCache::<B>::bytes_per_block(
             &plan.dims,
             plan.block_size,
-            backend.element_bytes(),
+            backend.kv_cache_element_bytes(),
         ),
     };
     // A fixed size is checked (and the scheduler built) before the weights
@@ -323,7 +363,14 @@ fn build_runner<B: Backend>(
     if !capture_sizes.is_empty() {
         capture_decode_graphs(&mut runner, capture_sizes, plan.max_model_len);
     }
-    let info = model_info(plan, &kv_size, &step, runner.device_name());
+    tracing::info!(
+        "KV cache: {} blocks of {} tokens, {} ({} MiB)",
+        kv_size.num_blocks,
+        plan.block_size,
+        kv_dtype,
+        (kv_size.num_blocks * step.per_block) >> 20
+    );
+    let info = model_info(plan, &kv_size, &step, runner.device_name(), kv_dtype);
     Ok((Box::new(runner), kv_size.scheduler, info))
 }
 
@@ -459,7 +506,13 @@ fn capture_decode_graphs<B: Backend>(
 }
 
 /// What the server reports about the loaded model (`/v1/models`, logs).
-fn model_info(plan: &Plan<'_>, kv: &KvSize, step: &StepSizes, device: String) -> ModelInfo {
+fn model_info(
+    plan: &Plan<'_>,
+    kv: &KvSize,
+    step: &StepSizes,
+    device: String,
+    kv_cache_dtype: &'static str,
+) -> ModelInfo {
     let config = plan.config;
     let mc = &plan.source.config;
     let name = config
@@ -481,6 +534,7 @@ fn model_info(plan: &Plan<'_>, kv: &KvSize, step: &StepSizes, device: String) ->
         max_num_seqs: config.max_num_seqs,
         max_num_batched_tokens: step.max_num_batched_tokens,
         scheduling_policy: config.scheduling_policy,
+        kv_cache_dtype,
     }
 }
 

@@ -58,6 +58,22 @@ impl From<CpuMatmul> for pagoda_kernels::cpu::MatmulMode {
     }
 }
 
+/// The KV cache's element type (`--kv-cache-dtype`, vLLM's flag and its
+/// spellings: `bfloat16`; `float16` and `float32` are the CPU's additions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KvCacheDtype {
+    /// The checkpoint's dtype: bf16 or f16 for 16-bit checkpoints, f16 for
+    /// GGUF files (llama.cpp's default cache type), f32 for f32 ones.
+    #[default]
+    Auto,
+    #[value(alias = "bf16")]
+    Bfloat16,
+    #[value(alias = "f16", alias = "half")]
+    Float16,
+    #[value(alias = "f32", alias = "float")]
+    Float32,
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// An HF folder, a .gguf file, or a folder holding one .gguf file.
@@ -85,6 +101,9 @@ pub struct EngineConfig {
     pub served_model_name: Option<String>,
     /// How the CPU multiplies by block-quantized weights.
     pub cpu_matmul: CpuMatmul,
+    pub kv_cache_dtype: KvCacheDtype,
+    /// Block type of `--load-format dummy` weight matrices.
+    pub quantization: Option<crate::weights::DummyQuantization>,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +126,8 @@ impl Default for EngineConfig {
             seed: 0,
             served_model_name: None,
             cpu_matmul: CpuMatmul::Exact,
+            kv_cache_dtype: KvCacheDtype::Auto,
+            quantization: None,
         }
     }
 }

@@ -371,6 +371,8 @@ pub struct FinalOutput {
     /// One per sample (`n`), in index order.
     pub samples: Vec<FinalSample>,
     pub metrics: Option<crate::outputs::RequestMetrics>,
+    /// One per prompt token (the first `None`), when `prompt_logprobs` was asked.
+    pub prompt_logprobs: Option<Vec<Option<crate::outputs::TokenLogprobs>>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -406,10 +408,14 @@ pub fn generate_all(
             num_cached_tokens: 0,
             samples: vec![FinalSample::default(); n],
             metrics: None,
+            prompt_logprobs: None,
         };
         while let Some(item) = stream.blocking_next() {
             let o = item?;
             out.num_cached_tokens = o.num_cached_tokens;
+            if o.prompt_logprobs.is_some() {
+                out.prompt_logprobs = o.prompt_logprobs;
+            }
             for d in o.outputs {
                 let s = &mut out.samples[d.index];
                 s.token_ids.extend(d.token_ids);

@@ -169,6 +169,7 @@ mod tests {
             max_num_seqs: 4,
             max_num_batched_tokens: 64,
             scheduling_policy: SchedulingPolicy::Fcfs,
+            kv_cache_dtype: "float32",
         }
     }
 

@@ -26,7 +26,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use engine_args::EngineArgs;
-pub use engine_config::{CpuMatmul, Device, EngineConfig};
+pub use engine_config::{CpuMatmul, Device, EngineConfig, KvCacheDtype};
 pub use engine_error::{error_chain, EngineContext, EngineError, ErrorCause};
 pub use engine_handle::{
     generate_all, EngineHandle, EngineLoop, FinalOutput, FinalSample, RequestStream,

@@ -22,4 +22,6 @@ pub struct ModelInfo {
     pub max_num_batched_tokens: usize,
     /// Requests may carry a priority only under `Priority`.
     pub scheduling_policy: SchedulingPolicy,
+    /// The KV cache's element type (`bfloat16`, `float16`, `float32`).
+    pub kv_cache_dtype: &'static str,
 }

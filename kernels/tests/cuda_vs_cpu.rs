@@ -484,7 +484,15 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
     let knew = round::<T>(&randn(&mut r, tokens * kv_heads * head_dim, 1.0));
     let vnew = round::<T>(&randn(&mut r, tokens * kv_heads * head_dim, 1.0));
     let (mut kcd, mut vcd) = (up::<T>(k, &kc), up::<T>(k, &vc));
-    cpu::reshape_and_cache(&knew, &vnew, &mut kc, &mut vc, &b.slots, kv_heads, head_dim);
+    cpu::reshape_and_cache(
+        &knew,
+        &vnew,
+        cpu::KvSliceMut::F32(&mut kc),
+        cpu::KvSliceMut::F32(&mut vc),
+        &b.slots,
+        kv_heads,
+        head_dim,
+    );
     let slots = k.upload(&b.slots).unwrap();
     let row = kv_heads * head_dim;
     k.reshape_and_cache(
@@ -516,7 +524,13 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
         head_dim,
         scale,
     };
-    cpu::paged_attention(&q, &kc, &vc, &params, &mut want);
+    cpu::paged_attention(
+        &q,
+        cpu::KvSlice::F32(&kc),
+        cpu::KvSlice::F32(&vc),
+        &params,
+        &mut want,
+    );
 
     let (qsl, sl, bt) = (
         k.upload(&b.qsl).unwrap(),
@@ -639,7 +653,13 @@ fn attention_reads_q_through_a_fused_qkv_view() {
         head_dim: d,
         scale: 0.125,
     };
-    cpu::paged_attention(&q, &kc, &vc, &params, &mut want);
+    cpu::paged_attention(
+        &q,
+        cpu::KvSlice::F32(&kc),
+        cpu::KvSlice::F32(&vc),
+        &params,
+        &mut want,
+    );
     let (qsl, sl, bt) = (
         k.upload(&b.qsl).unwrap(),
         k.upload(&b.seq_lens).unwrap(),

@@ -189,7 +189,15 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
     let knew = round::<T>(&randn(&mut r, tokens * row, 1.0));
     let vnew = round::<T>(&randn(&mut r, tokens * row, 1.0));
     let (mut kcd, mut vcd) = (to_t::<T>(&kc), to_t::<T>(&vc));
-    cpu::reshape_and_cache(&knew, &vnew, &mut kc, &mut vc, &b.slots, kv_heads, head_dim);
+    cpu::reshape_and_cache(
+        &knew,
+        &vnew,
+        cpu::KvSliceMut::F32(&mut kc),
+        cpu::KvSliceMut::F32(&mut vc),
+        &b.slots,
+        kv_heads,
+        head_dim,
+    );
     let (kn, vn) = (to_t::<T>(&knew), to_t::<T>(&vnew));
     let p = ReshapeAndCacheParams {
         key: ptr(&kn),
@@ -219,7 +227,13 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
         head_dim,
         scale,
     };
-    cpu::paged_attention(&q, &kc, &vc, &params, &mut want);
+    cpu::paged_attention(
+        &q,
+        cpu::KvSlice::F32(&kc),
+        cpu::KvSlice::F32(&vc),
+        &params,
+        &mut want,
+    );
 
     let max_seq_len = c
         .graph_max_seq_len

@@ -256,6 +256,7 @@ mod tests {
                 finish_reason: Some(FinishReason::Length),
             }],
             metrics: None,
+            prompt_logprobs: None,
         };
         let mut buf = Vec::new();
         write_json(&mut buf, &output, Some(2)).unwrap();

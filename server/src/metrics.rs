@@ -424,6 +424,7 @@ mod tests {
             block_size: 16,
             num_gpu_blocks: 1024,
             enable_prefix_caching: true,
+            cache_dtype: "bfloat16",
         });
         m.update_from_stats(&StatsSnapshot {
             num_running: 3,
@@ -469,6 +470,7 @@ mod tests {
             r#"block_size="16""#,
             r#"num_gpu_blocks="1024""#,
             r#"enable_prefix_caching="True""#,
+            r#"cache_dtype="bfloat16""#,
         ] {
             assert!(info.contains(label), "{label} not in {info}");
         }

@@ -99,6 +99,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             block_size: info.block_size,
             num_gpu_blocks: info.num_kv_blocks,
             enable_prefix_caching,
+            cache_dtype: info.kv_cache_dtype,
         }),
         gpu,
         model_name,

@@ -3,7 +3,9 @@
 //! KV cache, give the same greedy tokens as each run alone.
 
 use pagoda_engine::weights::{open_model, LoadFormat};
-use pagoda_engine::{generate_all, Device, EngineConfig, EngineHandle, SamplingParams};
+use pagoda_engine::{
+    generate_all, Device, EngineConfig, EngineHandle, KvCacheDtype, SamplingParams,
+};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,9 @@ fn start(
         max_num_batched_tokens: Some(max_num_batched_tokens),
         max_model_len: Some(MAX_MODEL_LEN),
         kv_cache_memory: Some(kv_bytes),
+        // A 16-bit cache (the default for this f16 checkpoint), pinned: the
+        // block count below is sized for 2-byte elements.
+        kv_cache_dtype: KvCacheDtype::Float16,
         ..EngineConfig::default()
     })
     .unwrap()
@@ -50,7 +55,7 @@ fn batched_equals_alone_under_chunking_and_preemption() {
     let model = model_path();
     let config = open_model(&model, LoadFormat::Auto).unwrap().config;
     let kv_bytes_per_block =
-        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4 * 16;
+        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * 16;
     let vocab = config.vocab_size as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let prompts: Vec<Vec<u32>> = (0..NUM_REQUESTS)

@@ -544,7 +544,10 @@ fn metrics_after_traffic(s: &TestServer) {
         .find(|l| l.starts_with("vllm:cache_config_info{"))
         .unwrap_or_else(|| panic!("no vllm:cache_config_info in\n{text}"));
     assert!(
-        cache_info.contains("block_size=\"16\"") && cache_info.contains("num_gpu_blocks=\""),
+        cache_info.contains("block_size=\"16\"")
+            && cache_info.contains("num_gpu_blocks=\"")
+            // `--kv-cache-dtype auto` on a GGUF: f16, as llama.cpp.
+            && cache_info.contains("cache_dtype=\"float16\""),
         "{cache_info}"
     );
     assert!(s.metric(&format!("pagoda:prompt_tokens_total{label}")) > 0.0);

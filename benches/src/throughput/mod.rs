@@ -160,6 +160,7 @@ mod tests {
                 ..Default::default()
             }],
             metrics: None,
+            prompt_logprobs: None,
         };
         let r = ThroughputResult::from_outputs(&[out(10, 4), out(6, 4)], 2.0);
         assert_eq!(

@@ -8,20 +8,43 @@ use crate::weights::HostTensor;
 use pagoda_kernels::cpu;
 use rayon::prelude::*;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CpuBackend {
     /// How block-quantized weights are multiplied (`--cpu-matmul`).
     matmul_mode: cpu::MatmulMode,
+    /// The KV cache's element type (`--kv-cache-dtype`).
+    kv_cache_dtype: cpu::KvCacheDtype,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend {
+            matmul_mode: cpu::MatmulMode::default(),
+            kv_cache_dtype: cpu::KvCacheDtype::F32,
+        }
+    }
 }
 
 impl CpuBackend {
+    /// Exact matmuls, an f32 KV cache.
     pub fn new() -> Self {
         CpuBackend::default()
     }
 
     /// A backend multiplying block-quantized weights as `mode` says.
     pub fn with_matmul_mode(mode: cpu::MatmulMode) -> Self {
-        CpuBackend { matmul_mode: mode }
+        CpuBackend {
+            matmul_mode: mode,
+            ..CpuBackend::default()
+        }
+    }
+
+    /// The same backend keeping its KV cache in `dtype`.
+    pub fn with_kv_cache_dtype(self, dtype: cpu::KvCacheDtype) -> Self {
+        CpuBackend {
+            kv_cache_dtype: dtype,
+            ..self
+        }
     }
 }
 
@@ -31,13 +54,18 @@ impl Backend for CpuBackend {
     type Rope = cpu::RotaryCache;
     type Inputs = ForwardBatch;
     type Graph = ();
+    type KvCache = cpu::KvBuffer;
 
     fn device_name(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
-    fn element_bytes(&self) -> usize {
-        4
+    fn kv_cache_element_bytes(&self) -> usize {
+        self.kv_cache_dtype.bytes()
+    }
+
+    fn kv_cache_dtype_name(&self) -> &'static str {
+        self.kv_cache_dtype.name()
     }
 
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Vec<f32>> {
@@ -53,7 +81,12 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, len: usize) -> anyhow::Result<Vec<f32>> {
-        zeroed_vec(len)
+        cpu::zeroed_vec(len).ok_or_else(|| out_of_memory(len, 4))
+    }
+
+    fn alloc_kv_cache(&self, len: usize) -> anyhow::Result<cpu::KvBuffer> {
+        let dtype = self.kv_cache_dtype;
+        cpu::KvBuffer::zeroed(dtype, len).ok_or_else(|| out_of_memory(len, dtype.bytes()))
     }
 
     fn rope(
@@ -216,8 +249,8 @@ impl Backend for CpuBackend {
         inputs: &ForwardBatch,
         k: &Vec<f32>,
         v: &Vec<f32>,
-        k_cache: &mut Vec<f32>,
-        v_cache: &mut Vec<f32>,
+        k_cache: &mut cpu::KvBuffer,
+        v_cache: &mut cpu::KvBuffer,
         num_kv_heads: usize,
         head_dim: usize,
     ) {
@@ -225,8 +258,8 @@ impl Backend for CpuBackend {
         cpu::reshape_and_cache(
             &k[..n],
             &v[..n],
-            k_cache,
-            v_cache,
+            k_cache.as_mut_slice(),
+            v_cache.as_mut_slice(),
             &inputs.slot_mapping,
             num_kv_heads,
             head_dim,
@@ -237,8 +270,8 @@ impl Backend for CpuBackend {
         &self,
         inputs: &ForwardBatch,
         q: &Vec<f32>,
-        k_cache: &Vec<f32>,
-        v_cache: &Vec<f32>,
+        k_cache: &cpu::KvBuffer,
+        v_cache: &cpu::KvBuffer,
         out: &mut Vec<f32>,
         dims: AttentionDims,
     ) {
@@ -254,6 +287,7 @@ impl Backend for CpuBackend {
             head_dim: dims.head_dim,
             scale: dims.scale,
         };
+        let (k_cache, v_cache) = (k_cache.as_slice(), v_cache.as_slice());
         cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);
     }
 
@@ -305,25 +339,12 @@ impl Backend for CpuBackend {
     }
 }
 
-/// A zeroed buffer from the allocator's zeroed path: large buffers (the KV
-/// cache) come as fresh pages from the OS, so start-up does not write
-/// gigabytes of zeros. Allocation failure is an error, not an abort.
-fn zeroed_vec(len: usize) -> anyhow::Result<Vec<f32>> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(len)
-        .map_err(|_| anyhow::anyhow!("buffer of {len} floats is too large"))?;
-    // SAFETY: the layout has non-zero size; a non-null pointer from
-    // alloc_zeroed with this layout owns `len` initialized (zero) f32s, which
-    // is exactly what Vec::from_raw_parts requires with capacity `len`.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout) as *mut f32;
-        if ptr.is_null() {
-            anyhow::bail!("out of memory allocating {} MiB", (len * 4) >> 20);
-        }
-        Ok(Vec::from_raw_parts(ptr, len, len))
-    }
+/// Allocation failure is an error, not an abort.
+fn out_of_memory(len: usize, element_bytes: usize) -> anyhow::Error {
+    anyhow::anyhow!(
+        "out of memory allocating {} MiB",
+        len.saturating_mul(element_bytes) >> 20
+    )
 }
 
 #[cfg(test)]
@@ -336,5 +357,16 @@ mod tests {
         assert_eq!(v.len(), 1 << 20);
         assert!(v.iter().all(|&x| x == 0.0));
         assert!(CpuBackend::new().alloc(usize::MAX / 2).is_err());
+    }
+
+    #[test]
+    fn kv_caches_take_the_configured_type() {
+        let b = CpuBackend::new().with_kv_cache_dtype(cpu::KvCacheDtype::BF16);
+        assert_eq!(b.kv_cache_element_bytes(), 2);
+        assert_eq!(b.kv_cache_dtype_name(), "bfloat16");
+        let c = b.alloc_kv_cache(64).unwrap();
+        assert_eq!(c.dtype(), cpu::KvCacheDtype::BF16);
+        assert_eq!(c.as_slice().len(), 64);
+        assert_eq!(CpuBackend::new().kv_cache_element_bytes(), 4);
     }
 }

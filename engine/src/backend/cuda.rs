@@ -189,6 +189,7 @@ impl Backend for CudaBackend {
     type Rope = CudaRope;
     type Inputs = CudaInputs;
     type Graph = DeviceGraph;
+    type KvCache = CudaSlice<bf16>;
 
     fn device_name(&self) -> String {
         let i = self.kernels.info();
@@ -202,8 +203,12 @@ impl Backend for CudaBackend {
         )
     }
 
-    fn element_bytes(&self) -> usize {
+    fn kv_cache_element_bytes(&self) -> usize {
         2
+    }
+
+    fn kv_cache_dtype_name(&self) -> &'static str {
+        "bfloat16"
     }
 
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<CudaSlice<bf16>> {
@@ -223,6 +228,10 @@ impl Backend for CudaBackend {
         self.kernels
             .alloc_zeros(len.max(1))
             .with_context(|| format!("CUDA alloc of {} MiB", (len * 2) >> 20))
+    }
+
+    fn alloc_kv_cache(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {
+        self.alloc(len)
     }
 
     fn rope(

@@ -128,11 +128,16 @@ pub trait Backend: Send + 'static {
     type Inputs: Send;
     /// A recorded sequence of ops replayed as one (CUDA graphs).
     type Graph: Send;
+    /// One layer's K or V cache (`--kv-cache-dtype` picks its element type
+    /// on CPU).
+    type KvCache: Send;
 
     /// Human-readable device name, for logs and /metrics.
     fn device_name(&self) -> String;
-    /// Bytes per element of `Tensor` (KV-cache sizing).
-    fn element_bytes(&self) -> usize;
+    /// Bytes per element of `KvCache` (KV-cache sizing).
+    fn kv_cache_element_bytes(&self) -> usize;
+    /// The KV cache's element type, as vLLM logs it (`bfloat16`, ...).
+    fn kv_cache_dtype_name(&self) -> &'static str;
 
     /// A small dense tensor (norm weights, biases) in the element type.
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Self::Tensor>;
@@ -144,6 +149,8 @@ pub trait Backend: Send + 'static {
     fn weight_formats(&self, weight: &Self::Weight) -> Vec<(&'static str, usize)>;
     /// A zeroed buffer of `len` elements.
     fn alloc(&self, len: usize) -> anyhow::Result<Self::Tensor>;
+    /// A zeroed K or V cache of `len` elements.
+    fn alloc_kv_cache(&self, len: usize) -> anyhow::Result<Self::KvCache>;
     fn rope(
         &self,
         inv_freq: &[f32],
@@ -257,8 +264,8 @@ pub trait Backend: Send + 'static {
         inputs: &Self::Inputs,
         k: &Self::Tensor,
         v: &Self::Tensor,
-        k_cache: &mut Self::Tensor,
-        v_cache: &mut Self::Tensor,
+        k_cache: &mut Self::KvCache,
+        v_cache: &mut Self::KvCache,
         num_kv_heads: usize,
         head_dim: usize,
     );
@@ -267,8 +274,8 @@ pub trait Backend: Send + 'static {
         &self,
         inputs: &Self::Inputs,
         q: &Self::Tensor,
-        k_cache: &Self::Tensor,
-        v_cache: &Self::Tensor,
+        k_cache: &Self::KvCache,
+        v_cache: &Self::KvCache,
         out: &mut Self::Tensor,
         dims: AttentionDims,
     );

@@ -51,8 +51,8 @@ impl<B: Backend> Workspace<B> {
 pub struct KvCache<B: Backend> {
     pub num_blocks: usize,
     pub block_size: usize,
-    k: Vec<B::Tensor>,
-    v: Vec<B::Tensor>,
+    k: Vec<B::KvCache>,
+    v: Vec<B::KvCache>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -66,8 +66,8 @@ impl<B: Backend> KvCache<B> {
         let mut k = Vec::with_capacity(d.num_layers);
         let mut v = Vec::with_capacity(d.num_layers);
         for _ in 0..d.num_layers {
-            k.push(backend.alloc(per_layer)?);
-            v.push(backend.alloc(per_layer)?);
+            k.push(backend.alloc_kv_cache(per_layer)?);
+            v.push(backend.alloc_kv_cache(per_layer)?);
         }
         Ok(Self {
             num_blocks,
@@ -82,11 +82,11 @@ impl<B: Backend> KvCache<B> {
         d.kv_elements_per_token() * block_size * element_bytes
     }
 
-    pub fn layer(&self, i: usize) -> (&B::Tensor, &B::Tensor) {
+    pub fn layer(&self, i: usize) -> (&B::KvCache, &B::KvCache) {
         (&self.k[i], &self.v[i])
     }
 
-    pub fn layer_mut(&mut self, i: usize) -> (&mut B::Tensor, &mut B::Tensor) {
+    pub fn layer_mut(&mut self, i: usize) -> (&mut B::KvCache, &mut B::KvCache) {
         (&mut self.k[i], &mut self.v[i])
     }
 }

@@ -4,7 +4,8 @@
 //! Values are N(0, 0.02), seeded by (seed, tensor name, chunk) so they are the
 //! same on every run and every thread count; RMSNorm weights (`*norm.weight`)
 //! are 1 + N(0, 0.02) so activations keep their scale through the layers.
-//! The dtype is the config's.
+//! The dtype is the config's; with `--quantization` weight matrices are
+//! random GGUF blocks instead (`dummy_quant.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use super::dummy_quant::{random_blocks, DummyQuantization};
 use super::{check_shape, HostTensor, LoadError, TensorData, WeightSource};
 use crate::config::{DType, ModelConfig};
 
@@ -24,6 +26,7 @@ pub struct DummyWeights {
     config: ModelConfig,
     seed: u64,
     shapes: HashMap<String, Vec<usize>>,
+    quantization: Option<DummyQuantization>,
 }
 
 impl DummyWeights {
@@ -33,6 +36,15 @@ impl DummyWeights {
             config,
             seed,
             shapes,
+            quantization: None,
+        }
+    }
+
+    /// Weight matrices as random blocks of `q` (norms and biases stay float).
+    pub fn with_quantization(self, q: Option<DummyQuantization>) -> Self {
+        DummyWeights {
+            quantization: q,
+            ..self
         }
     }
 }
@@ -79,6 +91,13 @@ impl WeightSource for DummyWeights {
             0.0
         };
         let base = self.seed ^ fnv1a(name);
+        let layers = self.config.num_hidden_layers;
+        if let Some(ty) = self
+            .quantization
+            .and_then(|q| q.type_for(name, shape, layers))
+        {
+            return Ok(random_blocks(ty, shape, base));
+        }
         let mut values = vec![0f32; numel];
         values
             .par_chunks_mut(CHUNK)
@@ -113,11 +132,14 @@ impl WeightSource for DummyWeights {
     }
 
     fn describe(&self) -> String {
+        let format = match self.quantization {
+            Some(q) => format!("{q:?} blocks"),
+            None => format!("{:?}", self.config.dtype),
+        };
         format!(
-            "dummy weights (N(0, {STD}), seed {}, {} tensors, {:?})",
+            "dummy weights (N(0, {STD}), seed {}, {} tensors, {format})",
             self.seed,
             self.shapes.len(),
-            self.config.dtype
         )
     }
 }

@@ -12,6 +12,7 @@
 //! `LoadProgress` (`ModelSource::progress`) for a progress bar on long loads.
 
 mod dummy;
+mod dummy_quant;
 pub mod error;
 mod ggml_type;
 pub mod gguf;
@@ -34,6 +35,7 @@ use crate::config::ModelConfig;
 
 pub use self::safetensors::SafetensorsWeights;
 pub use dummy::DummyWeights;
+pub use dummy_quant::DummyQuantization;
 pub use error::LoadError;
 pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_weights::GgufWeights;

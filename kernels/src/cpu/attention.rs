@@ -13,7 +13,9 @@
 //! heads of a token that share a KV head go through a block together, each K
 //! and V row loaded once for all of them. Scores are 16-lane FMA chains with
 //! a horizontal sum; the softmax is online (running max and sum, f32), one
-//! block at a time.
+//! block at a time. A 16-bit cache (bf16/f16) is widened block by block,
+//! only the KV heads an item reads, into a per-item f32 buffer; an f32 cache
+//! is read in place.
 //!
 //! A query row's arithmetic depends only on its own query, its position and
 //! the KV cache, never on which other rows share its item: the result for a
@@ -22,6 +24,7 @@
 
 use rayon::prelude::*;
 
+use super::kv_cache::KvSlice;
 use super::num_threads;
 use super::simd::{dispatch, exp, fmadd, hsum, max, Isa, LANES};
 
@@ -57,8 +60,8 @@ const TARGET_ROWS: usize = 32;
 /// past the cache.
 pub fn paged_attention(
     q: &[f32],
-    key_cache: &[f32],
-    value_cache: &[f32],
+    key_cache: KvSlice<'_>,
+    value_cache: KvSlice<'_>,
     params: &PagedAttentionParams<'_>,
     out: &mut [f32],
 ) {
@@ -68,12 +71,12 @@ pub fn paged_attention(
 fn paged_attention_with(
     isa: Isa,
     q: &[f32],
-    key_cache: &[f32],
-    value_cache: &[f32],
+    key_cache: KvSlice<'_>,
+    value_cache: KvSlice<'_>,
     params: &PagedAttentionParams<'_>,
     out: &mut [f32],
 ) {
-    validate(q, key_cache, value_cache, params, out);
+    validate(q, key_cache.len(), value_cache.len(), params, out);
     let p = params;
     let d = p.head_dim;
     // Padding rows (vLLM's padded decode batches: `seq_len` 0) attend to
@@ -156,8 +159,8 @@ fn plan(p: &PagedAttentionParams<'_>, heads_per_item: usize) -> Vec<WorkItem> {
 
 fn validate(
     q: &[f32],
-    key_cache: &[f32],
-    value_cache: &[f32],
+    key_cache_len: usize,
+    value_cache_len: usize,
     p: &PagedAttentionParams<'_>,
     out: &[f32],
 ) {
@@ -197,10 +200,10 @@ fn validate(
     let slot = p.num_kv_heads * p.head_dim;
     let block = p.block_size * slot;
     assert!(
-        key_cache.len() == value_cache.len() && key_cache.len().is_multiple_of(block),
+        key_cache_len == value_cache_len && key_cache_len.is_multiple_of(block),
         "paged_attention: caches are not [num_blocks, block_size, num_kv_heads, head_dim]"
     );
-    let num_blocks = key_cache.len() / block;
+    let num_blocks = key_cache_len / block;
     assert!(
         p.block_tables.len() >= num_seqs * p.max_blocks_per_seq,
         "paged_attention: block_tables is not [num_seqs, max_blocks_per_seq]"
@@ -235,8 +238,8 @@ dispatch! {
     /// Computes one item into `o` (`[tokens, heads, head_dim]` of the item, padded rows after).
     fn attend / attend_with(
         q: &[f32],
-        key_cache: &[f32],
-        value_cache: &[f32],
+        key_cache: KvSlice<'_>,
+        value_cache: KvSlice<'_>,
         p: &PagedAttentionParams<'_>,
         item: &WorkItem,
         o: &mut Vec<f32>,
@@ -246,8 +249,8 @@ dispatch! {
 #[inline(always)]
 fn attend_body<const ISA: u8>(
     q: &[f32],
-    key_cache: &[f32],
-    value_cache: &[f32],
+    key_cache: KvSlice<'_>,
+    value_cache: KvSlice<'_>,
     p: &PagedAttentionParams<'_>,
     item: &WorkItem,
     o: &mut Vec<f32>,
@@ -277,6 +280,14 @@ fn attend_body<const ISA: u8>(
     let mut s = vec![0f32; rows * kc];
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
+    // A 16-bit cache's current block, widened: the item's KV heads only.
+    let widen = !matches!((key_cache, value_cache), (KvSlice::F32(_), KvSlice::F32(_)));
+    let (mut kbuf, mut vbuf) = if widen {
+        (vec![0f32; bs * slot_stride], vec![0f32; bs * slot_stride])
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let kv_heads = item.h0 / group..(item.h1 - 1) / group + 1;
 
     let last_pos = item.pos0 + tokens - 1;
     let n_blocks = last_pos / bs + 1;
@@ -286,8 +297,17 @@ fn attend_body<const ISA: u8>(
         // Keys of this block that the item's last row sees.
         let nk = (last_pos + 1 - start).min(bs);
         let base = block as usize * bs * slot_stride;
-        let kblk = &key_cache[base..][..nk * slot_stride];
-        let vblk = &value_cache[base..][..nk * slot_stride];
+        let (kblk, vblk): (&[f32], &[f32]) = match (key_cache, value_cache) {
+            (KvSlice::F32(kc), KvSlice::F32(vc)) => (
+                &kc[base..][..nk * slot_stride],
+                &vc[base..][..nk * slot_stride],
+            ),
+            _ => {
+                widen_block(key_cache, base, nk, slot_stride, d, &kv_heads, &mut kbuf);
+                widen_block(value_cache, base, nk, slot_stride, d, &kv_heads, &mut vbuf);
+                (&kbuf[..nk * slot_stride], &vbuf[..nk * slot_stride])
+            }
+        };
         // Tokens before `t_first` sit before this block and see none of it.
         let t_first = start.saturating_sub(item.pos0);
         for ti in t_first..tokens {
@@ -340,6 +360,29 @@ fn attend_body<const ISA: u8>(
         for v in orow.iter_mut() {
             *v *= inv;
         }
+    }
+}
+
+/// Widens slots `0..nk` of the block at `base`, KV heads `heads` only, into
+/// `buf` (same layout; other heads' columns are left as they were).
+#[inline(always)]
+fn widen_block(
+    cache: KvSlice<'_>,
+    base: usize,
+    nk: usize,
+    slot_stride: usize,
+    d: usize,
+    heads: &std::ops::Range<usize>,
+    buf: &mut [f32],
+) {
+    let (c0, c1) = (heads.start * d, heads.end * d);
+    if c1 - c0 == slot_stride {
+        cache.read_into(base, &mut buf[..nk * slot_stride]);
+        return;
+    }
+    for j in 0..nk {
+        let at = j * slot_stride;
+        cache.read_into(base + at + c0, &mut buf[at + c0..at + c1]);
     }
 }
 
@@ -456,6 +499,7 @@ fn pv<const ISA: u8, const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::kv_cache::{KvBuffer, KvCacheDtype};
     use crate::cpu::test_util::{assert_close, random_vec};
     use rand::rngs::StdRng;
     use rand::seq::SliceRandom;
@@ -562,11 +606,30 @@ mod tests {
             paged_attention_with(
                 isa,
                 &self.q,
-                &self.k_cache,
-                &self.v_cache,
+                KvSlice::F32(&self.k_cache),
+                KvSlice::F32(&self.v_cache),
                 &self.params(),
                 &mut out,
             );
+            out
+        }
+
+        /// Rounds the cache to `dtype`'s values (NaN poison stays NaN) and
+        /// returns it stored in that type.
+        fn round_cache(&mut self, dtype: KvCacheDtype) -> (KvBuffer, KvBuffer) {
+            let store = |c: &mut Vec<f32>| {
+                let mut b = KvBuffer::zeroed(dtype, c.len()).unwrap();
+                b.as_mut_slice().write_from(0, c);
+                b.as_slice().read_into(0, c);
+                b
+            };
+            (store(&mut self.k_cache), store(&mut self.v_cache))
+        }
+
+        fn run_on(&self, isa: Isa, kc: &KvBuffer, vc: &KvBuffer) -> Vec<f32> {
+            let mut out = vec![f32::NAN; self.q.len()];
+            let p = self.params();
+            paged_attention_with(isa, &self.q, kc.as_slice(), vc.as_slice(), &p, &mut out);
             out
         }
 
@@ -719,7 +782,8 @@ mod tests {
             head_dim: 8,
             scale: 1.0,
         };
-        paged_attention(&[], &[0.0; 128], &[0.0; 128], &p, &mut []);
+        let cache = KvSlice::F32(&[0.0; 128]);
+        paged_attention(&[], cache, cache, &p, &mut []);
     }
 
     #[test]
@@ -731,8 +795,8 @@ mod tests {
         p.block_tables = &case.tables[..2];
         paged_attention(
             &case.q,
-            &case.k_cache,
-            &case.v_cache,
+            KvSlice::F32(&case.k_cache),
+            KvSlice::F32(&case.v_cache),
             &p,
             &mut vec![0.0; case.q.len()],
         );
@@ -761,5 +825,41 @@ mod tests {
         let mut case = Case::new(2, 1, 16, 16, &[(4, 4)], 1);
         case.seq_lens[0] = 3;
         case.run(Isa::Baseline);
+    }
+
+    /// bf16/f16 caches: the kernel on the stored values equals the f64
+    /// reference on the same (rounded) values, whole-group and per-head
+    /// items alike, on every ISA path; and stays batch invariant.
+    #[test]
+    fn sixteen_bit_caches_match_the_reference_on_their_values() {
+        let seqs = [(1, 300), (70, 70), (1, 5), (13, 200), (0, 9), (33, 65)];
+        for dtype in [KvCacheDtype::BF16, KvCacheDtype::F16] {
+            for (heads, kv, d, bs) in [(9, 3, 64, 16), (4, 1, 128, 32), (6, 2, 40, 8)] {
+                let mut case = Case::new(heads, kv, d, bs, &seqs, 21);
+                let (kc, vc) = case.round_cache(dtype);
+                let want = case.naive();
+                for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+                    let what = format!("{dtype} h={heads}/{kv} d={d} {isa:?}");
+                    let got = case.run_on(isa, &kc, &vc);
+                    assert_close(&got, &want, 1e-4, 2e-5, &what);
+                    // Same values, f32 storage: the same bits.
+                    assert_eq!(got, case.run(isa), "{what}");
+                }
+            }
+        }
+        // One decode alone (per-head items) vs in a big batch (grouped items).
+        let (heads, kv, d, bs) = (9, 3, 64, 16);
+        let mut big = Case::new(heads, kv, d, bs, &[(40, 40), (1, 90), (25, 25)], 8);
+        let (kc, vc) = big.round_cache(KvCacheDtype::BF16);
+        let big_out = big.run_on(Isa::Avx512, &kc, &vc);
+        let mut alone = Case::new(heads, kv, d, bs, &[(1, 90)], 8);
+        alone.max_blocks = big.max_blocks;
+        alone.tables = big.tables[big.max_blocks..][..big.max_blocks].to_vec();
+        let row = heads * d;
+        alone.q = big.q[40 * row..][..row].to_vec();
+        assert_eq!(
+            alone.run_on(Isa::Avx512, &kc, &vc),
+            big_out[40 * row..][..row]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! reshape_and_cache: write each new token's K and V rows into the paged KV
 //! cache, `[num_blocks, block_size, num_kv_heads, head_dim]`, at its slot
 //! (`block_id * block_size + offset`). Because that layout puts a slot's heads
-//! together, a slot is one contiguous `num_kv_heads * head_dim` row.
+//! together, a slot is one contiguous `num_kv_heads * head_dim` row. Rows are
+//! rounded to the cache's element type as they are stored.
+
+use super::kv_cache::KvSliceMut;
 
 /// Copies token `t`'s K/V rows to slot `slot_mapping[t]`; a negative slot is
 /// padding and is skipped.
@@ -11,8 +14,8 @@
 pub fn reshape_and_cache(
     key: &[f32],
     value: &[f32],
-    key_cache: &mut [f32],
-    value_cache: &mut [f32],
+    mut key_cache: KvSliceMut<'_>,
+    mut value_cache: KvSliceMut<'_>,
     slot_mapping: &[i64],
     num_kv_heads: usize,
     head_dim: usize,
@@ -51,14 +54,15 @@ pub fn reshape_and_cache(
             slot < slots,
             "reshape_and_cache: slot {slot} >= {slots} slots in the cache"
         );
-        key_cache[slot * row..][..row].copy_from_slice(k);
-        value_cache[slot * row..][..row].copy_from_slice(v);
+        key_cache.write_from(slot * row, k);
+        value_cache.write_from(slot * row, v);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::kv_cache::{KvBuffer, KvCacheDtype};
 
     #[test]
     fn writes_each_slot_and_skips_padding() {
@@ -69,7 +73,15 @@ mod tests {
         let mut kc = vec![0.5; blocks * bs * row];
         let mut vc = kc.clone();
         let slots = [9i64, -1, 4];
-        reshape_and_cache(&key, &value, &mut kc, &mut vc, &slots, kvh, d);
+        reshape_and_cache(
+            &key,
+            &value,
+            KvSliceMut::F32(&mut kc),
+            KvSliceMut::F32(&mut vc),
+            &slots,
+            kvh,
+            d,
+        );
         for s in 0..blocks * bs {
             let want: Vec<f32> = match s {
                 9 => key[..row].to_vec(),
@@ -93,11 +105,40 @@ mod tests {
         reshape_and_cache(
             &[1.0; 2],
             &[1.0; 2],
-            &mut [0.0; 16],
-            &mut [0.0; 16],
+            KvSliceMut::F32(&mut [0.0; 16]),
+            KvSliceMut::F32(&mut [0.0; 16]),
             &[8],
             1,
             2,
         );
+    }
+
+    #[test]
+    fn sixteen_bit_caches_store_rounded_rows() {
+        let key = [1.5f32, -0.1, 3.0, 7.0];
+        let value = [0.3f32, 2.0, -4.0, 1e-3];
+        for dtype in [KvCacheDtype::BF16, KvCacheDtype::F16] {
+            let mut kc = KvBuffer::zeroed(dtype, 3 * 4).unwrap();
+            let mut vc = KvBuffer::zeroed(dtype, 3 * 4).unwrap();
+            reshape_and_cache(
+                &key,
+                &value,
+                kc.as_mut_slice(),
+                vc.as_mut_slice(),
+                &[2],
+                2,
+                2,
+            );
+            let (mut k, mut v) = ([0f32; 12], [0f32; 12]);
+            kc.as_slice().read_into(0, &mut k);
+            vc.as_slice().read_into(0, &mut v);
+            assert!(k[..8].iter().chain(&v[..8]).all(|&x| x == 0.0), "{dtype}");
+            for (got, want) in k[8..].iter().chain(&v[8..]).zip(key.iter().chain(&value)) {
+                assert!(
+                    (got - want).abs() <= want.abs() / 256.0,
+                    "{dtype}: {got} vs {want}"
+                );
+            }
+        }
     }
 }

@@ -40,7 +40,8 @@ enum Command {
     Serve(ServeArgs),
     /// Generate offline for the given prompts, batched together.
     Generate(GenerateArgs),
-    /// Benchmarks: `serve` (load-test a server), `throughput`, `latency`.
+    /// Benchmarks: `serve` (load-test a server), `throughput`, `latency`,
+    /// `perplexity`.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -115,6 +116,7 @@ mod tests {
             Command::Generate(a) => a.engine.kv_cache_memory,
             Command::Bench(BenchCommand::Throughput(a)) => a.engine.kv_cache_memory,
             Command::Bench(BenchCommand::Latency(a)) => a.engine.kv_cache_memory,
+            Command::Bench(BenchCommand::Perplexity(a)) => a.engine.kv_cache_memory,
             Command::Bench(BenchCommand::Serve(_)) => unreachable!(),
         }
     }

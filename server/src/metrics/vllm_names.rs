@@ -21,6 +21,8 @@ pub struct CacheConfigInfo {
     /// KV blocks (vLLM's name, whatever the device).
     pub num_gpu_blocks: usize,
     pub enable_prefix_caching: bool,
+    /// The KV cache's element type (vLLM's `cache_dtype` label).
+    pub cache_dtype: &'static str,
 }
 
 impl CacheConfigInfo {
@@ -29,6 +31,7 @@ impl CacheConfigInfo {
             ("block_size", self.block_size.to_string()),
             ("num_gpu_blocks", self.num_gpu_blocks.to_string()),
             ("num_cpu_blocks", "0".to_string()),
+            ("cache_dtype", self.cache_dtype.to_string()),
             (
                 "enable_prefix_caching",
                 if self.enable_prefix_caching {
