@@ -63,7 +63,7 @@ impl ToolCallStreamer {
         let mut out = Vec::new();
         // Once a call went out, text that a failed parse turns into content
         // is not sent: the stream already said this is a call.
-        if content_end > self.sent_content && (calls.len() > 0 || !self.sent_calls()) {
+        if content_end > self.sent_content && (!calls.is_empty() || !self.sent_calls()) {
             out.push(StreamDelta::Content(
                 self.text[self.sent_content..content_end].to_string(),
             ));
