@@ -28,6 +28,9 @@ pub type GenerationStream = BoxStream<'static, GenerationItem>;
 pub struct SubmitOptions {
     pub priority: i32,
     pub cache_salt: Option<String>,
+    /// The request field the output constraint came from: a grammar that
+    /// does not compile is a 400 naming it.
+    pub constraint_param: Option<String>,
 }
 
 /// Submits every prompt without waiting for the engine. A prompt the model
@@ -35,7 +38,29 @@ pub struct SubmitOptions {
 /// as the first item of every prompt's stream, before any output, so
 /// awaiting the first item tells success from refusal. The prompts are
 /// added as one group: refused, none of them runs.
-pub fn submit(
+///
+/// A constrained request's grammar compiles while it is validated (and the
+/// first one builds the token trie): milliseconds of CPU, so that request
+/// is handed over on a blocking thread, off the async workers.
+pub async fn submit(
+    state: &Arc<AppState>,
+    response_id: &str,
+    prompts: Vec<Vec<u32>>,
+    params: &SamplingParams,
+    opts: &SubmitOptions,
+    arrival: Instant,
+) -> Result<GenerationStream, ApiError> {
+    if params.structured_outputs.is_none() {
+        return submit_now(state, response_id, prompts, params, opts, arrival);
+    }
+    let (state, id) = (state.clone(), response_id.to_string());
+    let (params, opts) = (params.clone(), opts.clone());
+    tokio::task::spawn_blocking(move || submit_now(&state, &id, prompts, &params, &opts, arrival))
+        .await
+        .map_err(|e| ApiError::internal_error("submitting the request failed", &e))?
+}
+
+fn submit_now(
     state: &Arc<AppState>,
     response_id: &str,
     prompts: Vec<Vec<u32>>,
@@ -56,7 +81,13 @@ pub fn submit(
             },
         })
         .collect();
-    let streams = state.engine.add_requests(requests)?;
+    let streams = state.engine.add_requests(requests).map_err(|e| {
+        let grammar = matches!(e, EngineError::InvalidStructuredOutput(_));
+        match (grammar, &opts.constraint_param) {
+            (true, Some(param)) => ApiError::from(e).with_param(param.clone()),
+            _ => ApiError::from(e),
+        }
+    })?;
     let tracked = streams.into_iter().enumerate().map(|(i, stream)| {
         let label = if single {
             response_id.to_string()

@@ -26,3 +26,5 @@ pub mod serve;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
+pub mod tool_calling;
+pub mod tool_parsers;

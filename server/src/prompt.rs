@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::protocol::common::{ChatMessage, PromptInput};
+use crate::protocol::tools::ChatTool;
 use crate::state::AppState;
 
 fn tokenizer(state: &AppState) -> Result<&Tokenizer, ApiError> {
@@ -124,10 +125,13 @@ impl ChatPromptOptions {
     }
 }
 
-/// Renders `messages` with the model's chat template.
+/// Renders `messages` with the model's chat template; `tools` become its
+/// `tools` variable, as HF's `apply_chat_template(tools=...)` passes them
+/// (a template that does not mention tools ignores them, as under vLLM).
 pub fn render_chat(
     state: &AppState,
     messages: &[ChatMessage],
+    tools: Option<&[ChatTool]>,
     opts: ChatPromptOptions,
 ) -> Result<String, ApiError> {
     if messages.is_empty() {
@@ -141,11 +145,15 @@ pub fn render_chat(
             "This model has no chat template; use /v1/completions with a prompt instead.",
         )
     })?;
-    let values: Vec<Value> = messages.iter().map(message_value).collect();
+    let values = messages
+        .iter()
+        .map(message_value)
+        .collect::<Result<Vec<Value>, ApiError>>()?;
     let template_error =
         |e| ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"));
+    let extra = tools.map(|tools| json!({ "tools": tools }));
     let text = template
-        .render(&values, opts.add_generation_prompt, None)
+        .render(&values, opts.add_generation_prompt, extra.as_ref())
         .map_err(template_error)?;
     if !opts.continue_final_message {
         return Ok(text);
@@ -158,19 +166,34 @@ pub fn render_chat(
 pub fn prepare_chat_prompt(
     state: &AppState,
     messages: &[ChatMessage],
+    tools: Option<&[ChatTool]>,
     opts: ChatPromptOptions,
 ) -> Result<Vec<u32>, ApiError> {
-    let text = render_chat(state, messages, opts)?;
+    let text = render_chat(state, messages, tools, opts)?;
     encode(state, &text, false)
 }
 
-/// A message as the template sees it (absent content becomes "").
-fn message_value(m: &ChatMessage) -> Value {
+/// A message as the template sees it: absent content becomes "", the
+/// calls of an assistant message carry their arguments as a mapping (what
+/// tool-use templates expect; vLLM parses them the same way), a tool
+/// message keeps the id of the call it answers.
+fn message_value(m: &ChatMessage) -> Result<Value, ApiError> {
     let mut v = json!({"role": m.role, "content": m.content.clone().unwrap_or_default()});
     if let Some(name) = &m.name {
         v["name"] = Value::String(name.clone());
     }
-    v
+    if let Some(calls) = &m.tool_calls {
+        let calls = calls
+            .iter()
+            .map(|c| c.template_value())
+            .collect::<Result<Vec<Value>, String>>()
+            .map_err(|e| ApiError::invalid_param("messages", format!("Invalid tool call: {e}.")))?;
+        v["tool_calls"] = Value::Array(calls);
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = Value::String(id.clone());
+    }
+    Ok(v)
 }
 
 /// Every id must be inside the vocabulary (the engine's rule and message,
@@ -299,10 +322,40 @@ mod tests {
             role: "assistant".into(),
             content: None,
             name: Some("bot".into()),
+            ..Default::default()
         };
         assert_eq!(
-            message_value(&m),
+            message_value(&m).unwrap(),
             json!({"role": "assistant", "content": "", "name": "bot"})
+        );
+    }
+
+    #[test]
+    fn message_value_carries_tool_calls_and_ids() {
+        let m: ChatMessage = serde_json::from_value(json!({"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}))
+        .unwrap();
+        assert_eq!(
+            message_value(&m).unwrap(),
+            json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_1",
+                "type": "function", "function": {"name": "get_weather",
+                "arguments": {"city": "Paris"}}}]})
+        );
+        let m: ChatMessage = serde_json::from_value(
+            json!({"role": "tool", "content": "21 C", "tool_call_id": "call_1"}),
+        )
+        .unwrap();
+        assert_eq!(
+            message_value(&m).unwrap(),
+            json!({"role": "tool", "content": "21 C", "tool_call_id": "call_1"})
+        );
+        let bad: ChatMessage = serde_json::from_value(json!({"role": "assistant",
+            "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}))
+        .unwrap();
+        assert_eq!(
+            message_value(&bad).unwrap_err().param.as_deref(),
+            Some("messages")
         );
     }
 }

@@ -234,21 +234,11 @@ const CHAT: &[(&str, FieldPolicy)] = &[
             why: "the chat template writes the special tokens",
         },
     ),
-    (
-        "tools",
-        Unsupported {
-            neutral: &["[]"],
-            why: "tool calling is not supported yet",
-        },
-    ),
-    (
-        "tool_choice",
-        Unsupported {
-            neutral: &[r#""none""#],
-            why: "tool calling is not supported yet",
-        },
-    ),
-    // vLLM declares it and notes it ignores it: the model decides.
+    // Tool calling: `crate::tool_calling` (`"auto"` needs the server's
+    // --enable-auto-tool-choice, else a 400 naming `tool_choice`).
+    ("tools", Honoured),
+    ("tool_choice", Honoured),
+    // False keeps the first call only, as vLLM filters it.
     ("parallel_tool_calls", Honoured),
     (
         "reasoning_effort",
@@ -394,12 +384,12 @@ mod tests {
     fn unsupported_fields_are_refused_by_name_unless_neutral() {
         let e = check_fields(
             Endpoint::ChatCompletions,
-            &body(r#"{"model": "m", "tools": [{"type": "function"}]}"#),
+            &body(r#"{"model": "m", "reasoning_effort": "low"}"#),
         )
         .unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
-        assert_eq!(e.param.as_deref(), Some("tools"));
-        assert!(e.message.contains("tool calling"), "{e:?}");
+        assert_eq!(e.param.as_deref(), Some("reasoning_effort"));
+        assert!(e.message.contains("reasoning_effort"), "{e:?}");
         for neutral in [
             r#"{"tools": null, "tool_choice": "none"}"#,
             r#"{"use_beam_search": false, "length_penalty": 1}"#,
@@ -436,9 +426,14 @@ mod tests {
         assert_eq!(field_policy(Endpoint::ChatCompletions, "prompt"), None);
         assert_eq!(field_policy(Endpoint::Completions, "messages"), None);
         assert!(matches!(
-            field_policy(Endpoint::ChatCompletions, "tools"),
+            field_policy(Endpoint::ChatCompletions, "documents"),
             Some(Unsupported { .. })
         ));
+        assert_eq!(
+            field_policy(Endpoint::ChatCompletions, "tools"),
+            Some(Honoured)
+        );
+        assert_eq!(field_policy(Endpoint::Completions, "tools"), None);
         // No field is listed twice for one endpoint.
         for endpoint in [Endpoint::Completions, Endpoint::ChatCompletions] {
             let names: Vec<_> = known_fields(endpoint).collect();

@@ -100,6 +100,12 @@ impl SamplingRequest {
 }
 
 impl SamplingRequest {
+    /// The field the output constraint comes from, if any (a grammar that
+    /// does not compile is a 400 naming it).
+    pub fn constraint_param(&self) -> Result<Option<String>, ApiError> {
+        Ok(self.constraints().param()?.map(str::to_string))
+    }
+
     fn constraints(&self) -> ConstraintFields<'_> {
         ConstraintFields {
             response_format: self.response_format.as_ref(),

@@ -110,6 +110,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
         log_requests: !args.disable_log_requests,
         created: unix_time(),
+        auto_tool_parser: args
+            .enable_auto_tool_choice
+            .then_some(args.tool_call_parser)
+            .flatten(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

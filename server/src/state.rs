@@ -9,6 +9,7 @@ use pagoda_engine::EngineHandle;
 use crate::error::ApiError;
 use crate::gpu_metrics::GpuMonitor;
 use crate::metrics::Metrics;
+use crate::tool_parsers::ToolParserKind;
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -29,6 +30,9 @@ pub struct AppState {
     pub log_requests: bool,
     /// Unix time the server started (the model card's `created`).
     pub created: u64,
+    /// `--tool-call-parser` when `--enable-auto-tool-choice` is on: what
+    /// `tool_choice: "auto"` reads the output with.
+    pub auto_tool_parser: Option<ToolParserKind>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -2,8 +2,9 @@
 //! with a nested Pydantic model, json_object, regex, choice and Lark
 //! grammars through `pagoda serve` (tests/structured_outputs_client.py),
 //! and the refusals over plain HTTP: a bad schema or regex, an unknown
-//! `response_format`, two constraints at once, and tools, each a 400 that
-//! names its field.
+//! `response_format`, two constraints at once, and tools without the
+//! auto-tool flags, each a 400 that names its field (a constraint that does
+//! not compile: the field it came from).
 
 mod server_common;
 
@@ -49,23 +50,30 @@ fn refusals(server: &TestServer) {
     assert!(param.starts_with("response_format"), "{param}");
     let bad_schema = json!({"type": "json_schema", "json_schema": {"name": "x",
         "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}});
+    // A constraint that does not compile names the field it came from.
     assert_eq!(
         chat(json!({"response_format": bad_schema})),
-        "structured_outputs"
+        "response_format"
     );
-    assert_eq!(chat(json!({"guided_regex": "a(b"})), "structured_outputs");
+    assert_eq!(chat(json!({"guided_regex": "a(b"})), "guided_regex");
+    assert_eq!(
+        chat(json!({"structured_outputs": {"regex": "a(b"}})),
+        "structured_outputs.regex"
+    );
     assert_eq!(
         chat(json!({"structured_outputs": {"regex": "a", "choice": ["a"]}})),
-        "structured_outputs"
+        "structured_outputs.choice"
     );
     assert_eq!(
         chat(json!({"structured_outputs": {"structural_tag": "{}"}})),
         "structured_outputs"
     );
     assert_eq!(chat(json!({"guided_json": "{not json"})), "guided_json");
+    // Tools imply `tool_choice: "auto"`, which needs the server's flags
+    // (tests/server_tool_calling.rs has the rest).
     assert_eq!(
         chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
-        "tools"
+        "tool_choice"
     );
     assert_eq!(chat(json!({"tool_choice": "required"})), "tool_choice");
     // A bad constraint on completions too, and nothing was enqueued.

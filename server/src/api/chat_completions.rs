@@ -29,6 +29,8 @@ use crate::respond::{respond, Responder};
 use crate::sampling::SamplingRequest;
 use crate::sse::{json_event, ChunkBuilder};
 use crate::state::{random_id, unix_time, AppState, SharedState};
+use crate::tool_calling::{delta_parts, ToolCalling, ToolOutput};
+use crate::tool_parsers::stream::ToolCallStreamer;
 
 pub async fn create_chat_completion(
     State(state): State<SharedState>,
@@ -76,7 +78,8 @@ async fn chat_completion(
         logprobs: want_logprobs.then_some(top_logprobs),
         ..req.sampling
     };
-    let params = sampling.to_sampling_params(state.vocab_size).map_err(|e| {
+    let constraint_param = sampling.constraint_param()?;
+    let mut params = sampling.to_sampling_params(state.vocab_size).map_err(|e| {
         // The engine names the field `max_tokens`; chat may have sent the other one.
         if e.param.as_deref() == Some("max_tokens") {
             e.with_param(max_tokens_param)
@@ -84,14 +87,28 @@ async fn chat_completion(
             e
         }
     })?;
+    let tool_calling = ToolCalling::resolve(
+        req.tools,
+        req.tool_choice,
+        req.parallel_tool_calls,
+        state.auto_tool_parser,
+    )?;
+    tool_calling.apply(&mut params)?;
+    let constraint_param = if tool_calling.constrains() {
+        Some("tools".to_string())
+    } else {
+        constraint_param
+    };
     let chat_opts =
         ChatPromptOptions::resolve(req.add_generation_prompt, req.continue_final_message)?;
     let messages = req.messages;
     let st = state.clone();
-    let prompt =
-        tokio::task::spawn_blocking(move || prepare_chat_prompt(&st, &messages, chat_opts))
-            .await
-            .map_err(|e| ApiError::internal_error("chat template failed", &e))??;
+    let tools = tool_calling.tools;
+    let prompt = tokio::task::spawn_blocking(move || {
+        prepare_chat_prompt(&st, &messages, tools.as_deref(), chat_opts)
+    })
+    .await
+    .map_err(|e| ApiError::internal_error("chat template failed", &e))??;
     let fields = PromptFields {
         prompt: "messages",
         max_tokens: max_tokens_param,
@@ -107,8 +124,9 @@ async fn chat_completion(
     let opts = SubmitOptions {
         priority: req.priority.unwrap_or(0),
         cache_salt: req.cache_salt,
+        constraint_param,
     };
-    let generation = submit(&state, &id, vec![prompt], &params, &opts, arrival)?;
+    let generation = submit(&state, &id, vec![prompt], &params, &opts, arrival).await?;
     let meta = ChatMeta {
         id,
         created: unix_time(),
@@ -116,6 +134,7 @@ async fn chat_completion(
         n: params.n,
         logprobs: want_logprobs.then_some(top_logprobs as usize),
         show_prompt_logprobs: params.prompt_logprobs.is_some(),
+        tools: tool_calling.output,
     };
     let chat = Chat::new(state, meta, include_usage, continuous_usage);
     respond(generation, stream, chat).await
@@ -130,6 +149,8 @@ struct ChatMeta {
     logprobs: Option<usize>,
     /// The request asked for vLLM's `prompt_logprobs`.
     show_prompt_logprobs: bool,
+    /// How choices are read for tool calls (None: plain content).
+    tools: Option<ToolOutput>,
 }
 
 /// Builds a chat completion's SSE chunks, or its one body.
@@ -142,6 +163,8 @@ struct Chat {
     usage: UsageCounter,
     /// The role chunks go out before the first content.
     sent_roles: bool,
+    /// Per choice, when its text is read for tool calls.
+    streamers: Vec<ToolCallStreamer>,
 }
 
 impl Chat {
@@ -151,6 +174,10 @@ impl Chat {
         include_usage: bool,
         continuous_usage: bool,
     ) -> Self {
+        let streamers = match &meta.tools {
+            Some(tools) => (0..meta.n).map(|_| tools.streamer()).collect(),
+            None => Vec::new(),
+        };
         Self {
             state,
             meta,
@@ -158,6 +185,7 @@ impl Chat {
             continuous_usage,
             usage: UsageCounter::new(1),
             sent_roles: false,
+            streamers,
         }
     }
 
@@ -186,6 +214,7 @@ impl ChunkBuilder for Chat {
                     delta: ChatDelta {
                         role: Some(ASSISTANT),
                         content: Some(String::new()),
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -208,17 +237,58 @@ impl ChunkBuilder for Chat {
                 }),
                 refusal: None,
             });
-            let choice = ChatChunkChoice {
-                index: choice_index(prompt_idx, self.meta.n, d.index),
-                delta: ChatDelta {
-                    role: None,
-                    content: Some(d.text),
-                },
-                logprobs,
-                finish_reason: d.finish_reason.as_ref().map(finish_reason_str),
-                stop_reason: d.stop_reason.as_ref().map(stop_reason_value),
+            let index = choice_index(prompt_idx, self.meta.n, d.index);
+            let finish_reason = d.finish_reason.as_ref().map(finish_reason_str);
+            let stop_reason = d.stop_reason.as_ref().map(stop_reason_value);
+            let (Some(tools), Some(streamer)) = (&self.meta.tools, self.streamers.get_mut(d.index))
+            else {
+                let choice = ChatChunkChoice {
+                    index,
+                    delta: ChatDelta {
+                        role: None,
+                        content: Some(d.text),
+                        tool_calls: None,
+                    },
+                    logprobs,
+                    finish_reason,
+                    stop_reason,
+                };
+                events.push(self.chunk(vec![choice], None));
+                continue;
             };
-            events.push(self.chunk(vec![choice], None));
+            // Tool calls: content and call pieces as the streamer settles
+            // them; text held back (a marker may be starting) sends nothing,
+            // unless logprobs or the finish reason must go out.
+            let pieces = streamer.push(&d.text, finish_reason.is_some());
+            let finish_reason = tools.finish_reason(streamer.sent_calls(), finish_reason);
+            let mut deltas: Vec<ChatDelta> = pieces
+                .into_iter()
+                .map(|piece| {
+                    let (content, tool_calls) = delta_parts(piece);
+                    ChatDelta {
+                        role: None,
+                        content,
+                        tool_calls,
+                    }
+                })
+                .collect();
+            if deltas.is_empty() && (finish_reason.is_some() || logprobs.is_some()) {
+                deltas.push(ChatDelta::default());
+            }
+            let last = deltas.len().saturating_sub(1);
+            let mut logprobs = logprobs;
+            let mut stop_reason = stop_reason;
+            for (k, delta) in deltas.into_iter().enumerate() {
+                let is_last = k == last;
+                let choice = ChatChunkChoice {
+                    index,
+                    delta,
+                    logprobs: logprobs.take(),
+                    finish_reason: finish_reason.filter(|_| is_last),
+                    stop_reason: if is_last { stop_reason.take() } else { None },
+                };
+                events.push(self.chunk(vec![choice], None));
+            }
         }
         events
     }
@@ -250,18 +320,28 @@ impl Responder for Chat {
             .choices
             .into_iter()
             .enumerate()
-            .map(|(index, c)| ChatChoice {
-                index,
-                logprobs: meta.logprobs.map(|top| ChatLogprobs {
-                    content: chat_logprobs(&c.logprobs, top, &text_of),
-                    refusal: None,
-                }),
-                message: ChatResponseMessage {
-                    role: ASSISTANT,
-                    content: c.text,
-                },
-                finish_reason: c.finish_reason,
-                stop_reason: c.stop_reason,
+            .map(|(index, c)| {
+                let (content, tool_calls, finish_reason) = match &meta.tools {
+                    Some(tools) => {
+                        let m = tools.message(&c.text, c.finish_reason);
+                        (m.content, m.tool_calls, m.finish_reason)
+                    }
+                    None => (Some(c.text), Vec::new(), c.finish_reason),
+                };
+                ChatChoice {
+                    index,
+                    logprobs: meta.logprobs.map(|top| ChatLogprobs {
+                        content: chat_logprobs(&c.logprobs, top, &text_of),
+                        refusal: None,
+                    }),
+                    message: ChatResponseMessage {
+                        role: ASSISTANT,
+                        content,
+                        tool_calls,
+                    },
+                    finish_reason,
+                    stop_reason: c.stop_reason,
+                }
             })
             .collect();
         ChatCompletionResponse {

@@ -65,6 +65,7 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
     if echo_logprobs && sampling.prompt_logprobs.is_none() {
         sampling.prompt_logprobs = req.logprobs;
     }
+    let constraint_param = sampling.constraint_param()?;
     let params = sampling.to_sampling_params(state.vocab_size)?;
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let prepared = prepare_prompts(&state, req.prompt, add_special_tokens, echo, &params).await?;
@@ -77,6 +78,7 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
     let opts = SubmitOptions {
         priority: req.priority.unwrap_or(0),
         cache_salt: req.cache_salt,
+        constraint_param,
     };
     // Only echo with logprobs needs the ids again (to name the prompt's tokens).
     let echo_ids = if echo_logprobs {
@@ -84,7 +86,7 @@ async fn completion(state: SharedState, req: CompletionRequest) -> Result<Respon
     } else {
         Vec::new()
     };
-    let generation = submit(&state, &id, prompts, &params, &opts, arrival)?;
+    let generation = submit(&state, &id, prompts, &params, &opts, arrival).await?;
     let meta = ResponseMeta {
         id,
         created: unix_time(),

@@ -25,7 +25,7 @@ pub async fn tokenize(
                     req.add_generation_prompt,
                     req.continue_final_message,
                 )?;
-                prepare_chat_prompt(&st, &messages, opts)
+                prepare_chat_prompt(&st, &messages, req.tools.as_deref(), opts)
             }
             _ => Err(ApiError::bad_request(
                 "Send exactly one of `prompt` (text) and `messages` (a chat).",

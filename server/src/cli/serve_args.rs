@@ -7,6 +7,8 @@ use clap::Args;
 use pagoda_engine::byte_size::parse_byte_size;
 use pagoda_engine::EngineArgs;
 
+use crate::tool_parsers::ToolParserKind;
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -56,6 +58,21 @@ pub struct ServeArgs {
     /// "tcp://*:5558", "topic": "kv-events"}'. ZMQ over tcp only. Off by default.
     #[arg(long, value_name = "JSON")]
     pub kv_events_config: Option<String>,
+
+    /// Let the model decide when to call tools (`tool_choice: "auto"`, the
+    /// default when a request has tools): its output is read for calls with
+    /// --tool-call-parser. Without it such requests get a 400, as in vLLM;
+    /// `tool_choice` "required" and a named function work either way
+    /// (constrained to the tools' schemas).
+    #[arg(long, requires = "tool_call_parser")]
+    pub enable_auto_tool_choice: bool,
+
+    /// The model's tool-call format, for --enable-auto-tool-choice:
+    /// hermes (`<tool_call>{json}</tool_call>`: Qwen2.5, Qwen3, Hermes),
+    /// llama3_json (JSON objects, optionally after `<|python_tag|>`: Llama
+    /// 3.1-3.3), mistral (`[TOOL_CALLS]`: Mistral 7B v0.3, Nemo, Small).
+    #[arg(long, value_name = "NAME")]
+    pub tool_call_parser: Option<ToolParserKind>,
 }
 
 #[cfg(test)]
@@ -108,6 +125,31 @@ mod tests {
         assert_eq!(c.shutdown_timeout, 2.5);
         assert_eq!(c.engine.max_num_seqs, Some(8));
         assert!(Cli::try_parse_from(["pagoda", "--port", "70000"]).is_err());
+        assert!(!c.enable_auto_tool_choice && c.tool_call_parser.is_none());
+    }
+
+    #[test]
+    fn tool_flags_parse_as_vllm_names_them() {
+        for (name, kind) in [
+            ("hermes", ToolParserKind::Hermes),
+            ("llama3_json", ToolParserKind::Llama3Json),
+            ("mistral", ToolParserKind::Mistral),
+        ] {
+            let c = Cli::try_parse_from([
+                "pagoda",
+                "--enable-auto-tool-choice",
+                "--tool-call-parser",
+                name,
+            ])
+            .unwrap()
+            .serve;
+            assert!(c.enable_auto_tool_choice);
+            assert_eq!(c.tool_call_parser, Some(kind));
+        }
+        // The parser alone is allowed (no auto); auto alone is not.
+        assert!(Cli::try_parse_from(["pagoda", "--tool-call-parser", "hermes"]).is_ok());
+        assert!(Cli::try_parse_from(["pagoda", "--enable-auto-tool-choice"]).is_err());
+        assert!(Cli::try_parse_from(["pagoda", "--tool-call-parser", "pythonic"]).is_err());
         assert!(Cli::try_parse_from(["pagoda", "--host", "nowhere"]).is_err());
     }
 }

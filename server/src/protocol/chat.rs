@@ -7,6 +7,7 @@ use crate::request_fields::Endpoint;
 use crate::sampling::SamplingRequest;
 
 use super::common::{ChatMessage, PromptLogprobs, StopReasonValue, StreamOptions, Usage};
+use super::tools::{ChatTool, DeltaToolCall, ToolCall, ToolChoice};
 
 /// A chat completions request, read with
 /// [`SampledJson`](crate::json_body::SampledJson). Fields it does not
@@ -33,6 +34,14 @@ pub struct ChatCompletionRequest {
     pub top_logprobs: Option<u32>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Functions the model may call, rendered by the chat template.
+    #[serde(default)]
+    pub tools: Option<Vec<ChatTool>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    /// False: at most one call per choice.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     // vLLM extras.
     #[serde(default)]
     pub add_generation_prompt: Option<bool>,
@@ -81,10 +90,13 @@ pub struct ChatLogprobs {
     pub refusal: Option<Vec<ChatTokenLogprob>>,
 }
 
+/// `content` is null when the message is only tool calls; `tool_calls`
+/// is always present (`[]` without calls), as vLLM writes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatResponseMessage {
     pub role: &'static str,
-    pub content: String,
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -115,6 +127,8 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<DeltaToolCall>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,12 +166,14 @@ mod tests {
             r#"{"model": "m", "messages": [{"role": "system", "content": "be brief"},
                 {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                 "max_completion_tokens": 5, "logprobs": true, "top_logprobs": 2,
-                "stop": ["x"], "tools": []}"#,
+                "stop": ["x"], "tools": [], "tool_choice": "none"}"#,
         )
         .unwrap();
         assert_eq!(r.messages.len(), 2);
         assert_eq!(r.messages[1].content.as_deref(), Some("hi"));
         assert_eq!(r.max_completion_tokens, Some(5));
+        assert_eq!(r.tools, Some(vec![]));
+        assert_eq!(r.tool_choice, Some(ToolChoice::None));
         let r: ChatCompletionRequest = crate::json_body::parse_sampled_json(
             br#"{"messages": [], "logprobs": true, "top_logprobs": 2, "stop": ["x"]}"#,
         )
@@ -181,6 +197,7 @@ mod tests {
                 delta: ChatDelta {
                     role: Some(ASSISTANT),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 logprobs: None,
                 finish_reason: None,

@@ -4,6 +4,8 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::tools::HistoryToolCall;
+
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of
 /// lists of token ids (OpenAI's four forms).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,13 +153,19 @@ impl Serialize for PromptTokenLogprobs {
 }
 
 /// A chat message; `content` is a string or a list of `{"type": "text"}` parts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// An assistant message may carry the calls it made (`tool_calls`, content
+/// then often null), a `tool` message the id of the call it answers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default, deserialize_with = "deserialize_content")]
     pub content: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<HistoryToolCall>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// Text parts are joined with newlines, as vLLM's "string" content format does.

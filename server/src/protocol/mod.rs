@@ -6,3 +6,4 @@ pub mod completion;
 pub mod models;
 pub mod structured_outputs;
 pub mod tokenize;
+pub mod tools;

@@ -67,6 +67,17 @@ pub struct ConstraintFields<'a> {
 impl ConstraintFields<'_> {
     /// The one constraint the request sets, if any.
     pub fn to_params(&self) -> Result<Option<StructuredOutputsParams>, ApiError> {
+        Ok(self.find()?.map(|(_, p)| p))
+    }
+
+    /// The field that sets the constraint (`response_format`,
+    /// `structured_outputs.regex`, `guided_json`, ...), for the `param` of
+    /// a 400 when it does not compile.
+    pub fn param(&self) -> Result<Option<&'static str>, ApiError> {
+        Ok(self.find()?.map(|(field, _)| field))
+    }
+
+    fn find(&self) -> Result<Option<(&'static str, StructuredOutputsParams)>, ApiError> {
         let mut found: Vec<(&'static str, StructuredOutputsParams)> = Vec::new();
         match self.response_format {
             None | Some(ResponseFormat::Text) => {}
@@ -95,19 +106,32 @@ impl ConstraintFields<'_> {
                 ));
             }
             if let Some(json) = &so.json {
-                found.push((P, StructuredOutputsParams::Json(schema_value(json, P)?)));
+                const J: &str = "structured_outputs.json";
+                found.push((J, StructuredOutputsParams::Json(schema_value(json, J)?)));
             }
             if let Some(rx) = &so.regex {
-                found.push((P, StructuredOutputsParams::Regex(rx.clone())));
+                found.push((
+                    "structured_outputs.regex",
+                    StructuredOutputsParams::Regex(rx.clone()),
+                ));
             }
             if let Some(choice) = &so.choice {
-                found.push((P, StructuredOutputsParams::Choice(choice.clone())));
+                found.push((
+                    "structured_outputs.choice",
+                    StructuredOutputsParams::Choice(choice.clone()),
+                ));
             }
             if let Some(grammar) = &so.grammar {
-                found.push((P, StructuredOutputsParams::Grammar(grammar.clone())));
+                found.push((
+                    "structured_outputs.grammar",
+                    StructuredOutputsParams::Grammar(grammar.clone()),
+                ));
             }
             if so.json_object == Some(true) {
-                found.push((P, StructuredOutputsParams::JsonObject));
+                found.push((
+                    "structured_outputs.json_object",
+                    StructuredOutputsParams::JsonObject,
+                ));
             }
         }
         if let Some(json) = self.guided_json {
@@ -143,7 +167,7 @@ impl ConstraintFields<'_> {
                 ),
             ));
         }
-        Ok(found.pop().map(|(_, p)| p))
+        Ok(found.pop())
     }
 }
 
@@ -213,6 +237,20 @@ mod tests {
             fields.to_params().unwrap(),
             Some(StructuredOutputsParams::Regex("a+".into()))
         );
+        assert_eq!(fields.param().unwrap(), Some("structured_outputs.regex"));
+        let two = StructuredOutputsRequest {
+            regex: Some("a+".into()),
+            choice: Some(choice.clone()),
+            ..Default::default()
+        };
+        let fields = ConstraintFields {
+            structured_outputs: Some(&two),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields.to_params().unwrap_err().param.as_deref(),
+            Some("structured_outputs.choice")
+        );
         let tag: StructuredOutputsRequest =
             serde_json::from_value(json!({"structural_tag": "{}"})).unwrap();
         let fields = ConstraintFields {
@@ -234,6 +272,7 @@ mod tests {
             fields.to_params().unwrap(),
             Some(StructuredOutputsParams::Json(json!({"type": "integer"})))
         );
+        assert_eq!(fields.param().unwrap(), Some("guided_json"));
         let bad = json!("{not json");
         let fields = ConstraintFields {
             guided_json: Some(&bad),

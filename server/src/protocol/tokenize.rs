@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::ChatMessage;
+use super::tools::ChatTool;
 
 /// Either `prompt` (text) or `messages` (rendered with the chat template).
 #[derive(Debug, Clone, Deserialize)]
@@ -13,6 +14,9 @@ pub struct TokenizeRequest {
     pub prompt: Option<String>,
     #[serde(default)]
     pub messages: Option<Vec<ChatMessage>>,
+    /// Rendered into the chat template with `messages`, as vLLM does.
+    #[serde(default)]
+    pub tools: Option<Vec<ChatTool>>,
     /// Default: true for `prompt`, false for `messages` (the template adds BOS).
     #[serde(default)]
     pub add_special_tokens: Option<bool>,
