@@ -256,6 +256,21 @@ MODELS = [
             },
         ),
     },
+    {
+        # Qwen2's per-layer window (issue 10): use_sliding_window with
+        # max_window_layers 1, so layer 0 is full and layers 1-2 window 8.
+        "name": "qwen2_window8_layers_f32",
+        "arch": "Qwen2ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": True,
+        "seed": 1315,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=True,
+            sliding_window=8, max_window_layers=1,
+        ),
+    },
     # Phi-3 (issue 10): fused qkv_proj / gate_up_proj in the checkpoint.
     {
         # LongRoPE (short factors: Pagoda runs up to original_max_position_embeddings
