@@ -135,6 +135,8 @@ fn attention_decode(c: &mut Criterion) {
             num_kv_heads: kv_heads,
             head_dim: d,
             scale: 0.125,
+            sliding_window: None,
+            logit_softcap: None,
         };
         // q·K and p·V: 2 flops per multiply-add, 2 products per (head, key, dim).
         g.throughput(Throughput::Elements((batch * heads * ctx * d * 4) as u64));

@@ -12,20 +12,30 @@ use serde_json::{Map, Value};
 pub use pagoda_kernels::cpu::RopeScaling;
 
 use crate::weights::error::LoadError;
-use Architecture::{Llama, Mistral, Qwen2, Qwen3};
+use Architecture::{Gemma2, Gemma3, Llama, Mistral, Phi3, Qwen2, Qwen3};
+
+mod long_rope;
+mod variant;
+pub use long_rope::LongRope;
+pub use variant::{DecoderVariant, HiddenAct};
 
 /// The model families Pagoda runs; they share one forward pass and differ in
-/// biases, q/k norms and defaults.
+/// biases, q/k norms and defaults (Gemma: see [`DecoderVariant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
     Qwen3,
+    Gemma2,
+    /// Gemma 3's text model (`Gemma3ForCausalLM`).
+    Gemma3,
+    /// Phi-3 (fused projections in the checkpoint, LongRoPE).
+    Phi3,
 }
 
-const SUPPORTED_ARCHITECTURES: &str =
-    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+const SUPPORTED_ARCHITECTURES: &str = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, \
+     Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM";
 
 impl Architecture {
     /// From an entry of config.json's `"architectures"`.
@@ -35,6 +45,9 @@ impl Architecture {
             "MistralForCausalLM" => Some(Self::Mistral),
             "Qwen2ForCausalLM" => Some(Self::Qwen2),
             "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            "Gemma2ForCausalLM" => Some(Self::Gemma2),
+            "Gemma3ForCausalLM" => Some(Self::Gemma3),
+            "Phi3ForCausalLM" => Some(Self::Phi3),
             _ => None,
         }
     }
@@ -45,6 +58,9 @@ impl Architecture {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Gemma2 => "Gemma2ForCausalLM",
+            Self::Gemma3 => "Gemma3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
         }
     }
 }
@@ -101,7 +117,11 @@ pub struct ModelConfig {
     pub dtype: DType,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// The window of the layers that have one (`layer_window`).
     pub sliding_window: Option<usize>,
+    /// Per-layer windows; Gemma's norms, soft-capping, activation, local
+    /// rope; Phi-3's fused projections and LongRoPE.
+    pub variant: DecoderVariant,
 }
 
 impl ModelConfig {
@@ -169,9 +189,13 @@ impl ModelConfig {
             let p = format!("model.layers.{i}");
             let mut push = |name: &str, shape: Vec<usize>| out.push((format!("{p}.{name}"), shape));
             push("input_layernorm.weight", vec![h]);
-            push("self_attn.q_proj.weight", vec![q, h]);
-            push("self_attn.k_proj.weight", vec![kv, h]);
-            push("self_attn.v_proj.weight", vec![kv, h]);
+            if self.variant.fused_projections {
+                push("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
+            } else {
+                push("self_attn.q_proj.weight", vec![q, h]);
+                push("self_attn.k_proj.weight", vec![kv, h]);
+                push("self_attn.v_proj.weight", vec![kv, h]);
+            }
             if self.attention_bias {
                 push("self_attn.q_proj.bias", vec![q]);
                 push("self_attn.k_proj.bias", vec![kv]);
@@ -186,8 +210,19 @@ impl ModelConfig {
                 push("self_attn.o_proj.bias", vec![h]);
             }
             push("post_attention_layernorm.weight", vec![h]);
-            push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
-            push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
+            if self.variant.gemma_norms {
+                push("pre_feedforward_layernorm.weight", vec![h]);
+                push("post_feedforward_layernorm.weight", vec![h]);
+            }
+            if self.variant.fused_projections {
+                push(
+                    "mlp.gate_up_proj.weight",
+                    vec![2 * self.intermediate_size, h],
+                );
+            } else {
+                push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
+                push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
+            }
             push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
@@ -260,7 +295,7 @@ impl ModelConfig {
 
 fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
     let architecture = architecture_of(&k)?;
-    check_supported_features(&k)?;
+    check_supported_features(&k, architecture)?;
     let hidden_size = k.required_usize("hidden_size")?;
     let num_attention_heads = k.required_usize("num_attention_heads")?;
     let (num_key_value_heads, head_dim) =
@@ -271,20 +306,43 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
                 Llama => 2048,
                 Mistral => 4096 * 32,
                 Qwen2 | Qwen3 => 32768,
+                Gemma2 => variant::GEMMA_DEFAULTS.max_position_embeddings,
+                Gemma3 => variant::GEMMA3_MAX_POSITION_EMBEDDINGS,
+                Phi3 => 4096,
             });
-    let (rope_theta, rope_scaling) = parse_rope(&k, max_position_embeddings)?;
+    let long_rope = match architecture {
+        Phi3 => long_rope::long_rope(&k, max_position_embeddings, head_dim)?,
+        _ => None,
+    };
+    let (rope_theta, rope_scaling) = match (architecture, &long_rope) {
+        (Gemma3, _) => variant::gemma3_ropes(&k, max_position_embeddings)?.0,
+        (_, Some(lr)) => (lr.theta, RopeScaling::Default),
+        _ => parse_rope(&k, max_position_embeddings)?,
+    };
     let attention_bias = match architecture {
         Qwen2 => true,
-        Mistral => false,
-        Llama | Qwen3 => k.bool("attention_bias")?.unwrap_or(false),
+        Mistral | Phi3 => false,
+        Llama | Qwen3 | Gemma2 | Gemma3 => k.bool("attention_bias")?.unwrap_or(false),
     };
+    let num_hidden_layers = k.required_usize("num_hidden_layers")?;
+    let (sliding_window, sliding_layers) =
+        variant::sliding_window_of(&k, architecture, num_hidden_layers)?;
+    let mut variant = DecoderVariant {
+        sliding_layers,
+        fused_projections: architecture == Phi3,
+        long_rope,
+        ..DecoderVariant::default()
+    };
+    if matches!(architecture, Gemma2 | Gemma3) {
+        variant::parse_gemma(&k, architecture, &mut variant, max_position_embeddings)?;
+    }
     let (bos_token_id, eos_token_ids) = special_token_ids(&k, architecture)?;
     let config = ModelConfig {
         architecture,
         vocab_size: k.required_usize("vocab_size")?,
         hidden_size,
         intermediate_size: k.required_usize("intermediate_size")?,
-        num_hidden_layers: k.required_usize("num_hidden_layers")?,
+        num_hidden_layers,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
@@ -292,14 +350,17 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
         rope_theta,
         rope_scaling,
         max_position_embeddings,
-        tie_word_embeddings: k.bool("tie_word_embeddings")?.unwrap_or(false),
+        tie_word_embeddings: k
+            .bool("tie_word_embeddings")?
+            .unwrap_or(matches!(architecture, Gemma2 | Gemma3)),
         attention_bias,
-        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3),
-        qk_norm: architecture == Qwen3,
+        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3 | Gemma2 | Gemma3),
+        qk_norm: matches!(architecture, Qwen3 | Gemma3),
         dtype: dtype_of(&k)?,
         bos_token_id,
         eos_token_ids,
-        sliding_window: sliding_window_of(&k, architecture)?,
+        sliding_window,
+        variant,
     };
     config.validate(k.path)?;
     Ok(config)
@@ -326,8 +387,10 @@ fn architecture_of(k: &Keys) -> Result<Architecture, LoadError> {
 }
 
 /// Options that would change the math: refused rather than run wrong.
-fn check_supported_features(k: &Keys) -> Result<(), LoadError> {
-    if let Some(act) = k.string("hidden_act")? {
+fn check_supported_features(k: &Keys, architecture: Architecture) -> Result<(), LoadError> {
+    // Gemma's activation is `hidden_activation` (variant.rs).
+    let gemma = matches!(architecture, Gemma2 | Gemma3);
+    if let Some(act) = k.string("hidden_act")?.filter(|_| !gemma) {
         if act != "silu" {
             return Err(k.error(format!("hidden_act {act:?} is not supported (only silu)")));
         }
@@ -355,13 +418,17 @@ fn attention_shape(
         (true, _) => k
             .usize("num_key_value_heads")?
             .unwrap_or(num_attention_heads),
-        (false, Llama) => num_attention_heads,
+        (false, Llama | Phi3) => num_attention_heads,
         (false, Mistral) => 8,
         (false, Qwen2 | Qwen3) => 32,
+        (false, Gemma2 | Gemma3) => variant::GEMMA_DEFAULTS.num_key_value_heads,
     };
     let head_dim = match (k.usize("head_dim")?, architecture) {
         (Some(d), _) => d,
         (None, Qwen3) if !k.obj.contains_key("head_dim") => 128,
+        (None, Gemma2 | Gemma3) if !k.obj.contains_key("head_dim") => {
+            variant::GEMMA_DEFAULTS.head_dim
+        }
         (None, _) => {
             if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
                 return Err(k.error(format!(
@@ -387,25 +454,6 @@ fn dtype_of(k: &Keys) -> Result<DType, LoadError> {
     }
 }
 
-/// Mistral's window (default 4096); Qwen's per-layer window is refused.
-fn sliding_window_of(k: &Keys, architecture: Architecture) -> Result<Option<usize>, LoadError> {
-    match architecture {
-        Llama => Ok(None),
-        Mistral => match k.obj.get("sliding_window") {
-            None => Ok(Some(4096)),
-            Some(_) => k.usize("sliding_window"),
-        },
-        Qwen2 | Qwen3 => {
-            if k.bool("use_sliding_window")?.unwrap_or(false) {
-                return Err(k.error(
-                    "use_sliding_window = true is not supported (Qwen's per-layer sliding window)",
-                ));
-            }
-            Ok(None)
-        }
-    }
-}
-
 /// (bos, eos ids): the config's, else the config class defaults.
 fn special_token_ids(
     k: &Keys,
@@ -414,6 +462,8 @@ fn special_token_ids(
     let (default_bos, default_eos) = match architecture {
         Llama | Mistral => (Some(1), vec![2]),
         Qwen2 | Qwen3 => (None, vec![]),
+        Gemma2 | Gemma3 => (Some(2), vec![1]),
+        Phi3 => (Some(1), vec![32000]),
     };
     let bos_token_id = if k.obj.contains_key("bos_token_id") {
         k.token_ids("bos_token_id")?.first().copied()
@@ -735,8 +785,10 @@ mod tests {
         let llama_bias = r#"{"attention_bias": true}"#;
         let c = with(SMOLLM2, llama_bias).unwrap();
         assert!(c.attention_bias && c.o_proj_bias);
-        let qwen_swa = r#"{"architectures": ["Qwen2ForCausalLM"], "use_sliding_window": true}"#;
-        assert!(with(SMOLLM2, qwen_swa).is_err());
+        let qwen_swa = r#"{"architectures": ["Qwen2ForCausalLM"], "use_sliding_window": true,
+            "sliding_window": 64, "max_window_layers": 20}"#;
+        let c = with(SMOLLM2, qwen_swa).unwrap();
+        assert_eq!((c.layer_window(19), c.layer_window(20)), (None, Some(64)));
     }
 
     /// Written by transformers 5.24 `to_json_string` (the newer key layout).

@@ -52,7 +52,9 @@ pub struct EngineArgs {
     #[arg(long, value_enum, value_name = "TYPE")]
     pub quantization: Option<crate::weights::DummyQuantization>,
 
-    /// Where to run the model.
+    /// Where to run the model. `auto` picks CUDA device 0, else the CPU;
+    /// models needing what the CUDA path lacks (Gemma, sliding windows past
+    /// --max-model-len) run on the CPU, and `cuda` refuses them.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
 

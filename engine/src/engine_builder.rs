@@ -2,6 +2,7 @@
 //! device, size the KV cache, load the weights, build the tokenizer.
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda_support::cuda_unsupported_features;
 use crate::backend::Backend;
 use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig, KvCacheDtype};
 use crate::engine_error::{error_chain, EngineContext, EngineError};
@@ -37,14 +38,11 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
-    let device = choose_device(config.device, &dims)?;
-    let mut max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
-    if let Some(window) = mc.sliding_window {
-        if window < max_model_len {
-            tracing::warn!("sliding-window attention is not implemented: max_model_len capped at the window ({window})");
-            max_model_len = window;
-        }
-    }
+    // Sliding windows run on the CPU at any length (every block stays
+    // resident: the KV manager does not yet free blocks behind a window).
+    let max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
+    let unsupported = cuda_unsupported_features(mc, max_model_len);
+    let device = choose_device(config.device, &dims, &unsupported)?;
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
         return Err(EngineError::load(format!(
@@ -142,8 +140,23 @@ enum ChosenDevice {
 }
 
 /// `--device cuda` opens GPU 0 or fails with the reason; `auto` tries GPU 0
-/// and falls back to the CPU, logging why; `cpu` is the CPU.
-fn choose_device(device: Device, dims: &ModelDims) -> Result<ChosenDevice, EngineError> {
+/// and falls back to the CPU, logging why; `cpu` is the CPU. A model that
+/// needs features the CUDA path lacks (`unsupported`) is the CPU's.
+fn choose_device(
+    device: Device,
+    dims: &ModelDims,
+    unsupported: &[String],
+) -> Result<ChosenDevice, EngineError> {
+    let open_cuda = |dims: &ModelDims| {
+        if unsupported.is_empty() {
+            open_cuda(dims)
+        } else {
+            anyhow::bail!(
+                "the CUDA path does not implement {} (the CPU path does)",
+                unsupported.join(", ")
+            )
+        }
+    };
     match device {
         Device::Cpu => Ok(ChosenDevice::Cpu),
         Device::Cuda => match open_cuda(dims) {

@@ -523,6 +523,8 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
         num_kv_heads: kv_heads,
         head_dim,
         scale,
+        sliding_window: None,
+        logit_softcap: None,
     };
     cpu::paged_attention(
         &q,
@@ -652,6 +654,8 @@ fn attention_reads_q_through_a_fused_qkv_view() {
         num_kv_heads: kvh,
         head_dim: d,
         scale: 0.125,
+        sliding_window: None,
+        logit_softcap: None,
     };
     cpu::paged_attention(
         &q,

@@ -226,6 +226,8 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
         num_kv_heads: kv_heads,
         head_dim,
         scale,
+        sliding_window: None,
+        logit_softcap: None,
     };
     cpu::paged_attention(
         &q,

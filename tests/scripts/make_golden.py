@@ -35,8 +35,14 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GenerationConfig,
     LlamaConfig,
+    Phi3Config,
+    Phi3ForCausalLM,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
@@ -168,6 +174,138 @@ MODELS = [
             sliding_window=None,
         ),
     },
+    # Gemma 2/3 (issue 10): windows of 8-12 so the 40-token prompts outgrow
+    # them; soft-caps small enough to bite on these weights; query_pre_attn_scalar
+    # != head_dim. `norm_offset`: Gemma stores RMSNorm gains as offsets from 1.
+    {
+        # v5 config (layer_types), 3 layers: sliding, full, sliding.
+        "name": "gemma2_window8_softcap_f32",
+        "arch": "Gemma2ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": False,
+        "norm_offset": True,
+        "seed": 1109,
+        # Tied with a scale-8 embedding: a small std keeps greedy output from
+        # repeating the input token.
+        "embed_std": 0.03,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+            rope_theta=10000.0, tie_word_embeddings=True, query_pre_attn_scalar=24,
+            sliding_window=8, attn_logit_softcapping=5.0, final_logit_softcapping=6.0,
+            hidden_activation="gelu_pytorch_tanh",
+        ),
+    },
+    {
+        # Legacy config (no layer_types: the alternating default), bf16, MQA,
+        # hidden 96 (sqrt not exact), transformers' default soft-caps.
+        "name": "gemma2_legacy_window12_bf16",
+        "arch": "Gemma2ForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": True,
+        "norm_offset": True,
+        "seed": 1010,
+        "config": dict(
+            vocab_size=320, hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+            num_attention_heads=3, num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6,
+            rope_theta=10000.0, tie_word_embeddings=False, query_pre_attn_scalar=32,
+            sliding_window=12, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        ),
+    },
+    {
+        # v5 config: per-layer-type rope_parameters (linear scaling on the global
+        # layers, theta 1e4 on the local ones), layer_types, q/k norm, no caps;
+        # untied (tied Gemma is gemma2_window8_softcap_f32).
+        "name": "gemma3_window8_localrope_f32",
+        "arch": "Gemma3ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": False,
+        "norm_offset": True,
+        "seed": 1011,
+        "config": dict(
+            vocab_size=288, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+            tie_word_embeddings=False, query_pre_attn_scalar=16, sliding_window=8,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        ),
+    },
+    {
+        # Legacy Gemma 3 keys: sliding_window_pattern 2, rope_theta +
+        # rope_local_base_freq, no rope_parameters / layer_types; bf16,
+        # final soft-cap on, attention soft-cap off.
+        "name": "gemma3_legacy_window12_bf16",
+        "arch": "Gemma3ForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": True,
+        "sliding_window_pattern": 2,
+        "norm_offset": True,
+        "seed": 1012,
+        "config": dict(
+            vocab_size=352, hidden_size=96, intermediate_size=160, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-6,
+            tie_word_embeddings=False, query_pre_attn_scalar=24, sliding_window=12,
+            final_logit_softcapping=8.0,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+            rope_parameters={
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        ),
+    },
+    {
+        # Qwen2's per-layer window (issue 10): use_sliding_window with
+        # max_window_layers 1, so layer 0 is full and layers 1-2 window 8.
+        "name": "qwen2_window8_layers_f32",
+        "arch": "Qwen2ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": True,
+        "seed": 1315,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=True,
+            sliding_window=8, max_window_layers=1,
+        ),
+    },
+    # Phi-3 (issue 10): fused qkv_proj / gate_up_proj in the checkpoint.
+    {
+        # LongRoPE (short factors: Pagoda runs up to original_max_position_embeddings
+        # = 512) with the attention factor of max 1024 / original 512.
+        "name": "phi3_longrope_f32",
+        "arch": "Phi3ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": False,
+        "max_positions": 1024,
+        "seed": 1013,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+            rope_theta=10000.0, tie_word_embeddings=False, original_max_position_embeddings=512,
+            rope_scaling={
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 40.0],
+            },
+        ),
+    },
+    {
+        # Phi-3-mini-4k style: default rope, a window on every layer, MHA, bf16.
+        "name": "phi3_window8_bf16",
+        "arch": "Phi3ForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": True,
+        "seed": 1014,
+        "config": dict(
+            vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-5,
+            rope_theta=10000.0, tie_word_embeddings=False, sliding_window=8,
+            original_max_position_embeddings=512,
+        ),
+    },
 ]
 
 ARCHS = {
@@ -175,19 +313,25 @@ ARCHS = {
     "MistralForCausalLM": (MistralConfig, MistralForCausalLM),
     "Qwen2ForCausalLM": (Qwen2Config, Qwen2ForCausalLM),
     "Qwen3ForCausalLM": (Qwen3Config, Qwen3ForCausalLM),
+    "Gemma2ForCausalLM": (Gemma2Config, Gemma2ForCausalLM),
+    "Gemma3ForCausalLM": (Gemma3TextConfig, Gemma3ForCausalLM),
+    "Phi3ForCausalLM": (Phi3Config, Phi3ForCausalLM),
 }
 
 
 def make_config(spec):
     config_cls, _ = ARCHS[spec["arch"]]
     kwargs = dict(spec["config"])
-    rope_theta = kwargs.pop("rope_theta")
-    rope = dict(kwargs.pop("rope_scaling", {"rope_type": "default"}))
-    rope["rope_theta"] = rope_theta
+    if "rope_parameters" in kwargs:  # per layer type (Gemma 3)
+        rope = kwargs.pop("rope_parameters")
+    else:
+        rope_theta = kwargs.pop("rope_theta")
+        rope = dict(kwargs.pop("rope_scaling", {"rope_type": "default"}))
+        rope["rope_theta"] = rope_theta
     config = config_cls(
         **kwargs,
         rope_parameters=rope,
-        max_position_embeddings=MAX_POSITIONS,
+        max_position_embeddings=spec.get("max_positions", MAX_POSITIONS),
         bos_token_id=BOS_TOKEN_ID,
         eos_token_id=None,
         pad_token_id=None,
@@ -197,7 +341,7 @@ def make_config(spec):
     return config
 
 
-def init_weights(model, seed, embed_std):
+def init_weights(model, seed, embed_std, norm_offset=False):
     """Scaled-up random weights: the default init (std 0.02) gives flat logits."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -208,8 +352,10 @@ def init_weights(model, seed, embed_std):
             elif name.endswith("lm_head.weight"):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.25)
             elif "norm" in name:
-                # RMSNorm gains (incl. Qwen3 q_norm/k_norm) around 1, not all equal.
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+                # RMSNorm gains (incl. Qwen3 q_norm/k_norm) around 1, not all equal
+                # (Gemma's checkpoints store the gain minus 1).
+                base = 0.0 if norm_offset else 1.0
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
             elif name.endswith(".bias"):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
             elif name.endswith(".weight") and p.dim() == 2:
@@ -254,14 +400,29 @@ def load_f32(folder, arch):
     return model
 
 
-def legacy_config_json(cfg):
+def legacy_config_json(cfg, spec):
     """Rewrite a v5 config dict into the older published form."""
     cfg = dict(cfg)
+    if "sliding_window_pattern" in spec:
+        # Gemma 3: per-layer-type rope -> rope_theta/rope_scaling (global) and
+        # rope_local_base_freq; layer_types -> sliding_window_pattern.
+        ropes = cfg.pop("rope_parameters")
+        local = dict(ropes["sliding_attention"])
+        assert local.get("rope_type") == "default", local
+        cfg["rope_local_base_freq"] = local["rope_theta"]
+        cfg["rope_parameters"] = ropes["full_attention"]
+        n = spec["sliding_window_pattern"]
+        want = ["sliding_attention" if (i + 1) % n else "full_attention"
+                for i in range(cfg["num_hidden_layers"])]
+        assert cfg["layer_types"] == want, (cfg["layer_types"], want)
+        cfg["sliding_window_pattern"] = n
     rope = dict(cfg.pop("rope_parameters"))
     cfg["rope_theta"] = rope.pop("rope_theta")
     cfg["rope_scaling"] = None if rope.get("rope_type") == "default" else rope
     cfg["torch_dtype"] = cfg.pop("dtype")
-    if cfg.get("head_dim") == cfg["hidden_size"] // cfg["num_attention_heads"]:
+    # (Gemma's default head_dim is 256, not hidden / heads: its configs keep it.)
+    gemma = spec["arch"].startswith("Gemma")
+    if not gemma and cfg.get("head_dim") == cfg["hidden_size"] // cfg["num_attention_heads"]:
         del cfg["head_dim"]
     cfg.pop("layer_types", None)
     return cfg
@@ -305,7 +466,8 @@ def build_one(spec, out_root):
     config = make_config(spec)
     _, model_cls = ARCHS[arch]
     model = model_cls(config)
-    init_weights(model, spec["seed"], spec.get("embed_std", EMBED_STD))
+    init_weights(model, spec["seed"], spec.get("embed_std", EMBED_STD),
+                 spec.get("norm_offset", False))
     model = model.to(DTYPES[spec["dtype"]])
     model.generation_config = GenerationConfig(bos_token_id=BOS_TOKEN_ID)
     model.save_pretrained(folder, safe_serialization=True)
@@ -348,7 +510,7 @@ def build_one(spec, out_root):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["eos_token_id"] = eos
     if spec["legacy_config"]:
-        cfg = legacy_config_json(cfg)
+        cfg = legacy_config_json(cfg, spec)
     write_json(folder / "config.json", cfg)
     write_json(
         folder / "generation_config.json",
@@ -364,6 +526,17 @@ def build_one(spec, out_root):
     assert getattr(check.config, "head_dim", None) == getattr(ref.config, "head_dim", None)
     again, _, _ = greedy_reference(check, cases[1]["prompt_token_ids"], MAX_NEW_TOKENS)
     assert again == cases[1]["output_token_ids"], name
+    if spec["config"].get("sliding_window"):
+        layer_types = getattr(ref.config, "layer_types", None)
+        assert getattr(check.config, "layer_types", None) == layer_types, name
+        assert check.config.sliding_window == ref.config.sliding_window, name
+        # Windowed: a cache-free forward over prompt + output (HF's sliding
+        # mask) predicts what the cached decode did (HF's sliding cache).
+        full = last["prompt_token_ids"] + last["output_token_ids"][:-1]
+        with torch.no_grad():
+            logits = check(input_ids=torch.tensor([full]), use_cache=False).logits[0]
+        n = len(last["prompt_token_ids"])
+        assert logits[n - 1:].argmax(-1).tolist() == last["output_token_ids"], name
 
     golden = {
         "model": name,

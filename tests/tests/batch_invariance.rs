@@ -1,6 +1,8 @@
 //! Batch invariance: 64 different requests batched together, with chunked
 //! prefill forced by a small token budget and preemption forced by a small
-//! KV cache, give the same greedy tokens as each run alone.
+//! KV cache, give the same greedy tokens as each run alone; on the default
+//! model and on a sliding-window model (Gemma 2: windows of 8, soft-capping),
+//! whose prompts outgrow the window.
 
 use pagoda_engine::weights::{open_model, LoadFormat};
 use pagoda_engine::{
@@ -52,7 +54,20 @@ fn start(
 
 #[test]
 fn batched_equals_alone_under_chunking_and_preemption() {
-    let model = model_path();
+    check_batch_invariance(&model_path());
+}
+
+#[test]
+fn sliding_window_model_is_batch_invariant() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/gemma2_window8_softcap_f32");
+    let config = open_model(&model, LoadFormat::Auto).unwrap().config;
+    assert_eq!(config.layer_window(0), Some(8));
+    check_batch_invariance(&model);
+}
+
+fn check_batch_invariance(model: &Path) {
+    let model = model.to_path_buf();
     let config = open_model(&model, LoadFormat::Auto).unwrap().config;
     let kv_bytes_per_block =
         2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * 16;

@@ -244,6 +244,28 @@ impl Backend for CpuBackend {
         );
     }
 
+    fn gelu_tanh_and_mul(
+        &self,
+        x: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        intermediate: usize,
+    ) {
+        cpu::gelu_tanh_and_mul(
+            &x[..rows * 2 * intermediate],
+            &mut out[..rows * intermediate],
+            intermediate,
+        );
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, len: usize, factor: f32) {
+        x[..len].iter_mut().for_each(|v| *v *= factor);
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, len: usize, cap: f32) {
+        cpu::softcap_inplace(&mut x[..len], cap);
+    }
+
     fn reshape_and_cache(
         &self,
         inputs: &ForwardBatch,
@@ -286,6 +308,8 @@ impl Backend for CpuBackend {
             num_kv_heads: dims.num_kv_heads,
             head_dim: dims.head_dim,
             scale: dims.scale,
+            sliding_window: dims.sliding_window,
+            logit_softcap: dims.logit_softcap,
         };
         let (k_cache, v_cache) = (k_cache.as_slice(), v_cache.as_slice());
         cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);

@@ -491,6 +491,20 @@ impl Backend for CudaBackend {
         out: &mut CudaSlice<bf16>,
         dims: AttentionDims,
     ) {
+        // The engine refuses these at load (`engine_builder`); never compute
+        // them wrong. A window no sequence outgrows changes nothing.
+        let window_bites = dims.sliding_window.is_some_and(|w| inputs.max_seq_len > w);
+        if window_bites || dims.logit_softcap.is_some() {
+            self.record(
+                "paged_attention",
+                Err(CudaError::InvalidArgument {
+                    op: "paged_attention",
+                    message: "sliding windows and logit soft-capping are not implemented on CUDA"
+                        .into(),
+                }),
+            );
+            return;
+        }
         let shape = attention_shape(&dims);
         let mut att = self.attention.lock();
         let heads = (dims.num_heads, dims.num_kv_heads, dims.head_dim);

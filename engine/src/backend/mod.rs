@@ -9,6 +9,7 @@ pub mod cpu;
 mod cpu_weight;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod cuda_support;
 
 use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
@@ -112,6 +113,10 @@ pub struct AttentionDims {
     pub head_dim: usize,
     pub block_size: usize,
     pub scale: f32,
+    /// This layer's sliding window (keys a token sees, itself included).
+    pub sliding_window: Option<usize>,
+    /// Gemma 2's `attn_logit_softcapping`.
+    pub logit_softcap: Option<f32>,
 }
 
 /// The op set. Sizes are explicit: `rows` is the number of leading rows used.
@@ -258,6 +263,30 @@ pub trait Backend: Send + 'static {
         rows: usize,
         intermediate: usize,
     );
+    /// `out = gelu_tanh(x[:, :inter]) * x[:, inter:]` (Gemma's GeGLU).
+    /// Backends without it refuse such models at load
+    /// (`engine_builder::cuda_unsupported`), so this default is never reached.
+    fn gelu_tanh_and_mul(
+        &self,
+        _x: &Self::Tensor,
+        _out: &mut Self::Tensor,
+        _rows: usize,
+        _intermediate: usize,
+    ) {
+        unreachable!(
+            "gelu_tanh_and_mul is not implemented on {}",
+            self.device_name()
+        )
+    }
+    /// `x[..len] *= factor` (Gemma's embedding scale); see `gelu_tanh_and_mul`.
+    fn scale(&self, _x: &mut Self::Tensor, _len: usize, _factor: f32) {
+        unreachable!("scale is not implemented on {}", self.device_name())
+    }
+    /// `x[..len] = cap * tanh(x / cap)` (Gemma 2's final logit
+    /// soft-capping); see `gelu_tanh_and_mul`.
+    fn softcap(&self, _x: &mut Self::Tensor, _len: usize, _cap: f32) {
+        unreachable!("softcap is not implemented on {}", self.device_name())
+    }
     #[allow(clippy::too_many_arguments)]
     fn reshape_and_cache(
         &self,

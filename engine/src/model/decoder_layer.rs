@@ -6,7 +6,8 @@
 //! residual stream around them.
 
 use super::{DecoderModel, KvCache, LayerWeights, Workspace};
-use crate::backend::Backend;
+use crate::backend::{AttentionDims, Backend};
+use crate::config::HiddenAct;
 
 impl<B: Backend> DecoderModel<B> {
     /// Self-attention of layer `i` over the `t` normalized rows in
@@ -24,7 +25,10 @@ impl<B: Backend> DecoderModel<B> {
         let d = self.dims;
         let w = &self.weights;
         let layer = &w.layers[i];
-        let attn_dims = d.attention_dims(kv.block_size);
+        let attn_dims = AttentionDims {
+            sliding_window: layer.sliding_window,
+            ..d.attention_dims(kv.block_size)
+        };
         backend.matmul(
             &ws.hidden,
             &layer.qkv_proj,
@@ -53,7 +57,7 @@ impl<B: Backend> DecoderModel<B> {
             inputs,
             &mut ws.q,
             &mut ws.k,
-            &w.rope,
+            w.layer_rope(layer),
             d.num_heads,
             d.num_kv_heads,
             d.head_dim,
@@ -104,7 +108,12 @@ impl<B: Backend> DecoderModel<B> {
         if let Some(bias) = &layer.gate_up_bias {
             backend.add_bias(&mut ws.gate_up, bias, t, 2 * d.intermediate);
         }
-        backend.silu_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate);
+        match d.hidden_act {
+            HiddenAct::Silu => backend.silu_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate),
+            HiddenAct::GeluTanh => {
+                backend.gelu_tanh_and_mul(&ws.gate_up, &mut ws.act, t, d.intermediate)
+            }
+        }
         backend.matmul(
             &ws.act,
             &layer.down_proj,

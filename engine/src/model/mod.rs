@@ -1,7 +1,11 @@
 //! The decoder-only transformer of Llama, Mistral, Qwen2 and Qwen3, written
 //! once over the device-neutral op set. The architectures differ only in
 //! flags: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), rope scaling and
-//! tied embeddings; the flags come from `ModelConfig`.
+//! tied embeddings; the flags come from `ModelConfig`. Gemma 2/3 add per-layer
+//! sliding windows, scaled embeddings, norms on the attention and MLP outputs,
+//! GeGLU and logit soft-capping (`config::DecoderVariant`).
+
+mod gemma;
 
 mod decoder_layer;
 mod weights;
@@ -11,7 +15,7 @@ pub use weights::{DecoderWeights, LayerWeights};
 pub use workspace::{KvCache, Workspace};
 
 use crate::backend::{AttentionDims, Backend};
-use crate::config::ModelConfig;
+use crate::config::{HiddenAct, ModelConfig};
 
 /// The shapes the forward pass needs, derived once from the config.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +30,13 @@ pub struct ModelDims {
     pub eps: f32,
     pub qk_norm: bool,
     pub qkv_bias: bool,
+    /// Softmax scale of attention scores.
+    pub attn_scale: f32,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    /// Factor on the embeddings (Gemma: `sqrt(hidden)`, as an f32).
+    pub embed_scale: Option<f32>,
+    pub hidden_act: HiddenAct,
 }
 
 impl ModelDims {
@@ -41,6 +52,11 @@ impl ModelDims {
             eps: c.rms_norm_eps,
             qk_norm: c.qk_norm,
             qkv_bias: c.attention_bias,
+            attn_scale: gemma::attn_scale(c),
+            attn_softcap: c.variant.attn_logit_softcapping,
+            final_softcap: c.variant.final_logit_softcapping,
+            embed_scale: gemma::embed_scale(c),
+            hidden_act: c.variant.hidden_act,
         }
     }
 
@@ -56,14 +72,17 @@ impl ModelDims {
         self.q_dim() + 2 * self.kv_dim()
     }
 
-    /// The attention call's shapes for a KV cache of `block_size`-token blocks.
+    /// The attention call's shapes for a KV cache of `block_size`-token
+    /// blocks (a full-attention layer's: `attention_block` sets the window).
     pub fn attention_dims(&self, block_size: usize) -> AttentionDims {
         AttentionDims {
             num_heads: self.num_heads,
             num_kv_heads: self.num_kv_heads,
             head_dim: self.head_dim,
             block_size,
-            scale: 1.0 / (self.head_dim as f32).sqrt(),
+            scale: self.attn_scale,
+            sliding_window: None,
+            logit_softcap: self.attn_softcap,
         }
     }
 
@@ -96,6 +115,9 @@ impl<B: Backend> DecoderModel<B> {
         let t = num_tokens;
         let w = &self.weights;
         backend.embedding(inputs, &w.embed_tokens, &mut ws.residual, d.hidden);
+        if let Some(s) = d.embed_scale {
+            backend.scale(&mut ws.residual, t * d.hidden, s);
+        }
         for (i, layer) in w.layers.iter().enumerate() {
             if i == 0 {
                 backend.rms_norm(
@@ -117,6 +139,9 @@ impl<B: Backend> DecoderModel<B> {
                 );
             }
             self.attention_block(backend, inputs, i, t, ws, kv);
+            if let Some(norm) = &layer.attn_output_norm {
+                backend.rms_norm_inplace(&mut ws.hidden, norm, t, d.hidden, d.eps);
+            }
             backend.fused_add_rms_norm(
                 &mut ws.hidden,
                 &mut ws.residual,
@@ -126,6 +151,9 @@ impl<B: Backend> DecoderModel<B> {
                 d.eps,
             );
             self.mlp_block(backend, layer, t, ws);
+            if let Some(norm) = &layer.mlp_output_norm {
+                backend.rms_norm_inplace(&mut ws.hidden, norm, t, d.hidden, d.eps);
+            }
         }
         backend.fused_add_rms_norm(
             &mut ws.hidden,
@@ -159,6 +187,9 @@ impl<B: Backend> DecoderModel<B> {
             d.hidden,
             d.vocab_size,
         );
+        if let Some(cap) = d.final_softcap {
+            backend.softcap(&mut ws.logits, rows * d.vocab_size, cap);
+        }
     }
 
     /// Logits (f32, on the host) of the given token rows of `ws.hidden`,
@@ -199,6 +230,9 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.vocab_size,
             );
+            if let Some(cap) = d.final_softcap {
+                backend.softcap(&mut ws.logits, chunk.len() * d.vocab_size, cap);
+            }
             f(backend, &ws.logits, c * ws.max_logits_rows, chunk.len())?;
         }
         Ok(())

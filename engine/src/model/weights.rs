@@ -4,7 +4,7 @@
 use super::ModelDims;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
-use crate::weights::{HostTensor, WeightSource};
+use crate::weights::{HostTensor, TensorData, WeightSource};
 use anyhow::Context;
 
 pub struct LayerWeights<B: Backend> {
@@ -24,6 +24,16 @@ pub struct LayerWeights<B: Backend> {
     /// Llama's `mlp_bias`: gate/up fused like the weights, then down.
     pub gate_up_bias: Option<B::Tensor>,
     pub down_bias: Option<B::Tensor>,
+    /// Gemma's norms on the attention and MLP outputs (checkpoint names
+    /// `post_attention_layernorm` and `post_feedforward_layernorm`; Gemma's
+    /// pre-MLP `pre_feedforward_layernorm` then loads as
+    /// `post_attention_layernorm` above, the norm before the MLP).
+    pub attn_output_norm: Option<B::Tensor>,
+    pub mlp_output_norm: Option<B::Tensor>,
+    /// This layer's sliding window; `None`: full attention.
+    pub sliding_window: Option<usize>,
+    /// Rotates with `DecoderWeights::local_rope` (Gemma 3's local layers).
+    pub uses_local_rope: bool,
 }
 
 pub struct DecoderWeights<B: Backend> {
@@ -33,9 +43,19 @@ pub struct DecoderWeights<B: Backend> {
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<B::Weight>,
     pub rope: B::Rope,
+    /// Gemma 3's rope of the sliding layers (its own base frequency).
+    pub local_rope: Option<B::Rope>,
 }
 
 impl<B: Backend> DecoderWeights<B> {
+    /// The rope table `layer` rotates q and k with.
+    pub fn layer_rope(&self, layer: &LayerWeights<B>) -> &B::Rope {
+        match (&self.local_rope, layer.uses_local_rope) {
+            (Some(local), true) => local,
+            _ => &self.rope,
+        }
+    }
+
     /// Loads every tensor, checking shapes against the config; `progress` is
     /// called after each tensor with (done, total).
     pub fn load(
@@ -63,12 +83,13 @@ impl<B: Backend> DecoderWeights<B> {
                 prefix: format!("model.layers.{i}"),
             };
             let weights = layer
-                .load_layer(&d)
+                .load_layer(&d, config, i)
                 .with_context(|| format!("loading layer {i}"))?;
             layers.push(weights);
             progress(2 + i, total);
         }
-        let norm = model.upload("norm.weight", &[d.hidden])?;
+        let gemma_norms = config.variant.gemma_norms;
+        let norm = model.upload_norm("norm.weight", d.hidden, gemma_norms)?;
         let lm_head = if source.contains("lm_head.weight") {
             let head = source.get("lm_head.weight", &[d.vocab_size, d.hidden])?;
             Some(backend.load_matrix(vec![head])?)
@@ -80,9 +101,27 @@ impl<B: Backend> DecoderWeights<B> {
                 source.describe()
             );
         };
-        let inv_freq =
-            pagoda_kernels::cpu::rope_inv_freq(d.head_dim, config.rope_theta, &config.rope_scaling);
-        let rope = backend.rope(&inv_freq, max_position, 1.0)?;
+        let rope = match &config.variant.long_rope {
+            Some(lr) => {
+                let inv_freq = lr.inv_freq(d.head_dim, max_position)?;
+                backend.rope(&inv_freq, max_position, lr.attention_factor)?
+            }
+            None => {
+                let inv_freq = pagoda_kernels::cpu::rope_inv_freq(
+                    d.head_dim,
+                    config.rope_theta,
+                    &config.rope_scaling,
+                );
+                backend.rope(&inv_freq, max_position, 1.0)?
+            }
+        };
+        let local_rope = match &config.variant.local_rope {
+            Some((theta, scaling)) => {
+                let inv_freq = pagoda_kernels::cpu::rope_inv_freq(d.head_dim, *theta, scaling);
+                Some(backend.rope(&inv_freq, max_position, 1.0)?)
+            }
+            None => None,
+        };
         progress(total, total);
         let weights = Self {
             embed_tokens,
@@ -90,6 +129,7 @@ impl<B: Backend> DecoderWeights<B> {
             norm,
             lm_head,
             rope,
+            local_rope,
         };
         weights.log_formats(backend);
         Ok(weights)
@@ -174,6 +214,24 @@ impl<B: Backend> TensorLoader<'_, B> {
         }
     }
 
+    /// An RMSNorm gain: Gemma stores `w` for `norm(x) * (1 + w)`, so its
+    /// gains are shifted to `1 + w` here (in f32, as transformers adds).
+    fn upload_norm(&self, suffix: &str, dim: usize, gemma: bool) -> anyhow::Result<B::Tensor> {
+        if !gemma {
+            return self.upload(suffix, &[dim]);
+        }
+        let shifted = self
+            .get(suffix, &[dim])?
+            .to_f32()
+            .into_iter()
+            .map(|w| 1.0 + w)
+            .collect();
+        self.backend.load_weight(HostTensor {
+            shape: vec![dim],
+            data: TensorData::F32(shifted),
+        })
+    }
+
     /// The tensor `prefix.suffix` on the device.
     fn upload(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<B::Tensor> {
         self.backend.load_weight(self.get(suffix, shape)?)
@@ -201,13 +259,25 @@ impl<B: Backend> TensorLoader<'_, B> {
 
     /// One decoder layer: q/k/v and gate/up fused, biases and q/k norms
     /// where the architecture (or the checkpoint) has them.
-    fn load_layer(&self, d: &ModelDims) -> anyhow::Result<LayerWeights<B>> {
+    fn load_layer(
+        &self,
+        d: &ModelDims,
+        config: &ModelConfig,
+        i: usize,
+    ) -> anyhow::Result<LayerWeights<B>> {
+        let gemma = config.variant.gemma_norms;
+        let norm = |suffix: &str, dim: usize| self.upload_norm(suffix, dim, gemma);
         let (h, q, kv, inter) = (d.hidden, d.q_dim(), d.kv_dim(), d.intermediate);
-        let qkv_proj = self.upload_matrix(&[
-            ("self_attn.q_proj.weight", &[q, h]),
-            ("self_attn.k_proj.weight", &[kv, h]),
-            ("self_attn.v_proj.weight", &[kv, h]),
-        ])?;
+        let fused = config.variant.fused_projections;
+        let qkv_proj = if fused {
+            self.upload_matrix(&[("self_attn.qkv_proj.weight", &[q + 2 * kv, h])])?
+        } else {
+            self.upload_matrix(&[
+                ("self_attn.q_proj.weight", &[q, h]),
+                ("self_attn.k_proj.weight", &[kv, h]),
+                ("self_attn.v_proj.weight", &[kv, h]),
+            ])?
+        };
         let qkv_bias = if d.qkv_bias {
             Some(self.upload_fused(&[
                 ("self_attn.q_proj.bias", &[q]),
@@ -219,8 +289,8 @@ impl<B: Backend> TensorLoader<'_, B> {
         };
         let (q_norm, k_norm) = if d.qk_norm {
             (
-                Some(self.upload("self_attn.q_norm.weight", &[d.head_dim])?),
-                Some(self.upload("self_attn.k_norm.weight", &[d.head_dim])?),
+                Some(norm("self_attn.q_norm.weight", d.head_dim)?),
+                Some(norm("self_attn.k_norm.weight", d.head_dim)?),
             )
         } else {
             (None, None)
@@ -230,21 +300,40 @@ impl<B: Backend> TensorLoader<'_, B> {
             host.map(|t| self.backend.load_weight(t)).transpose()
         };
         Ok(LayerWeights {
-            input_layernorm: self.upload("input_layernorm.weight", &[h])?,
+            input_layernorm: norm("input_layernorm.weight", h)?,
             qkv_proj,
             qkv_bias,
             q_norm,
             k_norm,
             o_proj: self.upload_matrix(&[("self_attn.o_proj.weight", &[h, q])])?,
             o_bias: upload_optional("self_attn.o_proj.bias", &[h])?,
-            post_attention_layernorm: self.upload("post_attention_layernorm.weight", &[h])?,
-            gate_up_proj: self.upload_matrix(&[
-                ("mlp.gate_proj.weight", &[inter, h]),
-                ("mlp.up_proj.weight", &[inter, h]),
-            ])?,
+            post_attention_layernorm: norm(
+                if gemma {
+                    "pre_feedforward_layernorm.weight"
+                } else {
+                    "post_attention_layernorm.weight"
+                },
+                h,
+            )?,
+            gate_up_proj: if fused {
+                self.upload_matrix(&[("mlp.gate_up_proj.weight", &[2 * inter, h])])?
+            } else {
+                self.upload_matrix(&[
+                    ("mlp.gate_proj.weight", &[inter, h]),
+                    ("mlp.up_proj.weight", &[inter, h]),
+                ])?
+            },
             down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
             gate_up_bias: self.gate_up_bias(inter)?,
             down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
+            attn_output_norm: gemma
+                .then(|| norm("post_attention_layernorm.weight", h))
+                .transpose()?,
+            mlp_output_norm: gemma
+                .then(|| norm("post_feedforward_layernorm.weight", h))
+                .transpose()?,
+            sliding_window: config.layer_window(i),
+            uses_local_rope: config.variant.sliding_layers.get(i) == Some(&true),
         })
     }
 

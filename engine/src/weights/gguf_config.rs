@@ -118,6 +118,7 @@ impl ModelConfig {
             bos_token_id: g.get_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids,
             sliding_window: None,
+            variant: Default::default(),
         };
         config.validate(path)?;
         Ok(config)

@@ -44,6 +44,12 @@ pub struct PagedAttentionParams<'a> {
     pub head_dim: usize,
     /// Softmax scale, usually `head_dim^-0.5`.
     pub scale: f32,
+    /// Keys a token sees, itself included (this layer's sliding window);
+    /// `None`: every earlier position.
+    pub sliding_window: Option<usize>,
+    /// `cap * tanh(score / cap)` on the scaled scores before the softmax
+    /// (Gemma's `attn_logit_softcapping`); `None`: raw scores.
+    pub logit_softcap: Option<f32>,
 }
 
 /// Query rows (tokens x heads) an item aims for: enough to amortize loading a
@@ -291,8 +297,12 @@ fn attend_body<const ISA: u8>(
 
     let last_pos = item.pos0 + tokens - 1;
     let n_blocks = last_pos / bs + 1;
+    // First key position a token at `pos` sees.
+    let first_key = |pos: usize| p.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
     let table = &p.block_tables[item.seq * p.max_blocks_per_seq..][..n_blocks];
-    for (bi, &block) in table.iter().enumerate() {
+    // Blocks before the first row's window are read by no row of the item.
+    let skip = first_key(item.pos0) / bs;
+    for (bi, &block) in table.iter().enumerate().skip(skip) {
         let start = bi * bs;
         // Keys of this block that the item's last row sees.
         let nk = (last_pos + 1 - start).min(bs);
@@ -313,7 +323,15 @@ fn attend_body<const ISA: u8>(
         for ti in t_first..tokens {
             // A token's heads share its position, hence its visible keys: they
             // go through the block together, K and V rows loaded once for all.
-            let nv = (item.pos0 + ti + 1 - start).min(bs);
+            let pos = item.pos0 + ti;
+            // Keys `lo..nv` of the block are in the token's window.
+            let lo = first_key(pos).saturating_sub(start);
+            let end = (pos + 1 - start).min(bs);
+            if lo >= end {
+                continue;
+            }
+            let nv = end - lo;
+            let (kblk, vblk) = (&kblk[lo * slot_stride..], &vblk[lo * slot_stride..]);
             let r0 = ti * heads;
             let mut h = item.h0;
             while h < item.h1 {
@@ -334,6 +352,9 @@ fn attend_body<const ISA: u8>(
                 }
                 for r in rows.clone() {
                     let sr = &mut s[r * kc..][..kc];
+                    if let Some(cap) = p.logit_softcap {
+                        super::softcap::softcap_inplace(&mut sr[..nv], cap);
+                    }
                     let corr = online_softmax::<ISA>(sr, nv, &mut row_max[r], &mut row_sum[r]);
                     if corr != 1.0 {
                         for v in o[r * d..][..d].iter_mut() {
@@ -518,6 +539,8 @@ mod tests {
         k_cache: Vec<f32>,
         v_cache: Vec<f32>,
         q: Vec<f32>,
+        window: Option<usize>,
+        softcap: Option<f32>,
     }
 
     impl Case {
@@ -584,7 +607,28 @@ mod tests {
                 k_cache,
                 v_cache,
                 q,
+                window: None,
+                softcap: None,
             }
+        }
+
+        /// This case with a sliding window; K/V slots before every new
+        /// token's window are poisoned with NaN (the kernel must not read them).
+        fn windowed(mut self, window: usize, softcap: Option<f32>) -> Self {
+            let slot = self.kv_heads * self.d;
+            for s in 0..self.seq_lens.len() {
+                let q_len = (self.qsl[s + 1] - self.qsl[s]) as usize;
+                let first_pos = self.seq_lens[s] as usize - q_len;
+                for p in 0..(first_pos + 1).saturating_sub(window) {
+                    let block = self.tables[s * self.max_blocks + p / self.bs] as usize;
+                    let e = (block * self.bs + p % self.bs) * slot;
+                    self.k_cache[e..e + slot].fill(f32::NAN);
+                    self.v_cache[e..e + slot].fill(f32::NAN);
+                }
+            }
+            self.window = Some(window);
+            self.softcap = softcap;
+            self
         }
 
         fn params(&self) -> PagedAttentionParams<'_> {
@@ -598,6 +642,8 @@ mod tests {
                 num_kv_heads: self.kv_heads,
                 head_dim: self.d,
                 scale: 1.0 / (self.d as f32).sqrt(),
+                sliding_window: self.window,
+                logit_softcap: self.softcap,
             }
         }
 
@@ -651,17 +697,21 @@ mod tests {
                                 .map(|v| *v as f64)
                                 .collect::<Vec<f64>>()
                         };
-                        let scores: Vec<f64> = (0..=pos)
+                        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                        let scores: Vec<f64> = (first..=pos)
                             .map(|p| {
                                 let k = kv_at(&self.k_cache, p);
-                                qrow.iter().zip(&k).map(|(a, b)| *a as f64 * b).sum::<f64>() * scale
+                                let x =
+                                    qrow.iter().zip(&k).map(|(a, b)| *a as f64 * b).sum::<f64>()
+                                        * scale;
+                                self.softcap.map_or(x, |c| c as f64 * (x / c as f64).tanh())
                             })
                             .collect();
                         let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                         let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
                         let total: f64 = w.iter().sum();
                         let o = &mut out[(t * self.heads + h) * d..][..d];
-                        for (p, wp) in w.iter().enumerate() {
+                        for (p, wp) in (first..).zip(&w) {
                             for (o, v) in o.iter_mut().zip(kv_at(&self.v_cache, p)) {
                                 *o += wp / total * v;
                             }
@@ -769,6 +819,30 @@ mod tests {
         }
     }
 
+    /// Windows smaller than, equal to and larger than a block, in decodes
+    /// and prefill chunks (HF's rule: a token sees itself and the `w - 1`
+    /// positions before it); with and without soft-capping.
+    #[test]
+    fn sliding_window_and_softcap() {
+        let seqs = [(1, 40), (40, 40), (9, 33), (1, 7), (17, 64), (1, 16)];
+        for (window, bs) in [(1, 16), (8, 16), (16, 16), (17, 8), (50, 16), (5, 5)] {
+            for softcap in [None, Some(2.0)] {
+                let case = Case::new(6, 2, 32, bs, &seqs, window as u64).windowed(window, softcap);
+                check(
+                    &case,
+                    &format!("window {window} bs {bs} softcap {softcap:?}"),
+                );
+            }
+        }
+        let capped = Case::new(4, 4, 64, 16, &[(30, 30), (1, 50)], 8);
+        let mut capped = capped.windowed(1000, Some(0.5));
+        check(&capped, "softcap alone");
+        // Soft-capping changes the result (the test above can fail).
+        let capped_out = capped.run(Isa::Baseline);
+        capped.softcap = None;
+        assert_ne!(capped.run(Isa::Baseline), capped_out);
+    }
+
     #[test]
     fn empty_batch_is_a_no_op() {
         let p = PagedAttentionParams {
@@ -781,6 +855,8 @@ mod tests {
             num_kv_heads: 1,
             head_dim: 8,
             scale: 1.0,
+            sliding_window: None,
+            logit_softcap: None,
         };
         let cache = KvSlice::F32(&[0.0; 128]);
         paged_attention(&[], cache, cache, &p, &mut []);

@@ -9,6 +9,7 @@ mod activation;
 mod attention;
 mod cache;
 mod embedding;
+mod gelu;
 mod gemm;
 mod kv_cache;
 mod linear;
@@ -16,6 +17,7 @@ mod norm;
 pub mod quant;
 mod rotary;
 pub mod simd;
+mod softcap;
 mod softmax;
 #[cfg(test)]
 mod test_util;
@@ -24,12 +26,14 @@ pub use activation::silu_and_mul;
 pub use attention::{paged_attention, PagedAttentionParams};
 pub use cache::reshape_and_cache;
 pub use embedding::embedding;
+pub use gelu::{gelu_tanh, gelu_tanh_and_mul};
 pub use gemm::{add_bias, batch_invariant, matmul_transb, set_batch_invariant, GEMV_MAX_M};
 pub use kv_cache::{zeroed_vec, KvBuffer, KvCacheDtype, KvSlice, KvSliceMut, ZeroBits};
 pub use linear::{linear, WeightRef};
 pub use norm::{fused_add_rms_norm, rms_norm, rms_norm_inplace};
 pub use quant::{MatmulMode, QuantType};
 pub use rotary::{rope_inv_freq, rotary_embedding, RopeScaling, RotaryCache};
+pub use softcap::softcap_inplace;
 pub use softmax::{log_softmax_inplace, softmax_inplace};
 
 /// Threads the CPU kernels split work over: rayon's global pool (sized by
