@@ -12,7 +12,10 @@ use serde_json::{Map, Value};
 pub use pagoda_kernels::cpu::RopeScaling;
 
 use crate::weights::error::LoadError;
-use Architecture::{Llama, Mistral, Qwen2, Qwen3};
+use Architecture::{Llama, Mistral, Mixtral, Qwen2, Qwen2Moe, Qwen3, Qwen3Moe};
+
+mod moe;
+pub use moe::{ExpertNames, MoeConfig};
 
 /// The model families Pagoda runs; they share one forward pass and differ in
 /// biases, q/k norms and defaults.
@@ -22,10 +25,16 @@ pub enum Architecture {
     Mistral,
     Qwen2,
     Qwen3,
+    /// Mixtral: Mistral's attention, every MLP a mixture of experts.
+    Mixtral,
+    /// Qwen2's attention; sparse layers with a gated shared expert.
+    Qwen2Moe,
+    /// Qwen3's attention (q/k norm); sparse layers without a shared expert.
+    Qwen3Moe,
 }
 
-const SUPPORTED_ARCHITECTURES: &str =
-    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+const SUPPORTED_ARCHITECTURES: &str = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, \
+     Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM";
 
 impl Architecture {
     /// From an entry of config.json's `"architectures"`.
@@ -35,6 +44,9 @@ impl Architecture {
             "MistralForCausalLM" => Some(Self::Mistral),
             "Qwen2ForCausalLM" => Some(Self::Qwen2),
             "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            "MixtralForCausalLM" => Some(Self::Mixtral),
+            "Qwen2MoeForCausalLM" => Some(Self::Qwen2Moe),
+            "Qwen3MoeForCausalLM" => Some(Self::Qwen3Moe),
             _ => None,
         }
     }
@@ -45,6 +57,9 @@ impl Architecture {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Mixtral => "MixtralForCausalLM",
+            Self::Qwen2Moe => "Qwen2MoeForCausalLM",
+            Self::Qwen3Moe => "Qwen3MoeForCausalLM",
         }
     }
 }
@@ -102,6 +117,8 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub sliding_window: Option<usize>,
+    /// Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE); None when dense.
+    pub moe: Option<MoeConfig>,
 }
 
 impl ModelConfig {
@@ -186,9 +203,14 @@ impl ModelConfig {
                 push("self_attn.o_proj.bias", vec![h]);
             }
             push("post_attention_layernorm.weight", vec![h]);
-            push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
-            push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
-            push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
+            match self.moe.as_ref().filter(|m| m.is_sparse(i)) {
+                Some(m) => m.push_layer_shapes(self.architecture, h, &mut push),
+                None => {
+                    push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
+                    push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
+                    push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
+                }
+            }
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
         if !self.tie_word_embeddings {
@@ -269,37 +291,44 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
         k.usize("max_position_embeddings")?
             .unwrap_or(match architecture {
                 Llama => 2048,
-                Mistral => 4096 * 32,
-                Qwen2 | Qwen3 => 32768,
+                Mistral | Mixtral => 4096 * 32,
+                Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => 32768,
             });
     let (rope_theta, rope_scaling) = parse_rope(&k, max_position_embeddings)?;
     let attention_bias = match architecture {
         Qwen2 => true,
-        Mistral => false,
-        Llama | Qwen3 => k.bool("attention_bias")?.unwrap_or(false),
+        Qwen2Moe => k.bool("qkv_bias")?.unwrap_or(true),
+        Mistral | Mixtral => false,
+        Llama | Qwen3 | Qwen3Moe => k.bool("attention_bias")?.unwrap_or(false),
     };
     let (bos_token_id, eos_token_ids) = special_token_ids(&k, architecture)?;
+    let num_hidden_layers = k.required_usize("num_hidden_layers")?;
+    let intermediate_size = k.required_usize("intermediate_size")?;
     let config = ModelConfig {
         architecture,
         vocab_size: k.required_usize("vocab_size")?,
         hidden_size,
-        intermediate_size: k.required_usize("intermediate_size")?,
-        num_hidden_layers: k.required_usize("num_hidden_layers")?,
+        intermediate_size,
+        num_hidden_layers,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
-        rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+        rms_norm_eps: k
+            .f64("rms_norm_eps")?
+            .unwrap_or(if architecture == Mixtral { 1e-5 } else { 1e-6 })
+            as f32,
         rope_theta,
         rope_scaling,
         max_position_embeddings,
         tie_word_embeddings: k.bool("tie_word_embeddings")?.unwrap_or(false),
         attention_bias,
-        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3),
-        qk_norm: architecture == Qwen3,
+        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3 | Qwen3Moe),
+        qk_norm: matches!(architecture, Qwen3 | Qwen3Moe),
         dtype: dtype_of(&k)?,
         bos_token_id,
         eos_token_ids,
         sliding_window: sliding_window_of(&k, architecture)?,
+        moe: moe::parse_moe(&k, architecture, num_hidden_layers, intermediate_size)?,
     };
     config.validate(k.path)?;
     Ok(config)
@@ -356,8 +385,10 @@ fn attention_shape(
             .usize("num_key_value_heads")?
             .unwrap_or(num_attention_heads),
         (false, Llama) => num_attention_heads,
-        (false, Mistral) => 8,
+        (false, Mistral | Mixtral) => 8,
         (false, Qwen2 | Qwen3) => 32,
+        (false, Qwen2Moe) => 16,
+        (false, Qwen3Moe) => 4,
     };
     let head_dim = match (k.usize("head_dim")?, architecture) {
         (Some(d), _) => d,
@@ -391,11 +422,12 @@ fn dtype_of(k: &Keys) -> Result<DType, LoadError> {
 fn sliding_window_of(k: &Keys, architecture: Architecture) -> Result<Option<usize>, LoadError> {
     match architecture {
         Llama => Ok(None),
+        Mixtral => k.usize("sliding_window"),
         Mistral => match k.obj.get("sliding_window") {
             None => Ok(Some(4096)),
             Some(_) => k.usize("sliding_window"),
         },
-        Qwen2 | Qwen3 => {
+        Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => {
             if k.bool("use_sliding_window")?.unwrap_or(false) {
                 return Err(k.error(
                     "use_sliding_window = true is not supported (Qwen's per-layer sliding window)",
@@ -412,8 +444,8 @@ fn special_token_ids(
     architecture: Architecture,
 ) -> Result<(Option<u32>, Vec<u32>), LoadError> {
     let (default_bos, default_eos) = match architecture {
-        Llama | Mistral => (Some(1), vec![2]),
-        Qwen2 | Qwen3 => (None, vec![]),
+        Llama | Mistral | Mixtral => (Some(1), vec![2]),
+        Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => (None, vec![]),
     };
     let bos_token_id = if k.obj.contains_key("bos_token_id") {
         k.token_ids("bos_token_id")?.first().copied()

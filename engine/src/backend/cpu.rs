@@ -12,6 +12,8 @@ use rayon::prelude::*;
 pub struct CpuBackend {
     /// How block-quantized weights are multiplied (`--cpu-matmul`).
     matmul_mode: cpu::MatmulMode,
+    /// `fused_moe`'s buffers (MoE models only; empty otherwise).
+    moe_scratch: std::sync::Mutex<super::cpu_moe::MoeScratch>,
 }
 
 impl CpuBackend {
@@ -21,7 +23,18 @@ impl CpuBackend {
 
     /// A backend multiplying block-quantized weights as `mode` says.
     pub fn with_matmul_mode(mode: cpu::MatmulMode) -> Self {
-        CpuBackend { matmul_mode: mode }
+        CpuBackend {
+            matmul_mode: mode,
+            ..CpuBackend::default()
+        }
+    }
+
+    pub(super) fn matmul_mode(&self) -> cpu::MatmulMode {
+        self.matmul_mode
+    }
+
+    pub(super) fn moe_scratch(&self) -> &std::sync::Mutex<super::cpu_moe::MoeScratch> {
+        &self.moe_scratch
     }
 }
 
@@ -255,6 +268,15 @@ impl Backend for CpuBackend {
             scale: dims.scale,
         };
         cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);
+    }
+
+    fn fused_moe(
+        &self,
+        hidden: &mut Vec<f32>,
+        moe: &super::moe::MoeWeights<CpuWeight>,
+        rows: usize,
+    ) {
+        self.fused_moe_cpu(hidden, moe, rows);
     }
 
     fn gather_rows(

@@ -1,13 +1,15 @@
 //! The decoder-only transformer of Llama, Mistral, Qwen2 and Qwen3, written
 //! once over the device-neutral op set. The architectures differ only in
 //! flags: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), rope scaling and
-//! tied embeddings; the flags come from `ModelConfig`.
+//! tied embeddings; the flags come from `ModelConfig`. Mixtral and Qwen MoE
+//! models replace some or all MLPs with a mixture of experts (`moe.rs`).
 
 mod decoder_layer;
+mod moe;
 mod weights;
 mod workspace;
 
-pub use weights::{DecoderWeights, LayerWeights};
+pub use weights::{DecoderWeights, DenseMlpWeights, FeedForward, LayerWeights};
 pub use workspace::{KvCache, Workspace};
 
 use crate::backend::{AttentionDims, Backend};
@@ -26,6 +28,8 @@ pub struct ModelDims {
     pub eps: f32,
     pub qk_norm: bool,
     pub qkv_bias: bool,
+    /// Experts of the sparse layers (0: a dense model).
+    pub num_experts: usize,
 }
 
 impl ModelDims {
@@ -41,6 +45,7 @@ impl ModelDims {
             eps: c.rms_norm_eps,
             qk_norm: c.qk_norm,
             qkv_bias: c.attention_bias,
+            num_experts: c.moe.as_ref().map_or(0, |m| m.num_experts),
         }
     }
 
@@ -125,7 +130,10 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.eps,
             );
-            self.mlp_block(backend, layer, t, ws);
+            match &layer.mlp {
+                FeedForward::Dense(mlp) => self.mlp_block(backend, mlp, t, ws),
+                FeedForward::Sparse(moe) => backend.fused_moe(&mut ws.hidden, moe, t),
+            }
         }
         backend.fused_add_rms_norm(
             &mut ws.hidden,

@@ -2,8 +2,9 @@
 //! gate/up into one matrix each so a layer runs three GEMMs, not seven.
 
 use super::ModelDims;
+use crate::backend::moe::MoeWeights;
 use crate::backend::Backend;
-use crate::config::ModelConfig;
+use crate::config::{ExpertNames, ModelConfig, MoeConfig};
 use crate::weights::{HostTensor, WeightSource};
 use anyhow::Context;
 
@@ -18,6 +19,16 @@ pub struct LayerWeights<B: Backend> {
     /// Llama's `attention_bias` also biases o_proj (Qwen2's does not).
     pub o_bias: Option<B::Tensor>,
     pub post_attention_layernorm: B::Tensor,
+    pub mlp: FeedForward<B>,
+}
+
+/// A layer's MLP: dense, or a mixture of experts (`model/moe.rs`).
+pub enum FeedForward<B: Backend> {
+    Dense(DenseMlpWeights<B>),
+    Sparse(MoeWeights<B::Weight>),
+}
+
+pub struct DenseMlpWeights<B: Backend> {
     /// `[2 * intermediate, hidden]`: gate rows, then up rows.
     pub gate_up_proj: B::Weight,
     pub down_proj: B::Weight,
@@ -62,8 +73,13 @@ impl<B: Backend> DecoderWeights<B> {
                 source,
                 prefix: format!("model.layers.{i}"),
             };
+            let sparse = config
+                .moe
+                .as_ref()
+                .filter(|m| m.is_sparse(i))
+                .map(|m| (m, ExpertNames::of(config.architecture)));
             let weights = layer
-                .load_layer(&d)
+                .load_layer(&d, sparse)
                 .with_context(|| format!("loading layer {i}"))?;
             layers.push(weights);
             progress(2 + i, total);
@@ -99,13 +115,19 @@ impl<B: Backend> DecoderWeights<B> {
     fn matrices(&self) -> Vec<(String, &B::Weight)> {
         let mut out = vec![("embed_tokens".to_string(), &self.embed_tokens)];
         for (i, l) in self.layers.iter().enumerate() {
-            for (name, w) in [
-                ("qkv_proj", &l.qkv_proj),
-                ("o_proj", &l.o_proj),
-                ("gate_up_proj", &l.gate_up_proj),
-                ("down_proj", &l.down_proj),
-            ] {
+            for (name, w) in [("qkv_proj", &l.qkv_proj), ("o_proj", &l.o_proj)] {
                 out.push((format!("layers.{i}.{name}"), w));
+            }
+            match &l.mlp {
+                FeedForward::Dense(m) => {
+                    out.push((format!("layers.{i}.gate_up_proj"), &m.gate_up_proj));
+                    out.push((format!("layers.{i}.down_proj"), &m.down_proj));
+                }
+                FeedForward::Sparse(m) => out.extend(
+                    super::moe::moe_matrices(m)
+                        .into_iter()
+                        .map(|(n, w)| (format!("layers.{i}.{n}"), w)),
+                ),
             }
         }
         if let Some(h) = &self.lm_head {
@@ -148,19 +170,19 @@ impl<B: Backend> DecoderWeights<B> {
 /// Reads tensors by their HF names under one prefix (`model`,
 /// `model.layers.{i}`), checking shapes, and uploads them: the names of a
 /// layer are then written once, relative to it.
-struct TensorLoader<'a, B: Backend> {
-    backend: &'a B,
-    source: &'a dyn WeightSource,
-    prefix: String,
+pub(super) struct TensorLoader<'a, B: Backend> {
+    pub(super) backend: &'a B,
+    pub(super) source: &'a dyn WeightSource,
+    pub(super) prefix: String,
 }
 
 impl<B: Backend> TensorLoader<'_, B> {
-    fn name(&self, suffix: &str) -> String {
+    pub(super) fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
 
     /// The host tensor `prefix.suffix`, of exactly `shape`.
-    fn get(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<HostTensor> {
+    pub(super) fn get(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<HostTensor> {
         Ok(self.source.get(&self.name(suffix), shape)?)
     }
 
@@ -191,7 +213,7 @@ impl<B: Backend> TensorLoader<'_, B> {
 
     /// Stacks weight matrices `parts` (name, shape) row-wise into one, so
     /// one GEMM serves what the checkpoint stores apart; each keeps its format.
-    fn upload_matrix(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Weight> {
+    pub(super) fn upload_matrix(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Weight> {
         let host = parts
             .iter()
             .map(|(suffix, shape)| self.get(suffix, shape))
@@ -201,7 +223,11 @@ impl<B: Backend> TensorLoader<'_, B> {
 
     /// One decoder layer: q/k/v and gate/up fused, biases and q/k norms
     /// where the architecture (or the checkpoint) has them.
-    fn load_layer(&self, d: &ModelDims) -> anyhow::Result<LayerWeights<B>> {
+    fn load_layer(
+        &self,
+        d: &ModelDims,
+        sparse: Option<(&MoeConfig, ExpertNames)>,
+    ) -> anyhow::Result<LayerWeights<B>> {
         let (h, q, kv, inter) = (d.hidden, d.q_dim(), d.kv_dim(), d.intermediate);
         let qkv_proj = self.upload_matrix(&[
             ("self_attn.q_proj.weight", &[q, h]),
@@ -238,13 +264,18 @@ impl<B: Backend> TensorLoader<'_, B> {
             o_proj: self.upload_matrix(&[("self_attn.o_proj.weight", &[h, q])])?,
             o_bias: upload_optional("self_attn.o_proj.bias", &[h])?,
             post_attention_layernorm: self.upload("post_attention_layernorm.weight", &[h])?,
-            gate_up_proj: self.upload_matrix(&[
-                ("mlp.gate_proj.weight", &[inter, h]),
-                ("mlp.up_proj.weight", &[inter, h]),
-            ])?,
-            down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
-            gate_up_bias: self.gate_up_bias(inter)?,
-            down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
+            mlp: match sparse {
+                Some((moe, names)) => FeedForward::Sparse(self.load_moe(moe, names, h)?),
+                None => FeedForward::Dense(DenseMlpWeights {
+                    gate_up_proj: self.upload_matrix(&[
+                        ("mlp.gate_proj.weight", &[inter, h]),
+                        ("mlp.up_proj.weight", &[inter, h]),
+                    ])?,
+                    down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
+                    gate_up_bias: self.gate_up_bias(inter)?,
+                    down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
+                }),
+            },
         })
     }
 

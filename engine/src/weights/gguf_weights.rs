@@ -49,7 +49,14 @@ impl WeightSource for GgufWeights {
             .file
             .tensor_info(&gguf_name)
             .ok_or_else(|| missing(label.clone()))?;
-        check_shape(path, &label, shape, &info.shape())?;
+        // llama.cpp stores Qwen2-MoE's `[1, hidden]` shared-expert gate as
+        // `[hidden]`: a shape equal but for leading 1s is the same tensor.
+        let found = info.shape();
+        let squeeze =
+            |s: &[usize]| -> Vec<usize> { s.iter().copied().skip_while(|&d| d == 1).collect() };
+        if squeeze(&found) != squeeze(shape) {
+            check_shape(path, &label, shape, &found)?;
+        }
 
         let bytes = self.file.tensor_bytes(info)?;
         let data = match info.ggml_type {
@@ -58,7 +65,11 @@ impl WeightSource for GgufWeights {
             other => match other.quant_type() {
                 // Rows must be whole blocks (always so for linear weights);
                 // anything else is dequantized to f32.
-                Some(ty) if shape.len() == 2 && shape[1].is_multiple_of(ty.block_size()) => {
+                // (3D: llama.cpp's stacked experts, `[E, rows, cols]`.)
+                Some(ty)
+                    if (shape.len() == 2 || shape.len() == 3)
+                        && shape[shape.len() - 1].is_multiple_of(ty.block_size()) =>
+                {
                     TensorData::Quant {
                         ty,
                         bytes: bytes.to_vec(),
