@@ -618,6 +618,7 @@ mod moe_device_tests {
             load_format: crate::weights::LoadFormat::Dummy,
             device: Device::Cuda,
             kv_cache_memory: Some(16 << 20),
+            max_model_len: Some(256),
             ..EngineConfig::default()
         };
         let Err(err) = build_engine(&config) else {

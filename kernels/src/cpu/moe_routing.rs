@@ -38,7 +38,7 @@ impl ExpertRouting {
     /// If `top_k` is 0 or above `num_experts`, or the logits are not whole rows.
     pub fn route(&mut self, logits: &[f32], num_experts: usize, top_k: usize, renormalize: bool) {
         assert!(
-            top_k >= 1 && top_k <= num_experts,
+            (1..=num_experts).contains(&top_k),
             "route: top_k {top_k} of {num_experts} experts"
         );
         assert!(
@@ -90,8 +90,10 @@ impl ExpertRouting {
         for &id in &self.expert_ids {
             self.expert_offsets[id as usize + 1] += 1;
         }
-        for i in 0..e {
-            self.expert_offsets[i + 1] += self.expert_offsets[i];
+        let mut running = 0;
+        for offset in self.expert_offsets.iter_mut() {
+            running += *offset;
+            *offset = running;
         }
         let n = tokens * self.top_k;
         self.row_token.clear();
@@ -166,9 +168,10 @@ pub fn moe_scatter_weighted(
         .enumerate()
         .for_each(|(t, row)| {
             row.fill(0.0);
-            for j in t * k..(t + 1) * k {
-                let w = routing.weights[j];
-                let r = routing.gathered_row[j] as usize;
+            let choices = t * k..(t + 1) * k;
+            let weights = &routing.weights[choices.clone()];
+            for (&w, &r) in weights.iter().zip(&routing.gathered_row[choices]) {
+                let r = r as usize;
                 for (o, &v) in row.iter_mut().zip(&expert_out[r * dim..(r + 1) * dim]) {
                     *o += v * w;
                 }
