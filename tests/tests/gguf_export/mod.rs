@@ -63,6 +63,10 @@ fn expert_of(name: &str) -> Option<(usize, usize, &'static str)> {
     Some((layer.parse().ok()?, j.parse().ok()?, kind))
 }
 
+/// Experts of one (layer, projection) being stacked: one expert's shape,
+/// the ggml type, the bytes of experts 0..E in order.
+type Stacked = (Vec<usize>, u32, Vec<u8>);
+
 /// Converts the HF folder `dir` into the GGUF file `out`.
 pub fn convert_moe_fixture(dir: &Path, out: &Path) {
     let config = ModelConfig::from_hf_dir(dir).unwrap();
@@ -75,8 +79,7 @@ pub fn convert_moe_fixture(dir: &Path, out: &Path) {
         other => panic!("{other:?} is not a MoE architecture"),
     };
     let mut tensors: Vec<RawTensor> = Vec::new();
-    // (layer, kind) -> (expert shape, type, bytes of experts 0..E in order)
-    let mut stacked: BTreeMap<(usize, &str), (Vec<usize>, u32, Vec<u8>)> = BTreeMap::new();
+    let mut stacked: BTreeMap<(usize, &str), Stacked> = BTreeMap::new();
     for (name, shape) in config.tensor_shapes() {
         let t = weights.get(&name, &shape).unwrap();
         let (ty, mut bytes) = raw(t.data);
