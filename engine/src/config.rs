@@ -12,11 +12,15 @@ use serde_json::{Map, Value};
 pub use pagoda_kernels::cpu::RopeScaling;
 
 use crate::weights::error::LoadError;
-use Architecture::{Gemma2, Gemma3, Llama, Mistral, Phi3, Qwen2, Qwen3};
+use Architecture::{
+    Gemma2, Gemma3, Llama, Mistral, Mixtral, Phi3, Qwen2, Qwen2Moe, Qwen3, Qwen3Moe,
+};
 
 mod long_rope;
+mod moe;
 mod variant;
 pub use long_rope::LongRope;
+pub use moe::{ExpertNames, MoeConfig};
 pub use variant::{DecoderVariant, HiddenAct};
 
 /// The model families Pagoda runs; they share one forward pass and differ in
@@ -32,10 +36,17 @@ pub enum Architecture {
     Gemma3,
     /// Phi-3 (fused projections in the checkpoint, LongRoPE).
     Phi3,
+    /// Mixtral: Mistral's attention, every MLP a mixture of experts.
+    Mixtral,
+    /// Qwen2's attention; sparse layers with a gated shared expert.
+    Qwen2Moe,
+    /// Qwen3's attention (q/k norm); sparse layers without a shared expert.
+    Qwen3Moe,
 }
 
 const SUPPORTED_ARCHITECTURES: &str = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, \
-     Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM";
+     Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, \
+     MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM";
 
 impl Architecture {
     /// From an entry of config.json's `"architectures"`.
@@ -48,6 +59,9 @@ impl Architecture {
             "Gemma2ForCausalLM" => Some(Self::Gemma2),
             "Gemma3ForCausalLM" => Some(Self::Gemma3),
             "Phi3ForCausalLM" => Some(Self::Phi3),
+            "MixtralForCausalLM" => Some(Self::Mixtral),
+            "Qwen2MoeForCausalLM" => Some(Self::Qwen2Moe),
+            "Qwen3MoeForCausalLM" => Some(Self::Qwen3Moe),
             _ => None,
         }
     }
@@ -61,6 +75,9 @@ impl Architecture {
             Self::Gemma2 => "Gemma2ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
+            Self::Mixtral => "MixtralForCausalLM",
+            Self::Qwen2Moe => "Qwen2MoeForCausalLM",
+            Self::Qwen3Moe => "Qwen3MoeForCausalLM",
         }
     }
 }
@@ -122,6 +139,8 @@ pub struct ModelConfig {
     /// Per-layer windows; Gemma's norms, soft-capping, activation, local
     /// rope; Phi-3's fused projections and LongRoPE.
     pub variant: DecoderVariant,
+    /// Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE); None when dense.
+    pub moe: Option<MoeConfig>,
 }
 
 impl ModelConfig {
@@ -214,16 +233,21 @@ impl ModelConfig {
                 push("pre_feedforward_layernorm.weight", vec![h]);
                 push("post_feedforward_layernorm.weight", vec![h]);
             }
-            if self.variant.fused_projections {
-                push(
-                    "mlp.gate_up_proj.weight",
-                    vec![2 * self.intermediate_size, h],
-                );
-            } else {
-                push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
-                push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
+            match self.moe.as_ref().filter(|m| m.is_sparse(i)) {
+                Some(m) => m.push_layer_shapes(self.architecture, h, &mut push),
+                None if self.variant.fused_projections => {
+                    push(
+                        "mlp.gate_up_proj.weight",
+                        vec![2 * self.intermediate_size, h],
+                    );
+                    push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
+                }
+                None => {
+                    push("mlp.gate_proj.weight", vec![self.intermediate_size, h]);
+                    push("mlp.up_proj.weight", vec![self.intermediate_size, h]);
+                    push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
+                }
             }
-            push("mlp.down_proj.weight", vec![h, self.intermediate_size]);
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
         if !self.tie_word_embeddings {
@@ -304,8 +328,8 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
         k.usize("max_position_embeddings")?
             .unwrap_or(match architecture {
                 Llama => 2048,
-                Mistral => 4096 * 32,
-                Qwen2 | Qwen3 => 32768,
+                Mistral | Mixtral => 4096 * 32,
+                Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => 32768,
                 Gemma2 => variant::GEMMA_DEFAULTS.max_position_embeddings,
                 Gemma3 => variant::GEMMA3_MAX_POSITION_EMBEDDINGS,
                 Phi3 => 4096,
@@ -321,8 +345,9 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
     };
     let attention_bias = match architecture {
         Qwen2 => true,
-        Mistral | Phi3 => false,
-        Llama | Qwen3 | Gemma2 | Gemma3 => k.bool("attention_bias")?.unwrap_or(false),
+        Qwen2Moe => k.bool("qkv_bias")?.unwrap_or(true),
+        Mistral | Mixtral | Phi3 => false,
+        Llama | Qwen3 | Qwen3Moe | Gemma2 | Gemma3 => k.bool("attention_bias")?.unwrap_or(false),
     };
     let num_hidden_layers = k.required_usize("num_hidden_layers")?;
     let (sliding_window, sliding_layers) =
@@ -337,16 +362,21 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
         variant::parse_gemma(&k, architecture, &mut variant, max_position_embeddings)?;
     }
     let (bos_token_id, eos_token_ids) = special_token_ids(&k, architecture)?;
+    let num_hidden_layers = k.required_usize("num_hidden_layers")?;
+    let intermediate_size = k.required_usize("intermediate_size")?;
     let config = ModelConfig {
         architecture,
         vocab_size: k.required_usize("vocab_size")?,
         hidden_size,
-        intermediate_size: k.required_usize("intermediate_size")?,
+        intermediate_size,
         num_hidden_layers,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
-        rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+        rms_norm_eps: k
+            .f64("rms_norm_eps")?
+            .unwrap_or(if architecture == Mixtral { 1e-5 } else { 1e-6 })
+            as f32,
         rope_theta,
         rope_scaling,
         max_position_embeddings,
@@ -354,13 +384,15 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
             .bool("tie_word_embeddings")?
             .unwrap_or(matches!(architecture, Gemma2 | Gemma3)),
         attention_bias,
-        o_proj_bias: attention_bias && matches!(architecture, Llama | Qwen3 | Gemma2 | Gemma3),
-        qk_norm: matches!(architecture, Qwen3 | Gemma3),
+        o_proj_bias: attention_bias
+            && matches!(architecture, Llama | Qwen3 | Qwen3Moe | Gemma2 | Gemma3),
+        qk_norm: matches!(architecture, Qwen3 | Qwen3Moe | Gemma3),
         dtype: dtype_of(&k)?,
         bos_token_id,
         eos_token_ids,
         sliding_window,
         variant,
+        moe: moe::parse_moe(&k, architecture, num_hidden_layers, intermediate_size)?,
     };
     config.validate(k.path)?;
     Ok(config)
@@ -419,8 +451,10 @@ fn attention_shape(
             .usize("num_key_value_heads")?
             .unwrap_or(num_attention_heads),
         (false, Llama | Phi3) => num_attention_heads,
-        (false, Mistral) => 8,
+        (false, Mistral | Mixtral) => 8,
         (false, Qwen2 | Qwen3) => 32,
+        (false, Qwen2Moe) => 16,
+        (false, Qwen3Moe) => 4,
         (false, Gemma2 | Gemma3) => variant::GEMMA_DEFAULTS.num_key_value_heads,
     };
     let head_dim = match (k.usize("head_dim")?, architecture) {
@@ -460,8 +494,8 @@ fn special_token_ids(
     architecture: Architecture,
 ) -> Result<(Option<u32>, Vec<u32>), LoadError> {
     let (default_bos, default_eos) = match architecture {
-        Llama | Mistral => (Some(1), vec![2]),
-        Qwen2 | Qwen3 => (None, vec![]),
+        Llama | Mistral | Mixtral => (Some(1), vec![2]),
+        Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => (None, vec![]),
         Gemma2 | Gemma3 => (Some(2), vec![1]),
         Phi3 => (Some(1), vec![32000]),
     };

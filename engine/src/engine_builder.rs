@@ -195,9 +195,25 @@ fn warn_unvalidated_cuda() {
 #[cfg(feature = "cuda")]
 fn open_cuda(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
     use anyhow::Context as _;
+    if let Some(reason) = cuda_unsupported(dims) {
+        anyhow::bail!(reason);
+    }
     pagoda_kernels::cuda::CudaKernels::with_head_dims(0, &[dims.head_dim])
         .map(|k| ChosenDevice::Cuda(Box::new(k)))
         .context("cannot open CUDA device 0")
+}
+
+/// Why the CUDA backend cannot run this model, if it cannot (checked
+/// before the GPU is opened, so `--device auto` falls back to the CPU).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn cuda_unsupported(dims: &ModelDims) -> Option<String> {
+    (dims.num_experts > 0).then(|| {
+        format!(
+            "the model is a mixture of experts ({} experts) and the CUDA backend has no \
+             fused-MoE path yet (routing kernel + grouped GEMMs); the CPU backend runs it",
+            dims.num_experts
+        )
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -630,6 +646,60 @@ mod error_tests {
         let chain = error_chain(&err);
         assert!(chain.starts_with("Failed to load the model: "), "{chain}");
         assert!(chain.contains("/nonexistent/pagoda-model"), "{chain}");
+    }
+}
+
+#[cfg(test)]
+mod moe_device_tests {
+    use super::*;
+
+    const MIXTRAL: &str = r#"{"architectures": ["MixtralForCausalLM"], "hidden_size": 32,
+        "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_local_experts": 4, "vocab_size": 64}"#;
+
+    fn dims(json: &str) -> ModelDims {
+        ModelDims::from_config(&crate::config::ModelConfig::from_hf_json_str(json).unwrap())
+    }
+
+    #[test]
+    fn only_mixtures_of_experts_are_kept_off_cuda() {
+        let why = cuda_unsupported(&dims(MIXTRAL)).unwrap();
+        assert!(
+            why.contains("fused-MoE") && why.contains("4 experts"),
+            "{why}"
+        );
+        let dense = MIXTRAL.replace("MixtralForCausalLM", "MistralForCausalLM");
+        assert!(cuda_unsupported(&dims(&dense)).is_none());
+    }
+
+    /// `--device cuda` names the missing path whether or not a GPU is there
+    /// (the check comes before the device is opened); `auto` runs on the CPU.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn device_cuda_refuses_a_moe_model_and_auto_takes_the_cpu() {
+        let dir = std::env::temp_dir().join(format!("pagoda-moe-device-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), MIXTRAL).unwrap();
+        let config = EngineConfig {
+            model: dir.clone(),
+            load_format: crate::weights::LoadFormat::Dummy,
+            device: Device::Cuda,
+            kv_cache_memory: Some(16 << 20),
+            max_model_len: Some(256),
+            ..EngineConfig::default()
+        };
+        let Err(err) = build_engine(&config) else {
+            panic!("--device cuda must refuse a MoE model");
+        };
+        let chain = error_chain(&err);
+        assert!(chain.contains("fused-MoE"), "{chain}");
+        let auto = EngineConfig {
+            device: Device::Auto,
+            ..config
+        };
+        let built = build_engine(&auto).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        assert!(built.engine.model_info().device.starts_with("cpu"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

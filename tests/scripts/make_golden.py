@@ -20,7 +20,10 @@ the current token then dominates the residual stream and tied models predict
 their input token again (loops such as 1 distinct token in 24). Each seed is
 the first of 1xxx, 11xx, 12xx, 13xx for which every case has >= 14 distinct
 tokens in 24 and every top-2 logit margin is >= 3e-3; `summarize` prints both
-so a regeneration on other torch versions shows if that still holds.
+so a regeneration on other torch versions shows if that still holds. The
+mixture-of-experts models take the first seed of 14xx that also keeps every
+token's gap between its k-th and (k+1)-th router logit >= 1e-3 (recorded as
+`min_router_margin`), so f32 rounding cannot send a token to another expert.
 
 Usage: python3 tests/scripts/make_golden.py [--out tests/fixtures/models] [--only NAME]
 """
@@ -46,10 +49,16 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 PROMPT_LENS = [1, 5, 17, 40]
@@ -306,6 +315,95 @@ MODELS = [
             original_max_position_embeddings=512,
         ),
     },
+    # Mixtures of experts (issue 10). transformers 5.24 keeps experts as 3D
+    # tensors in memory and saves them per expert (the published layout).
+    {
+        "name": "mixtral_e8_top2_f32",
+        "arch": "MixtralForCausalLM",
+        "dtype": "float32",
+        "legacy_config": True,
+        "seed": 1403,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+            rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None,
+            num_local_experts=8, num_experts_per_tok=2,
+        ),
+    },
+    {
+        "name": "mixtral_e4_top2_tied_bf16",
+        "arch": "MixtralForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": False,
+        "seed": 1402,
+        "config": dict(
+            vocab_size=288, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-5,
+            rope_theta=1000000.0, tie_word_embeddings=True, sliding_window=None,
+            num_local_experts=4, num_experts_per_tok=2,
+        ),
+    },
+    {
+        # Shared expert with its sigmoid gate; layer 1 dense (mlp_only_layers).
+        "name": "qwen2_moe_shared_f32",
+        "arch": "Qwen2MoeForCausalLM",
+        "dtype": "float32",
+        "legacy_config": True,
+        "seed": 1404,
+        "config": dict(
+            vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False,
+            sliding_window=None, num_experts=8, num_experts_per_tok=4,
+            moe_intermediate_size=32, shared_expert_intermediate_size=96,
+            norm_topk_prob=False, mlp_only_layers=[1], decoder_sparse_step=1,
+        ),
+    },
+    {
+        # decoder_sparse_step 2: layers 1 and 3 sparse; norm_topk_prob.
+        "name": "qwen2_moe_step2_norm_bf16",
+        "arch": "Qwen2MoeForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": False,
+        "seed": 1404,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+            sliding_window=None, num_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=48, shared_expert_intermediate_size=64,
+            norm_topk_prob=True, decoder_sparse_step=2,
+        ),
+    },
+    {
+        # Qwen3-30B-A3B's routing (norm_topk_prob) at 16 experts, top-4.
+        "name": "qwen3_moe_e16_top4_f32",
+        "arch": "Qwen3MoeForCausalLM",
+        "dtype": "float32",
+        "legacy_config": False,
+        "seed": 1403,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False,
+            sliding_window=None, num_experts=16, num_experts_per_tok=4,
+            moe_intermediate_size=16, norm_topk_prob=True,
+        ),
+    },
+    {
+        "name": "qwen3_moe_mlponly_bf16",
+        "arch": "Qwen3MoeForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": True,
+        "seed": 1403,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+            sliding_window=None, num_experts=8, num_experts_per_tok=2,
+            moe_intermediate_size=48, norm_topk_prob=False, mlp_only_layers=[0],
+        ),
+    },
 ]
 
 ARCHS = {
@@ -316,6 +414,9 @@ ARCHS = {
     "Gemma2ForCausalLM": (Gemma2Config, Gemma2ForCausalLM),
     "Gemma3ForCausalLM": (Gemma3TextConfig, Gemma3ForCausalLM),
     "Phi3ForCausalLM": (Phi3Config, Phi3ForCausalLM),
+    "MixtralForCausalLM": (MixtralConfig, MixtralForCausalLM),
+    "Qwen2MoeForCausalLM": (Qwen2MoeConfig, Qwen2MoeForCausalLM),
+    "Qwen3MoeForCausalLM": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
 }
 
 
@@ -362,8 +463,31 @@ def init_weights(model, seed, embed_std, norm_offset=False):
                 # std ~ 2 / sqrt(fan_in): strong enough to mix tokens across layers.
                 std = 2.0 / p.shape[1] ** 0.5
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif ".experts." in name and p.dim() == 3:
+                # MoE experts, [experts, out, in] in memory: as 2D, per expert.
+                std = 2.0 / p.shape[2] ** 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
             else:
                 raise ValueError(f"unexpected parameter {name}")
+
+
+ROUTER_MARGINS = []
+
+
+def track_router_margins(model):
+    """Records, per routed token, the gap between the k-th and (k+1)-th router
+    logit: a near-tie there could send Pagoda's f32 to another expert."""
+    for name, module in model.named_modules():
+        if type(module).__name__.endswith("TopKRouter"):
+            k = module.top_k
+
+            def hook(mod, args, out, k=k):
+                logits = out[0].float()
+                if logits.shape[-1] > k:
+                    top = torch.topk(logits, k + 1, dim=-1).values
+                    ROUTER_MARGINS.append(float((top[:, k - 1] - top[:, k]).min()))
+
+            module.register_forward_hook(hook)
 
 
 @torch.no_grad()
@@ -474,6 +598,8 @@ def build_one(spec, out_root):
 
     # Reference from the saved checkpoint, upcast to f32.
     ref = load_f32(folder, arch)
+    ROUTER_MARGINS.clear()
+    track_router_margins(ref)
     gen = torch.Generator().manual_seed(spec["seed"] + 7)
     vocab = config.vocab_size
     cases = []
@@ -538,6 +664,7 @@ def build_one(spec, out_root):
         n = len(last["prompt_token_ids"])
         assert logits[n - 1:].argmax(-1).tolist() == last["output_token_ids"], name
 
+    router_margin = min(ROUTER_MARGINS) if ROUTER_MARGINS else None
     golden = {
         "model": name,
         "architecture": arch,
@@ -554,6 +681,8 @@ def build_one(spec, out_root):
         },
         "cases": cases,
     }
+    if router_margin is not None:
+        golden["min_router_margin"] = router_margin
     (folder / "golden.json").write_text(golden_json(golden))
     return golden
 
@@ -569,6 +698,7 @@ def summarize(golden, folder):
     print(
         f"{golden['model']:32s} {size / 1024:7.1f} KiB  distinct {' '.join(parts)}  "
         f"min margin {min(margins):.4f}  top1 lp mean {sum(top1) / len(top1):.3f}"
+        + (f"  router margin {golden['min_router_margin']:.4f}" if "min_router_margin" in golden else "")
     )
 
 

@@ -167,6 +167,72 @@ fn tiny_checkpoints_match_hf_transformers() {
     );
 }
 
+mod gguf_export;
+
+/// The mixture-of-experts fixtures written as GGUF files (llama.cpp's
+/// `ffn_*_exps` layout, through the engine's GGUF writer), and one loaded
+/// with `--device auto`, which must fall back to the CPU (no fused-MoE
+/// path on CUDA): the same tokens as HF.
+#[test]
+fn moe_fixtures_as_gguf_match_hf_transformers() {
+    let dir = fixtures().join("models");
+    let tmp = std::env::temp_dir().join(format!("pagoda-moe-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/models")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let golden = std::fs::read_to_string(p.join("golden.json")).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&golden).unwrap_or_default();
+            let arch = v["architecture"].as_str().unwrap_or("");
+            arch.starts_with("Mixtral") || arch.contains("Moe")
+        })
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 3,
+        "expected the MoE fixtures in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for model_dir in &names {
+        let golden: Golden =
+            serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
+                .unwrap();
+        let gguf = tmp.join(format!("{}.gguf", golden.model));
+        gguf_export::convert_moe_fixture(model_dir, &gguf);
+        let handle = engine_for(gguf, CpuMatmul::Exact, KvCacheDtype::Float32);
+        match compare(&golden, &handle, &EXACT) {
+            Ok(()) => eprintln!("{} (GGUF): matches HF", golden.model),
+            Err(e) => failures.push(format!("GGUF: {e}")),
+        }
+        handle.shutdown();
+    }
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(names[0].join("golden.json")).unwrap())
+            .unwrap();
+    let config = EngineConfig {
+        model: names[0].clone(),
+        device: Device::Auto,
+        max_num_seqs: 8,
+        kv_cache_memory: Some(64 << 20),
+        max_model_len: Some(512),
+        ..EngineConfig::default()
+    };
+    let handle = EngineHandle::start(config)
+        .unwrap_or_else(|e| panic!("--device auto: {}", pagoda_engine::error_chain(&e)));
+    if let Err(e) = compare(&golden, &handle, &EXACT) {
+        failures.push(format!("--device auto: {e}"));
+    }
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).
 pub fn smollm2_path() -> Option<PathBuf> {
     let p = std::env::var("PAGODA_SMOLLM2_GGUF")

@@ -14,6 +14,8 @@ pub struct CpuBackend {
     matmul_mode: cpu::MatmulMode,
     /// The KV cache's element type (`--kv-cache-dtype`).
     kv_cache_dtype: cpu::KvCacheDtype,
+    /// `fused_moe`'s buffers (MoE models only; empty otherwise).
+    moe_scratch: std::sync::Mutex<super::cpu_moe::MoeScratch>,
 }
 
 impl Default for CpuBackend {
@@ -21,6 +23,7 @@ impl Default for CpuBackend {
         CpuBackend {
             matmul_mode: cpu::MatmulMode::default(),
             kv_cache_dtype: cpu::KvCacheDtype::F32,
+            moe_scratch: Default::default(),
         }
     }
 }
@@ -45,6 +48,14 @@ impl CpuBackend {
             kv_cache_dtype: dtype,
             ..self
         }
+    }
+
+    pub(super) fn matmul_mode(&self) -> cpu::MatmulMode {
+        self.matmul_mode
+    }
+
+    pub(super) fn moe_scratch(&self) -> &std::sync::Mutex<super::cpu_moe::MoeScratch> {
+        &self.moe_scratch
     }
 }
 
@@ -313,6 +324,15 @@ impl Backend for CpuBackend {
         };
         let (k_cache, v_cache) = (k_cache.as_slice(), v_cache.as_slice());
         cpu::paged_attention(&q[..n], k_cache, v_cache, &params, &mut out[..n]);
+    }
+
+    fn fused_moe(
+        &self,
+        hidden: &mut Vec<f32>,
+        moe: &super::moe::MoeWeights<CpuWeight>,
+        rows: usize,
+    ) {
+        self.fused_moe_cpu(hidden, moe, rows);
     }
 
     fn gather_rows(

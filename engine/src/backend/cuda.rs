@@ -456,6 +456,25 @@ impl Backend for CudaBackend {
         self.record("silu_and_mul", r);
     }
 
+    /// No fused-MoE kernels yet (`engine_builder` refuses MoE models on
+    /// CUDA before this can run): recorded as the step's error.
+    fn fused_moe(
+        &self,
+        _hidden: &mut CudaSlice<bf16>,
+        _moe: &super::moe::MoeWeights<CudaSlice<bf16>>,
+        _rows: usize,
+    ) {
+        self.record(
+            "fused_moe",
+            Err(CudaError::InvalidArgument {
+                op: "fused_moe",
+                message:
+                    "the CUDA backend has no fused-MoE path (routing kernel + grouped GEMMs) yet"
+                        .into(),
+            }),
+        );
+    }
+
     fn reshape_and_cache(
         &self,
         inputs: &CudaInputs,

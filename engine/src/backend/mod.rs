@@ -6,10 +6,12 @@
 //! are what CUDA graph capture needs on the GPU.
 
 pub mod cpu;
+mod cpu_moe;
 mod cpu_weight;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod cuda_support;
+pub mod moe;
 
 use crate::sampler::{Sampled, SamplingRow};
 use crate::weights::HostTensor;
@@ -307,6 +309,17 @@ pub trait Backend: Send + 'static {
         v_cache: &Self::KvCache,
         out: &mut Self::Tensor,
         dims: AttentionDims,
+    );
+    /// vLLM's `fused_moe` over the first `rows` rows of `hidden` (normalized
+    /// activations), in place: route every row in one pass (softmax, top-k,
+    /// optional renormalization), run each expert that got rows once over
+    /// them (gathered), add the weighted outputs back per row, plus the
+    /// gated shared expert when there is one.
+    fn fused_moe(
+        &self,
+        hidden: &mut Self::Tensor,
+        moe: &moe::MoeWeights<Self::Weight>,
+        rows: usize,
     );
     /// `out[i] = x[rows[i]]` for rows of `dim` elements.
     fn gather_rows(

@@ -99,9 +99,9 @@ pub(super) fn sliding_window_of(
         // Mistral windows every layer (transformers ignores its layer_types).
         Mistral => (window()?, true),
         // Phi-3 too, with no window by default.
-        Phi3 => (k.usize("sliding_window")?, true),
-        Qwen2 | Qwen3 if !qwen_window => return Ok((None, vec![])),
-        Qwen2 | Qwen3 | Gemma2 | Gemma3 => (window()?, false),
+        Phi3 | Mixtral => (k.usize("sliding_window")?, true),
+        Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe if !qwen_window => return Ok((None, vec![])),
+        Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe | Gemma2 | Gemma3 => (window()?, false),
     };
     if window == Some(0) {
         return Err(k.error("sliding_window must be positive"));
@@ -112,7 +112,7 @@ pub(super) fn sliding_window_of(
     let layers = match layer_types(k, num_layers)? {
         Some(layers) => layers,
         None => match architecture {
-            Qwen2 | Qwen3 => {
+            Qwen2 | Qwen3 | Qwen2Moe | Qwen3Moe => {
                 let first = k.usize("max_window_layers")?.unwrap_or(28);
                 (0..num_layers).map(|i| i >= first).collect()
             }

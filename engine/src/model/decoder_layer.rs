@@ -5,7 +5,7 @@
 //! multiply, down projection). `forward_hidden` puts the norms and the
 //! residual stream around them.
 
-use super::{DecoderModel, KvCache, LayerWeights, Workspace};
+use super::{DecoderModel, DenseMlpWeights, KvCache, LayerWeights, Workspace};
 use crate::backend::{AttentionDims, Backend};
 use crate::config::HiddenAct;
 
@@ -92,7 +92,7 @@ impl<B: Backend> DecoderModel<B> {
     pub(super) fn mlp_block(
         &self,
         backend: &B,
-        layer: &LayerWeights<B>,
+        layer: &DenseMlpWeights<B>,
         t: usize,
         ws: &mut Workspace<B>,
     ) {

@@ -3,15 +3,17 @@
 //! flags: q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), rope scaling and
 //! tied embeddings; the flags come from `ModelConfig`. Gemma 2/3 add per-layer
 //! sliding windows, scaled embeddings, norms on the attention and MLP outputs,
-//! GeGLU and logit soft-capping (`config::DecoderVariant`).
+//! GeGLU and logit soft-capping (`config::DecoderVariant`). Mixtral and Qwen
+//! MoE models replace some or all MLPs with a mixture of experts (`moe.rs`).
 
 mod gemma;
 
 mod decoder_layer;
+mod moe;
 mod weights;
 mod workspace;
 
-pub use weights::{DecoderWeights, LayerWeights};
+pub use weights::{DecoderWeights, DenseMlpWeights, FeedForward, LayerWeights};
 pub use workspace::{KvCache, Workspace};
 
 use crate::backend::{AttentionDims, Backend};
@@ -37,6 +39,8 @@ pub struct ModelDims {
     /// Factor on the embeddings (Gemma: `sqrt(hidden)`, as an f32).
     pub embed_scale: Option<f32>,
     pub hidden_act: HiddenAct,
+    /// Experts of the sparse layers (0: a dense model).
+    pub num_experts: usize,
 }
 
 impl ModelDims {
@@ -57,6 +61,7 @@ impl ModelDims {
             final_softcap: c.variant.final_logit_softcapping,
             embed_scale: gemma::embed_scale(c),
             hidden_act: c.variant.hidden_act,
+            num_experts: c.moe.as_ref().map_or(0, |m| m.num_experts),
         }
     }
 
@@ -150,7 +155,10 @@ impl<B: Backend> DecoderModel<B> {
                 d.hidden,
                 d.eps,
             );
-            self.mlp_block(backend, layer, t, ws);
+            match &layer.mlp {
+                FeedForward::Dense(mlp) => self.mlp_block(backend, mlp, t, ws),
+                FeedForward::Sparse(moe) => backend.fused_moe(&mut ws.hidden, moe, t),
+            }
             if let Some(norm) = &layer.mlp_output_norm {
                 backend.rms_norm_inplace(&mut ws.hidden, norm, t, d.hidden, d.eps);
             }

@@ -2,8 +2,9 @@
 //! gate/up into one matrix each so a layer runs three GEMMs, not seven.
 
 use super::ModelDims;
+use crate::backend::moe::MoeWeights;
 use crate::backend::Backend;
-use crate::config::ModelConfig;
+use crate::config::{ExpertNames, ModelConfig, MoeConfig};
 use crate::weights::{HostTensor, TensorData, WeightSource};
 use anyhow::Context;
 
@@ -18,12 +19,7 @@ pub struct LayerWeights<B: Backend> {
     /// Llama's `attention_bias` also biases o_proj (Qwen2's does not).
     pub o_bias: Option<B::Tensor>,
     pub post_attention_layernorm: B::Tensor,
-    /// `[2 * intermediate, hidden]`: gate rows, then up rows.
-    pub gate_up_proj: B::Weight,
-    pub down_proj: B::Weight,
-    /// Llama's `mlp_bias`: gate/up fused like the weights, then down.
-    pub gate_up_bias: Option<B::Tensor>,
-    pub down_bias: Option<B::Tensor>,
+    pub mlp: FeedForward<B>,
     /// Gemma's norms on the attention and MLP outputs (checkpoint names
     /// `post_attention_layernorm` and `post_feedforward_layernorm`; Gemma's
     /// pre-MLP `pre_feedforward_layernorm` then loads as
@@ -34,6 +30,21 @@ pub struct LayerWeights<B: Backend> {
     pub sliding_window: Option<usize>,
     /// Rotates with `DecoderWeights::local_rope` (Gemma 3's local layers).
     pub uses_local_rope: bool,
+}
+
+/// A layer's MLP: dense, or a mixture of experts (`model/moe.rs`).
+pub enum FeedForward<B: Backend> {
+    Dense(DenseMlpWeights<B>),
+    Sparse(MoeWeights<B::Weight>),
+}
+
+pub struct DenseMlpWeights<B: Backend> {
+    /// `[2 * intermediate, hidden]`: gate rows, then up rows.
+    pub gate_up_proj: B::Weight,
+    pub down_proj: B::Weight,
+    /// Llama's `mlp_bias`: gate/up fused like the weights, then down.
+    pub gate_up_bias: Option<B::Tensor>,
+    pub down_bias: Option<B::Tensor>,
 }
 
 pub struct DecoderWeights<B: Backend> {
@@ -82,8 +93,13 @@ impl<B: Backend> DecoderWeights<B> {
                 source,
                 prefix: format!("model.layers.{i}"),
             };
+            let sparse = config
+                .moe
+                .as_ref()
+                .filter(|m| m.is_sparse(i))
+                .map(|m| (m, ExpertNames::of(config.architecture)));
             let weights = layer
-                .load_layer(&d, config, i)
+                .load_layer(&d, config, i, sparse)
                 .with_context(|| format!("loading layer {i}"))?;
             layers.push(weights);
             progress(2 + i, total);
@@ -139,13 +155,19 @@ impl<B: Backend> DecoderWeights<B> {
     fn matrices(&self) -> Vec<(String, &B::Weight)> {
         let mut out = vec![("embed_tokens".to_string(), &self.embed_tokens)];
         for (i, l) in self.layers.iter().enumerate() {
-            for (name, w) in [
-                ("qkv_proj", &l.qkv_proj),
-                ("o_proj", &l.o_proj),
-                ("gate_up_proj", &l.gate_up_proj),
-                ("down_proj", &l.down_proj),
-            ] {
+            for (name, w) in [("qkv_proj", &l.qkv_proj), ("o_proj", &l.o_proj)] {
                 out.push((format!("layers.{i}.{name}"), w));
+            }
+            match &l.mlp {
+                FeedForward::Dense(m) => {
+                    out.push((format!("layers.{i}.gate_up_proj"), &m.gate_up_proj));
+                    out.push((format!("layers.{i}.down_proj"), &m.down_proj));
+                }
+                FeedForward::Sparse(m) => out.extend(
+                    super::moe::moe_matrices(m)
+                        .into_iter()
+                        .map(|(n, w)| (format!("layers.{i}.{n}"), w)),
+                ),
             }
         }
         if let Some(h) = &self.lm_head {
@@ -188,19 +210,19 @@ impl<B: Backend> DecoderWeights<B> {
 /// Reads tensors by their HF names under one prefix (`model`,
 /// `model.layers.{i}`), checking shapes, and uploads them: the names of a
 /// layer are then written once, relative to it.
-struct TensorLoader<'a, B: Backend> {
-    backend: &'a B,
-    source: &'a dyn WeightSource,
-    prefix: String,
+pub(super) struct TensorLoader<'a, B: Backend> {
+    pub(super) backend: &'a B,
+    pub(super) source: &'a dyn WeightSource,
+    pub(super) prefix: String,
 }
 
 impl<B: Backend> TensorLoader<'_, B> {
-    fn name(&self, suffix: &str) -> String {
+    pub(super) fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
 
     /// The host tensor `prefix.suffix`, of exactly `shape`.
-    fn get(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<HostTensor> {
+    pub(super) fn get(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<HostTensor> {
         Ok(self.source.get(&self.name(suffix), shape)?)
     }
 
@@ -249,7 +271,7 @@ impl<B: Backend> TensorLoader<'_, B> {
 
     /// Stacks weight matrices `parts` (name, shape) row-wise into one, so
     /// one GEMM serves what the checkpoint stores apart; each keeps its format.
-    fn upload_matrix(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Weight> {
+    pub(super) fn upload_matrix(&self, parts: &[(&str, &[usize])]) -> anyhow::Result<B::Weight> {
         let host = parts
             .iter()
             .map(|(suffix, shape)| self.get(suffix, shape))
@@ -264,6 +286,7 @@ impl<B: Backend> TensorLoader<'_, B> {
         d: &ModelDims,
         config: &ModelConfig,
         i: usize,
+        sparse: Option<(&MoeConfig, ExpertNames)>,
     ) -> anyhow::Result<LayerWeights<B>> {
         let gemma = config.variant.gemma_norms;
         let norm = |suffix: &str, dim: usize| self.upload_norm(suffix, dim, gemma);
@@ -315,17 +338,22 @@ impl<B: Backend> TensorLoader<'_, B> {
                 },
                 h,
             )?,
-            gate_up_proj: if fused {
-                self.upload_matrix(&[("mlp.gate_up_proj.weight", &[2 * inter, h])])?
-            } else {
-                self.upload_matrix(&[
-                    ("mlp.gate_proj.weight", &[inter, h]),
-                    ("mlp.up_proj.weight", &[inter, h]),
-                ])?
+            mlp: match sparse {
+                Some((moe, names)) => FeedForward::Sparse(self.load_moe(moe, names, h)?),
+                None => FeedForward::Dense(DenseMlpWeights {
+                    gate_up_proj: if fused {
+                        self.upload_matrix(&[("mlp.gate_up_proj.weight", &[2 * inter, h])])?
+                    } else {
+                        self.upload_matrix(&[
+                            ("mlp.gate_proj.weight", &[inter, h]),
+                            ("mlp.up_proj.weight", &[inter, h]),
+                        ])?
+                    },
+                    down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
+                    gate_up_bias: self.gate_up_bias(inter)?,
+                    down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
+                }),
             },
-            down_proj: self.upload_matrix(&[("mlp.down_proj.weight", &[h, inter])])?,
-            gate_up_bias: self.gate_up_bias(inter)?,
-            down_bias: upload_optional("mlp.down_proj.bias", &[h])?,
             attn_output_norm: gemma
                 .then(|| norm("post_attention_layernorm.weight", h))
                 .transpose()?,

@@ -11,7 +11,7 @@ use super::gguf::GgufFile;
 use super::LoadError;
 use crate::config::{Architecture, DType, ModelConfig, RopeScaling};
 
-const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3";
+const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3, qwen2moe, qwen3moe";
 
 impl ModelConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self, LoadError> {
@@ -19,17 +19,20 @@ impl ModelConfig {
         let arch = g.architecture().ok_or_else(|| {
             LoadError::config(path, "no general.architecture key in the GGUF metadata")
         })?;
-        let architecture = match arch {
-            "llama" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            "qwen3" => Architecture::Qwen3,
-            other => {
-                return Err(LoadError::UnsupportedArchitecture {
-                    path: path.to_path_buf(),
-                    arch: other.to_string(),
-                    supported: SUPPORTED_GGUF_ARCHITECTURES,
-                })
-            }
+        let architecture = match super::gguf_moe::moe_architecture(g, arch) {
+            Some(moe) => moe,
+            None => match arch {
+                "llama" => Architecture::Llama,
+                "qwen2" => Architecture::Qwen2,
+                "qwen3" => Architecture::Qwen3,
+                other => {
+                    return Err(LoadError::UnsupportedArchitecture {
+                        path: path.to_path_buf(),
+                        arch: other.to_string(),
+                        supported: SUPPORTED_GGUF_ARCHITECTURES,
+                    })
+                }
+            },
         };
         let key = |k: &str| format!("{arch}.{k}");
         let need = |k: &str| -> Result<usize, LoadError> {
@@ -70,7 +73,7 @@ impl ModelConfig {
 
         let has = |t: &str| g.tensor_info(t).is_some();
         let attention_bias = match architecture {
-            Architecture::Qwen2 => true,
+            Architecture::Qwen2 | Architecture::Qwen2Moe => true,
             _ => has("blk.0.attn_q.bias"),
         };
         let o_proj_bias = attention_bias && has("blk.0.attn_output.bias");
@@ -95,12 +98,14 @@ impl ModelConfig {
             _ => DType::F32,
         };
 
+        let intermediate_size = need("feed_forward_length")?;
+        let num_hidden_layers = need("block_count")?;
         let config = ModelConfig {
             architecture,
             vocab_size,
             hidden_size,
-            intermediate_size: need("feed_forward_length")?,
-            num_hidden_layers: need("block_count")?,
+            intermediate_size,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
@@ -113,12 +118,19 @@ impl ModelConfig {
             tie_word_embeddings: !has("output.weight"),
             attention_bias,
             o_proj_bias,
-            qk_norm: architecture == Architecture::Qwen3,
+            qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe),
             dtype,
             bos_token_id: g.get_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids,
             sliding_window: None,
             variant: Default::default(),
+            moe: super::gguf_moe::moe_config(
+                g,
+                arch,
+                architecture,
+                num_hidden_layers,
+                intermediate_size,
+            )?,
         };
         config.validate(path)?;
         Ok(config)

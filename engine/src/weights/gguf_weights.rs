@@ -49,7 +49,14 @@ impl WeightSource for GgufWeights {
             .file
             .tensor_info(&gguf_name)
             .ok_or_else(|| missing(label.clone()))?;
-        check_shape(path, &label, shape, &info.shape())?;
+        // llama.cpp stores Qwen2-MoE's `[1, hidden]` shared-expert gate as
+        // `[hidden]`: a shape equal but for leading 1s is the same tensor.
+        let found = info.shape();
+        let squeeze =
+            |s: &[usize]| -> Vec<usize> { s.iter().copied().skip_while(|&d| d == 1).collect() };
+        if squeeze(&found) != squeeze(shape) {
+            check_shape(path, &label, shape, &found)?;
+        }
 
         let bytes = self.file.tensor_bytes(info)?;
         let data = match info.ggml_type {
@@ -58,7 +65,11 @@ impl WeightSource for GgufWeights {
             other => match other.quant_type() {
                 // Rows must be whole blocks (always so for linear weights);
                 // anything else is dequantized to f32.
-                Some(ty) if shape.len() == 2 && shape[1].is_multiple_of(ty.block_size()) => {
+                // (3D: llama.cpp's stacked experts, `[E, rows, cols]`.)
+                Some(ty)
+                    if (shape.len() == 2 || shape.len() == 3)
+                        && shape[shape.len() - 1].is_multiple_of(ty.block_size()) =>
+                {
                     TensorData::Quant {
                         ty,
                         bytes: bytes.to_vec(),
@@ -226,6 +237,96 @@ mod tests {
         assert!(!w.contains("lm_head.weight"));
         assert_eq!(w.tensor_names().len(), 3);
         assert!(w.describe().contains("F16 x1, F32 x2"), "{}", w.describe());
+    }
+
+    /// A Qwen2-MoE GGUF: MoE metadata read, layer 0 sparse (it has a
+    /// router) and layer 1 dense, Q8_0 experts kept as blocks in 3D, the
+    /// 1D `ffn_gate_inp_shexp` read as HF's `[1, hidden]`.
+    #[test]
+    fn qwen2moe_experts_stay_blocks_and_layers_follow_their_router() {
+        use GgufValue::*;
+        let mut m = meta("qwen2moe");
+        m.extend([
+            ("qwen2moe.block_count".to_string(), U32(2)),
+            ("qwen2moe.embedding_length".to_string(), U32(32)),
+            ("qwen2moe.expert_count".to_string(), U32(4)),
+            ("qwen2moe.expert_used_count".to_string(), U32(2)),
+            ("qwen2moe.expert_feed_forward_length".to_string(), U32(8)),
+            (
+                "qwen2moe.expert_shared_feed_forward_length".to_string(),
+                U32(16),
+            ),
+        ]);
+        // Later entries win in the file's index: drop the base ones replaced above.
+        let replaced = ["qwen2moe.block_count", "qwen2moe.embedding_length"];
+        let mut seen = std::collections::HashSet::new();
+        m.reverse();
+        m.retain(|(k, _)| !replaced.contains(&k.as_str()) || seen.insert(k.clone()));
+        m.reverse();
+        let refs: Vec<(&str, GgufValue)> = m.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        // 4 experts x 8 rows of one Q8_0 block (32 values): scale 1/4, quants e*8+r.
+        let mut q8 = Vec::new();
+        for e in 0..4u8 {
+            for r in 0..8u8 {
+                q8.extend(half::f16::from_f32(0.25).to_bits().to_le_bytes());
+                q8.extend(std::iter::repeat_n(e * 8 + r, 32));
+            }
+        }
+        let tensors = vec![
+            (
+                "blk.0.ffn_gate_inp.weight".to_string(),
+                vec![32u64, 4],
+                0u32,
+                f32_bytes(&[0.5; 128]),
+            ),
+            (
+                "blk.0.ffn_gate_exps.weight".to_string(),
+                vec![32u64, 8, 4],
+                8u32,
+                q8,
+            ),
+            (
+                "blk.0.ffn_gate_inp_shexp.weight".to_string(),
+                vec![32u64],
+                0u32,
+                f32_bytes(&[1.5; 32]),
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("pagoda-gguf-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("qwen2moe.gguf");
+        std::fs::write(&p, encode(3, &refs, &tensors)).unwrap();
+        let file = Arc::new(GgufFile::open(&p).unwrap());
+        let config = ModelConfig::from_gguf(&file).unwrap();
+        assert_eq!(config.architecture, crate::config::Architecture::Qwen2Moe);
+        let moe = config.moe.clone().unwrap();
+        assert_eq!(
+            (moe.num_experts, moe.top_k, moe.expert_intermediate_size),
+            (4, 2, 8)
+        );
+        assert_eq!(moe.shared_expert_intermediate_size, Some(16));
+        assert!(!moe.renormalize, "qwen2moe does not renormalize by default");
+        assert_eq!(moe.sparse_layers, vec![true, false]);
+        assert!(config.attention_bias);
+        let w = GgufWeights::new(file, &config);
+        let gate = w
+            .get("model.layers.0.mlp.experts.gate_proj.weight", &[4, 8, 32])
+            .unwrap();
+        assert!(
+            matches!(gate.data, TensorData::Quant { .. }),
+            "{:?}",
+            gate.shape
+        );
+        let values = gate.to_f32();
+        // Expert 2, row 3: quant 19 x 0.25.
+        assert_eq!(values[(2 * 8 + 3) * 32], 19.0 * 0.25);
+        let sg = w
+            .get("model.layers.0.mlp.shared_expert_gate.weight", &[1, 32])
+            .unwrap();
+        assert_eq!(sg.shape, vec![1, 32]);
+        assert!(w
+            .get("model.layers.0.mlp.shared_expert_gate.weight", &[2, 16])
+            .is_err());
     }
 
     #[test]

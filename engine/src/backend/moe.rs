@@ -1,0 +1,39 @@
+//! The weights of one mixture-of-experts layer, in a backend's weight type,
+//! and what `Backend::fused_moe` needs to route tokens through them.
+
+/// One expert: a gated MLP (gate rows, then up rows, fused; then down).
+pub struct ExpertWeights<W> {
+    /// `[2 * intermediate, hidden]`.
+    pub gate_up: W,
+    /// `[hidden, intermediate]`.
+    pub down: W,
+}
+
+/// Qwen2-MoE's shared expert: every token takes it, scaled by
+/// `sigmoid(gate · x)`.
+pub struct SharedExpertWeights<W> {
+    pub intermediate: usize,
+    pub mlp: ExpertWeights<W>,
+    /// `[1, hidden]`: `shared_expert_gate`.
+    pub gate: W,
+}
+
+/// A sparse MLP block: router, experts, optional shared expert.
+pub struct MoeWeights<W> {
+    /// `[num_experts, hidden]`: the router (`gate` in HF).
+    pub router: W,
+    pub experts: Vec<ExpertWeights<W>>,
+    pub shared: Option<SharedExpertWeights<W>>,
+    pub hidden: usize,
+    /// Each expert's intermediate size.
+    pub intermediate: usize,
+    pub top_k: usize,
+    /// Divide the top-k weights by their sum.
+    pub renormalize: bool,
+}
+
+impl<W> MoeWeights<W> {
+    pub fn num_experts(&self) -> usize {
+        self.experts.len()
+    }
+}
