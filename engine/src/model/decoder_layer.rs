@@ -5,7 +5,7 @@
 //! multiply, down projection). `forward_hidden` puts the norms and the
 //! residual stream around them.
 
-use super::{DecoderModel, DenseMlpWeights, KvCache, LayerWeights, Workspace};
+use super::{DecoderModel, DenseMlpWeights, KvCache, Workspace};
 use crate::backend::{AttentionDims, Backend};
 use crate::config::HiddenAct;
 

@@ -85,7 +85,7 @@ fn layer_of(name: &str) -> Option<usize> {
 /// llama.cpp's choice of layers that keep more bits in its `_M` mixes: the
 /// first and last eighth, and every third layer between.
 fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// Byte offsets of a block's f16 scale fields and the value each gets (ggml's
