@@ -40,8 +40,9 @@ pub enum CpuMatmul {
     /// Activations quantized per row to 8-bit blocks, integer dot products
     /// against the weight blocks (as llama.cpp) for Q4_0, Q4_1, Q8_0, Q4_K
     /// and Q6_K; other block types are dequantized per tile, as `exact`.
-    /// Not the default: its golden test against HF fails (ignored, not yet
-    /// explained).
+    /// Not the default: HF transformers computes with f32 activations, and
+    /// rounding them moves single logprobs by up to ~0.15 (perplexity by
+    /// 0.5%, BENCHMARKS.md).
     Fast,
     /// Weights dequantized per tile to f32 inside the GEMM, f32 activations:
     /// the values of HF transformers on the dequantized file.

@@ -17,6 +17,7 @@ use super::{HostTensor, QuantType, TensorData};
 /// `_M` mixes.
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum DummyQuantization {
     Q4_0,
     Q4_1,
