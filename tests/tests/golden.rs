@@ -214,6 +214,7 @@ fn moe_fixtures_as_gguf_match_hf_transformers() {
     let config = EngineConfig {
         model: names[0].clone(),
         device: Device::Auto,
+        kv_cache_dtype: KvCacheDtype::Float32,
         max_num_seqs: 8,
         kv_cache_memory: Some(64 << 20),
         max_model_len: Some(512),
