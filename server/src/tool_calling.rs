@@ -165,7 +165,8 @@ fn parameters_schema(tool: &ChatTool) -> Value {
 
 /// vLLM's schema for `"required"`: a non-empty array whose items are one
 /// of the tools' `{"name": <const>, "parameters": <its schema>}`, the
-/// tools' `$defs` lifted to the root (their `$ref`s point there).
+/// tools' `$defs` lifted to the root (their `$ref`s point there), and no
+/// other keys in a call object.
 /// `max_calls` 1 (`parallel_tool_calls: false`) also caps the array.
 fn required_schema(tools: &[ChatTool], max_calls: usize) -> Result<Value, ApiError> {
     let mut defs = Map::new();
@@ -198,6 +199,11 @@ fn required_schema(tools: &[ChatTool], max_calls: usize) -> Result<Value, ApiErr
                 "parameters": parameters,
             },
             "required": ["name", "parameters"],
+            // Only these two keys: vLLM's default grammar backend (xgrammar,
+            // strict mode) reads a missing `additionalProperties` as false,
+            // llguidance as JSON Schema does (true), which let a model append
+            // keys after `parameters` until max_tokens.
+            "additionalProperties": false,
         }));
     }
     let mut schema = json!({
@@ -370,6 +376,7 @@ mod tests {
             json!({"type": "string", "enum": ["get_weather"]})
         );
         assert!(any_of[0]["properties"]["parameters"].get("$defs").is_none());
+        assert_eq!(any_of[0]["additionalProperties"], false);
         assert!(schema.get("maxItems").is_none());
         // The template still gets the tools as sent.
         assert!(t.tools.unwrap()[0].function.parameters.as_ref().unwrap()["$defs"].is_object());
