@@ -109,7 +109,8 @@ impl ToolOutputFormat {
                 use rand::distr::{Alphanumeric, SampleString};
                 Alphanumeric.sample_string(&mut rand::rng(), 9)
             }
-            _ => crate::state::random_id("chatcmpl-tool"),
+            // vLLM's `chatcmpl-tool-` + 32 hex digits.
+            _ => format!("chatcmpl-tool-{:032x}", rand::random::<u128>()),
         }
     }
 }
