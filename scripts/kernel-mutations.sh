@@ -31,6 +31,9 @@ mutations=(
   "sampler: logit bias without the vocab bound check@@sampling.cu@@    if (id >= (u32)vocab) continue;
     // -inf sets@@    // -inf sets"
   "sampler: top-k keeps k + 1 tokens@@sampling.cu@@lb = select_prefix(row, vocab, lb, (u64)k, true, sm);@@lb = select_prefix(row, vocab, lb, (u64)k + 1, true, sm);"
+  "token bitmask: masked row index not bounds-checked@@sampling.cu@@  if (row >= (u32)p.num_rows) return;
+@@"
+  "token bitmask: tokens past the mask's words allowed@@sampling.cu@@p.bitmask[(size_t)j * p.mask_words + w] : 0u;@@p.bitmask[(size_t)j * p.mask_words + w] : ~0u;"
 )
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -894,3 +894,31 @@ fn logit_edits_match_the_cpu_rules() {
         assert!(g == w, "element {i}: {g} vs {w}");
     }
 }
+
+#[test]
+fn token_bitmask_matches_the_cpu_mask() {
+    let Some(k) = gpu() else { return };
+    let mut r = rng(77);
+    let (rows, vocab) = (4, 5000);
+    let logits = random_logits(&mut r, rows, vocab);
+    let mask_words = 150; // 4800 tokens: the rest of each row is masked.
+    let mask_rows: Vec<u32> = vec![3, 1];
+    let bitmask: Vec<u32> = (0..mask_rows.len() * mask_words)
+        .map(|_| r.random::<u32>())
+        .collect();
+    let mut want = logits.clone();
+    for (j, &row) in mask_rows.iter().enumerate() {
+        cpu::apply_token_bitmask(
+            &mut want[row as usize * vocab..][..vocab],
+            &bitmask[j * mask_words..][..mask_words],
+        );
+    }
+    let mut ld = k.upload(&logits).unwrap();
+    let (bd, rd) = (k.upload(&bitmask).unwrap(), k.upload(&mask_rows).unwrap());
+    k.apply_token_bitmask(&mut ld, rows, vocab, &bd, &rd, mask_rows.len(), mask_words)
+        .unwrap();
+    let got = k.download(&ld).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(g == w, "element {i}: {g} vs {w}");
+    }
+}

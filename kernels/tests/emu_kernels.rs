@@ -16,7 +16,7 @@ use pagoda_kernels::cuda::attention::{
 use pagoda_kernels::cuda::emu::{launch, ThreadOrder};
 use pagoda_kernels::cuda::launch::{
     decode_plan, elementwise_shape, logit_edits_shape, reshape_and_cache_shape, rotary_shape,
-    rows_shape, sampling_shape, warp_rows_shape, LaunchShape, ROW_THREADS,
+    rows_shape, sampling_shape, token_bitmask_shape, warp_rows_shape, LaunchShape, ROW_THREADS,
 };
 use pagoda_kernels::cuda::params::*;
 use pagoda_kernels::cuda::sampling::{bias_row, penalty_row, CsrRows};
@@ -924,5 +924,64 @@ fn logit_edits_match_the_cpu_rules() {
             assert!(g == w, "element {i}: {g} vs {w} under {order:?}");
         }
         assert_eq!(&got[want.len()..], &[7.0f32; 16], "written past the logits");
+    }
+}
+
+/// Structured-output masks: rows 0 and 2 of 4 masked (row 3 untouched),
+/// masks shorter than the vocabulary (padded vocab: the rest is masked),
+/// all-ones and all-zero words, a NaN logit an allowed bit keeps, and a
+/// row index past the batch that must be skipped.
+#[test]
+fn token_bitmask_matches_the_cpu_mask() {
+    let mut r = rng(77);
+    let (rows, vocab) = (4, 1000);
+    let mut logits = random_logits(&mut r, rows, vocab);
+    logits[5] = f32::NAN;
+    let mask_words = 30; // 960 tokens: the last 40 of each row are masked.
+                         // Row `rows` lies in the slack row after the logits: it must be skipped.
+    let mask_rows: Vec<u32> = vec![2, 0, rows as u32];
+    let mut bitmask: Vec<u32> = (0..mask_rows.len() * mask_words)
+        .map(|_| r.random::<u32>())
+        .collect();
+    bitmask[0] = u32::MAX;
+    bitmask[1] = 0;
+    bitmask[mask_words] = u32::MAX; // row 0's first word: the NaN stays.
+    let mut want = logits.clone();
+    for (j, &row) in mask_rows.iter().enumerate() {
+        if (row as usize) < rows {
+            cpu::apply_token_bitmask(
+                &mut want[row as usize * vocab..][..vocab],
+                &bitmask[j * mask_words..][..mask_words],
+            );
+        }
+    }
+    assert!(want[5].is_nan(), "the test keeps a NaN allowed");
+    for order in orders(77) {
+        let mut got = logits.clone();
+        got.extend(vec![7.0f32; vocab]);
+        let p = TokenBitmaskParams {
+            logits: mptr(&mut got),
+            bitmask: ptr(&bitmask),
+            mask_rows: ptr(&mask_rows),
+            num_rows: rows as i32,
+            vocab: vocab as i32,
+            mask_words: mask_words as i32,
+        };
+        run(
+            "apply_token_bitmask",
+            &token_bitmask_shape(mask_rows.len(), vocab),
+            order,
+            &p,
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g == w || (g.is_nan() && w.is_nan()),
+                "element {i}: {g} vs {w} under {order:?}"
+            );
+        }
+        assert!(
+            got[want.len()..].iter().all(|&g| g == 7.0),
+            "written past the logits"
+        );
     }
 }

@@ -23,6 +23,8 @@ use pagoda_kernels::cuda::{
 };
 use parking_lot::Mutex;
 
+mod grammar_mask;
+
 /// One step's batch metadata on the device, in buffers sized for the
 /// largest step; the sizes say how much of each the step uses.
 pub struct CudaInputs {
@@ -580,11 +582,11 @@ impl Backend for CudaBackend {
     }
 
     /// The `sample_tokens` kernel walks the CDF with a uniform; the
-    /// exponential race of seeded rows has no kernel yet, nor has the
-    /// structured-output bitmask: such steps are sampled on the host,
-    /// where the mask is applied to the copied logits.
+    /// exponential race of seeded rows has no kernel yet: such steps are
+    /// sampled on the host. Structured-output masks are applied on the
+    /// device (`apply_token_bitmask`).
     fn can_sample(&self, row: &SamplingRow) -> bool {
-        matches!(row.draw, Draw::Uniform(_)) && row.grammar_mask.is_none()
+        matches!(row.draw, Draw::Uniform(_))
     }
 
     /// Widens the logits to f32 on the device; logprobs (of the raw row)
@@ -620,6 +622,14 @@ impl Backend for CudaBackend {
             self.kernels
                 .convert::<bf16, f32>(logits, &mut raw_l, n)
                 .context(SAMPLING)?;
+        }
+        // The grammar masks come first, to both copies (logprobs are of the
+        // allowed tokens, as on the host).
+        if let Some(masks) = self.upload_grammar_masks(rows, vocab)? {
+            self.apply_grammar_masks(&masks, &mut proc_l, n_rows, vocab)?;
+            if top_k.is_some() {
+                self.apply_grammar_masks(&masks, &mut raw_l, n_rows, vocab)?;
+            }
         }
         if rows
             .iter()

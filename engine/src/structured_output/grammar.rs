@@ -129,16 +129,12 @@ impl TokenBitmask {
     /// Sets every disallowed logit to -inf (vLLM's
     /// `apply_token_bitmask_inplace`), before any other processor.
     pub fn apply(&self, logits: &mut [f32]) {
-        for (w, chunk) in logits.chunks_mut(32).enumerate() {
-            let bits = self.words.get(w).copied().unwrap_or(0);
-            if bits == u32::MAX {
-                continue;
-            }
-            for (b, l) in chunk.iter_mut().enumerate() {
-                if bits >> b & 1 == 0 {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
+        pagoda_kernels::cpu::apply_token_bitmask(logits, &self.words);
+    }
+
+    /// The packed words (bit `i % 32` of word `i / 32` allows token i), as
+    /// the CUDA `apply_token_bitmask` kernel reads them.
+    pub fn words(&self) -> &[u32] {
+        &self.words
     }
 }

@@ -22,6 +22,7 @@ mod softcap;
 mod softmax;
 #[cfg(test)]
 mod test_util;
+mod token_bitmask;
 
 pub use activation::silu_and_mul;
 pub use attention::{paged_attention, PagedAttentionParams};
@@ -37,6 +38,7 @@ pub use quant::{MatmulMode, QuantType};
 pub use rotary::{rope_inv_freq, rotary_embedding, RopeScaling, RotaryCache};
 pub use softcap::softcap_inplace;
 pub use softmax::{log_softmax_inplace, softmax_inplace};
+pub use token_bitmask::apply_token_bitmask;
 
 /// Threads the CPU kernels split work over: rayon's global pool (sized by
 /// `RAYON_NUM_THREADS`, default one per core).

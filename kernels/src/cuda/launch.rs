@@ -192,6 +192,15 @@ pub fn logit_edits_shape(rows: usize) -> LaunchShape {
     rows_shape(rows, 128, 128)
 }
 
+/// `apply_token_bitmask`: one thread per logit, a grid row per masked row.
+pub fn token_bitmask_shape(masked_rows: usize, vocab: usize) -> LaunchShape {
+    LaunchShape {
+        grid: (vocab.div_ceil(256).max(1) as u32, masked_rows as u32, 1),
+        block: 256,
+        smem_bytes: 0,
+    }
+}
+
 /// One warp per sub-row, 4 warps per CTA.
 pub fn warp_rows_shape(sub_rows: usize) -> LaunchShape {
     LaunchShape {

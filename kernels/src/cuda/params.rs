@@ -238,6 +238,16 @@ kernel_params! {
         presence: DevPtr,
         vocab: i32,
     }
+
+    /// `apply_token_bitmask`.
+    pub struct TokenBitmaskParams {
+        logits: DevPtr,
+        bitmask: DevPtr,
+        mask_rows: DevPtr,
+        num_rows: i32,
+        vocab: i32,
+        mask_words: i32,
+    }
 }
 
 #[cfg(test)]

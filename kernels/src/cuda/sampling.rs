@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 
 use super::error::ensure;
-use super::launch::{logit_edits_shape, sampling_shape, LOGPROBS_MAX_K};
+use super::launch::{logit_edits_shape, sampling_shape, token_bitmask_shape, LOGPROBS_MAX_K};
 use super::params::{
-    LogitBiasParams, LogprobsTopkParams, PenaltiesParams, SampleTokensParams, TokenLogprobsParams,
+    LogitBiasParams, LogprobsTopkParams, PenaltiesParams, SampleTokensParams, TokenBitmaskParams,
+    TokenLogprobsParams,
 };
 use super::sources::{unit_name, SAMPLING};
 use super::{to_i32, CudaError, CudaKernels};
@@ -259,6 +260,50 @@ impl CudaKernels {
             vocab: v,
         };
         self.launch_kernel(&f, &logit_edits_shape(rows), &params)
+    }
+
+    /// Structured-output masks: `bitmask` row j (`mask_words` packed words,
+    /// bit `i % 32` of word `i / 32` allows token i) sets every disallowed
+    /// logit of row `mask_rows[j]` to -inf (`cpu::apply_token_bitmask`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_token_bitmask(
+        &self,
+        logits: &mut impl DevicePtrMut<f32>,
+        rows: usize,
+        vocab: usize,
+        bitmask: &impl DevicePtr<u32>,
+        mask_rows: &impl DevicePtr<u32>,
+        num_masked: usize,
+        mask_words: usize,
+    ) -> Result<(), CudaError> {
+        let op = "apply_token_bitmask";
+        check_logits(op, logits.len(), rows, vocab)?;
+        ensure(
+            num_masked <= rows && mask_rows.len() >= num_masked,
+            op,
+            || format!("{num_masked} masked rows of {rows}"),
+        )?;
+        ensure(bitmask.len() >= num_masked * mask_words, op, || {
+            format!("bitmask shorter than {num_masked} x {mask_words} words")
+        })?;
+        if num_masked == 0 || vocab == 0 {
+            return Ok(());
+        }
+        let stream = self.stream();
+        let f = self.function(&unit_name(&SAMPLING), "apply_token_bitmask", 0)?;
+        let (l_p, _g1) = logits.device_ptr_mut(stream);
+        let (b_p, _g2) = bitmask.device_ptr(stream);
+        let (r_p, _g3) = mask_rows.device_ptr(stream);
+        // Row indices live on the device: the kernel skips any past `rows`.
+        let params = TokenBitmaskParams {
+            logits: l_p,
+            bitmask: b_p,
+            mask_rows: r_p,
+            num_rows: to_i32(op, rows)?,
+            vocab: to_i32(op, vocab)?,
+            mask_words: to_i32(op, mask_words)?,
+        };
+        self.launch_kernel(&f, &token_bitmask_shape(num_masked, vocab), &params)
     }
 
     /// vLLM's repetition / frequency / presence penalties (per-row values,

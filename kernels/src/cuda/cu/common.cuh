@@ -300,6 +300,14 @@ struct PenaltiesParams {
   const float* presence;
   int vocab;
 };
+struct TokenBitmaskParams {
+  float* logits;
+  const u32* bitmask;
+  const u32* mask_rows;
+  int num_rows;
+  int vocab;
+  int mask_words;
+};
 
 // ---- 16-bit float storage -------------------------------------------------
 

@@ -353,3 +353,22 @@ KERNEL(apply_penalties, PenaltiesParams) {
     *l = v;
   }
 }
+
+// Structured-output masks (vLLM's apply_token_bitmask_inplace), before any
+// other processor: row j of `bitmask` ([num_masked, mask_words] packed bits,
+// bit i % 32 of word i / 32 allows token i) masks logits row mask_rows[j];
+// disallowed tokens, and tokens past the mask's words, become -inf (a row
+// index past num_rows is skipped, never written). One thread per logit, so
+// a warp reads one mask word and writes 128 contiguous bytes.
+// grid = (ceil(vocab / blockDim.x), num_masked).
+KERNEL(apply_token_bitmask, TokenBitmaskParams) {
+  const int vocab = p.vocab;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= vocab) return;
+  const int j = blockIdx.y;
+  const u32 row = p.mask_rows[j];
+  if (row >= (u32)p.num_rows) return;
+  const int w = i >> 5;
+  const u32 bits = w < p.mask_words ? p.bitmask[(size_t)j * p.mask_words + w] : 0u;
+  if (!((bits >> (i & 31)) & 1u)) p.logits[(size_t)row * vocab + i] = NEG_INF;
+}

@@ -130,6 +130,12 @@ static const PagodaEmuField kFields[] = {
     F(PenaltiesParams, frequency)
     F(PenaltiesParams, presence)
     F(PenaltiesParams, vocab)
+    F(TokenBitmaskParams, logits)
+    F(TokenBitmaskParams, bitmask)
+    F(TokenBitmaskParams, mask_rows)
+    F(TokenBitmaskParams, num_rows)
+    F(TokenBitmaskParams, vocab)
+    F(TokenBitmaskParams, mask_words)
 };
 #undef F
 
