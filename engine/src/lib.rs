@@ -39,4 +39,6 @@ pub use outputs::{
 };
 pub use request_ids::{ParentRequestId, RequestIds};
 pub use sampling_params::{SamplingParams, SamplingParamsError};
-pub use structured_output::{StructuredOutputError, StructuredOutputsParams};
+pub use structured_output::{
+    StructuralTag, StructuredOutputError, StructuredOutputsParams, TagStructure,
+};

@@ -181,13 +181,7 @@ const SHARED: &[(&str, FieldPolicy)] = &[
             why: "is not supported (Pagoda's structured outputs use llguidance, with its defaults)",
         },
     ),
-    (
-        "structural_tag",
-        Unsupported {
-            neutral: &[],
-            why: NOT_YET,
-        },
-    ),
+    ("structural_tag", Honoured),
 ];
 
 /// Fields only `/v1/completions` reads.

@@ -58,6 +58,8 @@ pub struct SamplingRequest {
     pub guided_regex: Option<String>,
     pub guided_choice: Option<Vec<String>>,
     pub guided_grammar: Option<String>,
+    /// vLLM's older top-level form of `structured_outputs.structural_tag`.
+    pub structural_tag: Option<Value>,
 }
 
 impl SamplingRequest {
@@ -114,6 +116,7 @@ impl SamplingRequest {
             guided_regex: self.guided_regex.as_ref(),
             guided_choice: self.guided_choice.as_ref(),
             guided_grammar: self.guided_grammar.as_ref(),
+            structural_tag: self.structural_tag.as_ref(),
         }
     }
 }

@@ -27,6 +27,7 @@ fn structured_outputs() {
         &[
             ("refusals name their field", refusals),
             ("regex on completions", regex_on_completions),
+            ("structural tag", structural_tag),
             ("openai client", openai_client),
         ],
     );
@@ -66,7 +67,14 @@ fn refusals(server: &TestServer) {
     );
     assert_eq!(
         chat(json!({"structured_outputs": {"structural_tag": "{}"}})),
-        "structured_outputs"
+        "structured_outputs.structural_tag"
+    );
+    // A structure whose begin matches no trigger does not compile.
+    let tag = json!({"structures": [{"begin": "<tool>", "schema": {}, "end": "</tool>"}],
+        "triggers": ["<function"]});
+    assert_eq!(
+        chat(json!({"structured_outputs": {"structural_tag": tag.to_string()}})),
+        "structured_outputs.structural_tag"
     );
     assert_eq!(chat(json!({"guided_json": "{not json"})), "guided_json");
     // Tools imply `tool_choice: "auto"`, which needs the server's flags
@@ -122,6 +130,38 @@ fn regex_on_completions(server: &TestServer) {
         assert_eq!(c["finish_reason"], "stop", "{c}");
     }
     assert_eq!(other.join().unwrap().unwrap(), 200);
+}
+
+/// A structural tag on a prompt that invites the tagged pattern: every
+/// call the model starts (at the trigger `<f=`) is `<f=a>` + an integer +
+/// `</f>`, though the model would happily write other names, and at least
+/// one call is written across the samples.
+fn structural_tag(server: &TestServer) {
+    let tag = json!({"type": "structural_tag",
+        "structures": [{"begin": "<f=a>", "schema": {"type": "integer"}, "end": "</f>"}],
+        "triggers": ["<f="]});
+    let body = json!({"prompt": "<f=a>1</f> <f=b>2</f> <f=a>3</f> <f=c>4</f> <f=a>5</f>",
+        "max_tokens": 24, "temperature": 1.0, "seed": 7, "n": 4,
+        "structured_outputs": {"structural_tag": tag.to_string()}});
+    let r = server.post_ok("/v1/completions", &body);
+    let mut calls = 0;
+    for c in r["choices"].as_array().unwrap() {
+        let text = c["text"].as_str().unwrap();
+        let truncated = c["finish_reason"] == "length";
+        for (i, part) in text.split("<f=").enumerate().skip(1) {
+            let last = i == text.split("<f=").count() - 1;
+            let ok = part.strip_prefix("a>").is_some_and(|rest| {
+                let digits = rest.trim_start_matches(|ch: char| ch.is_ascii_digit() || ch == '-');
+                digits.starts_with("</f>") && digits.len() < rest.len()
+            });
+            // The last call may be cut by max_tokens anywhere inside.
+            if !(ok || (last && truncated && "a>".starts_with(&part[..part.len().min(2)]))) {
+                panic!("call {part:?} breaks the tag in {text:?}");
+            }
+            calls += ok as usize;
+        }
+    }
+    assert!(calls > 0, "no sample wrote a call: {r}");
 }
 
 fn openai_client(server: &TestServer) {

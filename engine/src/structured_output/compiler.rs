@@ -75,7 +75,7 @@ impl StructuredOutputCompiler {
             message,
         };
         let factory = self.factory()?;
-        let grammar = top_level_grammar(params).map_err(refuse)?;
+        let grammar = top_level_grammar(params, |t| self.special_id(t)).map_err(refuse)?;
         let parser = factory
             .create_parser(grammar)
             .map_err(|e| refuse(format!("{e:#}")))?;
@@ -101,6 +101,12 @@ impl StructuredOutputCompiler {
         self.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The id of `text` when it is one special token of the vocabulary.
+    fn special_id(&self, text: &str) -> Option<u32> {
+        let t = self.tokenizer.as_ref()?;
+        t.token_to_id(text).filter(|&id| t.is_special(id))
+    }
+
     fn factory(&self) -> Result<&ParserFactory, StructuredOutputError> {
         self.factory
             .get_or_init(|| {
@@ -124,7 +130,10 @@ impl StructuredOutputCompiler {
 
 /// The llguidance grammar of a constraint (vLLM's llguidance backend makes
 /// the same ones: a choice is the alternation of its literal strings).
-fn top_level_grammar(params: &StructuredOutputsParams) -> Result<TopLevelGrammar, String> {
+fn top_level_grammar(
+    params: &StructuredOutputsParams,
+    special_id: impl Fn(&str) -> Option<u32>,
+) -> Result<TopLevelGrammar, String> {
     Ok(match params {
         StructuredOutputsParams::Json(schema) => {
             if !schema.is_object() && !schema.is_boolean() {
@@ -151,6 +160,9 @@ fn top_level_grammar(params: &StructuredOutputsParams) -> Result<TopLevelGrammar
                 return Err("the grammar is empty".into());
             }
             TopLevelGrammar::from_lark(lark.clone())
+        }
+        StructuredOutputsParams::StructuralTag(tag) => {
+            TopLevelGrammar::from_lark(tag.to_lark(special_id)?)
         }
     })
 }

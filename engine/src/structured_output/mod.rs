@@ -9,12 +9,14 @@ mod compiler;
 mod grammar;
 mod mask_worker;
 mod params;
+mod structural_tag;
 mod tok_env;
 
 pub use compiler::{StructuredOutputCompiler, StructuredOutputError};
 pub use grammar::{CompiledGrammar, GrammarMatcher, TokenBitmask};
 pub use mask_worker::{MaskWorker, PendingMask};
 pub use params::StructuredOutputsParams;
+pub use structural_tag::{StructuralTag, TagStructure};
 
 #[cfg(test)]
 mod tests {
@@ -118,6 +120,54 @@ mod tests {
             .compile(&StructuredOutputsParams::JsonObject)
             .unwrap_err();
         assert_eq!(e.kind, "tokenizer");
+    }
+
+    #[test]
+    fn a_structural_tag_allows_text_then_forces_the_structure() {
+        let (c, tok) = compiler();
+        let tag: StructuralTag = serde_json::from_value(serde_json::json!({
+            "structures": [{"begin": "<f=a>", "schema": {"type": "integer"}, "end": "</f>"}],
+            "triggers": ["<f="]
+        }))
+        .unwrap();
+        let g = c
+            .compile(&StructuredOutputsParams::StructuralTag(tag))
+            .unwrap();
+        let m = g.matcher();
+        let enc = |s: &str| tok.encode(s, false).unwrap();
+        let first = |s: &str| enc(s)[0];
+        // Free text first: anything, the end included.
+        let mask = m.fill_bitmask();
+        assert!(mask.is_allowed(id(&tok, "Ġw")) && mask.is_allowed(EOS));
+        m.accept_tokens(&enc("hi <f=")).unwrap();
+        // The trigger is written: only the structure's begin continues.
+        let mask = m.fill_bitmask();
+        assert!(mask.is_allowed(first("a")));
+        assert!(!mask.is_allowed(first("b")) && !mask.is_allowed(EOS));
+        m.accept_tokens(&enc("a>12")).unwrap();
+        // An integer, then the end tag.
+        let mask = m.fill_bitmask();
+        assert!(mask.is_allowed(first("<")) && mask.is_allowed(first("3")));
+        assert!(!mask.is_allowed(first("x")) && !mask.is_allowed(EOS));
+        m.accept_tokens(&enc("</f>")).unwrap();
+        // Free text again.
+        assert!(m.fill_bitmask().is_allowed(EOS));
+
+        // A trigger that is one special token is matched as that token.
+        let tag: StructuralTag = serde_json::from_value(serde_json::json!({
+            "structures": [{"begin": "<|bos|>", "schema": {"type": "integer"}, "end": ""}],
+            "triggers": ["<|bos|>"]
+        }))
+        .unwrap();
+        let m = c
+            .compile(&StructuredOutputsParams::StructuralTag(tag))
+            .unwrap()
+            .matcher();
+        let bos = id(&tok, "<|bos|>");
+        assert!(m.fill_bitmask().is_allowed(bos));
+        m.accept_tokens(&[first("a"), bos]).unwrap();
+        let mask = m.fill_bitmask();
+        assert!(mask.is_allowed(first("3")) && !mask.is_allowed(first("a")));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! maps `response_format`, `structured_outputs` and the older `guided_*`
 //! fields onto it; the engine compiles it once, at validation.
 
+use super::structural_tag::StructuralTag;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,8 @@ pub enum StructuredOutputsParams {
     Choice(Vec<String>),
     /// Output is in the language of this Lark grammar (llguidance's Lark dialect).
     Grammar(String),
+    /// Free text with tagged structures (vLLM's `structural_tag`).
+    StructuralTag(StructuralTag),
 }
 
 impl StructuredOutputsParams {
@@ -29,6 +32,7 @@ impl StructuredOutputsParams {
             StructuredOutputsParams::Regex(_) => "regex",
             StructuredOutputsParams::Choice(_) => "choice",
             StructuredOutputsParams::Grammar(_) => "grammar",
+            StructuredOutputsParams::StructuralTag(_) => "structural_tag",
         }
     }
 
@@ -40,6 +44,9 @@ impl StructuredOutputsParams {
             StructuredOutputsParams::JsonObject => String::new(),
             StructuredOutputsParams::Regex(s) | StructuredOutputsParams::Grammar(s) => s.clone(),
             StructuredOutputsParams::Choice(c) => Value::from(c.clone()).to_string(),
+            StructuredOutputsParams::StructuralTag(t) => {
+                serde_json::to_string(t).unwrap_or_default()
+            }
         }
     }
 }

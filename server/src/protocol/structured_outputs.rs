@@ -1,10 +1,11 @@
 //! The request fields that constrain the output, as OpenAI and vLLM spell
 //! them: `response_format`, vLLM's `structured_outputs`, and its older
-//! `guided_json` / `guided_regex` / `guided_choice` / `guided_grammar`.
+//! `guided_json` / `guided_regex` / `guided_choice` / `guided_grammar` /
+//! `structural_tag`.
 //! All become one engine `StructuredOutputsParams`; more than one
 //! constraint is refused, as vLLM refuses it.
 
-use pagoda_engine::StructuredOutputsParams;
+use pagoda_engine::{StructuralTag, StructuredOutputsParams, TagStructure};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,7 +17,15 @@ use crate::error::ApiError;
 pub enum ResponseFormat {
     Text,
     JsonObject,
-    JsonSchema { json_schema: JsonSchemaFormat },
+    JsonSchema {
+        json_schema: JsonSchemaFormat,
+    },
+    /// vLLM's structural tags: free text with tool calls, each begun by a
+    /// trigger and constrained to its structure's schema.
+    StructuralTag {
+        structures: Vec<TagStructure>,
+        triggers: Vec<String>,
+    },
 }
 
 /// `response_format.json_schema`: the openai SDK's `parse()` sends the
@@ -48,7 +57,8 @@ pub struct StructuredOutputsRequest {
     pub grammar: Option<String>,
     #[serde(default)]
     pub json_object: Option<bool>,
-    /// Not supported yet: refused by name.
+    /// vLLM's structural tag: a JSON string (as vLLM takes it) or an
+    /// object, `{"type": "structural_tag", "structures": [...], "triggers": [...]}`.
     #[serde(default)]
     pub structural_tag: Option<Value>,
 }
@@ -62,6 +72,7 @@ pub struct ConstraintFields<'a> {
     pub guided_regex: Option<&'a String>,
     pub guided_choice: Option<&'a Vec<String>>,
     pub guided_grammar: Option<&'a String>,
+    pub structural_tag: Option<&'a Value>,
 }
 
 impl ConstraintFields<'_> {
@@ -96,13 +107,24 @@ impl ConstraintFields<'_> {
                     StructuredOutputsParams::Json(schema_value(schema, "response_format")?),
                 ));
             }
+            Some(ResponseFormat::StructuralTag {
+                structures,
+                triggers,
+            }) => found.push((
+                "response_format",
+                StructuredOutputsParams::StructuralTag(StructuralTag {
+                    structures: structures.clone(),
+                    triggers: triggers.clone(),
+                }),
+            )),
         }
         if let Some(so) = self.structured_outputs {
             const P: &str = "structured_outputs";
-            if so.structural_tag.is_some() {
-                return Err(ApiError::invalid_param(
-                    P,
-                    "structured_outputs.structural_tag is not supported yet.",
+            if let Some(tag) = &so.structural_tag {
+                const T: &str = "structured_outputs.structural_tag";
+                found.push((
+                    T,
+                    StructuredOutputsParams::StructuralTag(structural_tag(tag, T)?),
                 ));
             }
             if let Some(json) = &so.json {
@@ -153,6 +175,10 @@ impl ConstraintFields<'_> {
                 StructuredOutputsParams::Grammar(grammar.clone()),
             ));
         }
+        if let Some(tag) = self.structural_tag {
+            let p = StructuredOutputsParams::StructuralTag(structural_tag(tag, "structural_tag")?);
+            found.push(("structural_tag", p));
+        }
         if found.len() > 1 {
             let fields: Vec<String> = found
                 .iter()
@@ -169,6 +195,31 @@ impl ConstraintFields<'_> {
         }
         Ok(found.pop())
     }
+}
+
+/// A structural tag sent as a JSON string (vLLM's type) or as an object.
+/// Only the `structures` + `triggers` form is read; xgrammar's newer
+/// `format` form is refused by name.
+fn structural_tag(v: &Value, param: &'static str) -> Result<StructuralTag, ApiError> {
+    let parsed = match v {
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .map_err(|e| ApiError::invalid_param(param, format!("{param} is not JSON: {e}")))?,
+        other => other.clone(),
+    };
+    if parsed.get("format").is_some() {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "{param}: the `format` form is not supported; send `structures` and `triggers`."
+            ),
+        ));
+    }
+    serde_json::from_value(parsed).map_err(|e| {
+        ApiError::invalid_param(
+            param,
+            format!("{param} needs `structures` ([{{begin, schema, end}}]) and `triggers`: {e}"),
+        )
+    })
 }
 
 /// A schema sent as an object, or as a string that holds one (vLLM takes both).
@@ -257,8 +308,59 @@ mod tests {
             structured_outputs: Some(&tag),
             ..Default::default()
         };
-        assert!(fields.to_params().is_err());
+        let err = fields.to_params().unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some("structured_outputs.structural_tag")
+        );
         assert!(serde_json::from_value::<StructuredOutputsRequest>(json!({"jsn": {}})).is_err());
+    }
+
+    #[test]
+    fn structural_tags_from_a_string_or_response_format() {
+        let text = json!({"type": "structural_tag",
+            "structures": [{"begin": "<f=a>", "schema": {"type": "object"}, "end": "</f>"}],
+            "triggers": ["<f="]})
+        .to_string();
+        let so: StructuredOutputsRequest =
+            serde_json::from_value(json!({ "structural_tag": text })).unwrap();
+        let fields = ConstraintFields {
+            structured_outputs: Some(&so),
+            ..Default::default()
+        };
+        let want = StructuralTag {
+            structures: vec![TagStructure {
+                begin: "<f=a>".into(),
+                schema: Some(json!({"type": "object"})),
+                end: "</f>".into(),
+            }],
+            triggers: vec!["<f=".into()],
+        };
+        assert_eq!(
+            fields.to_params().unwrap(),
+            Some(StructuredOutputsParams::StructuralTag(want.clone()))
+        );
+        let f = format(json!({"type": "structural_tag",
+            "structures": [{"begin": "<f=a>", "schema": {"type": "object"}, "end": "</f>"}],
+            "triggers": ["<f="]}))
+        .unwrap();
+        let fields = ConstraintFields {
+            response_format: Some(&f),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields.to_params().unwrap(),
+            Some(StructuredOutputsParams::StructuralTag(want))
+        );
+        let newer: StructuredOutputsRequest = serde_json::from_value(
+            json!({"structural_tag": {"type": "structural_tag", "format": {}}}),
+        )
+        .unwrap();
+        let fields = ConstraintFields {
+            structured_outputs: Some(&newer),
+            ..Default::default()
+        };
+        assert!(fields.to_params().unwrap_err().message.contains("format"));
     }
 
     #[test]
