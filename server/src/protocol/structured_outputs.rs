@@ -119,7 +119,6 @@ impl ConstraintFields<'_> {
             )),
         }
         if let Some(so) = self.structured_outputs {
-            const P: &str = "structured_outputs";
             if let Some(tag) = &so.structural_tag {
                 const T: &str = "structured_outputs.structural_tag";
                 found.push((
