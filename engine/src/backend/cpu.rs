@@ -15,7 +15,7 @@ pub struct CpuBackend {
     /// The KV cache's element type (`--kv-cache-dtype`).
     kv_cache_dtype: cpu::KvCacheDtype,
     /// `fused_moe`'s buffers (MoE models only; empty otherwise).
-    moe_scratch: std::sync::Mutex<super::cpu_moe::MoeScratch>,
+    moe_scratch: std::sync::Mutex<super::cpu_moe_scratch::MoeScratch>,
 }
 
 impl Default for CpuBackend {
@@ -54,7 +54,7 @@ impl CpuBackend {
         self.matmul_mode
     }
 
-    pub(super) fn moe_scratch(&self) -> &std::sync::Mutex<super::cpu_moe::MoeScratch> {
+    pub(super) fn moe_scratch(&self) -> &std::sync::Mutex<super::cpu_moe_scratch::MoeScratch> {
         &self.moe_scratch
     }
 }

@@ -10,27 +10,8 @@ use pagoda_kernels::cpu::{self, ExpertRouting};
 use rayon::prelude::*;
 
 use super::cpu::{CpuBackend, CpuWeight};
+use super::cpu_moe_scratch::at_least;
 use super::moe::{ExpertWeights, MoeWeights};
-
-/// Buffers reused from step to step.
-#[derive(Debug, Default)]
-pub struct MoeScratch {
-    routing: ExpertRouting,
-    router_logits: Vec<f32>,
-    gathered: Vec<f32>,
-    gate_up: Vec<f32>,
-    act: Vec<f32>,
-    expert_out: Vec<f32>,
-    shared_gate: Vec<f32>,
-}
-
-/// Grows `v` to at least `len` (never shrinks: the largest step sets it).
-fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
-}
 
 impl CpuBackend {
     pub(super) fn fused_moe_cpu(

@@ -7,6 +7,7 @@
 
 pub mod cpu;
 mod cpu_moe;
+mod cpu_moe_scratch;
 mod cpu_weight;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -36,4 +36,19 @@ impl<W> MoeWeights<W> {
     pub fn num_experts(&self) -> usize {
         self.experts.len()
     }
+
+    /// Every matrix of the block, named for the load log.
+    pub fn named_matrices(&self) -> Vec<(String, &W)> {
+        let mut out = vec![("router".to_string(), &self.router)];
+        for (j, x) in self.experts.iter().enumerate() {
+            out.push((format!("experts.{j}.gate_up"), &x.gate_up));
+            out.push((format!("experts.{j}.down"), &x.down));
+        }
+        if let Some(s) = &self.shared {
+            out.push(("shared_expert.gate_up".to_string(), &s.mlp.gate_up));
+            out.push(("shared_expert.down".to_string(), &s.mlp.down));
+            out.push(("shared_expert_gate".to_string(), &s.gate));
+        }
+        out
+    }
 }

@@ -177,21 +177,6 @@ fn split_experts(t: HostTensor, e: usize) -> Vec<HostTensor> {
     }
 }
 
-/// The matrices of a sparse layer, named for the load log.
-pub(super) fn moe_matrices<W>(m: &MoeWeights<W>) -> Vec<(String, &W)> {
-    let mut out = vec![("router".to_string(), &m.router)];
-    for (j, x) in m.experts.iter().enumerate() {
-        out.push((format!("experts.{j}.gate_up"), &x.gate_up));
-        out.push((format!("experts.{j}.down"), &x.down));
-    }
-    if let Some(s) = &m.shared {
-        out.push(("shared_expert.gate_up".to_string(), &s.mlp.gate_up));
-        out.push(("shared_expert.down".to_string(), &s.mlp.down));
-        out.push(("shared_expert_gate".to_string(), &s.gate));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,7 +164,7 @@ impl<B: Backend> DecoderWeights<B> {
                     out.push((format!("layers.{i}.down_proj"), &m.down_proj));
                 }
                 FeedForward::Sparse(m) => out.extend(
-                    super::moe::moe_matrices(m)
+                    m.named_matrices()
                         .into_iter()
                         .map(|(n, w)| (format!("layers.{i}.{n}"), w)),
                 ),
