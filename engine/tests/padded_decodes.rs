@@ -47,6 +47,7 @@ fn scheduler() -> Scheduler {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
+        ..SchedulerConfig::default()
     })
     .unwrap();
     // Prompts of 7..=27 tokens; request i stops after 3 + 4 * i tokens.
