@@ -5,7 +5,9 @@
 //! picks the tokens the host picks.
 
 use pagoda_engine::backend::cpu::CpuBackend;
-use pagoda_engine::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
+use pagoda_engine::model::{
+    DecoderModel, DecoderWeights, KvCache, KvCacheLayout, ModelDims, Workspace,
+};
 use pagoda_engine::model_runner::{ModelRunner, Runner};
 use pagoda_engine::runner_io::{HostLogits, LogitsNeed};
 use pagoda_engine::sampler::{argmax, SamplingRow};
@@ -33,7 +35,8 @@ fn runner(model: &str) -> ModelRunner<CpuBackend> {
     .unwrap();
     let model = DecoderModel { dims, weights };
     let ws = Workspace::new(&backend, &dims, 256, 8).unwrap();
-    let kv = KvCache::new(&backend, &dims, 64, BLOCK).unwrap();
+    let layout = KvCacheLayout::new(&source.config, MAX_LEN);
+    let kv = KvCache::new(&backend, &dims, &layout, 64, BLOCK).unwrap();
     ModelRunner::new(backend, model, ws, kv, 8, MAX_LEN).unwrap()
 }
 
