@@ -145,13 +145,7 @@ impl ForwardBatch {
 
 /// Re-lays `n` rows of `tables` (`width` columns) with `new_width` columns
 /// and adds null rows up to `size` rows.
-fn pad_tables(
-    tables: &mut Vec<u32>,
-    width: &mut usize,
-    n: usize,
-    size: usize,
-    new_width: usize,
-) {
+fn pad_tables(tables: &mut Vec<u32>, width: &mut usize, n: usize, size: usize, new_width: usize) {
     if new_width != *width {
         let old = std::mem::take(tables);
         *tables = Vec::with_capacity(size * new_width);

@@ -14,8 +14,8 @@ mod moe;
 mod weights;
 mod workspace;
 
-pub use weights::{DecoderWeights, DenseMlpWeights, FeedForward, LayerWeights};
 pub use kv_cache_layout::KvCacheLayout;
+pub use weights::{DecoderWeights, DenseMlpWeights, FeedForward, LayerWeights};
 pub use workspace::{KvCache, Workspace};
 
 use crate::backend::{AttentionDims, Backend};
