@@ -51,6 +51,7 @@ fn config() -> SchedulerConfig {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
+        ..SchedulerConfig::default()
     }
 }
 

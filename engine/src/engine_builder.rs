@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig, KvCacheDtype};
 use crate::engine_error::{error_chain, EngineContext, EngineError};
 use crate::llm_engine::LlmEngine;
-use crate::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
+use crate::model::{DecoderModel, DecoderWeights, KvCache, KvCacheLayout, ModelDims, Workspace};
 use crate::model_info::ModelInfo;
 use crate::model_runner::{ModelRunner, Runner};
 use crate::tokenizer::{ChatTemplate, Tokenizer, TokenizerConfig};
@@ -38,9 +38,10 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
-    // Sliding windows run on the CPU at any length (every block stays
-    // resident: the KV manager does not yet free blocks behind a window).
+    // Sliding windows run on the CPU at any length; their layers form
+    // KV-cache groups whose blocks behind the window go back to the pool.
     let max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
+    let layout = KvCacheLayout::new(mc, max_model_len);
     let unsupported = cuda_unsupported_features(mc, max_model_len);
     let device = choose_device(config.device, &dims, &unsupported)?;
     let block_size = config.block_size;
@@ -55,6 +56,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
         dims,
         max_model_len,
         block_size,
+        layout,
     };
     let (runner, scheduler, info) = match device {
         ChosenDevice::Cpu => {
@@ -230,6 +232,8 @@ struct Plan<'a> {
     dims: ModelDims,
     max_model_len: usize,
     block_size: usize,
+    /// The layers' KV-cache groups (one full group for a plain model).
+    layout: KvCacheLayout,
 }
 
 /// The KV cache's size: fixed bytes (checked before the weights load), or
@@ -253,6 +257,14 @@ fn build_cuda_runner(
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     use crate::backend::cuda::CudaBackend;
     use pagoda_kernels::cuda::graphs::{cudagraph_capture_sizes, default_max_capture_size};
+    // `cuda_support` already refuses windows a sequence can outgrow, the
+    // only source of more groups; this keeps the one-table assumption explicit.
+    if !plan.layout.is_single_full_group() {
+        return Err(EngineError::load(
+            "the CUDA backend has one block table per sequence and cannot run KV-cache groups \
+             (sliding-window or hybrid models); use --device cpu",
+        ));
+    }
     let max_num_seqs = plan.config.max_num_seqs;
     let capture_sizes = if plan.config.enforce_eager {
         Vec::new()
@@ -313,20 +325,24 @@ fn cuda_kv_cache_bytes(free: u64, total: u64, utilization: f32) -> Result<u64, S
 }
 
 /// Blocks of `per_block` bytes in `kv_bytes`, checked to hold one request
-/// of `max_model_len` tokens (block 0 is the null block).
+/// of `max_model_len` tokens, which needs `blocks_per_request` blocks over
+/// its KV-cache groups (block 0 is the null block).
 fn kv_blocks(
     kv_bytes: u64,
     per_block: usize,
     block_size: usize,
     max_model_len: usize,
+    blocks_per_request: usize,
     hint: &str,
 ) -> Result<(usize, usize), EngineError> {
     let num_blocks = (kv_bytes as usize / per_block).max(1);
     let usable_tokens = (num_blocks - 1) * block_size;
-    if usable_tokens < max_model_len {
+    if num_blocks - 1 < blocks_per_request {
         return Err(EngineError::load(format!(
-            "the KV cache ({kv_bytes} bytes = {usable_tokens} tokens) cannot hold one request of \
-             max_model_len = {max_model_len} tokens; {hint}"
+            "the KV cache ({kv_bytes} bytes = {} blocks of {block_size} tokens) cannot hold one \
+             request of max_model_len = {max_model_len} tokens ({blocks_per_request} blocks); \
+             {hint}",
+            num_blocks - 1
         )));
     }
     Ok((num_blocks, usable_tokens))
@@ -354,6 +370,7 @@ fn build_runner<B: Backend>(
         max_seqs: config.max_num_seqs.max(largest_capture),
         per_block: KvCache::<B>::bytes_per_block(
             &plan.dims,
+            &plan.layout,
             plan.block_size,
             backend.kv_cache_element_bytes(),
         ),
@@ -380,8 +397,14 @@ fn build_runner<B: Backend>(
     .load_context("cannot allocate the forward workspace")?;
     let (mut runner, kv_size) = match kv_size {
         Ok(kv_size) => {
-            let kv = KvCache::new(&backend, &plan.dims, kv_size.num_blocks, plan.block_size)
-                .load_context("cannot allocate the KV cache")?;
+            let kv = KvCache::new(
+                &backend,
+                &plan.dims,
+                &plan.layout,
+                kv_size.num_blocks,
+                plan.block_size,
+            )
+            .load_context("cannot allocate the KV cache")?;
             let runner =
                 ModelRunner::new(backend, model, ws, kv, step.max_seqs, plan.max_model_len)
                     .load_context("cannot build the model runner")?;
@@ -393,11 +416,13 @@ fn build_runner<B: Backend>(
         capture_decode_graphs(&mut runner, capture_sizes, plan.max_model_len);
     }
     tracing::info!(
-        "KV cache: {} blocks of {} tokens, {} ({} MiB)",
+        "KV cache: {} blocks of {} tokens, {} ({} MiB); KV-cache groups {:?} of {} layers each",
         kv_size.num_blocks,
         plan.block_size,
         kv_dtype,
-        (kv_size.num_blocks * step.per_block) >> 20
+        (kv_size.num_blocks * step.per_block) >> 20,
+        plan.layout.specs,
+        plan.layout.group_size,
     );
     let info = model_info(plan, &kv_size, &step, runner.device_name(), kv_dtype);
     Ok((Box::new(runner), kv_size.scheduler, info))
@@ -429,24 +454,28 @@ fn size_kv_cache(
     hint: &str,
 ) -> Result<KvSize, EngineError> {
     let config = plan.config;
-    let (num_blocks, usable_tokens) = kv_blocks(
-        kv_bytes,
-        step.per_block,
-        plan.block_size,
-        plan.max_model_len,
-        hint,
-    )?;
-    let scheduler = Scheduler::new(SchedulerConfig {
+    let mut scheduler_config = SchedulerConfig {
         block_size: plan.block_size,
-        num_blocks,
+        num_blocks: 0,
         max_num_seqs: config.max_num_seqs,
         max_num_batched_tokens: step.max_num_batched_tokens,
         max_model_len: plan.max_model_len,
         long_prefill_token_threshold: config.long_prefill_token_threshold,
         enable_prefix_caching: config.enable_prefix_caching,
         policy: config.scheduling_policy,
-    })
-    .load_context("invalid scheduler configuration")?;
+        kv_cache_specs: plan.layout.specs.clone(),
+    };
+    let (num_blocks, usable_tokens) = kv_blocks(
+        kv_bytes,
+        step.per_block,
+        plan.block_size,
+        plan.max_model_len,
+        scheduler_config.max_blocks_per_request(),
+        hint,
+    )?;
+    scheduler_config.num_blocks = num_blocks;
+    let scheduler =
+        Scheduler::new(scheduler_config).load_context("invalid scheduler configuration")?;
     Ok(KvSize {
         num_blocks,
         usable_tokens,
@@ -488,7 +517,7 @@ fn profile_and_size_kv_cache<B: Backend>(
     measure: MeasureKv<B>,
 ) -> Result<(ModelRunner<B>, KvSize), EngineError> {
     let max_model_len = plan.max_model_len;
-    let kv = KvCache::new(&backend, &plan.dims, 1, plan.block_size)
+    let kv = KvCache::new(&backend, &plan.dims, &plan.layout, 1, plan.block_size)
         .load_context("cannot allocate the profiling KV cache")?;
     let mut runner = ModelRunner::new(backend, model, ws, kv, step.max_seqs, max_model_len)
         .load_context("cannot build the model runner")?;

@@ -3,7 +3,7 @@
 //! want every row). Pure-decode steps that fit a captured size are padded to
 //! it and replay its graph.
 
-use crate::backend::{Backend, ForwardBatch, InputLimits};
+use crate::backend::{Backend, ForwardBatch, InputLimits, KvGroupBatch};
 use crate::decode_graphs::DecodeGraphs;
 use crate::model::{DecoderModel, KvCache, Workspace};
 use crate::runner_io::{sample_on_host, HostLogits, LogitsNeed, ModelRunnerOutput};
@@ -137,9 +137,11 @@ impl<B: Backend> ModelRunner<B> {
     pub fn replace_kv_cache(&mut self, num_blocks: usize) -> anyhow::Result<()> {
         debug_assert!(self.graphs.is_none());
         let block_size = self.kv.block_size;
+        let layout = self.kv.layout.clone();
+        let d = &self.model.dims;
         // Free the old cache first.
-        self.kv = KvCache::new(&self.backend, &self.model.dims, 1, block_size)?;
-        self.kv = KvCache::new(&self.backend, &self.model.dims, num_blocks, block_size)?;
+        self.kv = KvCache::new(&self.backend, d, &layout, 1, block_size)?;
+        self.kv = KvCache::new(&self.backend, d, &layout, num_blocks, block_size)?;
         Ok(())
     }
 
@@ -176,6 +178,12 @@ impl<B: Backend> ModelRunner<B> {
             b.block_tables.extend(std::iter::repeat_n(0, width));
             b.max_seq_len = b.max_seq_len.max(len);
         }
+        let group0 = KvGroupBatch {
+            slot_mapping: b.slot_mapping.clone(),
+            block_tables: b.block_tables.clone(),
+            max_blocks_per_seq: width,
+        };
+        b.kv_groups = vec![group0; self.kv.layout.num_groups() - 1];
         self.backend.prepare_inputs(&self.batch, &mut self.inputs)?;
         self.run_dense_tokens(tokens, tokens.min(self.ws.max_logits_rows));
         // Copying a row back waits for the pass and surfaces its errors.
@@ -337,11 +345,19 @@ impl<B: Backend> ModelRunner<B> {
         b.clear();
         self.logit_rows.clear();
         let reqs = sched.requests();
-        b.max_blocks_per_seq = (0..reqs.len())
-            .map(|i| sched.block_table(i).len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let width = |g: usize| {
+            (0..reqs.len())
+                .map(|i| sched.group_block_table(g, i).len())
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        };
+        b.max_blocks_per_seq = width(0);
+        let num_groups = sched.num_groups().max(1);
+        b.kv_groups.resize_with(num_groups - 1, Default::default);
+        for (g, kg) in b.kv_groups.iter_mut().enumerate() {
+            kg.max_blocks_per_seq = width(g + 1);
+        }
         b.query_start_loc.push(0);
         b.max_seq_len = reqs
             .iter()
@@ -350,20 +366,30 @@ impl<B: Backend> ModelRunner<B> {
             .unwrap_or(0);
         let mut rows = Vec::with_capacity(reqs.len());
         for (i, r) in reqs.iter().enumerate() {
-            let table = sched.block_table(i);
             let first = b.token_ids.len();
             b.token_ids.extend_from_slice(sched.token_ids(i));
-            for p in r.start_position..r.start_position + r.num_tokens {
-                b.positions.push(p as u32);
-                let block = table[p / block_size] as i64;
-                b.slot_mapping
-                    .push(block * block_size as i64 + (p % block_size) as i64);
+            let positions = r.start_position..r.start_position + r.num_tokens;
+            b.positions.extend(positions.clone().map(|p| p as u32));
+            push_group_rows(
+                sched.block_table(i),
+                positions.clone(),
+                block_size,
+                &mut b.slot_mapping,
+                &mut b.block_tables,
+                b.max_blocks_per_seq,
+            );
+            for (g, kg) in b.kv_groups.iter_mut().enumerate() {
+                push_group_rows(
+                    sched.group_block_table(g + 1, i),
+                    positions.clone(),
+                    block_size,
+                    &mut kg.slot_mapping,
+                    &mut kg.block_tables,
+                    kg.max_blocks_per_seq,
+                );
             }
             b.query_start_loc.push(b.token_ids.len() as u32);
             b.seq_lens.push((r.start_position + r.num_tokens) as u32);
-            b.block_tables.extend_from_slice(table);
-            b.block_tables
-                .resize(b.block_tables.len() + b.max_blocks_per_seq - table.len(), 0);
             let start = self.logit_rows.len();
             match &needs[i] {
                 LogitsNeed::AllRows(_) => self
@@ -376,6 +402,24 @@ impl<B: Backend> ModelRunner<B> {
         }
         rows
     }
+}
+
+/// One sequence's rows in one KV-cache group: the slots of the tokens at
+/// `positions` and its block table padded to `width` with the null block.
+fn push_group_rows(
+    table: &[u32],
+    positions: Range<usize>,
+    block_size: usize,
+    slot_mapping: &mut Vec<i64>,
+    block_tables: &mut Vec<u32>,
+    width: usize,
+) {
+    for p in positions {
+        let block = table[p / block_size] as i64;
+        slot_mapping.push(block * block_size as i64 + (p % block_size) as i64);
+    }
+    block_tables.extend_from_slice(table);
+    block_tables.resize(block_tables.len() + width - table.len(), 0);
 }
 
 impl<B: Backend> Runner for ModelRunner<B> {

@@ -5,7 +5,9 @@
 //! picks the tokens the host picks.
 
 use pagoda_engine::backend::cpu::CpuBackend;
-use pagoda_engine::model::{DecoderModel, DecoderWeights, KvCache, ModelDims, Workspace};
+use pagoda_engine::model::{
+    DecoderModel, DecoderWeights, KvCache, KvCacheLayout, ModelDims, Workspace,
+};
 use pagoda_engine::model_runner::{ModelRunner, Runner};
 use pagoda_engine::runner_io::{HostLogits, LogitsNeed};
 use pagoda_engine::sampler::{argmax, SamplingRow};
@@ -33,7 +35,8 @@ fn runner(model: &str) -> ModelRunner<CpuBackend> {
     .unwrap();
     let model = DecoderModel { dims, weights };
     let ws = Workspace::new(&backend, &dims, 256, 8).unwrap();
-    let kv = KvCache::new(&backend, &dims, 64, BLOCK).unwrap();
+    let layout = KvCacheLayout::new(&source.config, MAX_LEN);
+    let kv = KvCache::new(&backend, &dims, &layout, 64, BLOCK).unwrap();
     ModelRunner::new(backend, model, ws, kv, 8, MAX_LEN).unwrap()
 }
 
@@ -47,6 +50,7 @@ fn scheduler() -> Scheduler {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
+        ..SchedulerConfig::default()
     })
     .unwrap();
     // Prompts of 7..=27 tokens; request i stops after 3 + 4 * i tokens.

@@ -11,6 +11,9 @@ pub struct KvCacheBlock {
     /// after the block is freed (so it can still be hit) until the block is
     /// popped for reuse.
     pub(crate) block_hash: Option<BlockHash>,
+    /// The KV-cache group whose layers hold this block's KV (meaningful
+    /// with a hash: the prefix cache is keyed by (hash, group)).
+    pub(crate) group: u32,
 }
 
 impl KvCacheBlock {

@@ -5,6 +5,12 @@
 //! still in the prefix cache and can be revived by a hit (`touch`) until
 //! `get_new_blocks` pops it for reuse — that pop is its eviction.
 //! Block 0 is the null block: never queued, never handed out.
+//!
+//! With several KV-cache groups (hybrid models) the pool is shared and a
+//! block holds one group's KV at a time, so the prefix cache is keyed by
+//! (hash, group), vLLM's `BlockHashWithGroupId`. KV-cache events describe
+//! group 0's cache only (the first full-attention group when there is one):
+//! a router follows one prefix set per replica.
 
 use std::collections::HashMap;
 
@@ -23,7 +29,7 @@ pub struct BlockPool {
     /// second is hashed but not registered (block tables are append-only, so
     /// it cannot be swapped for the first); it registers itself on free if
     /// the first has been evicted meanwhile.
-    cached: HashMap<BlockHash, u32, BuildBlockHashHasher>,
+    cached: HashMap<(BlockHash, u32), u32, BuildBlockHashHasher>,
     enable_caching: bool,
     /// Changes of `cached`, for KV-cache event consumers (off by default).
     events: KvEventLog,
@@ -71,9 +77,12 @@ impl BlockPool {
         self.events.stored(hash, parent, tokens);
     }
 
-    /// The hashes in the prefix cache, in no order.
+    /// Group 0's hashes in the prefix cache, in no order.
     pub fn cached_hashes(&self) -> impl Iterator<Item = BlockHash> + '_ {
-        self.cached.keys().copied()
+        self.cached
+            .keys()
+            .filter(|(_, group)| *group == 0)
+            .map(|&(hash, _)| hash)
     }
 
     /// Blocks in the pool, including the null block.
@@ -111,12 +120,12 @@ impl BlockPool {
         &self.free_queue
     }
 
-    /// The block registered for `hash`, if any (cache hit).
-    pub fn get_cached_block(&self, hash: BlockHash) -> Option<u32> {
-        self.cached.get(&hash).copied()
+    /// The block registered for `hash` in `group`, if any (cache hit).
+    pub fn get_cached_block(&self, hash: BlockHash, group: u32) -> Option<u32> {
+        self.cached.get(&(hash, group)).copied()
     }
 
-    /// Number of hashes in the prefix cache.
+    /// Number of (hash, group) entries in the prefix cache.
     pub fn num_cached_hashes(&self) -> usize {
         self.cached.len()
     }
@@ -169,7 +178,8 @@ impl BlockPool {
         let mut registered = false;
         if keep_hash {
             if let Some(hash) = block.block_hash {
-                registered = self.register(hash, block_id);
+                let group = block.group;
+                registered = self.register(hash, group, block_id);
             }
         } else {
             self.evict(block_id);
@@ -178,18 +188,21 @@ impl BlockPool {
         registered
     }
 
-    /// Marks a full block as holding `hash` and registers it unless another
-    /// block already holds that hash; true if it was registered.
-    pub fn cache_block(&mut self, block_id: u32, hash: BlockHash) -> bool {
+    /// Marks a full block of `group` as holding `hash` and registers it
+    /// unless another block of the group already holds that hash; true if it
+    /// was registered.
+    pub fn cache_block(&mut self, block_id: u32, hash: BlockHash, group: u32) -> bool {
         if !self.enable_caching {
             return false;
         }
-        self.blocks[block_id as usize].block_hash = Some(hash);
-        self.register(hash, block_id)
+        let block = &mut self.blocks[block_id as usize];
+        block.block_hash = Some(hash);
+        block.group = group;
+        self.register(hash, group, block_id)
     }
 
-    fn register(&mut self, hash: BlockHash, block_id: u32) -> bool {
-        match self.cached.entry(hash) {
+    fn register(&mut self, hash: BlockHash, group: u32, block_id: u32) -> bool {
+        match self.cached.entry((hash, group)) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(block_id);
@@ -201,10 +214,14 @@ impl BlockPool {
     /// Forgets a block's hash (and its registration, if it is the
     /// registered block for that hash).
     fn evict(&mut self, block_id: u32) {
-        if let Some(hash) = self.blocks[block_id as usize].block_hash.take() {
-            if self.cached.get(&hash) == Some(&block_id) {
-                self.cached.remove(&hash);
-                self.events.removed(hash);
+        let block = &mut self.blocks[block_id as usize];
+        if let Some(hash) = block.block_hash.take() {
+            let key = (hash, block.group);
+            if self.cached.get(&key) == Some(&block_id) {
+                self.cached.remove(&key);
+                if key.1 == 0 {
+                    self.events.removed(hash);
+                }
             }
         }
     }
@@ -249,9 +266,9 @@ mod tests {
         let mut got = Vec::new();
         pool.get_new_blocks(2, &mut got);
         let h = BlockHash(42);
-        pool.cache_block(got[0], h);
+        pool.cache_block(got[0], h, 0);
         pool.free_block(got[0], true);
-        assert_eq!(pool.get_cached_block(h), Some(got[0]), "still hittable");
+        assert_eq!(pool.get_cached_block(h, 0), Some(got[0]), "still hittable");
         assert!(pool.is_free(got[0]));
         // A hit revives it: out of the free queue, ref count 1.
         pool.touch(&[got[0]]);
@@ -263,7 +280,7 @@ mod tests {
         let mut again = Vec::new();
         pool.get_new_blocks(1, &mut again);
         assert_eq!(again, vec![got[0]]);
-        assert_eq!(pool.get_cached_block(h), None);
+        assert_eq!(pool.get_cached_block(h, 0), None);
         assert_eq!(pool.block(got[0]).unwrap().block_hash(), None);
     }
 
@@ -273,15 +290,15 @@ mod tests {
         let mut got = Vec::new();
         pool.get_new_blocks(2, &mut got);
         let h = BlockHash(7);
-        pool.cache_block(got[0], h);
-        pool.cache_block(got[1], h);
-        assert_eq!(pool.get_cached_block(h), Some(got[0]));
+        pool.cache_block(got[0], h, 0);
+        pool.cache_block(got[1], h, 0);
+        assert_eq!(pool.get_cached_block(h, 0), Some(got[0]));
         pool.free_block(got[0], true);
         let mut other = Vec::new();
         pool.get_new_blocks(2, &mut other); // pops block 3, then evicts got[0]
-        assert_eq!(pool.get_cached_block(h), None);
+        assert_eq!(pool.get_cached_block(h, 0), None);
         pool.free_block(got[1], true);
-        assert_eq!(pool.get_cached_block(h), Some(got[1]));
+        assert_eq!(pool.get_cached_block(h, 0), Some(got[1]));
     }
 
     #[test]
@@ -289,10 +306,10 @@ mod tests {
         let mut pool = BlockPool::new(3, true);
         let mut got = Vec::new();
         pool.get_new_blocks(2, &mut got);
-        pool.cache_block(got[0], BlockHash(1));
-        pool.cache_block(got[1], BlockHash(2));
+        pool.cache_block(got[0], BlockHash(1), 0);
+        pool.cache_block(got[1], BlockHash(2), 0);
         pool.free_block(got[1], false);
-        assert_eq!(pool.get_cached_block(BlockHash(2)), None);
+        assert_eq!(pool.get_cached_block(BlockHash(2), 0), None);
         assert!(!pool.reset_prefix_cache(), "block still held");
         pool.free_block(got[0], true);
         assert!(pool.reset_prefix_cache());
@@ -305,8 +322,8 @@ mod tests {
         let mut pool = BlockPool::new(3, false);
         let mut got = Vec::new();
         pool.get_new_blocks(1, &mut got);
-        pool.cache_block(got[0], BlockHash(9));
-        assert_eq!(pool.get_cached_block(BlockHash(9)), None);
+        pool.cache_block(got[0], BlockHash(9), 0);
+        assert_eq!(pool.get_cached_block(BlockHash(9), 0), None);
         assert_eq!(pool.block(got[0]).unwrap().block_hash(), None);
     }
 }

@@ -3,6 +3,7 @@
 //! never has to re-check them.
 
 use crate::error::ConfigError;
+use crate::kv_cache_spec::KvCacheSpec;
 
 /// Which request loses when memory runs out, and in which order waiting
 /// requests are admitted.
@@ -56,6 +57,10 @@ pub struct SchedulerConfig {
     pub long_prefill_token_threshold: usize,
     pub enable_prefix_caching: bool,
     pub policy: SchedulingPolicy,
+    /// One entry per KV-cache group (the model's layers grouped by
+    /// attention type); each request holds a block table per group, all
+    /// from the one pool. A plain model: one `FullAttention` group.
+    pub kv_cache_specs: Vec<KvCacheSpec>,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +76,7 @@ impl Default for SchedulerConfig {
             long_prefill_token_threshold: 0,
             enable_prefix_caching: true,
             policy: SchedulingPolicy::Fcfs,
+            kv_cache_specs: vec![KvCacheSpec::FullAttention],
         }
     }
 }
@@ -83,9 +89,25 @@ impl SchedulerConfig {
             .saturating_mul(self.block_size)
     }
 
-    /// Checks the limits. The pool must hold at least one sequence of
-    /// `max_model_len` tokens: otherwise a lone request could never finish
-    /// and recompute-preemption would loop forever.
+    /// Blocks one request can hold at once over all KV-cache groups: a
+    /// full group its whole `max_model_len` sequence, a windowed group its
+    /// window plus one step (`KvCacheSpec::max_blocks_per_request`).
+    pub fn max_blocks_per_request(&self) -> usize {
+        self.kv_cache_specs
+            .iter()
+            .map(|spec| {
+                spec.max_blocks_per_request(
+                    self.max_model_len,
+                    self.max_num_batched_tokens,
+                    self.block_size,
+                )
+            })
+            .sum()
+    }
+
+    /// Checks the limits. The pool must hold at least one request at its
+    /// largest (`max_blocks_per_request`): otherwise a lone request could
+    /// never finish and recompute-preemption would loop forever.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.block_size == 0 {
             return Err(ConfigError::ZeroBlockSize);
@@ -109,11 +131,30 @@ impl SchedulerConfig {
         if self.max_model_len == 0 {
             return Err(ConfigError::ZeroMaxModelLen);
         }
-        let capacity = self.kv_capacity_tokens();
-        if capacity < self.max_model_len {
-            return Err(ConfigError::KvCacheTooSmall {
+        if self.kv_cache_specs.is_empty() {
+            return Err(ConfigError::NoKvCacheGroups);
+        }
+        if self
+            .kv_cache_specs
+            .contains(&KvCacheSpec::SlidingWindow { window: 0 })
+        {
+            return Err(ConfigError::ZeroSlidingWindow);
+        }
+        if self.kv_cache_specs == [KvCacheSpec::FullAttention] {
+            let capacity = self.kv_capacity_tokens();
+            if capacity < self.max_model_len {
+                return Err(ConfigError::KvCacheTooSmall {
+                    max_model_len: self.max_model_len,
+                    capacity_tokens: capacity,
+                });
+            }
+        }
+        let needed = self.max_blocks_per_request();
+        if self.num_blocks - 1 < needed {
+            return Err(ConfigError::KvCacheTooSmallForGroups {
                 max_model_len: self.max_model_len,
-                capacity_tokens: capacity,
+                needed_blocks: needed,
+                usable_blocks: self.num_blocks - 1,
             });
         }
         Ok(())
@@ -192,6 +233,42 @@ mod tests {
             ..ok
         };
         assert_eq!(exact.validate(), Ok(()));
+    }
+
+    #[test]
+    fn windowed_groups_need_only_their_window() {
+        // 64-token max_model_len, 4-token blocks: full attention needs 16
+        // blocks; a window of 8 with a 4-token budget needs
+        // ceil((7 + 4) / 4) + 1 = 4.
+        let cfg = |specs: Vec<KvCacheSpec>, num_blocks| SchedulerConfig {
+            block_size: 4,
+            num_blocks,
+            max_num_batched_tokens: 4,
+            max_model_len: 64,
+            kv_cache_specs: specs,
+            ..SchedulerConfig::default()
+        };
+        let window = KvCacheSpec::SlidingWindow { window: 8 };
+        assert_eq!(cfg(vec![window], 5).validate(), Ok(()));
+        assert_eq!(
+            cfg(vec![window], 4).validate(),
+            Err(ConfigError::KvCacheTooSmallForGroups {
+                max_model_len: 64,
+                needed_blocks: 4,
+                usable_blocks: 3
+            })
+        );
+        let hybrid = vec![KvCacheSpec::FullAttention, window];
+        assert_eq!(cfg(hybrid.clone(), 21).validate(), Ok(()));
+        assert!(cfg(hybrid, 20).validate().is_err());
+        assert_eq!(
+            cfg(vec![], 100).validate(),
+            Err(ConfigError::NoKvCacheGroups)
+        );
+        assert_eq!(
+            cfg(vec![KvCacheSpec::SlidingWindow { window: 0 }], 100).validate(),
+            Err(ConfigError::ZeroSlidingWindow)
+        );
     }
 
     #[test]

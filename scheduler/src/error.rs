@@ -25,4 +25,18 @@ pub enum ConfigError {
         max_model_len: usize,
         capacity_tokens: usize,
     },
+    #[error(
+        "one request of max_model_len = {max_model_len} needs up to {needed_blocks} KV-cache \
+         blocks over its layer groups, but the pool has {usable_blocks}; add KV-cache memory \
+         or lower max_model_len"
+    )]
+    KvCacheTooSmallForGroups {
+        max_model_len: usize,
+        needed_blocks: usize,
+        usable_blocks: usize,
+    },
+    #[error("kv_cache_specs is empty: a model has at least one KV-cache group")]
+    NoKvCacheGroups,
+    #[error("a sliding window must cover at least the token itself (window >= 1)")]
+    ZeroSlidingWindow,
 }

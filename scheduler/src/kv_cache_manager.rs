@@ -1,20 +1,30 @@
 //! The KV-cache manager: a request's view of the block pool (vLLM's
-//! `KVCacheManager`). Finds prefix-cache hits, grows a request's block
-//! table as its tokens are scheduled, registers blocks in the prefix cache
-//! as soon as they are full, and frees a request's blocks.
+//! `KVCacheManager` with its hybrid `KVCacheCoordinator`). Finds prefix-cache
+//! hits, grows a request's block tables as its tokens are scheduled,
+//! registers blocks in the prefix cache as soon as they are full, frees
+//! what a sliding window can no longer read, and frees a request's blocks.
 //!
-//! The block table and block hashes live in the `Request` (as in
+//! A model's layers form KV-cache groups (`KvCacheSpec` each: full
+//! attention or one window size); every group has its own block table per
+//! request, drawn from the one shared pool. A plain model has one
+//! full-attention group and behaves as before groups existed.
+//!
+//! The block tables and block hashes live in the `Request` (as in
 //! nano-vllm), so no per-request map lookup sits on the hot path.
 
 use crate::block_hash::BlockHasher;
-use crate::block_pool::BlockPool;
+use crate::block_pool::{BlockPool, NULL_BLOCK_ID};
+use crate::kv_cache_spec::KvCacheSpec;
 use crate::request::Request;
+use crate::single_type_manager::SingleTypeKvCacheManager;
 
-/// A prefix-cache hit: leading blocks whose KV is already cached.
+/// A prefix-cache hit: leading blocks whose KV is already cached, per group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComputedBlocks {
-    pub block_ids: Vec<u32>,
-    /// `block_ids.len() * block_size`.
+    /// Per KV-cache group, the hit's block ids (the null block where the
+    /// group's window no longer reads); every group's list has the same length.
+    pub block_ids: Vec<Vec<u32>>,
+    /// Hit blocks times `block_size`.
     pub num_computed_tokens: usize,
 }
 
@@ -24,18 +34,46 @@ pub struct KvCacheManager {
     enable_caching: bool,
     pool: BlockPool,
     hasher: BlockHasher,
+    /// One per KV-cache group, in group order.
+    groups: Vec<SingleTypeKvCacheManager>,
     prefix_cache_queries: u64,
     prefix_cache_hits: u64,
 }
 
 impl KvCacheManager {
-    /// `num_blocks` includes the null block (see `SchedulerConfig::validate`).
+    /// One full-attention group. `num_blocks` includes the null block (see
+    /// `SchedulerConfig::validate`).
     pub fn new(block_size: usize, num_blocks: usize, enable_caching: bool) -> Self {
+        Self::with_groups(
+            block_size,
+            num_blocks,
+            enable_caching,
+            &[KvCacheSpec::FullAttention],
+        )
+    }
+
+    /// One group per entry of `specs` (at least one), sharing the pool.
+    pub fn with_groups(
+        block_size: usize,
+        num_blocks: usize,
+        enable_caching: bool,
+        specs: &[KvCacheSpec],
+    ) -> Self {
+        let groups = specs
+            .iter()
+            .enumerate()
+            .map(|(g, &spec)| SingleTypeKvCacheManager {
+                spec,
+                group: g as u32,
+                block_size,
+            })
+            .collect();
         Self {
             block_size,
             enable_caching,
             pool: BlockPool::new(num_blocks, enable_caching),
             hasher: BlockHasher::new(),
+            groups,
             prefix_cache_queries: 0,
             prefix_cache_hits: 0,
         }
@@ -47,6 +85,15 @@ impl KvCacheManager {
 
     pub fn enable_caching(&self) -> bool {
         self.enable_caching
+    }
+
+    /// The KV-cache groups' specs, in group order.
+    pub fn kv_cache_specs(&self) -> impl Iterator<Item = KvCacheSpec> + '_ {
+        self.groups.iter().map(|g| g.spec)
+    }
+
+    pub fn num_groups(&self) -> usize {
+        self.groups.len()
     }
 
     pub fn block_pool(&self) -> &BlockPool {
@@ -72,35 +119,58 @@ impl KvCacheManager {
         self.prefix_cache_hits
     }
 
-    /// The longest cached prefix of a request that holds no blocks yet.
-    /// Never covers the last token: its logits must be computed, so at most
-    /// `num_tokens - 1` tokens (rounded down to whole blocks) can hit.
-    /// Takes no reference: pass the result to `allocate_slots_with_prefix`.
+    /// The longest cached prefix of a request that holds no blocks yet
+    /// which every group can use (a windowed group needs only the blocks
+    /// its window reads from the hit's end; see `SingleTypeKvCacheManager::
+    /// longest_hit`). Never covers the last token: its logits must be
+    /// computed, so at most `num_tokens - 1` tokens (rounded down to whole
+    /// blocks) can hit. Takes no reference: pass the result to
+    /// `allocate_slots_with_prefix`.
     pub fn get_computed_blocks(&mut self, request: &mut Request) -> ComputedBlocks {
-        if !self.enable_caching || !request.block_table.is_empty() {
+        if !self.enable_caching || request.holds_blocks() {
             return ComputedBlocks::default();
         }
         let max_hit_blocks = request.num_tokens().saturating_sub(1) / self.block_size;
         self.ensure_block_hashes(request, max_hit_blocks);
-        let mut block_ids = Vec::new();
-        for &hash in &request.block_hashes[..max_hit_blocks] {
-            match self.pool.get_cached_block(hash) {
-                Some(id) => block_ids.push(id),
-                None => break,
+        let hashes = &request.block_hashes[..max_hit_blocks];
+        // Each group shortens the hit to what it can use, until all agree
+        // (vLLM's hybrid coordinator); a hit valid for every group is never
+        // longer than any group's answer, so the fixed point is the longest.
+        let mut num_blocks = max_hit_blocks;
+        loop {
+            let agreed = self
+                .groups
+                .iter()
+                .fold(num_blocks, |n, g| g.longest_hit(&self.pool, hashes, n));
+            if agreed == num_blocks {
+                break;
             }
+            num_blocks = agreed;
         }
-        let num_computed_tokens = block_ids.len() * self.block_size;
+        if num_blocks == 0 {
+            return ComputedBlocks::default();
+        }
+        let block_ids = self
+            .groups
+            .iter()
+            .map(|g| {
+                let mut ids = Vec::with_capacity(num_blocks);
+                g.hit_blocks(&self.pool, hashes, num_blocks, &mut ids);
+                ids
+            })
+            .collect();
         ComputedBlocks {
             block_ids,
-            num_computed_tokens,
+            num_computed_tokens: num_blocks * self.block_size,
         }
     }
 
-    /// Grows the request's block table so that `num_computed_tokens +
-    /// num_new_tokens + num_lookahead_tokens` tokens fit, then caches the
-    /// blocks that will be full once the new tokens are computed. Returns the
-    /// number of fresh blocks appended, or `None` (changing nothing) if the
-    /// pool cannot supply them.
+    /// Frees what no window can read any more, then grows every group's
+    /// table so that `num_computed_tokens + num_new_tokens +
+    /// num_lookahead_tokens` tokens fit, then caches the blocks that will be
+    /// full once the new tokens are computed. Returns the number of fresh
+    /// blocks appended over all groups, or `None` if the pool cannot supply
+    /// them (then only the dead window blocks were freed).
     pub fn allocate_slots(
         &mut self,
         request: &mut Request,
@@ -145,33 +215,73 @@ impl KvCacheManager {
         num_lookahead_tokens: usize,
         computed: &ComputedBlocks,
     ) -> Option<usize> {
-        let hit = &computed.block_ids;
-        if !hit.is_empty() && (!request.block_table.is_empty() || request.num_computed_tokens != 0)
-        {
+        let num_hit = computed.num_computed_tokens / self.block_size;
+        if num_hit > 0 && (request.holds_blocks() || request.num_computed_tokens != 0) {
             return None; // a hit only applies to a request holding nothing
+        }
+        let no_hit: &[u32] = &[];
+        let hit = |g: usize| computed.block_ids.get(g).map_or(no_hit, Vec::as_slice);
+        if (0..self.groups.len()).any(|g| hit(g).len() != num_hit) {
+            return None; // not a hit of this manager's groups
+        }
+        request
+            .block_tables
+            .resize_with(self.groups.len(), Vec::new);
+        // Blocks behind every window go back first: they are what makes
+        // room for a windowed sequence's new blocks.
+        let mut registered = Vec::new();
+        for g in 0..self.groups.len() {
+            let group = self.groups[g];
+            group.remove_skipped_blocks(
+                &mut self.pool,
+                &mut request.block_tables[g],
+                request.num_computed_tokens,
+                &mut registered,
+            );
+            if g == 0 {
+                for &i in &registered {
+                    self.log_stored(request, i);
+                }
+            }
+            registered.clear();
         }
         let num_computed = request.num_computed_tokens + computed.num_computed_tokens;
         let num_required =
             (num_computed + num_new_tokens + num_lookahead_tokens).div_ceil(self.block_size);
-        let num_held = request.block_table.len() + hit.len();
-        let num_new_blocks = num_required.saturating_sub(num_held);
-        // Hit blocks sitting in the free queue stop being free once touched.
-        let num_revived = hit.iter().filter(|&&id| self.pool.ref_cnt(id) == 0).count();
-        if num_new_blocks + num_revived > self.pool.num_free_blocks() {
+        let num_new = |table: &[u32]| num_required.saturating_sub(table.len() + num_hit);
+        let mut num_needed = 0;
+        for (g, table) in request.block_tables.iter().enumerate() {
+            // Hit blocks sitting in the free queue stop being free once touched.
+            let num_revived = hit(g)
+                .iter()
+                .filter(|&&id| id != NULL_BLOCK_ID && self.pool.ref_cnt(id) == 0)
+                .count();
+            num_needed += num_new(table) + num_revived;
+        }
+        if num_needed > self.pool.num_free_blocks() {
             return None;
         }
 
-        if !hit.is_empty() {
-            self.pool.touch(hit);
-            request.block_table.extend_from_slice(hit);
-            request.num_cached_blocks = hit.len();
+        // Every group's hit is taken before any fresh block is popped: a
+        // pop would evict a free hit block of a later group.
+        for (g, table) in request.block_tables.iter_mut().enumerate() {
+            for &id in hit(g) {
+                if id != NULL_BLOCK_ID {
+                    self.pool.touch(&[id]);
+                }
+            }
+            table.extend_from_slice(hit(g));
         }
-        if num_new_blocks > 0
-            && !self
-                .pool
-                .get_new_blocks(num_new_blocks, &mut request.block_table)
-        {
-            return None; // unreachable: free count checked above
+        let mut num_new_blocks = 0;
+        for table in request.block_tables.iter_mut() {
+            let n = num_required.saturating_sub(table.len());
+            if n > 0 && !self.pool.get_new_blocks(n, table) {
+                return None; // unreachable: free count checked above
+            }
+            num_new_blocks += n;
+        }
+        if num_hit > 0 {
+            request.num_cached_blocks = num_hit;
         }
         if self.enable_caching {
             // Cache what is full once this step has run, so a request admitted
@@ -188,15 +298,15 @@ impl KvCacheManager {
     /// their hash so nobody can hit them.
     pub fn free(&mut self, request: &mut Request) {
         let num_written_blocks = request.num_computed_tokens / self.block_size;
-        for i in (0..request.block_table.len()).rev() {
-            if self
-                .pool
-                .free_block(request.block_table[i], i < num_written_blocks)
-            {
-                self.log_stored(request, i);
+        for g in 0..request.block_tables.len() {
+            for i in (0..request.block_tables[g].len()).rev() {
+                let id = request.block_tables[g][i];
+                if self.pool.free_block(id, i < num_written_blocks) && g == 0 {
+                    self.log_stored(request, i);
+                }
             }
+            request.block_tables[g].clear();
         }
-        request.block_table.clear();
         request.num_cached_blocks = 0;
     }
 
@@ -205,23 +315,26 @@ impl KvCacheManager {
         self.pool.reset_prefix_cache()
     }
 
-    /// Registers the request's blocks `num_cached_blocks..num_full_blocks`.
+    /// Registers every group's blocks `num_cached_blocks..num_full_blocks`.
     fn cache_full_blocks(&mut self, request: &mut Request, num_full_blocks: usize) {
         if num_full_blocks <= request.num_cached_blocks {
             return;
         }
         self.ensure_block_hashes(request, num_full_blocks);
-        for i in request.num_cached_blocks..num_full_blocks {
-            if self
-                .pool
-                .cache_block(request.block_table[i], request.block_hashes[i])
-            {
-                self.log_stored(request, i);
+        for g in 0..request.block_tables.len() {
+            for i in request.num_cached_blocks..num_full_blocks {
+                let id = request.block_tables[g][i];
+                if id == NULL_BLOCK_ID {
+                    continue; // already behind the window: nothing to share
+                }
+                let hash = request.block_hashes[i];
+                if self.pool.cache_block(id, hash, g as u32) && g == 0 {
+                    self.log_stored(request, i);
+                }
             }
         }
         request.num_cached_blocks = num_full_blocks;
     }
-
     /// Announces the request's block `i` as cached (a KV-cache event).
     fn log_stored(&mut self, request: &Request, i: usize) {
         let bs = self.block_size;
@@ -298,7 +411,7 @@ mod tests {
 
         let mut b = request(2, (0..10).collect(), None);
         let hit = prefill(&mut kv, &mut b);
-        assert_eq!(hit.block_ids, a.block_table()[..2].to_vec());
+        assert_eq!(hit.block_ids, vec![a.block_table()[..2].to_vec()]);
         assert_eq!(b.block_table()[..2], a.block_table()[..2]);
         assert_ne!(
             b.block_table()[2],
@@ -411,7 +524,7 @@ mod tests {
         let mut b = request(2, (0..12).collect(), None);
         assert_eq!(
             kv.get_computed_blocks(&mut b).block_ids,
-            table[..2].to_vec()
+            vec![table[..2].to_vec()]
         );
     }
 
@@ -423,7 +536,7 @@ mod tests {
         kv.free(&mut a); // both blocks free but cached
         let mut b = request(2, (0..12).collect(), None);
         let hit = kv.get_computed_blocks(&mut b);
-        assert_eq!(hit.block_ids.len(), 2);
+        assert_eq!(hit.block_ids[0].len(), 2);
         // 2 revived + 2 fresh > 3 free.
         assert_eq!(kv.allocate_slots_with_prefix(&mut b, 4, 4, &hit), None);
         assert!(b.block_table().is_empty());
@@ -484,5 +597,61 @@ mod tests {
         assert!(kv.reset_prefix_cache());
         let mut b = request(2, (0..9).collect(), None);
         assert_eq!(kv.get_computed_blocks(&mut b).num_computed_tokens, 0);
+    }
+
+    /// Gemma-style groups: full attention plus a 5-token window. A hit
+    /// takes the full group's whole prefix but only the window's last
+    /// blocks; a long decode keeps the window group at a few blocks.
+    #[test]
+    fn hybrid_groups_hit_and_free_by_their_own_rules() {
+        let specs = [
+            KvCacheSpec::FullAttention,
+            KvCacheSpec::SlidingWindow { window: 5 },
+        ];
+        let mut kv = KvCacheManager::with_groups(2, 64, true, &specs);
+        let mut a = request(1, (0..12).collect(), None);
+        prefill(&mut kv, &mut a);
+        assert_eq!(a.group_block_table(0).len(), 6);
+        assert_eq!(a.group_block_table(1).len(), 6);
+        assert_eq!(kv.block_pool().num_used_blocks(), 12);
+        kv.free(&mut a);
+
+        let mut b = request(2, (0..12).collect(), None);
+        let hit = prefill(&mut kv, &mut b);
+        // 10 tokens hit: token 10 sees 6..=10, so window blocks 0..3 are null.
+        assert_eq!(hit.num_computed_tokens, 10);
+        assert_eq!(&hit.block_ids[1][..3], &[0, 0, 0]);
+        assert!(hit.block_ids[1][3..].iter().all(|&id| id != 0));
+        assert!(hit.block_ids[0].iter().all(|&id| id != 0));
+        // Decode 20 tokens: the window group never holds more than 3 blocks.
+        for t in 0..20 {
+            b.append_output_token(100 + t);
+            kv.allocate_slots(&mut b, 1, 0).unwrap();
+            let live = b.group_block_table(1).iter().filter(|&&id| id != 0).count();
+            assert!(live <= 3, "{:?}", b.group_block_table(1));
+            b.num_computed_tokens += 1;
+        }
+        assert_eq!(b.group_block_table(0).len(), 16);
+        assert!(b.group_block_table(0).iter().all(|&id| id != 0));
+        kv.free(&mut b);
+        assert_eq!(kv.block_pool().num_used_blocks(), 0);
+
+        // A hit the window group cannot use (its run was evicted) shortens
+        // the full group's hit too: both groups agree on one length.
+        let mut kv = KvCacheManager::with_groups(2, 64, true, &specs);
+        let mut c = request(3, (0..12).collect(), None);
+        prefill(&mut kv, &mut c);
+        let window_tail = c.group_block_table(1)[4];
+        kv.free(&mut c);
+        // Evict the window group's block 4 alone.
+        kv.pool.touch(&[window_tail]);
+        kv.pool.free_block(window_tail, false);
+        let mut d = request(4, (0..12).collect(), None);
+        let hit = kv.get_computed_blocks(&mut d);
+        // The window's latest run of 2 cached blocks now ends at block 4
+        // (blocks 2 and 3): 8 tokens.
+        assert_eq!(hit.num_computed_tokens, 8);
+        assert_eq!(hit.block_ids[0].len(), 4);
+        assert_eq!(&hit.block_ids[1][..2], &[0, 0]);
     }
 }

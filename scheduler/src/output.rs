@@ -27,6 +27,10 @@ pub struct SchedulerOutput {
     /// `token_ids[token_starts[i]..token_starts[i + 1]]` belong to request i.
     pub(crate) token_starts: Vec<usize>,
     pub(crate) token_ids: Vec<u32>,
+    /// KV-cache groups: each request has one block table per group.
+    pub(crate) num_groups: usize,
+    /// `block_tables[block_table_starts[i * num_groups + g]..][..]` is
+    /// request i's table of group g.
     pub(crate) block_table_starts: Vec<usize>,
     pub(crate) block_tables: Vec<u32>,
     pub(crate) preempted: Vec<RequestId>,
@@ -34,7 +38,10 @@ pub struct SchedulerOutput {
 
 impl SchedulerOutput {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            num_groups: 1,
+            ..Self::default()
+        }
     }
 
     /// Pre-sized buffers (the scheduler passes the previous step's sizes so
@@ -49,6 +56,7 @@ impl SchedulerOutput {
             slots: Vec::with_capacity(num_requests),
             token_starts: Vec::with_capacity(num_requests + 1),
             token_ids: Vec::with_capacity(num_tokens),
+            num_groups: 1,
             block_table_starts: Vec::with_capacity(num_requests + 1),
             block_tables: Vec::with_capacity(num_block_ids),
             preempted: Vec::new(),
@@ -72,14 +80,17 @@ impl SchedulerOutput {
         slot: usize,
         scheduled: ScheduledRequest,
         token_ids: &[u32],
-        block_table: &[u32],
+        block_tables: &[Vec<u32>],
     ) {
+        debug_assert_eq!(block_tables.len(), self.num_groups);
         self.requests.push(scheduled);
         self.slots.push(slot);
         self.token_ids.extend_from_slice(token_ids);
         self.token_starts.push(self.token_ids.len());
-        self.block_tables.extend_from_slice(block_table);
-        self.block_table_starts.push(self.block_tables.len());
+        for table in block_tables {
+            self.block_tables.extend_from_slice(table);
+            self.block_table_starts.push(self.block_tables.len());
+        }
     }
 
     pub fn requests(&self) -> &[ScheduledRequest] {
@@ -94,11 +105,26 @@ impl SchedulerOutput {
         }
     }
 
-    /// Request `i`'s whole block table.
+    /// Request `i`'s whole block table of KV-cache group 0.
     pub fn block_table(&self, i: usize) -> &[u32] {
+        self.group_block_table(0, i)
+    }
+
+    /// Number of KV-cache groups (block tables per request).
+    pub fn num_groups(&self) -> usize {
+        self.num_groups
+    }
+
+    /// Request `i`'s block table of KV-cache group `group`: the null block
+    /// where the group's window no longer reads.
+    pub fn group_block_table(&self, group: usize, i: usize) -> &[u32] {
+        let k = i * self.num_groups + group;
+        if group >= self.num_groups {
+            return &[];
+        }
         match (
-            self.block_table_starts.get(i),
-            self.block_table_starts.get(i + 1),
+            self.block_table_starts.get(k),
+            self.block_table_starts.get(k + 1),
         ) {
             (Some(&a), Some(&b)) => &self.block_tables[a..b],
             _ => &[],
@@ -125,7 +151,7 @@ impl SchedulerOutput {
         self.requests.is_empty()
     }
 
-    /// Longest block table in this step (sizes the flat
+    /// Longest block table of any group in this step (sizes the flat
     /// `[num_seqs, max_blocks_per_seq]` table).
     pub fn max_num_blocks(&self) -> usize {
         self.block_table_starts
@@ -167,8 +193,8 @@ mod tests {
             sample: true,
             num_prompt_tokens: n,
         };
-        out.push(3, req(7, 3), &[1, 2, 3], &[5, 6]);
-        out.push(1, req(8, 1), &[4], &[9, 10, 11]);
+        out.push(3, req(7, 3), &[1, 2, 3], &[vec![5, 6]]);
+        out.push(1, req(8, 1), &[4], &[vec![9, 10, 11]]);
         assert_eq!(out.requests().len(), 2);
         assert_eq!(out.token_ids(0), &[1, 2, 3]);
         assert_eq!(out.token_ids(1), &[4]);
@@ -179,5 +205,27 @@ mod tests {
         out.clear();
         assert!(out.is_empty() && out.num_batched_tokens() == 0);
         assert_eq!(out.block_table(0), &[] as &[u32]);
+    }
+
+    #[test]
+    fn tables_per_group() {
+        let mut out = SchedulerOutput::new();
+        out.num_groups = 2;
+        out.clear();
+        let req = ScheduledRequest {
+            request_id: 1,
+            start_position: 0,
+            num_tokens: 1,
+            sample: true,
+            num_prompt_tokens: 1,
+        };
+        out.push(0, req, &[1], &[vec![1, 2, 3], vec![0, 4]]);
+        out.push(1, req, &[1], &[vec![5], vec![6]]);
+        assert_eq!(out.group_block_table(0, 0), &[1, 2, 3]);
+        assert_eq!(out.group_block_table(1, 0), &[0, 4]);
+        assert_eq!(out.block_table(1), &[5]);
+        assert_eq!(out.group_block_table(1, 1), &[6]);
+        assert_eq!(out.group_block_table(2, 1), &[] as &[u32]);
+        assert_eq!(out.max_num_blocks(), 3);
     }
 }

@@ -76,12 +76,14 @@ pub struct Request {
     /// Prefix-cache hit at first scheduling; `None` until then.
     pub(crate) num_cached_tokens: Option<usize>,
     pub(crate) num_preemptions: usize,
-    /// Block ids holding this request's KV, in token order.
-    pub(crate) block_table: Vec<u32>,
+    /// Per KV-cache group, the block ids holding this request's KV in token
+    /// order (the null block where a window no longer reads).
+    pub(crate) block_tables: Vec<Vec<u32>>,
     /// Hashes of this request's full blocks, computed lazily and kept across
     /// preemption (tokens are append-only, so a full block's hash never changes).
     pub(crate) block_hashes: Vec<BlockHash>,
-    /// Leading entries of `block_table` already registered in the prefix cache.
+    /// Leading entries of every group's table already registered in the
+    /// prefix cache.
     pub(crate) num_cached_blocks: usize,
 }
 
@@ -108,7 +110,7 @@ impl Request {
             cache_salt,
             num_cached_tokens: None,
             num_preemptions: 0,
-            block_table: Vec::new(),
+            block_tables: Vec::new(),
             block_hashes: Vec::new(),
             num_cached_blocks: 0,
         }
@@ -163,9 +165,17 @@ impl Request {
     pub fn stop_conditions(&self) -> &StopConditions {
         &self.stop
     }
-    /// The KV blocks this request holds, in token order.
+    /// The KV blocks this request holds in KV-cache group 0, in token order.
     pub fn block_table(&self) -> &[u32] {
-        &self.block_table
+        self.group_block_table(0)
+    }
+    /// Group `group`'s block table (empty while the request holds nothing).
+    pub fn group_block_table(&self, group: usize) -> &[u32] {
+        self.block_tables.get(group).map_or(&[], Vec::as_slice)
+    }
+    /// Whether the request holds a table in any group.
+    pub(crate) fn holds_blocks(&self) -> bool {
+        self.block_tables.iter().any(|t| !t.is_empty())
     }
     /// Hashes computed so far for this request's full blocks.
     pub fn block_hashes(&self) -> &[BlockHash] {

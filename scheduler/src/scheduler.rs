@@ -39,10 +39,11 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            kv_cache_manager: KvCacheManager::new(
+            kv_cache_manager: KvCacheManager::with_groups(
                 config.block_size,
                 config.num_blocks,
                 config.enable_prefix_caching,
+                &config.kv_cache_specs,
             ),
             requests: RequestTable::default(),
             waiting: RequestQueue::new(config.policy),
@@ -182,6 +183,7 @@ impl Scheduler {
     /// Decides the next step into `out` (cleared first).
     pub fn schedule_into(&mut self, out: &mut SchedulerOutput) {
         out.clear();
+        out.num_groups = self.kv_cache_manager.num_groups();
         self.scheduled.clear();
         let mut budget = self.config.max_num_batched_tokens;
 
@@ -252,7 +254,7 @@ impl Scheduler {
                 slot,
                 scheduled,
                 &request.all_token_ids[start..end],
-                &request.block_table,
+                &request.block_tables,
             );
         }
         self.last_output_size = (
@@ -448,6 +450,7 @@ mod tests {
             long_prefill_token_threshold: 0,
             enable_prefix_caching: true,
             policy: SchedulingPolicy::Fcfs,
+            ..SchedulerConfig::default()
         }
     }
 

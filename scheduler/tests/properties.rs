@@ -8,14 +8,20 @@
 //! every scheduled request then checks that all slots of its context hold
 //! its own fingerprints. A prefix hit on the wrong tokens or salt, a block
 //! reused while still held, or a lost block shows up as a mismatch.
+//!
+//! Configs also draw KV-cache groups (full attention, sliding windows, and
+//! hybrids of both): each group's table is checked on its own, over the
+//! positions its window reads, and a freed (null) entry must lie wholly
+//! before the window of the step's first token.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use pagoda_scheduler::{
-    BlockHash, BlockHasher, FinishReason, KvCacheEvent, Request, RequestId, RequestStatus,
-    RequestUpdate, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy, StopConditions,
+    BlockHash, BlockHasher, FinishReason, KvCacheEvent, KvCacheSpec, Request, RequestId,
+    RequestStatus, RequestUpdate, Scheduler, SchedulerConfig, SchedulerOutput, SchedulingPolicy,
+    StopConditions, NULL_BLOCK_ID,
 };
 use proptest::prelude::*;
 
@@ -233,8 +239,31 @@ impl Harness {
                 out.token_ids(i),
                 &req.all_token_ids()[r.start_position..end]
             );
-            assert_eq!(out.block_table(i), req.block_table());
-            assert!(out.block_table(i).len() * cfg.block_size >= end);
+            assert_eq!(out.num_groups(), cfg.kv_cache_specs.len());
+            for (g, spec) in cfg.kv_cache_specs.iter().enumerate() {
+                let table = out.group_block_table(g, i);
+                assert_eq!(table, req.group_block_table(g));
+                assert!(table.len() * cfg.block_size >= end);
+                // Null entries lie wholly before what the step's first token
+                // reads; every block it or a later token reads is present.
+                let skipped = first_key_read(*spec, r.start_position);
+                for (b, &id) in table.iter().enumerate() {
+                    if id == NULL_BLOCK_ID {
+                        assert!(
+                            (b + 1) * cfg.block_size <= skipped,
+                            "group {g} block {b} freed but in the window of {}",
+                            r.start_position
+                        );
+                    }
+                }
+                let held = table.iter().filter(|&&id| id != NULL_BLOCK_ID).count();
+                let bound = spec.max_blocks_per_request(
+                    cfg.max_model_len,
+                    cfg.max_num_batched_tokens,
+                    cfg.block_size,
+                );
+                assert!(held <= bound, "group {g} holds {held} > {bound} blocks");
+            }
             assert_eq!(r.num_prompt_tokens, self.live[&r.request_id].num_prompt);
             if cfg.long_prefill_token_threshold > 0 {
                 assert!(r.num_tokens <= cfg.long_prefill_token_threshold);
@@ -245,7 +274,9 @@ impl Harness {
             let req = self.s.request(*id).expect("preempted stays live");
             assert_eq!(req.status(), RequestStatus::Preempted);
             assert_eq!(req.num_computed_tokens(), 0);
-            assert!(req.block_table().is_empty());
+            for g in 0..cfg.kv_cache_specs.len() {
+                assert!(req.group_block_table(g).is_empty());
+            }
         }
         if cfg.policy == SchedulingPolicy::Fcfs {
             // No starvation: the oldest unfinished request runs every step
@@ -268,32 +299,36 @@ impl Harness {
     }
 
     /// Ref counts equal the number of block tables holding each block; a
-    /// block is free exactly when nothing holds it; the null block is never
-    /// handed out.
+    /// block is free exactly when nothing holds it; a block holds one
+    /// group's KV at a time; the null block is never handed out (it only
+    /// marks freed window entries).
     fn check_blocks(&self) {
         let pool = self.s.kv_cache_manager().block_pool();
         let mut holders = vec![0u32; pool.num_blocks()];
+        let mut group_of = vec![None; pool.num_blocks()];
         let mut num_live = 0;
         for req in self.s.running_requests().chain(self.s.waiting_requests()) {
             num_live += 1;
-            if req.status() != RequestStatus::Running {
-                assert!(req.block_table().is_empty());
-                assert_eq!(req.num_computed_tokens(), 0);
+            let mut all = Vec::new();
+            for g in 0..self.cfg.kv_cache_specs.len() {
+                let table = req.group_block_table(g);
+                if req.status() != RequestStatus::Running {
+                    assert!(table.is_empty());
+                    assert_eq!(req.num_computed_tokens(), 0);
+                }
+                for &b in table.iter().filter(|&&b| b != NULL_BLOCK_ID) {
+                    holders[b as usize] += 1;
+                    all.push(b);
+                    let owner = group_of[b as usize].get_or_insert(g);
+                    assert_eq!(*owner, g, "block {b} in two groups");
+                }
             }
-            for &b in req.block_table() {
-                holders[b as usize] += 1;
-            }
-            let mut sorted = req.block_table().to_vec();
-            sorted.sort_unstable();
-            sorted.dedup();
-            assert_eq!(
-                sorted.len(),
-                req.block_table().len(),
-                "block twice in a table"
-            );
+            let num_held = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), num_held, "block twice in a request's tables");
         }
         assert_eq!(num_live, self.live.len());
-        assert_eq!(holders[0], 0, "null block in a table");
         assert!(!pool.is_free(0));
         let mut num_free = 0;
         for b in 1..pool.num_blocks() as u32 {
@@ -352,6 +387,8 @@ impl Harness {
 
     /// Writes this step's KV, then checks every scheduled request reads its
     /// own tokens' KV over its whole context.
+    /// Each KV-cache group is read only over its window: from what the
+    /// step's first token sees to the step's end.
     fn run_model(&mut self, out: &SchedulerOutput) {
         let bs = self.cfg.block_size;
         let slot = |table: &[u32], p: usize| table[p / bs] as usize * bs + p % bs;
@@ -359,21 +396,27 @@ impl Harness {
         for (i, r) in out.requests().iter().enumerate() {
             let end = r.start_position + r.num_tokens;
             let fps = self.live[&r.request_id].fingerprints(end);
-            let table = out.block_table(i);
-            for (p, &fp) in fps.iter().enumerate().take(end).skip(r.start_position) {
-                self.kv[slot(table, p)] = Some(fp);
+            for g in 0..out.num_groups() {
+                let table = out.group_block_table(g, i);
+                for (p, &fp) in fps.iter().enumerate().take(end).skip(r.start_position) {
+                    self.kv[slot(table, p)] = Some(fp);
+                }
             }
             contexts.push((i, fps));
         }
         for (i, fps) in contexts {
-            let table = out.block_table(i);
-            for (p, &fp) in fps.iter().enumerate() {
-                assert_eq!(
-                    self.kv[slot(table, p)],
-                    Some(fp),
-                    "request {} reads wrong KV at position {p}",
-                    out.requests()[i].request_id
-                );
+            let r = out.requests()[i];
+            for (g, spec) in self.cfg.kv_cache_specs.iter().enumerate() {
+                let table = out.group_block_table(g, i);
+                let first = first_key_read(*spec, r.start_position);
+                for (p, &fp) in fps.iter().enumerate().skip(first) {
+                    assert_eq!(
+                        self.kv[slot(table, p)],
+                        Some(fp),
+                        "request {} reads wrong KV at position {p} (group {g})",
+                        r.request_id
+                    );
+                }
             }
         }
     }
@@ -438,30 +481,64 @@ impl Harness {
     }
 }
 
+/// The first key position a token at `pos` attends to (transformers'
+/// sliding-window mask: itself and the `window - 1` before it), written
+/// here independently of the scheduler's own rule.
+fn first_key_read(spec: KvCacheSpec, pos: usize) -> usize {
+    match spec {
+        KvCacheSpec::FullAttention => 0,
+        KvCacheSpec::SlidingWindow { window } => (pos + 1).saturating_sub(window),
+    }
+}
+
+/// KV-cache groups: a plain model (most often), one window for every
+/// layer (Mistral), or full and windowed groups mixed (Gemma).
+fn specs_strategy() -> impl Strategy<Value = Vec<KvCacheSpec>> {
+    let window = (1usize..24).prop_map(|window| KvCacheSpec::SlidingWindow { window });
+    prop_oneof![
+        2 => Just(vec![KvCacheSpec::FullAttention]),
+        1 => window.clone().prop_map(|w| vec![w]),
+        1 => window.clone().prop_map(|w| vec![KvCacheSpec::FullAttention, w]),
+        1 => (window.clone(), window).prop_map(|(a, b)| vec![a, KvCacheSpec::FullAttention, b]),
+    ]
+}
+
 fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
     (
-        prop::sample::select(vec![1usize, 2, 4, 8]),
-        4usize..40,
-        0usize..6,
-        1usize..7,
-        1usize..48,
+        (
+            prop::sample::select(vec![1usize, 2, 4, 8]),
+            4usize..40,
+            0usize..6,
+            1usize..7,
+            1usize..48,
+        ),
         prop::sample::select(vec![0usize, 0, 3, 9]),
         any::<bool>(),
         prop::sample::select(vec![SchedulingPolicy::Fcfs, SchedulingPolicy::Priority]),
+        specs_strategy(),
     )
         .prop_map(
-            |(block_size, max_model_len, spare, seqs, budget, threshold, caching, policy)| {
-                SchedulerConfig {
+            |(
+                (block_size, max_model_len, spare, seqs, budget),
+                threshold,
+                caching,
+                policy,
+                kv_cache_specs,
+            )| {
+                let mut cfg = SchedulerConfig {
                     block_size,
-                    // Just enough for one max_model_len sequence, plus a few.
-                    num_blocks: max_model_len.div_ceil(block_size) + 1 + spare,
+                    num_blocks: 0,
                     max_num_seqs: seqs,
                     max_num_batched_tokens: budget,
                     max_model_len,
                     long_prefill_token_threshold: threshold,
                     enable_prefix_caching: caching,
                     policy,
-                }
+                    kv_cache_specs,
+                };
+                // Just enough for one request at its largest, plus a few.
+                cfg.num_blocks = cfg.max_blocks_per_request() + 1 + spare;
+                cfg
             },
         )
 }
@@ -497,6 +574,7 @@ fn workload_exercises_preemption_and_prefix_hits() {
         long_prefill_token_threshold: 0,
         enable_prefix_caching: true,
         policy: SchedulingPolicy::Fcfs,
+        ..SchedulerConfig::default()
     };
     let mut preemptions = 0;
     let mut hits = 0;
@@ -519,6 +597,77 @@ fn workload_exercises_preemption_and_prefix_hits() {
     assert!(preemptions > 0, "no preemption");
     assert!(hits > 0, "no prefix hit");
     assert!(shared > 0, "no shared block");
+}
+
+/// The windowed workload is not vacuous either: window blocks are freed
+/// while requests run (null entries appear), windowed groups hit the prefix
+/// cache, and a long windowed sequence holds far fewer blocks than its
+/// length.
+#[test]
+fn windowed_workload_frees_blocks_and_hits() {
+    let cfg = SchedulerConfig {
+        block_size: 2,
+        num_blocks: 40,
+        max_num_seqs: 6,
+        max_num_batched_tokens: 8,
+        max_model_len: 40,
+        long_prefill_token_threshold: 0,
+        enable_prefix_caching: true,
+        policy: SchedulingPolicy::Fcfs,
+        kv_cache_specs: vec![
+            KvCacheSpec::FullAttention,
+            KvCacheSpec::SlidingWindow { window: 5 },
+        ],
+    };
+    let mut nulls = 0;
+    let mut hits = 0;
+    for seed in 0..8 {
+        let mut h = Harness::new(cfg.clone(), seed);
+        for _ in 0..150 {
+            h.random_events();
+            h.step();
+            nulls +=
+                h.s.running_requests()
+                    .map(|r| r.group_block_table(1).iter().filter(|&&b| b == 0).count())
+                    .sum::<usize>();
+        }
+        hits += h.s.stats().prefix_cache_hits;
+        h.run(0);
+    }
+    assert!(nulls > 0, "no window block freed");
+    assert!(hits > 0, "no prefix hit");
+
+    // One 40-token sequence alone: the window group ends holding at most
+    // ceil((4 + 1) / 2) + 1 blocks, the full group all 20.
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_num_batched_tokens: 1,
+        ..cfg
+    })
+    .unwrap();
+    let stop = StopConditions {
+        eos_token_ids: vec![],
+        stop_token_ids: vec![],
+        max_tokens: 39,
+        min_tokens: 0,
+        ignore_eos: true,
+    };
+    s.add_request(Request::new(0, vec![1], stop, 0, 0.0, None));
+    let mut most_window_blocks = 0;
+    while s.has_unfinished_requests() {
+        let out = s.schedule();
+        if let Some(r) = s.running_requests().next() {
+            let held = r.group_block_table(1).iter().filter(|&&b| b != 0).count();
+            most_window_blocks = most_window_blocks.max(held);
+        }
+        let sampled: Vec<_> = out
+            .requests()
+            .iter()
+            .map(|r| r.sample.then_some(3))
+            .collect();
+        s.update_from_output(&out, &sampled);
+    }
+    assert_eq!(most_window_blocks, 3);
+    assert_eq!(s.kv_cache_manager().block_pool().num_used_blocks(), 0);
 }
 
 /// Equal prompts with different salts never share blocks, even when

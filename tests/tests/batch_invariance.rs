@@ -4,6 +4,7 @@
 //! model and on a sliding-window model (Gemma 2: windows of 8, soft-capping),
 //! whose prompts outgrow the window.
 
+use pagoda_engine::model::KvCacheLayout;
 use pagoda_engine::weights::{open_model, LoadFormat};
 use pagoda_engine::{
     generate_all, Device, EngineConfig, EngineHandle, KvCacheDtype, SamplingParams,
@@ -69,8 +70,11 @@ fn sliding_window_model_is_batch_invariant() {
 fn check_batch_invariance(model: &Path) {
     let model = model.to_path_buf();
     let config = open_model(&model, LoadFormat::Auto).unwrap().config;
+    // A block spans one KV-cache group's layers (all of them for a plain
+    // model; one of Gemma 2's three layers here, each its own group).
+    let layers_per_block = KvCacheLayout::new(&config, MAX_MODEL_LEN).group_size;
     let kv_bytes_per_block =
-        2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * 16;
+        2 * layers_per_block * config.num_key_value_heads * config.head_dim * 2 * 16;
     let vocab = config.vocab_size as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let prompts: Vec<Vec<u32>> = (0..NUM_REQUESTS)

@@ -287,13 +287,27 @@ impl Backend for CpuBackend {
         num_kv_heads: usize,
         head_dim: usize,
     ) {
+        self.reshape_and_cache_group(inputs, 0, k, v, k_cache, v_cache, num_kv_heads, head_dim);
+    }
+
+    fn reshape_and_cache_group(
+        &self,
+        inputs: &ForwardBatch,
+        kv_group: usize,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        k_cache: &mut cpu::KvBuffer,
+        v_cache: &mut cpu::KvBuffer,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
         let n = inputs.num_tokens() * num_kv_heads * head_dim;
         cpu::reshape_and_cache(
             &k[..n],
             &v[..n],
             k_cache.as_mut_slice(),
             v_cache.as_mut_slice(),
-            &inputs.slot_mapping,
+            inputs.group_slot_mapping(kv_group),
             num_kv_heads,
             head_dim,
         );
@@ -309,11 +323,12 @@ impl Backend for CpuBackend {
         dims: AttentionDims,
     ) {
         let n = inputs.num_tokens() * dims.num_heads * dims.head_dim;
+        let (block_tables, max_blocks_per_seq) = inputs.group_block_tables(dims.kv_group);
         let params = cpu::PagedAttentionParams {
             query_start_loc: &inputs.query_start_loc,
             seq_lens: &inputs.seq_lens,
-            block_tables: &inputs.block_tables,
-            max_blocks_per_seq: inputs.max_blocks_per_seq,
+            block_tables,
+            max_blocks_per_seq,
             block_size: dims.block_size,
             num_heads: dims.num_heads,
             num_kv_heads: dims.num_kv_heads,

@@ -23,22 +23,56 @@ pub struct ForwardBatch {
     /// Every token computed this step, request after request.
     pub token_ids: Vec<u32>,
     pub positions: Vec<u32>,
-    /// KV slot of each token: `block_id * block_size + offset`.
+    /// KV slot of each token: `block_id * block_size + offset` (KV-cache
+    /// group 0; other groups' are in `kv_groups`).
     pub slot_mapping: Vec<i64>,
     /// Prefix sums of the new tokens per request: `[num_seqs + 1]`.
     pub query_start_loc: Vec<u32>,
     /// Tokens in the KV cache after this step, per request.
     pub seq_lens: Vec<u32>,
-    /// `[num_seqs, max_blocks_per_seq]`, padded with the null block 0.
+    /// `[num_seqs, max_blocks_per_seq]`, padded with the null block 0
+    /// (KV-cache group 0).
     pub block_tables: Vec<u32>,
     pub max_blocks_per_seq: usize,
+    /// KV-cache groups 1.. of a hybrid model (`model::KvCacheLayout`), each
+    /// with its own slots and block tables; empty for one group (the only
+    /// layout the CUDA backend runs).
+    pub kv_groups: Vec<KvGroupBatch>,
     /// Bounds every `seq_len` (sizes the GPU's decode grid): the step's
     /// longest sequence, or the model's max length in a graph step, whose
     /// launch shapes must not depend on the batch.
     pub max_seq_len: usize,
 }
 
+/// One more KV-cache group's part of a step: the same tokens' slots and
+/// the same sequences' block tables, in that group's blocks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KvGroupBatch {
+    pub slot_mapping: Vec<i64>,
+    pub block_tables: Vec<u32>,
+    pub max_blocks_per_seq: usize,
+}
+
 impl ForwardBatch {
+    /// KV-cache group `group`'s slots.
+    pub fn group_slot_mapping(&self, group: usize) -> &[i64] {
+        match group {
+            0 => &self.slot_mapping,
+            g => &self.kv_groups[g - 1].slot_mapping,
+        }
+    }
+
+    /// KV-cache group `group`'s block tables and their width.
+    pub fn group_block_tables(&self, group: usize) -> (&[u32], usize) {
+        match group {
+            0 => (&self.block_tables, self.max_blocks_per_seq),
+            g => {
+                let kg = &self.kv_groups[g - 1];
+                (&kg.block_tables, kg.max_blocks_per_seq)
+            }
+        }
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()
     }
@@ -56,6 +90,11 @@ impl ForwardBatch {
         self.block_tables.clear();
         self.max_blocks_per_seq = 0;
         self.max_seq_len = 0;
+        for g in &mut self.kv_groups {
+            g.slot_mapping.clear();
+            g.block_tables.clear();
+            g.max_blocks_per_seq = 0;
+        }
     }
 
     /// Whether every sequence computes exactly one token (a graph-able step).
@@ -73,16 +112,22 @@ impl ForwardBatch {
         debug_assert!(self.is_pure_decode() || self.num_seqs() == 0);
         let n = self.num_seqs();
         debug_assert!(size >= n && max_blocks_per_seq >= self.max_blocks_per_seq);
-        if max_blocks_per_seq != self.max_blocks_per_seq {
-            let old = std::mem::take(&mut self.block_tables);
-            let width = self.max_blocks_per_seq;
-            self.block_tables = Vec::with_capacity(size * max_blocks_per_seq);
-            for row in old.chunks_exact(width.max(1)).take(n) {
-                self.block_tables.extend_from_slice(row);
-                self.block_tables
-                    .resize(self.block_tables.len() + max_blocks_per_seq - width, 0);
-            }
-            self.max_blocks_per_seq = max_blocks_per_seq;
+        pad_tables(
+            &mut self.block_tables,
+            &mut self.max_blocks_per_seq,
+            n,
+            size,
+            max_blocks_per_seq,
+        );
+        for g in &mut self.kv_groups {
+            pad_tables(
+                &mut g.block_tables,
+                &mut g.max_blocks_per_seq,
+                n,
+                size,
+                max_blocks_per_seq,
+            );
+            g.slot_mapping.resize(size, -1);
         }
         if self.query_start_loc.is_empty() {
             self.query_start_loc.push(0);
@@ -95,9 +140,23 @@ impl ForwardBatch {
             self.query_start_loc.push(last + 1);
             self.seq_lens.push(0);
         }
-        self.block_tables.resize(size * max_blocks_per_seq, 0);
         self.max_seq_len = max_seq_len;
     }
+}
+
+/// Re-lays `n` rows of `tables` (`width` columns) with `new_width` columns
+/// and adds null rows up to `size` rows.
+fn pad_tables(tables: &mut Vec<u32>, width: &mut usize, n: usize, size: usize, new_width: usize) {
+    if new_width != *width {
+        let old = std::mem::take(tables);
+        *tables = Vec::with_capacity(size * new_width);
+        for row in old.chunks_exact((*width).max(1)).take(n) {
+            tables.extend_from_slice(row);
+            tables.resize(tables.len() + new_width - *width, 0);
+        }
+        *width = new_width;
+    }
+    tables.resize(size * new_width, 0);
 }
 
 /// The largest step `Inputs` must hold.
@@ -120,6 +179,9 @@ pub struct AttentionDims {
     pub sliding_window: Option<usize>,
     /// Gemma 2's `attn_logit_softcapping`.
     pub logit_softcap: Option<f32>,
+    /// The layer's KV-cache group: which block tables it reads
+    /// (`ForwardBatch::group_block_tables`); 0 unless the model is hybrid.
+    pub kv_group: usize,
 }
 
 /// The op set. Sizes are explicit: `rows` is the number of leading rows used.
@@ -301,6 +363,29 @@ pub trait Backend: Send + 'static {
         num_kv_heads: usize,
         head_dim: usize,
     );
+    /// `reshape_and_cache` into KV-cache group `kv_group`'s slots. Backends
+    /// with one block table per sequence (CUDA) refuse hybrid and windowed
+    /// layouts at load (`engine_builder`), so only group 0 reaches them.
+    #[allow(clippy::too_many_arguments)]
+    fn reshape_and_cache_group(
+        &self,
+        inputs: &Self::Inputs,
+        kv_group: usize,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        k_cache: &mut Self::KvCache,
+        v_cache: &mut Self::KvCache,
+        num_kv_heads: usize,
+        head_dim: usize,
+    ) {
+        assert_eq!(
+            kv_group,
+            0,
+            "{} has one KV-cache group only",
+            self.device_name()
+        );
+        self.reshape_and_cache(inputs, k, v, k_cache, v_cache, num_kv_heads, head_dim);
+    }
     #[allow(clippy::too_many_arguments)]
     fn paged_attention(
         &self,
@@ -372,7 +457,28 @@ mod tests {
             block_tables: vec![3, 0, 4, 7],
             max_blocks_per_seq: 2,
             max_seq_len: 18,
+            kv_groups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn padding_pads_every_kv_group() {
+        let mut b = two_decodes();
+        b.kv_groups.push(KvGroupBatch {
+            slot_mapping: vec![9 * 16 + 5, 8 * 16 + 1],
+            block_tables: vec![9, 0, 0, 8],
+            max_blocks_per_seq: 2,
+        });
+        b.pad_decodes(3, 3, 48);
+        assert_eq!(b.group_slot_mapping(1), &[9 * 16 + 5, 8 * 16 + 1, -1]);
+        assert_eq!(
+            b.group_block_tables(1),
+            (&[9, 0, 0, 0, 8, 0, 0, 0, 0][..], 3)
+        );
+        assert_eq!(b.group_block_tables(0).0, &[3, 0, 0, 4, 7, 0, 0, 0, 0]);
+        b.clear();
+        assert_eq!(b.kv_groups.len(), 1, "groups stay, emptied");
+        assert!(b.group_slot_mapping(1).is_empty());
     }
 
     #[test]

@@ -25,8 +25,10 @@ impl<B: Backend> DecoderModel<B> {
         let d = self.dims;
         let w = &self.weights;
         let layer = &w.layers[i];
+        let kv_group = kv.layer_group(i);
         let attn_dims = AttentionDims {
             sliding_window: layer.sliding_window,
+            kv_group,
             ..d.attention_dims(kv.block_size)
         };
         backend.matmul(
@@ -63,8 +65,9 @@ impl<B: Backend> DecoderModel<B> {
             d.head_dim,
         );
         let (k_cache, v_cache) = kv.layer_mut(i);
-        backend.reshape_and_cache(
+        backend.reshape_and_cache_group(
             inputs,
+            kv_group,
             &ws.k,
             &ws.v,
             k_cache,

@@ -9,10 +9,12 @@
 mod gemma;
 
 mod decoder_layer;
+mod kv_cache_layout;
 mod moe;
 mod weights;
 mod workspace;
 
+pub use kv_cache_layout::KvCacheLayout;
 pub use weights::{DecoderWeights, DenseMlpWeights, FeedForward, LayerWeights};
 pub use workspace::{KvCache, Workspace};
 
@@ -88,6 +90,7 @@ impl ModelDims {
             scale: self.attn_scale,
             sliding_window: None,
             logit_softcap: self.attn_softcap,
+            kv_group: 0,
         }
     }
 

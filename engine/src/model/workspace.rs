@@ -1,7 +1,7 @@
 //! Buffers allocated once at start-up: activations for the largest step and
 //! the paged KV cache.
 
-use super::ModelDims;
+use super::{KvCacheLayout, ModelDims};
 use crate::backend::Backend;
 
 /// Activation buffers sized for `max_tokens` rows.
@@ -47,10 +47,14 @@ impl<B: Backend> Workspace<B> {
     }
 }
 
-/// The paged KV cache: per layer, K and V of `[num_blocks, block_size, num_kv_heads, head_dim]`.
+/// The paged KV cache: `layout.group_size` K and V tensors of
+/// `[num_blocks, block_size, num_kv_heads, head_dim]`, each shared by one
+/// layer of every KV-cache group (`KvCacheLayout`); a plain model has one
+/// tensor pair per layer.
 pub struct KvCache<B: Backend> {
     pub num_blocks: usize,
     pub block_size: usize,
+    pub layout: KvCacheLayout,
     k: Vec<B::KvCache>,
     v: Vec<B::KvCache>,
 }
@@ -59,34 +63,49 @@ impl<B: Backend> KvCache<B> {
     pub fn new(
         backend: &B,
         d: &ModelDims,
+        layout: &KvCacheLayout,
         num_blocks: usize,
         block_size: usize,
     ) -> anyhow::Result<Self> {
-        let per_layer = num_blocks * block_size * d.kv_dim();
-        let mut k = Vec::with_capacity(d.num_layers);
-        let mut v = Vec::with_capacity(d.num_layers);
-        for _ in 0..d.num_layers {
-            k.push(backend.alloc_kv_cache(per_layer)?);
-            v.push(backend.alloc_kv_cache(per_layer)?);
+        debug_assert_eq!(layout.layers.len(), d.num_layers);
+        let per_tensor = num_blocks * block_size * d.kv_dim();
+        let mut k = Vec::with_capacity(layout.group_size);
+        let mut v = Vec::with_capacity(layout.group_size);
+        for _ in 0..layout.group_size {
+            k.push(backend.alloc_kv_cache(per_tensor)?);
+            v.push(backend.alloc_kv_cache(per_tensor)?);
         }
         Ok(Self {
             num_blocks,
             block_size,
+            layout: layout.clone(),
             k,
             v,
         })
     }
 
-    /// Bytes one block takes over all layers, K and V.
-    pub fn bytes_per_block(d: &ModelDims, block_size: usize, element_bytes: usize) -> usize {
-        d.kv_elements_per_token() * block_size * element_bytes
+    /// Bytes one block takes over the tensors of `layout`, K and V.
+    pub fn bytes_per_block(
+        d: &ModelDims,
+        layout: &KvCacheLayout,
+        block_size: usize,
+        element_bytes: usize,
+    ) -> usize {
+        2 * layout.group_size * d.kv_dim() * block_size * element_bytes
+    }
+
+    /// Layer `i`'s KV-cache group (which block table and slots it uses).
+    pub fn layer_group(&self, i: usize) -> usize {
+        self.layout.layers[i].0
     }
 
     pub fn layer(&self, i: usize) -> (&B::KvCache, &B::KvCache) {
-        (&self.k[i], &self.v[i])
+        let t = self.layout.layers[i].1;
+        (&self.k[t], &self.v[t])
     }
 
     pub fn layer_mut(&mut self, i: usize) -> (&mut B::KvCache, &mut B::KvCache) {
-        (&mut self.k[i], &mut self.v[i])
+        let t = self.layout.layers[i].1;
+        (&mut self.k[t], &mut self.v[t])
     }
 }
