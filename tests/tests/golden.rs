@@ -234,6 +234,31 @@ fn moe_fixtures_as_gguf_match_hf_transformers() {
     );
 }
 
+/// A Gemma 2 fixture written as a GGUF file the way llama.cpp's converter
+/// writes it (norms as `1 + w`, Gemma's norm names, soft-caps and window as
+/// metadata): the loader must undo it all and give HF's tokens. The fixture
+/// has `query_pre_attn_scalar == head_dim`, the scale llama.cpp assumes.
+#[test]
+fn gemma_fixtures_as_gguf_match_hf_transformers() {
+    let tmp = std::env::temp_dir().join(format!("pagoda-gemma-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let name = "gemma2_legacy_window12_bf16";
+    let model_dir = fixtures().join("models").join(name);
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
+            .unwrap();
+    let gguf = tmp.join(format!("{name}.gguf"));
+    gguf_export::convert_gemma2_fixture(&model_dir, &gguf);
+    let handle = engine_for(gguf, CpuMatmul::Exact, KvCacheDtype::Float32);
+    let result = compare(&golden, &handle, &EXACT);
+    handle.shutdown();
+    let _ = std::fs::remove_dir_all(&tmp);
+    if let Err(e) = result {
+        panic!("GGUF: {e}");
+    }
+    eprintln!("{name} (GGUF): matches HF");
+}
+
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).
 pub fn smollm2_path() -> Option<PathBuf> {
     let p = std::env::var("PAGODA_SMOLLM2_GGUF")

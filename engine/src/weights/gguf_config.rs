@@ -11,7 +11,7 @@ use super::gguf::GgufFile;
 use super::LoadError;
 use crate::config::{Architecture, DType, ModelConfig, RopeScaling};
 
-const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3, qwen2moe, qwen3moe";
+const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2";
 
 impl ModelConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self, LoadError> {
@@ -25,6 +25,7 @@ impl ModelConfig {
                 "llama" => Architecture::Llama,
                 "qwen2" => Architecture::Qwen2,
                 "qwen3" => Architecture::Qwen3,
+                "gemma2" => Architecture::Gemma2,
                 other => {
                     return Err(LoadError::UnsupportedArchitecture {
                         path: path.to_path_buf(),
@@ -100,6 +101,20 @@ impl ModelConfig {
 
         let intermediate_size = need("feed_forward_length")?;
         let num_hidden_layers = need("block_count")?;
+        let (sliding_window, variant) = match architecture {
+            Architecture::Gemma2 => super::gguf_gemma::gemma_variant(
+                g,
+                arch,
+                architecture,
+                (
+                    hidden_size,
+                    num_attention_heads,
+                    head_dim,
+                    num_hidden_layers,
+                ),
+            )?,
+            _ => (None, Default::default()),
+        };
         let config = ModelConfig {
             architecture,
             vocab_size,
@@ -122,8 +137,8 @@ impl ModelConfig {
             dtype,
             bos_token_id: g.get_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids,
-            sliding_window: None,
-            variant: Default::default(),
+            sliding_window,
+            variant,
             moe: super::gguf_moe::moe_config(
                 g,
                 arch,
@@ -368,6 +383,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("qwen2.block_count"), "{msg}");
+    }
+
+    #[test]
+    fn gemma2_follows_llama_cpp() {
+        let mut m = base_meta("gemma2");
+        m.push(("gemma2.attention.key_length".into(), GgufValue::U32(32)));
+        m.push(("gemma2.attn_logit_softcapping".into(), GgufValue::F32(0.0)));
+        m.push(("gemma2.attention.sliding_window".into(), GgufValue::U32(12)));
+        let p = write("gemma2.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma2);
+        let v = &c.variant;
+        assert!(v.gemma_norms && v.scale_embeddings);
+        assert_eq!(v.query_pre_attn_scalar, Some(32.0));
+        // 0 turns a cap off; an absent one takes llama.cpp's default.
+        assert_eq!(
+            (v.attn_logit_softcapping, v.final_logit_softcapping),
+            (None, Some(30.0))
+        );
+        assert_eq!((c.layer_window(0), c.layer_window(1)), (Some(12), None));
+        m.push((
+            "gemma2.final_logit_softcapping".into(),
+            GgufValue::F32(-1.0),
+        ));
+        let p = write("gemma2_bad.gguf", &as_refs(&m), &[]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("gemma2.final_logit_softcapping"), "{msg}");
     }
 
     #[test]

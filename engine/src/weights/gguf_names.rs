@@ -37,6 +37,16 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("ffn_gate_inp_shexp", "mlp.shared_expert_gate"),
 ];
 
+/// Gemma 2/3's four norms per layer, which llama.cpp names differently:
+/// HF `post_attention_layernorm` is the attention *output* norm there (not
+/// the pre-MLP norm it is for llama), `pre_feedforward_layernorm` is
+/// `ffn_norm`. Looked up before `LAYER_NAMES` for Gemma files.
+const GEMMA_LAYER_NAMES: &[(&str, &str)] = &[
+    ("post_attention_norm", "post_attention_layernorm"),
+    ("ffn_norm", "pre_feedforward_layernorm"),
+    ("post_ffw_norm", "post_feedforward_layernorm"),
+];
+
 /// Whole-model tensor stems: (GGUF, HF).
 const GLOBAL_NAMES: &[(&str, &str)] = &[
     ("token_embd", "model.embed_tokens"),
@@ -52,6 +62,28 @@ fn split_suffix(name: &str) -> Option<(&str, &str)> {
 
 /// `model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight`.
 pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
+    hf_to_gguf_name_for(hf, false)
+}
+
+/// `blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`.
+pub fn gguf_to_hf_name(gguf: &str) -> Option<String> {
+    gguf_to_hf_name_for(gguf, false)
+}
+
+/// The layer table for a file: Gemma's norms first when `gemma`.
+fn layer_names(gemma: bool) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let extra: &[(&str, &str)] = if gemma { GEMMA_LAYER_NAMES } else { &[] };
+    extra.iter().chain(LAYER_NAMES)
+}
+
+/// Whether `hf` is a norm weight llama.cpp's converter stored as `1 + w`
+/// in a Gemma file (every `*norm.weight`, q/k norms included).
+pub fn is_gemma_norm(hf: &str) -> bool {
+    hf.ends_with("norm.weight")
+}
+
+/// `hf_to_gguf_name` with Gemma's norm names when `gemma`.
+pub fn hf_to_gguf_name_for(hf: &str, gemma: bool) -> Option<String> {
     let (stem, suffix) = split_suffix(hf)?;
     if let Some(&(g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == stem) {
         return Some(format!("{g}.{suffix}"));
@@ -59,12 +91,12 @@ pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
     let rest = stem.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == part)?;
+    let &(g, _) = layer_names(gemma).find(|(_, h)| *h == part)?;
     Some(format!("blk.{layer}.{g}.{suffix}"))
 }
 
-/// `blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`.
-pub fn gguf_to_hf_name(gguf: &str) -> Option<String> {
+/// `gguf_to_hf_name` with Gemma's norm names when `gemma`.
+pub fn gguf_to_hf_name_for(gguf: &str, gemma: bool) -> Option<String> {
     let (stem, suffix) = split_suffix(gguf)?;
     if let Some(&(_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == stem) {
         return Some(format!("{h}.{suffix}"));
@@ -72,7 +104,7 @@ pub fn gguf_to_hf_name(gguf: &str) -> Option<String> {
     let rest = stem.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(_, h) = LAYER_NAMES.iter().find(|(g, _)| *g == part)?;
+    let &(_, h) = layer_names(gemma).find(|(g, _)| *g == part)?;
     Some(format!("model.layers.{layer}.{h}.{suffix}"))
 }
 
@@ -175,6 +207,39 @@ mod tests {
             hf_to_gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq"),
             None
         );
+    }
+
+    #[test]
+    fn gemma_norm_names() {
+        for (g, h) in [
+            (
+                "blk.2.post_attention_norm.weight",
+                "model.layers.2.post_attention_layernorm.weight",
+            ),
+            (
+                "blk.2.ffn_norm.weight",
+                "model.layers.2.pre_feedforward_layernorm.weight",
+            ),
+            (
+                "blk.2.post_ffw_norm.weight",
+                "model.layers.2.post_feedforward_layernorm.weight",
+            ),
+            (
+                "blk.0.attn_norm.weight",
+                "model.layers.0.input_layernorm.weight",
+            ),
+            ("output_norm.weight", "model.norm.weight"),
+        ] {
+            assert_eq!(gguf_to_hf_name_for(g, true).as_deref(), Some(h));
+            assert_eq!(hf_to_gguf_name_for(h, true).as_deref(), Some(g));
+            assert!(is_gemma_norm(h));
+        }
+        // Llama's post_attention_layernorm is still ffn_norm.
+        assert_eq!(
+            hf_to_gguf_name("model.layers.2.post_attention_layernorm.weight").as_deref(),
+            Some("blk.2.ffn_norm.weight")
+        );
+        assert!(!is_gemma_norm("model.layers.0.self_attn.q_proj.weight"));
     }
 
     /// llama.cpp's permute, written from its definition, for the round trip.

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::gguf::{GgmlType, GgufFile};
-use super::gguf_names::{gguf_to_hf_name, hf_to_gguf_name, permuted_heads, unpermute_rows};
+use super::gguf_names::{
+    gguf_to_hf_name_for, hf_to_gguf_name_for, is_gemma_norm, permuted_heads, unpermute_rows,
+};
 use super::{check_shape, HostTensor, LoadError, TensorData, WeightSource};
 use crate::config::ModelConfig;
 
@@ -15,13 +17,21 @@ pub struct GgufWeights {
     file: Arc<GgufFile>,
     /// (attention heads, kv heads) when Q/K rows must be un-permuted.
     unpermute: Option<(usize, usize)>,
+    /// A Gemma file: Gemma's norm names, and norms stored as `1 + w`
+    /// (llama.cpp's converter adds 1), given back as `w`.
+    gemma: bool,
 }
 
 impl GgufWeights {
     pub fn new(file: Arc<GgufFile>, config: &ModelConfig) -> Self {
         let unpermute = (file.architecture() == Some("llama"))
             .then_some((config.num_attention_heads, config.num_key_value_heads));
-        GgufWeights { file, unpermute }
+        let gemma = config.variant.gemma_norms;
+        GgufWeights {
+            file,
+            unpermute,
+            gemma,
+        }
     }
 
     pub fn file(&self) -> &Arc<GgufFile> {
@@ -42,7 +52,7 @@ impl WeightSource for GgufWeights {
             path: path.to_path_buf(),
             tensor,
         };
-        let gguf_name = hf_to_gguf_name(name)
+        let gguf_name = hf_to_gguf_name_for(name, self.gemma)
             .ok_or_else(|| missing(format!("{name} (no GGUF name for it)")))?;
         let label = format!("{name} (GGUF {gguf_name})");
         let info = self
@@ -110,14 +120,22 @@ impl WeightSource for GgufWeights {
                 }
             }
         };
-        Ok(HostTensor {
+        let tensor = HostTensor {
             shape: shape.to_vec(),
             data,
+        };
+        if !(self.gemma && is_gemma_norm(name)) {
+            return Ok(tensor);
+        }
+        let w = tensor.to_f32().into_iter().map(|v| v - 1.0).collect();
+        Ok(HostTensor {
+            shape: shape.to_vec(),
+            data: TensorData::F32(w),
         })
     }
 
     fn contains(&self, name: &str) -> bool {
-        hf_to_gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+        hf_to_gguf_name_for(name, self.gemma).is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
 
     fn tensor_names(&self) -> Vec<String> {
@@ -125,7 +143,7 @@ impl WeightSource for GgufWeights {
             .file
             .tensor_infos()
             .iter()
-            .filter_map(|t| gguf_to_hf_name(&t.name))
+            .filter_map(|t| gguf_to_hf_name_for(&t.name, self.gemma))
             .collect();
         names.sort();
         names

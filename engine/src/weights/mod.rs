@@ -18,6 +18,7 @@ mod ggml_type;
 pub mod gguf;
 mod gguf_config;
 pub mod gguf_dequant;
+mod gguf_gemma;
 mod gguf_moe;
 pub mod gguf_names;
 mod gguf_weights;

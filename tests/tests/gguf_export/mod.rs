@@ -6,6 +6,9 @@
 //! engine's GGUF writer. Weights keep their stored type (F32 or BF16), so
 //! the GGUF must give HF's tokens exactly as the folder does.
 
+mod gemma;
+pub use gemma::convert_gemma2_fixture;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
