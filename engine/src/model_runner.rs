@@ -428,6 +428,25 @@ impl<B: Backend> Runner for ModelRunner<B> {
         sched: &SchedulerOutput,
         needs: Vec<LogitsNeed>,
     ) -> anyhow::Result<ModelRunnerOutput> {
+        B::on_compute_threads(|| self.execute_here(sched, needs))
+    }
+
+    fn device_name(&self) -> String {
+        self.backend.device_name()
+    }
+
+    fn recycle(&mut self, logits: HostLogits) {
+        self.spare_logits = logits.logits;
+    }
+}
+
+impl<B: Backend> ModelRunner<B> {
+    /// [`Runner::execute`] on the calling thread.
+    fn execute_here(
+        &mut self,
+        sched: &SchedulerOutput,
+        needs: Vec<LogitsNeed>,
+    ) -> anyhow::Result<ModelRunnerOutput> {
         anyhow::ensure!(
             needs.len() == sched.requests().len(),
             "{} logits needs for {} requests",
@@ -466,14 +485,6 @@ impl<B: Backend> Runner for ModelRunner<B> {
             sampled,
             prompt_logits: Some(host),
         })
-    }
-
-    fn device_name(&self) -> String {
-        self.backend.device_name()
-    }
-
-    fn recycle(&mut self, logits: HostLogits) {
-        self.spare_logits = logits.logits;
     }
 }
 

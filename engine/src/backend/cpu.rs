@@ -71,6 +71,19 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
 
+    /// A parallel kernel called from outside rayon's pool hands its job to a
+    /// worker and sleeps on a lock until it is done: two thread wake-ups per
+    /// op, hundreds per decode step, as much as the arithmetic of a small
+    /// model. Run from a worker, a kernel's tasks start on the calling thread
+    /// and the other workers steal what they can (spinning between ops).
+    fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_some() {
+            f()
+        } else {
+            rayon::scope(|_| f())
+        }
+    }
+
     fn kv_cache_element_bytes(&self) -> usize {
         self.kv_cache_dtype.bytes()
     }

@@ -204,6 +204,11 @@ pub trait Backend: Send + 'static {
 
     /// Human-readable device name, for logs and /metrics.
     fn device_name(&self) -> String;
+    /// Runs one step's work (`f`) where this backend's kernels are cheapest
+    /// to start: the CPU backend runs it on a thread of its compute pool.
+    fn on_compute_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
     /// Bytes per element of `KvCache` (KV-cache sizing).
     fn kv_cache_element_bytes(&self) -> usize;
     /// The KV cache's element type, as vLLM logs it (`bfloat16`, ...).

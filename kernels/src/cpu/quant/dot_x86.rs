@@ -77,53 +77,60 @@ unsafe fn tile_body<const VNNI: bool>(
     ldo: usize,
 ) {
     let m = x.rows();
-    let nr = w.len() / row_bytes;
     assert_eq!(row_bytes, ty.row_bytes(x.k), "tile: row size mismatch");
     let mut i = 0;
     while i < m {
         let r = (m - i).min(4);
-        for j in 0..nr {
-            let wr = &w[j * row_bytes..][..row_bytes];
-            let mut res = [0f32; 4];
-            // SAFETY: features per the caller; row lengths checked above.
-            unsafe {
-                match r {
-                    1 => rows::<1, VNNI>(ty, wr, x, i, &mut res),
-                    2 => rows::<2, VNNI>(ty, wr, x, i, &mut res),
-                    3 => rows::<3, VNNI>(ty, wr, x, i, &mut res),
-                    _ => rows::<4, VNNI>(ty, wr, x, i, &mut res),
-                }
-            }
-            for (t, v) in res[..r].iter().enumerate() {
-                // SAFETY: (i + t, j) is inside the caller's output block.
-                unsafe { *dst.add((i + t) * ldo + j) = *v };
+        // SAFETY: features per the caller; row lengths checked above.
+        unsafe {
+            match r {
+                1 => rows::<1, VNNI>(ty, w, row_bytes, x, i, dst, ldo),
+                2 => rows::<2, VNNI>(ty, w, row_bytes, x, i, dst, ldo),
+                3 => rows::<3, VNNI>(ty, w, row_bytes, x, i, dst, ldo),
+                _ => rows::<4, VNNI>(ty, w, row_bytes, x, i, dst, ldo),
             }
         }
         i += r;
     }
 }
 
+/// Activation rows `i0..i0 + R` against every weight row of `w`. The
+/// activation rows' slices are taken once here, not per weight row (at one
+/// row per decode step that was 4% of the step), and the format is matched
+/// once per task.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows<const R: usize, const VNNI: bool>(
     ty: QuantType,
     w: &[u8],
+    row_bytes: usize,
     x: &Q8Rows,
     i0: usize,
-    res: &mut [f32; 4],
+    dst: *mut f32,
+    ldo: usize,
 ) {
     let xs: [Q8Row<'_>; R] = std::array::from_fn(|t| x.row(i0 + t));
-    // SAFETY: features per the caller.
-    let out = unsafe {
-        match ty {
-            QuantType::Q4_0 => q4_0::<R, VNNI>(w, &xs),
-            QuantType::Q4_1 => q4_1::<R, VNNI>(w, &xs),
-            QuantType::Q8_0 => q8_0::<R, VNNI>(w, &xs),
-            QuantType::Q4_K => q4_k::<R, VNNI>(w, &xs),
-            QuantType::Q6_K => q6_k::<R, VNNI>(w, &xs),
-            other => unreachable!("no integer kernel for {other}"),
-        }
-    };
-    res[..R].copy_from_slice(&out);
+    // One loop per format (a fn pointer would lose the target features).
+    macro_rules! each_row {
+        ($kernel:ident) => {
+            for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+                // SAFETY: features per the caller.
+                let out = unsafe { $kernel::<R, VNNI>(wr, &xs) };
+                for (t, v) in out.iter().enumerate() {
+                    // SAFETY: (i0 + t, j) is inside the caller's output block.
+                    unsafe { *dst.add((i0 + t) * ldo + j) = *v };
+                }
+            }
+        };
+    }
+    match ty {
+        QuantType::Q4_0 => each_row!(q4_0),
+        QuantType::Q4_1 => each_row!(q4_1),
+        QuantType::Q8_0 => each_row!(q8_0),
+        QuantType::Q4_K => each_row!(q4_k),
+        QuantType::Q6_K => each_row!(q6_k),
+        other => unreachable!("no integer kernel for {other}"),
+    }
 }
 
 /// u8 x i8, 32 pairs, to eight i32 sums of four.

@@ -38,6 +38,7 @@ impl Q8Rows {
         self.qs.len() / self.k.max(1)
     }
 
+    #[inline]
     pub fn row(&self, i: usize) -> Q8Row<'_> {
         let nb = self.k / Q8_BLOCK;
         Q8Row {
