@@ -199,3 +199,26 @@ fn seeded_sampling_is_batch_invariant() {
     );
     handle.shutdown();
 }
+
+/// What the CUDA path lacks is refused on the emulated device as on a GPU,
+/// naming it: a head size without kernels, Gemma 2's soft-capping.
+#[test]
+fn what_cuda_lacks_is_refused_by_name() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
+    for (model, needle) in [
+        ("llama_mha_f32", "head size 16"),
+        ("gemma2_window8_softcap_f32", "soft-capping"),
+    ] {
+        let err = EngineHandle::start(EngineConfig {
+            model: models.join(model),
+            device: Device::CudaEmu,
+            max_model_len: Some(128),
+            ..EngineConfig::default()
+        })
+        .err()
+        .unwrap_or_else(|| panic!("{model} started on cuda-emu"));
+        let msg = pagoda_engine::error_chain(&err);
+        assert!(msg.contains(needle), "{model}: {msg}");
+        assert!(msg.contains("emulated CUDA device"), "{model}: {msg}");
+    }
+}
