@@ -55,6 +55,8 @@ pub struct EngineArgs {
     /// Where to run the model. `auto` picks CUDA device 0, else the CPU;
     /// models needing what the CUDA path lacks (Gemma, sliding windows past
     /// --max-model-len) run on the CPU, and `cuda` refuses them.
+    /// `cuda-emu` is a TEST device, not for serving: the CUDA backend on the
+    /// CPU emulator, thousands of times slower than `cpu`.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
 
@@ -333,6 +335,10 @@ mod tests {
         assert!(parse(&["--kv-cache-memory", "lots"]).is_err());
         assert!(parse(&["--gpu-memory-utilization", "1.5"]).is_err());
         assert!(parse(&["--device", "tpu"]).is_err());
+        assert_eq!(
+            parse(&["--device", "cuda-emu"]).unwrap().device,
+            Device::CudaEmu
+        );
         assert!(parse(&["--load-format", "pt"]).is_err());
         assert!(parse(&["--enable-prefix-caching", "--no-enable-prefix-caching"]).is_err());
     }

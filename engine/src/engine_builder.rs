@@ -170,6 +170,17 @@ fn choose_device(
                 Err(reason).device_context("the CUDA engine path cannot start (use --device cpu)")
             }
         },
+        Device::CudaEmu => {
+            if !unsupported.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "the CUDA path does not implement {} (the CPU path does)",
+                    unsupported.join(", ")
+                ))
+                .device_context("the emulated CUDA device cannot start (use --device cpu)");
+            }
+            open_cuda_emu(dims)
+                .device_context("the emulated CUDA device cannot start (use --device cpu)")
+        }
         Device::Auto => match open_cuda(dims) {
             Ok(d) => {
                 tracing::info!("--device auto: using CUDA device 0");
@@ -203,6 +214,34 @@ fn open_cuda(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
     pagoda_kernels::cuda::CudaKernels::with_head_dims(0, &[dims.head_dim])
         .map(|k| ChosenDevice::Cuda(Box::new(k)))
         .context("cannot open CUDA device 0")
+}
+
+/// The CUDA backend on the CPU emulator (`--device cuda-emu`, a test
+/// device): the same checks and kernels as GPU 0, over host memory.
+#[cfg(feature = "cuda-emu")]
+fn open_cuda_emu(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
+    use anyhow::Context as _;
+    if let Some(reason) = cuda_unsupported(dims) {
+        anyhow::bail!(reason);
+    }
+    tracing::warn!(
+        "--device cuda-emu: the CUDA backend on the CPU emulator, a test device thousands of \
+         times slower than --device cpu; not for serving"
+    );
+    let config = pagoda_kernels::cuda::EmuConfig {
+        head_dims: vec![dims.head_dim],
+        ..Default::default()
+    };
+    pagoda_kernels::cuda::CudaKernels::emulated_with(config)
+        .map(|k| ChosenDevice::Cuda(Box::new(k)))
+        .context("cannot open the emulated CUDA device")
+}
+
+#[cfg(not(feature = "cuda-emu"))]
+fn open_cuda_emu(_dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
+    anyhow::bail!(
+        "this build of Pagoda has no emulated CUDA device: it was built without the `cuda-emu` feature"
+    )
 }
 
 /// Why the CUDA backend cannot run this model, if it cannot (checked

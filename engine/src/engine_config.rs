@@ -16,6 +16,10 @@ pub enum Device {
     /// CUDA when a usable GPU is found, else CPU.
     #[default]
     Auto,
+    /// TEST DEVICE, not for serving: the CUDA backend (bf16, its kernels,
+    /// GEMMs, graphs) on the CPU emulator, no GPU needed; thousands of
+    /// times slower than `cpu`. For tests of the CUDA path on any machine.
+    CudaEmu,
 }
 
 impl std::str::FromStr for Device {
@@ -25,8 +29,9 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
             "auto" => Ok(Device::Auto),
+            "cuda-emu" => Ok(Device::CudaEmu),
             other => Err(format!(
-                "unknown device {other:?}: expected cpu, cuda or auto"
+                "unknown device {other:?}: expected cpu, cuda, auto or cuda-emu"
             )),
         }
     }

@@ -18,7 +18,7 @@ use pagoda_kernels::cuda::sampling::{bias_row, penalty_row, CsrRows};
 use pagoda_kernels::cuda::sampling_reference;
 use pagoda_kernels::cuda::{
     AttentionMetadata, AttentionShape, AttentionWorkspace, CudaDType, CudaKernels, CudaRope,
-    CudaSlice, SamplingTensors,
+    DeviceBuffer, SamplingTensors,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -72,16 +72,16 @@ fn round<T: CudaDType>(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| T::from_f32(x).to_f32()).collect()
 }
 
-fn up<T: CudaDType>(k: &CudaKernels, v: &[f32]) -> CudaSlice<T> {
+fn up<T: CudaDType>(k: &CudaKernels, v: &[f32]) -> DeviceBuffer<T> {
     let h: Vec<T> = v.iter().map(|&x| T::from_f32(x)).collect();
     k.upload(&h).expect("upload")
 }
 
-fn poisoned<T: CudaDType>(k: &CudaKernels, n: usize) -> CudaSlice<T> {
+fn poisoned<T: CudaDType>(k: &CudaKernels, n: usize) -> DeviceBuffer<T> {
     up::<T>(k, &vec![f32::NAN; n.max(1)])
 }
 
-fn down<T: CudaDType>(k: &CudaKernels, s: &CudaSlice<T>) -> Vec<f32> {
+fn down<T: CudaDType>(k: &CudaKernels, s: &DeviceBuffer<T>) -> Vec<f32> {
     k.download(s)
         .expect("download")
         .into_iter()
@@ -898,6 +898,10 @@ fn logit_edits_match_the_cpu_rules() {
 #[test]
 fn token_bitmask_matches_the_cpu_mask() {
     let Some(k) = gpu() else { return };
+    check_token_bitmask(&k);
+}
+
+fn check_token_bitmask(k: &CudaKernels) {
     let mut r = rng(77);
     let (rows, vocab) = (4, 5000);
     let logits = random_logits(&mut r, rows, vocab);
@@ -920,5 +924,188 @@ fn token_bitmask_matches_the_cpu_mask() {
     let got = k.download(&ld).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(g == w, "element {i}: {g} vs {w}");
+    }
+}
+
+/// The same launchers (`CudaKernels` methods) on the emulated device: host
+/// memory, the `.cu` kernels on the CPU emulator, GEMMs rounded as cuBLAS
+/// rounds. Shapes are cut to what the emulator runs in seconds; the kernels
+/// themselves are covered shape by shape in `emu_kernels.rs`, so what this
+/// checks is the device interface: allocation, copies, views, launch
+/// dispatch by kernel name, the GEMM, graph capture and replay, memory info.
+#[cfg(feature = "emu")]
+mod emulated {
+    use super::*;
+    use pagoda_kernels::cuda::emu::ThreadOrder;
+    use pagoda_kernels::cuda::{DeviceMem, EmuConfig};
+
+    fn emu() -> CudaKernels {
+        CudaKernels::emulated().expect("the emulated device")
+    }
+
+    #[test]
+    fn norms_rotary_and_elementwise_match_cpu() {
+        let k = emu();
+        assert!(k.is_emulated());
+        check_norms::<bf16>(&k);
+        check_rotary::<bf16>(&k);
+        check_elementwise::<bf16>(&k);
+        check_elementwise::<f32>(&k);
+    }
+
+    /// cuBLAS's rounding: bf16 inputs, f32 accumulation, one rounding of
+    /// the output. The f32 output equals the f32 reference to summation
+    /// order; the bf16 output is that value rounded once.
+    #[test]
+    fn gemm_rounds_as_cublas() {
+        let k = emu();
+        let mut r = rng(5);
+        for (m, kk, n) in [(1, 576, 1536), (7, 256, 384), (33, 128, 100)] {
+            let x = round::<bf16>(&randn(&mut r, m * kk, 1.0));
+            let w = round::<bf16>(&randn(&mut r, n * kk, 0.05));
+            let mut want = vec![0f32; m * n];
+            cpu::matmul_transb(&x, &w, &mut want, m, kk, n);
+            let (xd, wd) = (up::<bf16>(&k, &x), up::<bf16>(&k, &w));
+            let mut y32 = k.upload(&vec![f32::NAN; m * n]).unwrap();
+            k.matmul(&xd, &wd, &mut y32, m, kk, n).unwrap();
+            let y32 = k.download(&y32).unwrap();
+            assert_close("matmul ->f32", &y32, &want, 1e-5);
+            let mut y = poisoned::<bf16>(&k, m * n);
+            k.matmul(&xd, &wd, &mut y, m, kk, n).unwrap();
+            assert_eq!(down(&k, &y), round::<bf16>(&y32), "one rounding to bf16");
+        }
+    }
+
+    #[test]
+    fn attention_and_padded_decodes_match_cpu() {
+        let k = emu();
+        let mixed: &[(usize, usize)] = &[(5, 5), (1, 17), (70, 300), (1, 1), (1, 700), (3, 40)];
+        check_attention::<bf16>(&k, 10, 4, 2, 64, 16, mixed, None);
+        let padded: &[(usize, usize)] = &[(1, 17), (1, 0), (1, 700), (1, 0)];
+        check_attention::<bf16>(&k, 41, 8, 2, 64, 16, padded, Some(4096));
+    }
+
+    #[test]
+    fn sampling_runs_through_the_device_interface() {
+        let k = emu();
+        let (rows, vocab) = (3, 500);
+        let mut r = rng(7);
+        let logits = random_logits(&mut r, rows, vocab);
+        let ld = k.upload(&logits).unwrap();
+        let col = |v: f32| k.upload(&vec![v; rows]).unwrap();
+        let (t, p, mp, u) = (col(0.0), col(1.0), col(0.0), col(0.5));
+        let top_k = k.upload(&vec![-1i32; rows]).unwrap();
+        let params = SamplingTensors {
+            temperature: &t,
+            top_k: &top_k,
+            top_p: &p,
+            min_p: &mp,
+            uniform: &u,
+        };
+        let mut out = k.upload(&vec![u32::MAX; rows]).unwrap();
+        k.sample_tokens(&ld, rows, vocab, &params, &mut out)
+            .unwrap();
+        let want: Vec<u32> = logits
+            .chunks_exact(vocab)
+            .map(|row| {
+                let best = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                row.iter().position(|&x| x == best).unwrap() as u32
+            })
+            .collect();
+        assert_eq!(k.download(&out).unwrap(), want, "greedy rows");
+    }
+
+    /// Capture records launches and GEMMs without running them; replay
+    /// runs them on the buffers' current contents (new inputs copied into
+    /// the same addresses, as the engine's padded decode graphs do).
+    #[test]
+    fn graphs_record_and_replay() {
+        let k = emu();
+        let (rows, dim, n) = (2, 64, 32);
+        let w = k.upload(&vec![bf16::ONE; dim]).unwrap();
+        let lin = up::<bf16>(&k, &randn(&mut rng(8), n * dim, 0.1));
+        let mut x = k.alloc_zeros::<bf16>(rows * dim).unwrap();
+        let mut h = k.alloc_zeros::<bf16>(rows * dim).unwrap();
+        let mut y = k.alloc_zeros::<f32>(rows * n).unwrap();
+        let run =
+            |x: &DeviceBuffer<bf16>, h: &mut DeviceBuffer<bf16>, y: &mut DeviceBuffer<f32>| {
+                k.rms_norm(x, dim, &w, h, dim, rows, dim, 1e-6).unwrap();
+                k.matmul(h, &lin, y, rows, dim, n).unwrap();
+            };
+        k.begin_capture().unwrap();
+        run(&x, &mut h, &mut y);
+        assert!(
+            k.alloc_zeros::<f32>(4).is_err(),
+            "no allocation while capturing"
+        );
+        assert!(
+            k.download(&y).is_err(),
+            "no synchronous copy while capturing"
+        );
+        let graph = k.end_capture().unwrap();
+        assert_eq!(graph.emulated_len(), Some(2));
+        assert!(
+            k.download(&y).unwrap().iter().all(|&v| v == 0.0),
+            "nothing ran"
+        );
+        for seed in [9, 10] {
+            let input = round::<bf16>(&randn(&mut rng(seed), rows * dim, 1.0));
+            let host: Vec<bf16> = input.iter().map(|&v| bf16::from_f32(v)).collect();
+            k.copy_htod(&host, &mut x).unwrap();
+            graph.replay().unwrap();
+            let replayed = k.download(&y).unwrap();
+            run(&x, &mut h, &mut y);
+            assert_eq!(replayed, k.download(&y).unwrap(), "replay = eager run");
+        }
+        assert!(k.end_capture().is_err(), "no capture under way");
+    }
+
+    #[test]
+    fn memory_info_counts_live_allocations() {
+        let k = CudaKernels::emulated_with(EmuConfig {
+            total_memory: 1 << 20,
+            head_dims: vec![64],
+            ..EmuConfig::default()
+        })
+        .unwrap();
+        let (free0, total) = k.mem_get_info().unwrap();
+        assert_eq!((free0, total), (1 << 20, 1 << 20));
+        let mut b = k.alloc_zeros::<f32>(1000).unwrap();
+        assert_eq!(k.mem_get_info().unwrap().0, free0 - 4000);
+        assert!(k.alloc_zeros::<u8>(2 << 20).is_err(), "beyond the total");
+        // Views and partial copies.
+        k.copy_htod(&[1.0f32, 2.0], &mut b.slice_mut(10..)).unwrap();
+        let mut two = [0f32; 3];
+        k.copy_dtoh(&b.slice(9..12), &mut two).unwrap();
+        assert_eq!(two, [0.0, 1.0, 2.0]);
+        assert!(k.copy_htod(&[0f32; 5], &mut b.slice_mut(997..)).is_err());
+        assert_eq!(b.slice(5..).len(), 995);
+        drop(b);
+        assert_eq!(k.mem_get_info().unwrap().0, free0);
+        // A head size without kernels is refused, as on a GPU.
+        assert!(CudaKernels::emulated_with(EmuConfig {
+            head_dims: vec![72],
+            ..EmuConfig::default()
+        })
+        .is_err());
+    }
+
+    /// An adversarial thread order through the device (a missing barrier
+    /// would show here while round robin hid it).
+    #[test]
+    fn launchers_run_under_another_thread_order() {
+        let k = CudaKernels::emulated_with(EmuConfig {
+            order: ThreadOrder::HighestFirst,
+            ..EmuConfig::default()
+        })
+        .unwrap();
+        check_norms::<bf16>(&k);
+        let mixed: &[(usize, usize)] = &[(5, 5), (1, 17), (1, 700)];
+        check_attention::<bf16>(&k, 12, 4, 1, 128, 16, mixed, None);
+    }
+
+    #[test]
+    fn token_bitmask_runs_through_the_device_interface() {
+        check_token_bitmask(&emu());
     }
 }

@@ -86,7 +86,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     log_kv_cache(&info);
     let gpu = info
         .device
-        .starts_with("cuda")
+        .starts_with("cuda:")
         .then(GpuMonitor::open)
         .flatten();
     let gpu_labels = gpu.as_ref().map(|g| GpuLabels {

@@ -14,12 +14,12 @@ use crate::outputs::TokenLogprobs;
 use crate::sampler::{Draw, Sampled, SamplingRow};
 use crate::weights::HostTensor;
 use anyhow::Context as _;
-use cudarc::driver::{DevicePtr, DevicePtrMut};
 use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
 use pagoda_kernels::cuda::{
     AttentionMetadata, AttentionShape, AttentionWorkspace, CsrRows, CudaError, CudaKernels,
-    CudaRope, CudaSlice, DeviceGraph, SamplingTensors,
+    CudaRope, DeviceBuffer, DeviceGraph, DeviceMem, DeviceMemMut, DeviceRepr, SamplingTensors,
+    ValidAsZeroBits,
 };
 use parking_lot::Mutex;
 
@@ -28,12 +28,12 @@ mod grammar_mask;
 /// One step's batch metadata on the device, in buffers sized for the
 /// largest step; the sizes say how much of each the step uses.
 pub struct CudaInputs {
-    pub token_ids: CudaSlice<u32>,
-    pub positions: CudaSlice<u32>,
-    pub slot_mapping: CudaSlice<i64>,
-    pub query_start_loc: CudaSlice<u32>,
-    pub seq_lens: CudaSlice<u32>,
-    pub block_tables: CudaSlice<u32>,
+    pub token_ids: DeviceBuffer<u32>,
+    pub positions: DeviceBuffer<u32>,
+    pub slot_mapping: DeviceBuffer<i64>,
+    pub query_start_loc: DeviceBuffer<u32>,
+    pub seq_lens: DeviceBuffer<u32>,
+    pub block_tables: DeviceBuffer<u32>,
     pub max_blocks_per_seq: usize,
     pub num_tokens: usize,
     pub num_seqs: usize,
@@ -56,7 +56,7 @@ pub struct CudaBackend {
     attention: Mutex<Attention>,
     /// f32 logits for the sampler and for copies to the host, grown to the
     /// largest step seen.
-    sampling_logits: Mutex<Option<CudaSlice<f32>>>,
+    sampling_logits: Mutex<Option<DeviceBuffer<f32>>>,
     /// The first failure of an op since the last fallible call, with its
     /// cause.
     error: Mutex<Option<anyhow::Error>>,
@@ -110,10 +110,10 @@ impl CudaBackend {
 
     /// Uploads `data`, at least one element long (a zero-length device
     /// buffer is avoided; the kernels check only lower bounds on lengths).
-    fn upload<T: cudarc::driver::DeviceRepr + Copy + Default>(
+    fn upload<T: DeviceRepr + Copy + Default>(
         &self,
         data: &[T],
-    ) -> anyhow::Result<CudaSlice<T>> {
+    ) -> anyhow::Result<DeviceBuffer<T>> {
         let r = if data.is_empty() {
             self.kernels.upload(&[T::default()])
         } else {
@@ -125,9 +125,9 @@ impl CudaBackend {
     /// The f32 scratch buffer, grown (the old one freed first) to hold `len`.
     fn f32_scratch<'a>(
         &self,
-        slot: &'a mut Option<CudaSlice<f32>>,
+        slot: &'a mut Option<DeviceBuffer<f32>>,
         len: usize,
-    ) -> anyhow::Result<&'a mut CudaSlice<f32>> {
+    ) -> anyhow::Result<&'a mut DeviceBuffer<f32>> {
         if slot.as_ref().is_none_or(|s| s.len() < len) {
             *slot = None;
             let buf = self
@@ -140,10 +140,10 @@ impl CudaBackend {
     }
 
     /// A zeroed metadata buffer of `len` (at least one) elements.
-    fn alloc_meta<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    fn alloc_meta<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
-    ) -> anyhow::Result<CudaSlice<T>> {
+    ) -> anyhow::Result<DeviceBuffer<T>> {
         self.kernels
             .alloc_zeros(len.max(1))
             .context("CUDA alloc of step metadata")
@@ -152,11 +152,11 @@ impl CudaBackend {
 
 /// Copies `data` into the front of `dst`, refusing (not panicking) when it
 /// does not fit.
-fn copy_into<T: cudarc::driver::DeviceRepr>(
+fn copy_into<T: DeviceRepr>(
     kernels: &CudaKernels,
     name: &str,
     data: &[T],
-    dst: &mut CudaSlice<T>,
+    dst: &mut DeviceBuffer<T>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         data.len() <= dst.len(),
@@ -168,8 +168,7 @@ fn copy_into<T: cudarc::driver::DeviceRepr>(
         return Ok(());
     }
     kernels
-        .stream()
-        .memcpy_htod(data, &mut dst.slice_mut(..data.len()))
+        .copy_htod(data, dst)
         .with_context(|| format!("CUDA copy of {name}"))
 }
 
@@ -186,17 +185,23 @@ fn attention_shape(dims: &AttentionDims) -> AttentionShape {
 }
 
 impl Backend for CudaBackend {
-    type Tensor = CudaSlice<bf16>;
-    type Weight = CudaSlice<bf16>;
+    type Tensor = DeviceBuffer<bf16>;
+    type Weight = DeviceBuffer<bf16>;
     type Rope = CudaRope;
     type Inputs = CudaInputs;
     type Graph = DeviceGraph;
-    type KvCache = CudaSlice<bf16>;
+    type KvCache = DeviceBuffer<bf16>;
 
     fn device_name(&self) -> String {
         let i = self.kernels.info();
+        // The emulated device says so in every log line and /v1/models.
+        let kind = if self.kernels.is_emulated() {
+            "cuda-emu"
+        } else {
+            "cuda"
+        };
         format!(
-            "cuda:{} ({}, sm_{}{}, {} GiB)",
+            "{kind}:{} ({}, sm_{}{}, {} GiB)",
             i.ordinal,
             i.name,
             i.compute_capability.0,
@@ -213,26 +218,26 @@ impl Backend for CudaBackend {
         "bfloat16"
     }
 
-    fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<CudaSlice<bf16>> {
+    fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<DeviceBuffer<bf16>> {
         self.upload(&tensor.to_bf16())
     }
 
     /// Uploaded as bf16 (blocks dequantized on the host first).
-    fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<CudaSlice<bf16>> {
+    fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<DeviceBuffer<bf16>> {
         self.upload(&HostTensor::concat_rows(parts).to_bf16())
     }
 
-    fn weight_formats(&self, weight: &CudaSlice<bf16>) -> Vec<(&'static str, usize)> {
+    fn weight_formats(&self, weight: &DeviceBuffer<bf16>) -> Vec<(&'static str, usize)> {
         vec![("BF16", 2 * weight.len())]
     }
 
-    fn alloc(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {
+    fn alloc(&self, len: usize) -> anyhow::Result<DeviceBuffer<bf16>> {
         self.kernels
             .alloc_zeros(len.max(1))
             .with_context(|| format!("CUDA alloc of {} MiB", (len * 2) >> 20))
     }
 
-    fn alloc_kv_cache(&self, len: usize) -> anyhow::Result<CudaSlice<bf16>> {
+    fn alloc_kv_cache(&self, len: usize) -> anyhow::Result<DeviceBuffer<bf16>> {
         self.alloc(len)
     }
 
@@ -336,8 +341,8 @@ impl Backend for CudaBackend {
     fn embedding(
         &self,
         inputs: &CudaInputs,
-        table: &CudaSlice<bf16>,
-        out: &mut CudaSlice<bf16>,
+        table: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         hidden: usize,
     ) {
         let r = self
@@ -348,9 +353,9 @@ impl Backend for CudaBackend {
 
     fn matmul(
         &self,
-        x: &CudaSlice<bf16>,
-        w: &CudaSlice<bf16>,
-        out: &mut CudaSlice<bf16>,
+        x: &DeviceBuffer<bf16>,
+        w: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         m: usize,
         k: usize,
         n: usize,
@@ -359,16 +364,22 @@ impl Backend for CudaBackend {
         self.record("matmul", r);
     }
 
-    fn add_bias(&self, out: &mut CudaSlice<bf16>, bias: &CudaSlice<bf16>, rows: usize, n: usize) {
+    fn add_bias(
+        &self,
+        out: &mut DeviceBuffer<bf16>,
+        bias: &DeviceBuffer<bf16>,
+        rows: usize,
+        n: usize,
+    ) {
         let r = self.kernels.add_bias(out, bias, rows, n);
         self.record("add_bias", r);
     }
 
     fn rms_norm(
         &self,
-        x: &CudaSlice<bf16>,
-        weight: &CudaSlice<bf16>,
-        out: &mut CudaSlice<bf16>,
+        x: &DeviceBuffer<bf16>,
+        weight: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         rows: usize,
         dim: usize,
         eps: f32,
@@ -381,9 +392,9 @@ impl Backend for CudaBackend {
 
     fn fused_add_rms_norm(
         &self,
-        x: &mut CudaSlice<bf16>,
-        residual: &mut CudaSlice<bf16>,
-        weight: &CudaSlice<bf16>,
+        x: &mut DeviceBuffer<bf16>,
+        residual: &mut DeviceBuffer<bf16>,
+        weight: &DeviceBuffer<bf16>,
         rows: usize,
         dim: usize,
         eps: f32,
@@ -396,8 +407,8 @@ impl Backend for CudaBackend {
 
     fn rms_norm_inplace(
         &self,
-        x: &mut CudaSlice<bf16>,
-        weight: &CudaSlice<bf16>,
+        x: &mut DeviceBuffer<bf16>,
+        weight: &DeviceBuffer<bf16>,
         rows: usize,
         dim: usize,
         eps: f32,
@@ -410,10 +421,10 @@ impl Backend for CudaBackend {
 
     fn split_qkv(
         &self,
-        qkv: &CudaSlice<bf16>,
-        q: &mut CudaSlice<bf16>,
-        k: &mut CudaSlice<bf16>,
-        v: &mut CudaSlice<bf16>,
+        qkv: &DeviceBuffer<bf16>,
+        q: &mut DeviceBuffer<bf16>,
+        k: &mut DeviceBuffer<bf16>,
+        v: &mut DeviceBuffer<bf16>,
         rows: usize,
         q_dim: usize,
         kv_dim: usize,
@@ -425,8 +436,8 @@ impl Backend for CudaBackend {
     fn rotary(
         &self,
         inputs: &CudaInputs,
-        q: &mut CudaSlice<bf16>,
-        k: &mut CudaSlice<bf16>,
+        q: &mut DeviceBuffer<bf16>,
+        k: &mut DeviceBuffer<bf16>,
         rope: &CudaRope,
         num_heads: usize,
         num_kv_heads: usize,
@@ -449,8 +460,8 @@ impl Backend for CudaBackend {
 
     fn silu_and_mul(
         &self,
-        x: &CudaSlice<bf16>,
-        out: &mut CudaSlice<bf16>,
+        x: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         rows: usize,
         intermediate: usize,
     ) {
@@ -462,8 +473,8 @@ impl Backend for CudaBackend {
     /// CUDA before this can run): recorded as the step's error.
     fn fused_moe(
         &self,
-        _hidden: &mut CudaSlice<bf16>,
-        _moe: &super::moe::MoeWeights<CudaSlice<bf16>>,
+        _hidden: &mut DeviceBuffer<bf16>,
+        _moe: &super::moe::MoeWeights<DeviceBuffer<bf16>>,
         _rows: usize,
     ) {
         self.record(
@@ -480,10 +491,10 @@ impl Backend for CudaBackend {
     fn reshape_and_cache(
         &self,
         inputs: &CudaInputs,
-        k: &CudaSlice<bf16>,
-        v: &CudaSlice<bf16>,
-        k_cache: &mut CudaSlice<bf16>,
-        v_cache: &mut CudaSlice<bf16>,
+        k: &DeviceBuffer<bf16>,
+        v: &DeviceBuffer<bf16>,
+        k_cache: &mut DeviceBuffer<bf16>,
+        v_cache: &mut DeviceBuffer<bf16>,
         num_kv_heads: usize,
         head_dim: usize,
     ) {
@@ -506,10 +517,10 @@ impl Backend for CudaBackend {
     fn paged_attention(
         &self,
         inputs: &CudaInputs,
-        q: &CudaSlice<bf16>,
-        k_cache: &CudaSlice<bf16>,
-        v_cache: &CudaSlice<bf16>,
-        out: &mut CudaSlice<bf16>,
+        q: &DeviceBuffer<bf16>,
+        k_cache: &DeviceBuffer<bf16>,
+        v_cache: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         dims: AttentionDims,
     ) {
         // The engine refuses these at load (`engine_builder`); never compute
@@ -561,9 +572,9 @@ impl Backend for CudaBackend {
 
     fn gather_rows(
         &self,
-        x: &CudaSlice<bf16>,
+        x: &DeviceBuffer<bf16>,
         rows: &[u32],
-        out: &mut CudaSlice<bf16>,
+        out: &mut DeviceBuffer<bf16>,
         dim: usize,
     ) -> anyhow::Result<()> {
         self.check()?;
@@ -594,7 +605,7 @@ impl Backend for CudaBackend {
     /// only ids and the requested logprobs come back.
     fn sample(
         &self,
-        logits: &CudaSlice<bf16>,
+        logits: &DeviceBuffer<bf16>,
         vocab: usize,
         rows: &[SamplingRow],
         out: &mut Vec<Sampled>,
@@ -655,7 +666,12 @@ impl Backend for CudaBackend {
     /// Widens on the device, then copies f32: twice the bytes over the bus,
     /// but no per-element conversion on one host thread (256 rows of a
     /// 128k vocabulary are 32M elements).
-    fn to_host(&self, x: &CudaSlice<bf16>, len: usize, out: &mut Vec<f32>) -> anyhow::Result<()> {
+    fn to_host(
+        &self,
+        x: &DeviceBuffer<bf16>,
+        len: usize,
+        out: &mut Vec<f32>,
+    ) -> anyhow::Result<()> {
         self.check()?;
         anyhow::ensure!(len <= x.len(), "to_host: {len} elements of {}", x.len());
         if len == 0 {
@@ -670,8 +686,7 @@ impl Backend for CudaBackend {
         let start = out.len();
         out.resize(start + len, 0.0);
         self.kernels
-            .stream()
-            .memcpy_dtoh(&wide.slice(..len), &mut out[start..])
+            .copy_dtoh(&wide.slice(..len), &mut out[start..])
             .context(COPY)?;
         // The copy is asynchronous: wait for it (and for the kernels before it,
         // whose errors surface here too).
@@ -693,7 +708,7 @@ impl CudaBackend {
     /// covers the batch.
     fn apply_row_edits(
         &self,
-        logits: &mut impl DevicePtrMut<f32>,
+        logits: &mut impl DeviceMemMut<f32>,
         rows: &[SamplingRow],
         vocab: usize,
     ) -> anyhow::Result<()> {
@@ -742,10 +757,10 @@ impl CudaBackend {
     /// which the logprob kernels read, and on the host.
     fn sample_rows(
         &self,
-        logits: &impl DevicePtr<f32>,
+        logits: &impl DeviceMem<f32>,
         rows: &[SamplingRow],
         vocab: usize,
-    ) -> anyhow::Result<(CudaSlice<u32>, Vec<u32>)> {
+    ) -> anyhow::Result<(DeviceBuffer<u32>, Vec<u32>)> {
         let column = |f: fn(&SamplingRow) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
         let temperature = self.upload(&column(|r| r.temperature))?;
         let top_p = self.upload(&column(|r| r.top_p))?;
@@ -777,11 +792,11 @@ impl CudaBackend {
     /// rank, cut to what each row asked for (`None` where it asked none).
     fn row_logprobs(
         &self,
-        raw: &impl DevicePtr<f32>,
+        raw: &impl DeviceMem<f32>,
         rows: &[SamplingRow],
         vocab: usize,
         k: usize,
-        tokens: &CudaSlice<u32>,
+        tokens: &DeviceBuffer<u32>,
         host_tokens: &[u32],
     ) -> anyhow::Result<Vec<Option<TokenLogprobs>>> {
         let n_rows = rows.len();
@@ -798,8 +813,8 @@ impl CudaBackend {
         self.kernels
             .token_logprobs(raw, n_rows, vocab, tokens, &mut lp, &mut rank)
             .context(SAMPLING)?;
-        let download_u32 = |b: &CudaSlice<u32>| self.kernels.download(b).context(SAMPLING);
-        let download_f32 = |b: &CudaSlice<f32>| self.kernels.download(b).context(SAMPLING);
+        let download_u32 = |b: &DeviceBuffer<u32>| self.kernels.download(b).context(SAMPLING);
+        let download_f32 = |b: &DeviceBuffer<f32>| self.kernels.download(b).context(SAMPLING);
         let (ids, lps) = (download_u32(&ids)?, download_f32(&lps)?);
         let (lp, rank) = (download_f32(&lp)?, download_u32(&rank)?);
         let logprobs = rows

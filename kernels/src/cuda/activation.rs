@@ -1,6 +1,6 @@
 //! SiLU-and-multiply on the GPU (the CPU `silu_and_mul` is the reference).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::{rows_shape, ROW_THREADS};
@@ -12,8 +12,8 @@ impl CudaKernels {
     /// `out[r] = silu(x[r, :d]) * x[r, d:]` over packed `[rows, 2d]` → `[rows, d]`.
     pub fn silu_and_mul<T: CudaDType>(
         &self,
-        x: &impl DevicePtr<T>,
-        out: &mut impl DevicePtrMut<T>,
+        x: &impl DeviceMem<T>,
+        out: &mut impl DeviceMemMut<T>,
         rows: usize,
         d: usize,
     ) -> Result<(), CudaError> {
@@ -27,14 +27,13 @@ impl CudaKernels {
         if rows == 0 || d == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&ACTIVATION),
             &format!("silu_and_mul_{}", T::SUFFIX),
             0,
         )?;
-        let (o_p, _g1) = out.device_ptr_mut(stream);
-        let (x_p, _g2) = x.device_ptr(stream);
+        let o_p = out.addr_mut();
+        let x_p = x.addr();
         let (os, xs, dd) = (to_i32(op, d)?, to_i32(op, 2 * d)?, to_i32(op, d)?);
         let params = SiluAndMulParams {
             out: o_p,

@@ -4,7 +4,7 @@
 //! one (decodes) through the split-context decode kernel and, when a context
 //! spans several partitions, its reduce pass.
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::{decode_plan, prefill_shape, scale_log2, DecodePlan, LaunchShape};
@@ -16,11 +16,11 @@ use super::{to_i32, CudaError, CudaKernels, Half16};
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionMetadata<'a> {
     /// `[num_seqs + 1]` prefix sums of new tokens.
-    pub query_start_loc: &'a CudaSlice<u32>,
+    pub query_start_loc: &'a DeviceBuffer<u32>,
     /// `[num_seqs]` tokens in the cache after this step.
-    pub seq_lens: &'a CudaSlice<u32>,
+    pub seq_lens: &'a DeviceBuffer<u32>,
     /// `[num_seqs, max_blocks_per_seq]`.
-    pub block_tables: &'a CudaSlice<u32>,
+    pub block_tables: &'a DeviceBuffer<u32>,
     pub max_blocks_per_seq: usize,
     pub num_tokens: usize,
     pub num_seqs: usize,
@@ -49,9 +49,9 @@ pub struct AttentionShape {
 /// and context (fixed addresses for graph capture).
 #[derive(Debug)]
 pub struct AttentionWorkspace {
-    pub tmp_out: CudaSlice<f32>,
-    pub tmp_max: CudaSlice<f32>,
-    pub tmp_sum: CudaSlice<f32>,
+    pub tmp_out: DeviceBuffer<f32>,
+    pub tmp_max: DeviceBuffer<f32>,
+    pub tmp_sum: DeviceBuffer<f32>,
 }
 
 impl AttentionWorkspace {
@@ -190,10 +190,10 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn paged_attention<T: Half16>(
         &self,
-        q: &impl DevicePtr<T>,
-        k_cache: &impl DevicePtr<T>,
-        v_cache: &impl DevicePtr<T>,
-        out: &mut impl DevicePtrMut<T>,
+        q: &impl DeviceMem<T>,
+        k_cache: &impl DeviceMem<T>,
+        v_cache: &impl DeviceMem<T>,
+        out: &mut impl DeviceMemMut<T>,
         meta: &AttentionMetadata<'_>,
         shape: &AttentionShape,
         ws: &mut AttentionWorkspace,
@@ -215,20 +215,17 @@ impl CudaKernels {
             meta.num_decodes,
             meta.max_blocks_per_seq,
         )?;
-        let stream = self.stream();
-        // The guards keep the buffers' pending-work events until the
-        // launches below are queued.
-        let (q_p, _g1) = q.device_ptr(stream);
-        let (k_p, _g2) = k_cache.device_ptr(stream);
-        let (v_p, _g3) = v_cache.device_ptr(stream);
-        let (o_p, _g4) = out.device_ptr_mut(stream);
-        let (qsl_p, _g5) = meta.query_start_loc.device_ptr(stream);
-        let (sl_p, _g6) = meta.seq_lens.device_ptr(stream);
-        let (bt_p, _g7) = meta.block_tables.device_ptr(stream);
+        let q_p = q.addr();
+        let k_p = k_cache.addr();
+        let v_p = v_cache.addr();
+        let o_p = out.addr_mut();
+        let qsl_p = meta.query_start_loc.addr();
+        let sl_p = meta.seq_lens.addr();
+        let bt_p = meta.block_tables.addr();
         let ws_lens = [ws.tmp_out.len(), ws.tmp_max.len(), ws.tmp_sum.len()];
-        let (to_p, _g8) = ws.tmp_out.device_ptr_mut(stream);
-        let (tm_p, _g9) = ws.tmp_max.device_ptr_mut(stream);
-        let (ts_p, _g10) = ws.tmp_sum.device_ptr_mut(stream);
+        let to_p = ws.tmp_out.addr_mut();
+        let tm_p = ws.tmp_max.addr_mut();
+        let ts_p = ws.tmp_sum.addr_mut();
         let ptrs = AttentionPtrs {
             out: o_p,
             q: q_p,

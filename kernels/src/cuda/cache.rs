@@ -1,6 +1,6 @@
 //! reshape_and_cache on the GPU (the CPU `reshape_and_cache` is the reference).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::reshape_and_cache_shape;
@@ -48,13 +48,13 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn reshape_and_cache<T: Half16>(
         &self,
-        key: &impl DevicePtr<T>,
+        key: &impl DeviceMem<T>,
         key_stride: usize,
-        value: &impl DevicePtr<T>,
+        value: &impl DeviceMem<T>,
         value_stride: usize,
-        k_cache: &mut impl DevicePtrMut<T>,
-        v_cache: &mut impl DevicePtrMut<T>,
-        slot_mapping: &impl DevicePtr<i64>,
+        k_cache: &mut impl DeviceMemMut<T>,
+        v_cache: &mut impl DeviceMemMut<T>,
+        slot_mapping: &impl DeviceMem<i64>,
         num_tokens: usize,
         num_kv_heads: usize,
         head_dim: usize,
@@ -79,17 +79,16 @@ impl CudaKernels {
         if num_tokens == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&CACHE),
             &format!("reshape_and_cache_{}", T::SUFFIX),
             0,
         )?;
-        let (k_p, _g1) = key.device_ptr(stream);
-        let (v_p, _g2) = value.device_ptr(stream);
-        let (kc_p, _g3) = k_cache.device_ptr_mut(stream);
-        let (vc_p, _g4) = v_cache.device_ptr_mut(stream);
-        let (s_p, _g5) = slot_mapping.device_ptr(stream);
+        let k_p = key.addr();
+        let v_p = value.addr();
+        let kc_p = k_cache.addr_mut();
+        let vc_p = v_cache.addr_mut();
+        let s_p = slot_mapping.addr();
         let (ks, vs, r) = (
             to_i32(op, key_stride)?,
             to_i32(op, value_stride)?,

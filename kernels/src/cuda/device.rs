@@ -13,6 +13,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
+use super::error::ensure;
 use super::kernel_cache::{compile_all_cached, KernelCache};
 use super::launch::{LaunchShape, DEFAULT_SMEM_LIMIT};
 use super::libraries::{driver_present, ensure_loaded, CudaLibrary};
@@ -77,25 +79,48 @@ pub fn device_count() -> Result<usize, CudaError> {
     }
 }
 
-/// The kernels of one device.
+/// The kernels of one device: a GPU through cudarc, or (feature `emu`) the
+/// emulated device, whose memory is host memory and whose kernels run on
+/// the CPU emulator. Every launcher, GEMM, copy and graph goes through the
+/// few methods here and in `gemm.rs` / `graphs.rs` that tell them apart.
 pub struct CudaKernels {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
+    device: Device,
+    info: DeviceInfo,
+}
+
+/// The two implementations of the device operations.
+pub(crate) enum Device {
+    Cuda(CudaDevice),
+    #[cfg(feature = "emu")]
+    Emu(super::emulated::EmuDevice),
+}
+
+/// One GPU's context, stream, cuBLAS handle and compiled modules.
+pub(crate) struct CudaDevice {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: CudaBlas,
     /// cuBLAS's workspace, set explicitly so that a GEMM never allocates
     /// (an allocation inside CUDA graph capture fails the capture).
     _blas_workspace: CudaSlice<u8>,
     modules: HashMap<String, Arc<CudaModule>>,
     /// Loaded functions and the dynamic shared memory each may use.
     functions: RwLock<HashMap<String, (CudaFunction, usize)>>,
-    info: DeviceInfo,
+}
+
+/// A loaded kernel: a CUDA function, or the emulator's kernel name.
+#[derive(Clone)]
+pub(crate) enum Kernel {
+    Cuda(CudaFunction),
+    #[cfg(feature = "emu")]
+    Emu(String),
 }
 
 impl std::fmt::Debug for CudaKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaKernels")
             .field("info", &self.info)
-            .field("modules", &self.modules.len())
+            .field("emulated", &self.is_emulated())
             .finish()
     }
 }
@@ -169,78 +194,174 @@ impl CudaKernels {
             CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas(format!("{e:?}")))?;
         let blas_workspace = set_blas_workspace(&blas, &stream)?;
         Ok(Self {
-            ctx,
-            stream,
-            blas,
-            _blas_workspace: blas_workspace,
-            modules,
-            functions: RwLock::new(HashMap::new()),
+            device: Device::Cuda(CudaDevice {
+                ctx,
+                stream,
+                blas,
+                _blas_workspace: blas_workspace,
+                modules,
+                functions: RwLock::new(HashMap::new()),
+            }),
             info,
         })
+    }
+
+    #[cfg(feature = "emu")]
+    pub(crate) fn from_emulated(dev: super::emulated::EmuDevice, info: DeviceInfo) -> Self {
+        Self {
+            device: Device::Emu(dev),
+            info,
+        }
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether this is the emulated device (host memory, CPU emulator).
+    pub fn is_emulated(&self) -> bool {
+        !matches!(self.device, Device::Cuda(_))
     }
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
-
-    /// The stream every kernel and GEMM of this device is queued on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    pub fn blas(&self) -> &CudaBlas {
-        &self.blas
-    }
-
-    /// `(free, total)` device memory in bytes.
+    /// `(free, total)` device memory in bytes (the emulated device: its
+    /// configured total less its live allocations).
     pub fn mem_get_info(&self) -> Result<(usize, usize), CudaError> {
-        Ok(self.ctx.mem_get_info()?)
+        match &self.device {
+            Device::Cuda(d) => Ok(d.ctx.mem_get_info()?),
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => Ok(d.mem_get_info()),
+        }
     }
 
-    /// Waits for all queued work.
+    /// Waits for all queued work (the emulated device runs each op when
+    /// it is issued).
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        Ok(self.stream.synchronize()?)
+        match &self.device {
+            Device::Cuda(d) => Ok(d.stream.synchronize()?),
+            #[cfg(feature = "emu")]
+            Device::Emu(_) => Ok(()),
+        }
     }
 
-    /// A zeroed buffer on this device's stream.
+    /// A zeroed buffer on this device.
     pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
-    ) -> Result<CudaSlice<T>, CudaError> {
-        Ok(self.stream.alloc_zeros(len)?)
+    ) -> Result<DeviceBuffer<T>, CudaError> {
+        match &self.device {
+            Device::Cuda(d) => Ok(DeviceBuffer::from_cuda(d.stream.alloc_zeros(len)?)),
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => d.alloc_zeros(len),
+        }
     }
 
     /// Copies host data to a new device buffer.
-    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>, CudaError> {
-        Ok(self.stream.clone_htod(data)?)
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<DeviceBuffer<T>, CudaError> {
+        match &self.device {
+            Device::Cuda(d) => Ok(DeviceBuffer::from_cuda(d.stream.clone_htod(data)?)),
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => {
+                let mut b = d.alloc_zeros(data.len())?;
+                self.copy_htod(data, &mut b)?;
+                Ok(b)
+            }
+        }
     }
 
-    /// Copies a device buffer to the host (waits for the stream).
+    /// Copies device memory to a new host vector (waits for the stream).
     pub fn download<T: DeviceRepr + Default + Clone>(
         &self,
-        data: &CudaSlice<T>,
+        data: &impl DeviceMem<T>,
     ) -> Result<Vec<T>, CudaError> {
-        Ok(self.stream.clone_dtoh(data)?)
+        let mut out = vec![T::default(); data.len()];
+        self.copy_dtoh(data, &mut out)?;
+        Ok(out)
     }
 
-    /// Launches `f` on the stream with its one parameter struct.
+    /// Copies `src` into the front of `dst`, in stream order (`src` may be
+    /// reused when this returns).
+    pub fn copy_htod<T: DeviceRepr>(
+        &self,
+        src: &[T],
+        dst: &mut impl DeviceMemMut<T>,
+    ) -> Result<(), CudaError> {
+        ensure(src.len() <= dst.len(), "copy to device", || {
+            format!("{} elements into {}", src.len(), dst.len())
+        })?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let dst = dst.addr_mut();
+        match &self.device {
+            // SAFETY: `dst` holds `src.len()` elements of `T` on this
+            // device; a copy from pageable memory returns once `src` is
+            // staged.
+            Device::Cuda(d) => Ok(unsafe {
+                cudarc::driver::result::memcpy_htod_async(dst, src, d.stream.cu_stream())
+            }?),
+            #[cfg(feature = "emu")]
+            // SAFETY: as above, in host memory.
+            Device::Emu(d) => unsafe { d.copy_htod(src, dst) },
+        }
+    }
+
+    /// Copies the first `dst.len()` elements of `src` to the host, after
+    /// all queued work (waits).
+    pub fn copy_dtoh<T: DeviceRepr>(
+        &self,
+        src: &impl DeviceMem<T>,
+        dst: &mut [T],
+    ) -> Result<(), CudaError> {
+        ensure(dst.len() <= src.len(), "copy to host", || {
+            format!("{} elements from {}", dst.len(), src.len())
+        })?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let src = src.addr();
+        match &self.device {
+            Device::Cuda(d) => {
+                // SAFETY: `src` holds `dst.len()` elements of `T`; the
+                // stream is synchronized before `dst` is read.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtoh_async(dst, src, d.stream.cu_stream())
+                }?;
+                Ok(d.stream.synchronize()?)
+            }
+            #[cfg(feature = "emu")]
+            // SAFETY: as above, in host memory.
+            Device::Emu(d) => unsafe { d.copy_dtoh(src, dst) },
+        }
+    }
+
+    /// Launches `f` with its one parameter struct (recorded instead while
+    /// a graph is being captured).
     pub(crate) fn launch_kernel<P: KernelParams>(
         &self,
-        f: &CudaFunction,
+        f: &Kernel,
         shape: &LaunchShape,
         params: &P,
     ) -> Result<(), CudaError> {
-        let mut b = self.stream.launch_builder(f);
-        b.arg(params);
-        // SAFETY: the kernel takes exactly one `P` by value (`KERNEL(name, P)`
-        // in its source; the layout test holds P equal to the CUDA struct),
-        // and the caller validated every length the kernel reads and writes.
-        unsafe { b.launch(shape.config()) }?;
-        Ok(())
+        match (&self.device, f) {
+            (Device::Cuda(d), Kernel::Cuda(f)) => {
+                let mut b = d.stream.launch_builder(f);
+                b.arg(params);
+                // SAFETY: the kernel takes exactly one `P` by value
+                // (`KERNEL(name, P)` in its source; the layout test holds P
+                // equal to the CUDA struct), and the caller validated every
+                // length the kernel reads and writes.
+                unsafe { b.launch(shape.config()) }?;
+                Ok(())
+            }
+            #[cfg(feature = "emu")]
+            (Device::Emu(d), Kernel::Emu(name)) => d.launch(name, shape, params),
+            #[cfg(feature = "emu")]
+            _ => Err(CudaError::invalid("launch", "a kernel of another device")),
+        }
     }
 
     /// Kernel `name` of unit `unit`, with its dynamic shared memory limit
@@ -250,6 +371,41 @@ impl CudaKernels {
         unit: &str,
         name: &str,
         smem_bytes: usize,
+    ) -> Result<Kernel, CudaError> {
+        if smem_bytes > DEFAULT_SMEM_LIMIT && smem_bytes > self.info.max_smem_optin {
+            return Err(CudaError::invalid(
+                "kernel lookup",
+                format!(
+                    "{name} needs {smem_bytes} B of shared memory, the GPU allows {}",
+                    self.info.max_smem_optin
+                ),
+            ));
+        }
+        match &self.device {
+            Device::Cuda(d) => d
+                .function(unit, name, smem_bytes, self.info.max_smem_optin)
+                .map(Kernel::Cuda),
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => d.function(unit, name).map(Kernel::Emu),
+        }
+    }
+}
+
+/// A unit that was not compiled for this device.
+pub(crate) fn missing_unit(unit: &str) -> CudaError {
+    CudaError::invalid(
+        "kernel lookup",
+        format!("module {unit} was not compiled (head size not requested?)"),
+    )
+}
+
+impl CudaDevice {
+    fn function(
+        &self,
+        unit: &str,
+        name: &str,
+        smem_bytes: usize,
+        max_smem_optin: usize,
     ) -> Result<CudaFunction, CudaError> {
         let key = format!("{unit}/{name}");
         // A cached function whose opt-in limit already covers this launch.
@@ -263,27 +419,13 @@ impl CudaKernels {
                 return Ok(f);
             }
         }
-        let module = self.modules.get(unit).ok_or_else(|| {
-            CudaError::invalid(
-                "kernel lookup",
-                format!("module {unit} was not compiled (head size not requested?)"),
-            )
-        })?;
+        let module = self.modules.get(unit).ok_or_else(|| missing_unit(unit))?;
         let f = module.load_function(name)?;
         // Opt in to the largest amount this kernel may need (one split-K
         // plan may need more than the last), so the limit is raised once.
         let mut limit = DEFAULT_SMEM_LIMIT;
         if smem_bytes > DEFAULT_SMEM_LIMIT {
-            if smem_bytes > self.info.max_smem_optin {
-                return Err(CudaError::invalid(
-                    "kernel lookup",
-                    format!(
-                        "{name} needs {smem_bytes} B of shared memory, the GPU allows {}",
-                        self.info.max_smem_optin
-                    ),
-                ));
-            }
-            limit = self.info.max_smem_optin;
+            limit = max_smem_optin;
             f.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 limit as i32,

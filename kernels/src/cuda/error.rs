@@ -31,6 +31,10 @@ pub enum CudaError {
     Cublas(String),
     #[error("{op}: {message}")]
     InvalidArgument { op: &'static str, message: String },
+    /// A launch the CPU emulator refused (the emulated device).
+    #[cfg(feature = "emu")]
+    #[error(transparent)]
+    Emulator(#[from] super::emu::EmuError),
 }
 
 impl CudaError {

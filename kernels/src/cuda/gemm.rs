@@ -7,10 +7,11 @@
 //! column-major `k × n` W: transa = T, transb = N, (m, n, k) = (n, m, k),
 //! lda = ldb = k, ldc = n.
 
+use super::buffer::{DeviceMem, DeviceMemMut};
 use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
-use cudarc::driver::{DevicePtr, DevicePtrMut};
 
+use super::device::{CudaDevice, Device};
 use super::error::ensure;
 use super::{CudaDType, CudaError, CudaKernels, Half16};
 
@@ -49,9 +50,9 @@ impl CudaKernels {
     /// `out[m, n] = x[m, k] · w[n, k]ᵀ`, f32 accumulation; `O` is `T` or f32.
     pub fn matmul<T: Half16, O: CudaDType>(
         &self,
-        x: &impl DevicePtr<T>,
-        w: &impl DevicePtr<T>,
-        out: &mut impl DevicePtrMut<O>,
+        x: &impl DeviceMem<T>,
+        w: &impl DeviceMem<T>,
+        out: &mut impl DeviceMemMut<O>,
         m: usize,
         k: usize,
         n: usize,
@@ -72,39 +73,59 @@ impl CudaKernels {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let a = gemm_args(m, k, n)?;
-        let stream = self.stream();
-        let (w_p, _g1) = w.device_ptr(stream);
-        let (x_p, _g2) = x.device_ptr(stream);
-        let (y_p, _g3) = out.device_ptr_mut(stream);
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        // SAFETY: device pointers of validated lengths on the handle's stream;
-        // f32 scalars for CUBLAS_COMPUTE_32F.
-        unsafe {
-            gemm_ex(
-                *self.blas().handle(),
-                a.transa,
-                a.transb,
-                a.m,
-                a.n,
-                a.k,
-                &alpha as *const f32 as *const _,
-                w_p as *const _,
-                T::BLAS_TYPE,
-                a.lda,
-                x_p as *const _,
-                T::BLAS_TYPE,
-                a.ldb,
-                &beta as *const f32 as *const _,
-                y_p as *mut _,
-                O::BLAS_TYPE,
-                a.ldc,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
+        let (w_p, x_p, y_p) = (w.addr(), x.addr(), out.addr_mut());
+        match self.device() {
+            Device::Cuda(dev) => cublas_matmul::<T, O>(dev, w_p, x_p, y_p, m, k, n),
+            #[cfg(feature = "emu")]
+            Device::Emu(dev) => {
+                // SAFETY: the addresses are this emulated device's host
+                // allocations of the lengths validated above.
+                dev.record_or_run(unsafe {
+                    super::emulated::gemm_op::<T, O>(w_p, x_p, y_p, m, k, n)
+                })
+            }
         }
-        .map_err(|e| CudaError::Cublas(format!("{e:?} in {m}x{k}x{n} matmul")))
     }
+}
+
+/// `gemm_ex` on the device's cuBLAS handle and stream.
+fn cublas_matmul<T: Half16, O: CudaDType>(
+    dev: &CudaDevice,
+    w_p: u64,
+    x_p: u64,
+    y_p: u64,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<(), CudaError> {
+    let a = gemm_args(m, k, n)?;
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // SAFETY: device pointers of validated lengths on the handle's stream;
+    // f32 scalars for CUBLAS_COMPUTE_32F.
+    unsafe {
+        gemm_ex(
+            *dev.blas.handle(),
+            a.transa,
+            a.transb,
+            a.m,
+            a.n,
+            a.k,
+            &alpha as *const f32 as *const _,
+            w_p as *const _,
+            T::BLAS_TYPE,
+            a.lda,
+            x_p as *const _,
+            T::BLAS_TYPE,
+            a.ldb,
+            &beta as *const f32 as *const _,
+            y_p as *mut _,
+            O::BLAS_TYPE,
+            a.ldc,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| CudaError::Cublas(format!("{e:?} in {m}x{k}x{n} matmul")))
 }
 
 #[cfg(test)]

@@ -5,10 +5,18 @@
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 
+use super::device::Device;
 use super::{CudaError, CudaKernels};
 
-/// A captured, instantiated graph of this device's stream.
-pub struct DeviceGraph(CudaGraph);
+/// A captured, instantiated graph of this device's stream (the emulated
+/// device: the recorded launches and GEMMs, replayed in order).
+pub struct DeviceGraph(GraphInner);
+
+enum GraphInner {
+    Cuda(CudaGraph),
+    #[cfg(feature = "emu")]
+    Emu(Vec<super::emulated::EmuOp>),
+}
 
 // SAFETY: a graph is used by one thread at a time: it is owned by the model
 // runner, which only the engine thread drives (CUDA requires external
@@ -18,29 +26,54 @@ unsafe impl Send for DeviceGraph {}
 impl DeviceGraph {
     /// Queues the whole graph on the stream it was captured from.
     pub fn replay(&self) -> Result<(), CudaError> {
-        Ok(self.0.launch()?)
+        match &self.0 {
+            GraphInner::Cuda(g) => Ok(g.launch()?),
+            #[cfg(feature = "emu")]
+            GraphInner::Emu(ops) => ops.iter().try_for_each(|op| op()),
+        }
+    }
+
+    /// Operations recorded (kernel launches and GEMMs) on the emulated
+    /// device; None for a CUDA graph.
+    pub fn emulated_len(&self) -> Option<usize> {
+        match &self.0 {
+            GraphInner::Cuda(_) => None,
+            #[cfg(feature = "emu")]
+            GraphInner::Emu(ops) => Some(ops.len()),
+        }
     }
 }
 
 impl CudaKernels {
     /// Starts recording this device's stream. Thread-local mode: a call of
     /// this thread that is illegal during capture (an allocation, a
-    /// synchronous copy) fails the capture rather than running uncaptured.
+    /// synchronous copy) fails the capture rather than running uncaptured
+    /// (the emulated device refuses the same calls while recording).
     pub fn begin_capture(&self) -> Result<(), CudaError> {
-        Ok(self
-            .stream()
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?)
+        match self.device() {
+            Device::Cuda(d) => Ok(d
+                .stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?),
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => d.begin_capture(),
+        }
     }
 
     /// Ends the recording and instantiates it. Always ends the capture, so
     /// the stream is usable again whatever happened while recording.
     pub fn end_capture(&self) -> Result<DeviceGraph, CudaError> {
-        let graph = self
-            .stream()
-            .end_capture(CUgraphInstantiate_flags(0))?
-            .ok_or_else(|| CudaError::invalid("graph capture", "nothing was captured"))?;
-        graph.upload()?;
-        Ok(DeviceGraph(graph))
+        match self.device() {
+            Device::Cuda(d) => {
+                let graph = d
+                    .stream
+                    .end_capture(CUgraphInstantiate_flags(0))?
+                    .ok_or_else(|| CudaError::invalid("graph capture", "nothing was captured"))?;
+                graph.upload()?;
+                Ok(DeviceGraph(GraphInner::Cuda(graph)))
+            }
+            #[cfg(feature = "emu")]
+            Device::Emu(d) => Ok(DeviceGraph(GraphInner::Emu(d.end_capture()?))),
+        }
     }
 }
 

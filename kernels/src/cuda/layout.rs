@@ -1,7 +1,7 @@
 //! Row moves and small element-wise ops: embedding lookup / row gather,
 //! fused-qkv split, bias add, dtype casts.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::{elementwise_shape, rows_shape, ROW_THREADS};
@@ -27,9 +27,9 @@ impl CudaKernels {
     /// ids into the embedding table).
     pub fn gather_rows<T: CudaDType>(
         &self,
-        src: &impl DevicePtr<T>,
-        indices: &impl DevicePtr<u32>,
-        out: &mut impl DevicePtrMut<T>,
+        src: &impl DeviceMem<T>,
+        indices: &impl DeviceMem<u32>,
+        out: &mut impl DeviceMemMut<T>,
         num_out: usize,
         row_len: usize,
     ) -> Result<(), CudaError> {
@@ -45,15 +45,14 @@ impl CudaKernels {
             return Ok(());
         }
         let src_rows = u32::try_from(src.len() / row_len).unwrap_or(u32::MAX);
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&LAYOUT),
             &format!("gather_rows_{}", word_suffix::<T>()?),
             0,
         )?;
-        let (o_p, _g1) = out.device_ptr_mut(stream);
-        let (s_p, _g2) = src.device_ptr(stream);
-        let (i_p, _g3) = indices.device_ptr(stream);
+        let o_p = out.addr_mut();
+        let s_p = src.addr();
+        let i_p = indices.addr();
         let rl = to_i32(op, row_len)?;
         // Indices past the table are bounded in the kernel (zero rows).
         let params = GatherRowsParams {
@@ -70,10 +69,10 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn split_qkv<T: Half16>(
         &self,
-        qkv: &impl DevicePtr<T>,
-        q: &mut impl DevicePtrMut<T>,
-        k: &mut impl DevicePtrMut<T>,
-        v: &mut impl DevicePtrMut<T>,
+        qkv: &impl DeviceMem<T>,
+        q: &mut impl DeviceMemMut<T>,
+        k: &mut impl DeviceMemMut<T>,
+        v: &mut impl DeviceMemMut<T>,
         rows: usize,
         q_dim: usize,
         kv_dim: usize,
@@ -91,12 +90,11 @@ impl CudaKernels {
         if rows == 0 || width == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&LAYOUT), "split_qkv_b16", 0)?;
-        let (x_p, _g1) = qkv.device_ptr(stream);
-        let (q_p, _g2) = q.device_ptr_mut(stream);
-        let (k_p, _g3) = k.device_ptr_mut(stream);
-        let (v_p, _g4) = v.device_ptr_mut(stream);
+        let x_p = qkv.addr();
+        let q_p = q.addr_mut();
+        let k_p = k.addr_mut();
+        let v_p = v.addr_mut();
         let (qd, kd) = (to_i32(op, q_dim)?, to_i32(op, kv_dim)?);
         let params = SplitQkvParams {
             qkv: x_p,
@@ -112,8 +110,8 @@ impl CudaKernels {
     /// `x[r, :] += bias` over packed `[rows, cols]`.
     pub fn add_bias<T: CudaDType>(
         &self,
-        x: &mut impl DevicePtrMut<T>,
-        bias: &impl DevicePtr<T>,
+        x: &mut impl DeviceMemMut<T>,
+        bias: &impl DeviceMem<T>,
         rows: usize,
         cols: usize,
     ) -> Result<(), CudaError> {
@@ -124,10 +122,9 @@ impl CudaKernels {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&LAYOUT), &format!("add_bias_{}", T::SUFFIX), 0)?;
-        let (x_p, _g1) = x.device_ptr_mut(stream);
-        let (b_p, _g2) = bias.device_ptr(stream);
+        let x_p = x.addr_mut();
+        let b_p = bias.addr();
         let c = to_i32(op, cols)?;
         let params = AddBiasParams {
             x: x_p,
@@ -140,8 +137,8 @@ impl CudaKernels {
     /// Casts `n` elements between f32 and a 16-bit type (either direction).
     pub fn convert<S: CudaDType, D: CudaDType>(
         &self,
-        src: &impl DevicePtr<S>,
-        dst: &mut impl DevicePtrMut<D>,
+        src: &impl DeviceMem<S>,
+        dst: &mut impl DeviceMemMut<D>,
         n: usize,
     ) -> Result<(), CudaError> {
         let op = "convert";
@@ -154,14 +151,13 @@ impl CudaKernels {
         if n == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&LAYOUT),
             &format!("convert_{}_{}", S::SUFFIX, D::SUFFIX),
             0,
         )?;
-        let (s_p, _g1) = src.device_ptr(stream);
-        let (d_p, _g2) = dst.device_ptr_mut(stream);
+        let s_p = src.addr();
+        let d_p = dst.addr_mut();
         let params = ConvertParams {
             out: d_p,
             input: s_p,

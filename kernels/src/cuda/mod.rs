@@ -3,6 +3,10 @@
 //! through cudarc on one stream per device; GEMMs through cuBLAS. Every
 //! kernel has a CPU twin in [`crate::cpu`], its reference.
 //!
+//! With the `emu` feature the same launchers also drive the emulated device
+//! ([`CudaKernels::emulated`]): host memory and the CPU emulator behind the
+//! one device interface (`device.rs`, `gemm.rs`, `graphs.rs`).
+//!
 //! Nothing here panics when there is no GPU: [`CudaKernels::new`] checks the
 //! driver, a device, NVRTC and cuBLAS first and returns a [`CudaError`].
 //! The host-side rules (launch shapes, split-K, graph buckets, KV-cache
@@ -11,11 +15,14 @@
 
 pub mod activation;
 pub mod attention;
+mod buffer;
 pub mod cache;
 mod device;
 mod dtype;
 #[cfg(feature = "emu")]
 pub mod emu;
+#[cfg(feature = "emu")]
+mod emulated;
 mod error;
 pub mod gemm;
 pub mod graphs;
@@ -40,8 +47,12 @@ pub use graphs::DeviceGraph;
 pub use rotary::CudaRope;
 pub use sampling::{CsrRows, SamplingTensors};
 
-/// cudarc's buffer types, so callers need not name cudarc's paths.
-pub use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+pub use buffer::{DeviceBuffer, DeviceMem, DeviceMemMut, DeviceView, DeviceViewMut};
+#[cfg(feature = "emu")]
+pub use emulated::EmuConfig;
+
+/// The element-type bounds of device buffers, so callers need not name cudarc.
+pub use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 
 /// A size as a kernel's `int`, or an error naming the op.
 pub(crate) fn to_i32(op: &'static str, v: usize) -> Result<i32, CudaError> {

@@ -1,7 +1,7 @@
 //! RMSNorm family on the GPU (CPU `rms_norm`, `fused_add_rms_norm`,
 //! `rms_norm_inplace` are the references).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::{rows_shape, warp_rows_shape, ROW_THREADS};
@@ -34,10 +34,10 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn rms_norm<T: CudaDType>(
         &self,
-        x: &impl DevicePtr<T>,
+        x: &impl DeviceMem<T>,
         x_stride: usize,
-        weight: &impl DevicePtr<T>,
-        out: &mut impl DevicePtrMut<T>,
+        weight: &impl DeviceMem<T>,
+        out: &mut impl DeviceMemMut<T>,
         out_stride: usize,
         rows: usize,
         dim: usize,
@@ -52,11 +52,10 @@ impl CudaKernels {
         if rows == 0 || dim == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&NORM), &format!("rms_norm_{}", T::SUFFIX), 0)?;
-        let (o_p, _g1) = out.device_ptr_mut(stream);
-        let (x_p, _g2) = x.device_ptr(stream);
-        let (w_p, _g3) = weight.device_ptr(stream);
+        let o_p = out.addr_mut();
+        let x_p = x.addr();
+        let w_p = weight.addr();
         let (os, xs, d) = (
             to_i32(op, out_stride)?,
             to_i32(op, x_stride)?,
@@ -78,9 +77,9 @@ impl CudaKernels {
     /// (rows of `dim`, packed).
     pub fn fused_add_rms_norm<T: CudaDType>(
         &self,
-        x: &mut impl DevicePtrMut<T>,
-        residual: &mut impl DevicePtrMut<T>,
-        weight: &impl DevicePtr<T>,
+        x: &mut impl DeviceMemMut<T>,
+        residual: &mut impl DeviceMemMut<T>,
+        weight: &impl DeviceMem<T>,
         rows: usize,
         dim: usize,
         eps: f32,
@@ -94,15 +93,14 @@ impl CudaKernels {
         if rows == 0 || dim == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&NORM),
             &format!("fused_add_rms_norm_{}", T::SUFFIX),
             0,
         )?;
-        let (x_p, _g1) = x.device_ptr_mut(stream);
-        let (r_p, _g2) = residual.device_ptr_mut(stream);
-        let (w_p, _g3) = weight.device_ptr(stream);
+        let x_p = x.addr_mut();
+        let r_p = residual.addr_mut();
+        let w_p = weight.addr();
         let d = to_i32(op, dim)?;
         let params = FusedAddRmsNormParams {
             x: x_p,
@@ -121,11 +119,11 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn rms_norm_heads<T: CudaDType>(
         &self,
-        x: &mut impl DevicePtrMut<T>,
+        x: &mut impl DeviceMemMut<T>,
         row_stride: usize,
         per_row: usize,
         dim: usize,
-        weight: &impl DevicePtr<T>,
+        weight: &impl DeviceMem<T>,
         rows: usize,
         eps: f32,
     ) -> Result<(), CudaError> {
@@ -138,14 +136,13 @@ impl CudaKernels {
         if sub_rows == 0 || dim == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&NORM),
             &format!("rms_norm_heads_{}", T::SUFFIX),
             0,
         )?;
-        let (x_p, _g1) = x.device_ptr_mut(stream);
-        let (w_p, _g2) = weight.device_ptr(stream);
+        let x_p = x.addr_mut();
+        let w_p = weight.addr();
         let (rs, pr, d, n) = (
             to_i32(op, row_stride)?,
             to_i32(op, per_row)?,

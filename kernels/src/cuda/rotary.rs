@@ -2,7 +2,7 @@
 //! `RotaryCache`'s own, uploaded once, so both devices rotate by the same
 //! f32 values (default, linear and llama3 scaling all live in inv_freq).
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::rotary_shape;
@@ -14,8 +14,8 @@ use crate::cpu::RotaryCache;
 /// The cos/sin tables on the device, `[max_position, head_dim / 2]` each.
 #[derive(Debug)]
 pub struct CudaRope {
-    pub cos: CudaSlice<f32>,
-    pub sin: CudaSlice<f32>,
+    pub cos: DeviceBuffer<f32>,
+    pub sin: DeviceBuffer<f32>,
     pub half: usize,
     pub max_position: usize,
 }
@@ -40,10 +40,10 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn rotary_embedding<T: CudaDType>(
         &self,
-        positions: &impl DevicePtr<u32>,
-        q: &mut impl DevicePtrMut<T>,
+        positions: &impl DeviceMem<u32>,
+        q: &mut impl DeviceMemMut<T>,
         q_stride: usize,
-        k: &mut impl DevicePtrMut<T>,
+        k: &mut impl DeviceMemMut<T>,
         k_stride: usize,
         rope: &CudaRope,
         num_tokens: usize,
@@ -78,17 +78,16 @@ impl CudaKernels {
         if num_tokens == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(
             &unit_name(&ROTARY),
             &format!("rotary_embedding_{}", T::SUFFIX),
             0,
         )?;
-        let (p_p, _g1) = positions.device_ptr(stream);
-        let (q_p, _g2) = q.device_ptr_mut(stream);
-        let (k_p, _g3) = k.device_ptr_mut(stream);
-        let (c_p, _g4) = rope.cos.device_ptr(stream);
-        let (s_p, _g5) = rope.sin.device_ptr(stream);
+        let p_p = positions.addr();
+        let q_p = q.addr_mut();
+        let k_p = k.addr_mut();
+        let c_p = rope.cos.addr();
+        let s_p = rope.sin.addr();
         let (qs, ks) = (to_i32(op, q_stride)?, to_i32(op, k_stride)?);
         let (mp, half) = (to_i32(op, rope.max_position)?, to_i32(op, rope.half)?);
         let (nh, nkv, hd) = (

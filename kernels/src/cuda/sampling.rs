@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
 
 use super::error::ensure;
 use super::launch::{logit_edits_shape, sampling_shape, token_bitmask_shape, LOGPROBS_MAX_K};
@@ -19,11 +19,11 @@ use super::{to_i32, CudaError, CudaKernels};
 /// the row's draw in [0, 1) from its request's own seeded generator.
 #[derive(Debug, Clone, Copy)]
 pub struct SamplingTensors<'a> {
-    pub temperature: &'a CudaSlice<f32>,
-    pub top_k: &'a CudaSlice<i32>,
-    pub top_p: &'a CudaSlice<f32>,
-    pub min_p: &'a CudaSlice<f32>,
-    pub uniform: &'a CudaSlice<f32>,
+    pub temperature: &'a DeviceBuffer<f32>,
+    pub top_k: &'a DeviceBuffer<i32>,
+    pub top_p: &'a DeviceBuffer<f32>,
+    pub min_p: &'a DeviceBuffer<f32>,
+    pub uniform: &'a DeviceBuffer<f32>,
 }
 
 /// Sparse per-row lists: row `r` owns entries `offsets[r]..offsets[r + 1]`.
@@ -96,11 +96,11 @@ impl CudaKernels {
     /// One token per row into `out` (see sampling.cu for the exact rules).
     pub fn sample_tokens(
         &self,
-        logits: &impl DevicePtr<f32>,
+        logits: &impl DeviceMem<f32>,
         rows: usize,
         vocab: usize,
         params: &SamplingTensors<'_>,
-        out: &mut impl DevicePtrMut<u32>,
+        out: &mut impl DeviceMemMut<u32>,
     ) -> Result<(), CudaError> {
         let op = "sample_tokens";
         check_logits(op, logits.len(), rows, vocab)?;
@@ -122,15 +122,14 @@ impl CudaKernels {
         if rows == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "sample_tokens", 0)?;
-        let (l_p, _g1) = logits.device_ptr(stream);
-        let (t_p, _g2) = p.temperature.device_ptr(stream);
-        let (k_p, _g3) = p.top_k.device_ptr(stream);
-        let (pp, _g4) = p.top_p.device_ptr(stream);
-        let (m_p, _g5) = p.min_p.device_ptr(stream);
-        let (u_p, _g6) = p.uniform.device_ptr(stream);
-        let (o_p, _g7) = out.device_ptr_mut(stream);
+        let l_p = logits.addr();
+        let t_p = p.temperature.addr();
+        let k_p = p.top_k.addr();
+        let pp = p.top_p.addr();
+        let m_p = p.min_p.addr();
+        let u_p = p.uniform.addr();
+        let o_p = out.addr_mut();
         let v = to_i32(op, vocab)?;
         let params = SampleTokensParams {
             logits: l_p,
@@ -150,12 +149,12 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn logprobs_topk(
         &self,
-        logits: &impl DevicePtr<f32>,
+        logits: &impl DeviceMem<f32>,
         rows: usize,
         vocab: usize,
         k: usize,
-        ids: &mut impl DevicePtrMut<u32>,
-        logprobs: &mut impl DevicePtrMut<f32>,
+        ids: &mut impl DeviceMemMut<u32>,
+        logprobs: &mut impl DeviceMemMut<f32>,
     ) -> Result<(), CudaError> {
         let op = "logprobs_topk";
         check_logits(op, logits.len(), rows, vocab)?;
@@ -170,11 +169,10 @@ impl CudaKernels {
         if rows == 0 || k == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "logprobs_topk", 0)?;
-        let (l_p, _g1) = logits.device_ptr(stream);
-        let (i_p, _g2) = ids.device_ptr_mut(stream);
-        let (o_p, _g3) = logprobs.device_ptr_mut(stream);
+        let l_p = logits.addr();
+        let i_p = ids.addr_mut();
+        let o_p = logprobs.addr_mut();
         let (v, kk) = (to_i32(op, vocab)?, to_i32(op, k)?);
         let params = LogprobsTopkParams {
             logits: l_p,
@@ -190,12 +188,12 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn token_logprobs(
         &self,
-        logits: &impl DevicePtr<f32>,
+        logits: &impl DeviceMem<f32>,
         rows: usize,
         vocab: usize,
-        tokens: &impl DevicePtr<u32>,
-        logprob: &mut impl DevicePtrMut<f32>,
-        rank: &mut impl DevicePtrMut<u32>,
+        tokens: &impl DeviceMem<u32>,
+        logprob: &mut impl DeviceMemMut<f32>,
+        rank: &mut impl DeviceMemMut<u32>,
     ) -> Result<(), CudaError> {
         let op = "token_logprobs";
         check_logits(op, logits.len(), rows, vocab)?;
@@ -207,12 +205,11 @@ impl CudaKernels {
         if rows == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "token_logprobs", 0)?;
-        let (l_p, _g1) = logits.device_ptr(stream);
-        let (t_p, _g2) = tokens.device_ptr(stream);
-        let (lp_p, _g3) = logprob.device_ptr_mut(stream);
-        let (r_p, _g4) = rank.device_ptr_mut(stream);
+        let l_p = logits.addr();
+        let t_p = tokens.addr();
+        let lp_p = logprob.addr_mut();
+        let r_p = rank.addr_mut();
         let v = to_i32(op, vocab)?;
         let params = TokenLogprobsParams {
             logits: l_p,
@@ -227,12 +224,12 @@ impl CudaKernels {
     /// `logits[r, ids[e]] += values[e]` for row r's entries (CSR, unique ids per row).
     pub fn apply_logit_bias(
         &self,
-        logits: &mut impl DevicePtrMut<f32>,
+        logits: &mut impl DeviceMemMut<f32>,
         rows: usize,
         vocab: usize,
-        offsets: &impl DevicePtr<u32>,
-        ids: &impl DevicePtr<u32>,
-        values: &impl DevicePtr<f32>,
+        offsets: &impl DeviceMem<u32>,
+        ids: &impl DeviceMem<u32>,
+        values: &impl DeviceMem<f32>,
     ) -> Result<(), CudaError> {
         let op = "apply_logit_bias";
         check_logits(op, logits.len(), rows, vocab)?;
@@ -244,12 +241,11 @@ impl CudaKernels {
         if rows == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "apply_logit_bias", 0)?;
-        let (l_p, _g1) = logits.device_ptr_mut(stream);
-        let (o_p, _g2) = offsets.device_ptr(stream);
-        let (i_p, _g3) = ids.device_ptr(stream);
-        let (v_p, _g4) = values.device_ptr(stream);
+        let l_p = logits.addr_mut();
+        let o_p = offsets.addr();
+        let i_p = ids.addr();
+        let v_p = values.addr();
         let v = to_i32(op, vocab)?;
         // Ids past the vocab are skipped in the kernel.
         let params = LogitBiasParams {
@@ -268,11 +264,11 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn apply_token_bitmask(
         &self,
-        logits: &mut impl DevicePtrMut<f32>,
+        logits: &mut impl DeviceMemMut<f32>,
         rows: usize,
         vocab: usize,
-        bitmask: &impl DevicePtr<u32>,
-        mask_rows: &impl DevicePtr<u32>,
+        bitmask: &impl DeviceMem<u32>,
+        mask_rows: &impl DeviceMem<u32>,
         num_masked: usize,
         mask_words: usize,
     ) -> Result<(), CudaError> {
@@ -289,11 +285,10 @@ impl CudaKernels {
         if num_masked == 0 || vocab == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "apply_token_bitmask", 0)?;
-        let (l_p, _g1) = logits.device_ptr_mut(stream);
-        let (b_p, _g2) = bitmask.device_ptr(stream);
-        let (r_p, _g3) = mask_rows.device_ptr(stream);
+        let l_p = logits.addr_mut();
+        let b_p = bitmask.addr();
+        let r_p = mask_rows.addr();
         // Row indices live on the device: the kernel skips any past `rows`.
         let params = TokenBitmaskParams {
             logits: l_p,
@@ -311,15 +306,15 @@ impl CudaKernels {
     #[allow(clippy::too_many_arguments)]
     pub fn apply_penalties(
         &self,
-        logits: &mut impl DevicePtrMut<f32>,
+        logits: &mut impl DeviceMemMut<f32>,
         rows: usize,
         vocab: usize,
-        offsets: &impl DevicePtr<u32>,
-        ids: &impl DevicePtr<u32>,
-        output_counts: &impl DevicePtr<u32>,
-        repetition: &impl DevicePtr<f32>,
-        frequency: &impl DevicePtr<f32>,
-        presence: &impl DevicePtr<f32>,
+        offsets: &impl DeviceMem<u32>,
+        ids: &impl DeviceMem<u32>,
+        output_counts: &impl DeviceMem<u32>,
+        repetition: &impl DeviceMem<f32>,
+        frequency: &impl DeviceMem<f32>,
+        presence: &impl DeviceMem<f32>,
     ) -> Result<(), CudaError> {
         let op = "apply_penalties";
         check_logits(op, logits.len(), rows, vocab)?;
@@ -336,15 +331,14 @@ impl CudaKernels {
         if rows == 0 {
             return Ok(());
         }
-        let stream = self.stream();
         let f = self.function(&unit_name(&SAMPLING), "apply_penalties", 0)?;
-        let (l_p, _g1) = logits.device_ptr_mut(stream);
-        let (o_p, _g2) = offsets.device_ptr(stream);
-        let (i_p, _g3) = ids.device_ptr(stream);
-        let (c_p, _g4) = output_counts.device_ptr(stream);
-        let (r_p, _g5) = repetition.device_ptr(stream);
-        let (f_p, _g6) = frequency.device_ptr(stream);
-        let (p_p, _g7) = presence.device_ptr(stream);
+        let l_p = logits.addr_mut();
+        let o_p = offsets.addr();
+        let i_p = ids.addr();
+        let c_p = output_counts.addr();
+        let r_p = repetition.addr();
+        let f_p = frequency.addr();
+        let p_p = presence.addr();
         let v = to_i32(op, vocab)?;
         // Ids past the vocab are skipped in the kernel.
         let params = PenaltiesParams {

@@ -7,13 +7,12 @@
 use super::{CudaBackend, SAMPLING};
 use crate::sampler::SamplingRow;
 use anyhow::Context as _;
-use cudarc::driver::DevicePtrMut;
-use pagoda_kernels::cuda::CudaSlice;
+use pagoda_kernels::cuda::{DeviceBuffer, DeviceMemMut};
 
 /// The masked rows' bitmasks on the device: `words` per row, packed.
 pub(super) struct DeviceMasks {
-    bitmask: CudaSlice<u32>,
-    rows: CudaSlice<u32>,
+    bitmask: DeviceBuffer<u32>,
+    rows: DeviceBuffer<u32>,
     num_masked: usize,
     words: usize,
 }
@@ -61,7 +60,7 @@ impl CudaBackend {
     pub(super) fn apply_grammar_masks(
         &self,
         masks: &DeviceMasks,
-        logits: &mut impl DevicePtrMut<f32>,
+        logits: &mut impl DeviceMemMut<f32>,
         num_rows: usize,
         vocab: usize,
     ) -> anyhow::Result<()> {
