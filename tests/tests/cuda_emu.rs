@@ -16,7 +16,9 @@
 //! one. A wrong kernel, a misread block or a stale graph address misses by
 //! far more.
 
-use pagoda_engine::{generate_all, Device, EngineConfig, EngineHandle, SamplingParams};
+use pagoda_engine::{
+    generate_all, Device, EngineConfig, EngineHandle, SamplingParams, StructuredOutputsParams,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -221,4 +223,65 @@ fn what_cuda_lacks_is_refused_by_name() {
         assert!(msg.contains(needle), "{model}: {msg}");
         assert!(msg.contains("emulated CUDA device"), "{model}: {msg}");
     }
+}
+
+/// Structured outputs on the CUDA path: the grammar's bitmask is applied
+/// on the device (`apply_token_bitmask`) before sampling. SmolLM2 (a real
+/// tokenizer, head size 64) samples at temperature 1 under a choice and a
+/// regex; unmasked, its samples would almost never land in either.
+#[test]
+fn structured_outputs_are_masked_on_the_device() {
+    let Some(gguf) = std::env::var_os("PAGODA_SMOLLM2_GGUF").map(PathBuf::from) else {
+        eprintln!("SKIPPED: PAGODA_SMOLLM2_GGUF not set");
+        return;
+    };
+    let handle = EngineHandle::start(EngineConfig {
+        model: gguf,
+        device: Device::CudaEmu,
+        max_num_seqs: 4,
+        max_num_batched_tokens: Some(64),
+        max_model_len: Some(64),
+        enforce_eager: true,
+        ..EngineConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("engine failed to start: {}", pagoda_engine::error_chain(&e)));
+    let tok = handle.tokenizer().unwrap().clone();
+    let prompt = tok.encode("The weather today is", false).unwrap();
+    // Unseeded: seeded rows sample on the host (`can_sample`).
+    let params = |so| SamplingParams {
+        temperature: 1.0,
+        max_tokens: Some(6),
+        structured_outputs: Some(so),
+        ..SamplingParams::default()
+    };
+    let choices = vec!["sunny".to_string(), "overcast".to_string()];
+    let requests = vec![
+        (
+            prompt.clone(),
+            params(StructuredOutputsParams::Choice(choices.clone())),
+        ),
+        (
+            prompt.clone(),
+            params(StructuredOutputsParams::Regex("[0-9]{3}".into())),
+        ),
+        // An unconstrained row in the same batch keeps its own logits.
+        (
+            prompt,
+            SamplingParams {
+                temperature: 0.0,
+                max_tokens: Some(3),
+                ..SamplingParams::default()
+            },
+        ),
+    ];
+    let out = generate_all(&handle, requests).unwrap();
+    let text = |i: usize| tok.decode(&out[i].samples[0].token_ids, true).unwrap();
+    assert!(choices.contains(&text(0)), "choice gave {:?}", text(0));
+    let digits = text(1);
+    assert!(
+        digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()),
+        "regex gave {digits:?}"
+    );
+    assert_eq!(out[2].samples[0].token_ids.len(), 3);
+    handle.shutdown();
 }
