@@ -10,6 +10,8 @@ export PAGODA_SMOLLM2_GGUF="${PAGODA_SMOLLM2_GGUF:-$(scripts/fetch-smollm2.sh)}"
 eval "$(scripts/fetch-nvrtc.sh)"
 export PAGODA_REQUIRE_NVRTC="${PAGODA_REQUIRE_NVRTC:-1}"
 export PAGODA_REQUIRE_SMOLLM2="${PAGODA_REQUIRE_SMOLLM2:-1}"
+# The kernels' ASan + UBSan rerun (pagoda-kernels' emu_kernels) must not skip.
+export PAGODA_REQUIRE_SANITIZERS="${PAGODA_REQUIRE_SANITIZERS:-1}"
 # Pinned: tests/tests/server_request_fields.rs walks this SDK's request
 # fields, so a new SDK field is a deliberate bump, not a red CI one morning.
 OPENAI_VERSION=3.57.0

@@ -985,3 +985,89 @@ fn token_bitmask_matches_the_cpu_mask() {
         );
     }
 }
+
+/// Every check of this file again, in a child process that launches through
+/// the emulator built with AddressSanitizer and UBSan
+/// (`cuda::emu::sanitized`): a kernel that touches memory past a buffer, or
+/// does undefined arithmetic, aborts the child with the sanitizer's report.
+/// A second child runs a launch with a buffer one row short and must be
+/// reported, so a sanitizer that silently did nothing fails here.
+#[test]
+fn kernels_under_asan_and_ubsan() {
+    use pagoda_kernels::cuda::emu::sanitized;
+    if sanitized::requested() {
+        return; // the child: its own checks are the others
+    }
+    let Some(build) = sanitized::sanitized_build() else {
+        let why = "the C++ compiler has no sanitizers (build.rs warned)";
+        if std::env::var("PAGODA_REQUIRE_SANITIZERS").as_deref() == Ok("1") {
+            panic!("PAGODA_REQUIRE_SANITIZERS=1 but {why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    };
+    let child = |args: &[&str]| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .env(sanitized::ENV, "1")
+            .env("LD_PRELOAD", build.asan_runtime)
+            // Leaks of the test harness are not the kernels'.
+            .env("ASAN_OPTIONS", "detect_leaks=0:halt_on_error=1")
+            .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+            .output()
+            .expect("the test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = child(&["--test-threads=2", "--skip", "kernels_under_asan_and_ubsan"]);
+    assert!(ok, "a kernel check failed under ASan + UBSan:\n{text}");
+    let passed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(passed.unwrap_or(0) >= 10, "too few checks ran:\n{text}");
+
+    let (ok, text) = child(&[
+        "--ignored",
+        "--exact",
+        "sanitizer_sees_a_read_past_a_buffer",
+    ]);
+    assert!(
+        !ok && text.contains("heap-buffer-overflow"),
+        "a read past a buffer went unreported:\n{text}"
+    );
+}
+
+/// Deliberately wrong: `rms_norm` over two rows of an input that holds one.
+/// Run only by `kernels_under_asan_and_ubsan`, in its sanitized child.
+#[test]
+#[ignore = "run by kernels_under_asan_and_ubsan in a sanitized child"]
+fn sanitizer_sees_a_read_past_a_buffer() {
+    if !pagoda_kernels::cuda::emu::sanitized::requested() {
+        return; // never read past a buffer unwatched
+    }
+    let dim = 64;
+    let x = vec![bf16::ONE; dim];
+    let w = vec![bf16::ONE; dim];
+    let mut out = nan::<bf16>(2 * dim);
+    let p = RmsNormParams {
+        out: mptr(&mut out),
+        x: ptr(&x),
+        weight: ptr(&w),
+        out_stride: dim as i32,
+        x_stride: dim as i32,
+        dim: dim as i32,
+        eps: 1e-6,
+    };
+    run(
+        "rms_norm_bf16",
+        &rows_shape(2, dim, ROW_THREADS),
+        ThreadOrder::RoundRobin,
+        &p,
+    );
+}

@@ -11,6 +11,8 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use super::launch::LaunchShape;
 use super::params::{FieldLayout, KernelParams};
 
+pub mod sanitized;
+
 /// The order in which a block's threads run between the points where they
 /// wait. A kernel that is right does not depend on it; a missing barrier
 /// usually shows under an order other than round robin.
@@ -105,12 +107,17 @@ pub unsafe fn launch<P: KernelParams>(
     if shape.grid.0 == 0 || shape.grid.1 == 0 || shape.grid.2 == 0 {
         return Ok(0); // nothing to run, as a GPU launch of an empty grid would be refused before
     }
+    let entry: sanitized::LaunchFn = if sanitized::requested() {
+        sanitized::launch_fn()?
+    } else {
+        pagoda_emu_launch
+    };
     let mut err = vec![0 as c_char; 2048];
     let mut switches = 0u64;
     // SAFETY: the strings and structs outlive the call; the caller vouches
     // for the pointers inside `params`.
     let rc = unsafe {
-        pagoda_emu_launch(
+        entry(
             name.as_ptr(),
             &l,
             params as *const P as *const c_void,
