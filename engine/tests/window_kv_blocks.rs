@@ -4,7 +4,8 @@
 //! the sequence moves on), while the same checkpoint with its window
 //! removed holds a block per 4 tokens to the end. Measured through the
 //! engine's own `kv_cache_usage` (what `/metrics` serves as
-//! `vllm:kv_cache_usage_perc`), polled after every streamed token.
+//! `vllm:kv_cache_usage_perc`), polled after every streamed token. And
+//! prefix-cache hits on a hybrid model give the uncached tokens.
 
 use pagoda_engine::{Device, EngineConfig, EngineHandle, RequestOptions, SamplingParams};
 use std::path::{Path, PathBuf};
@@ -104,4 +105,80 @@ fn windowed_layers_hold_a_bounded_number_of_blocks() {
         windowed * 3.0 < full,
         "windowed peak {windowed} is not well under full attention's {full}"
     );
+}
+
+/// Greedy tokens and the prompt's cached-token count of one request.
+fn run_one(h: &EngineHandle, prompt: &[u32]) -> (Vec<u32>, usize) {
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: Some(16),
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let mut stream = h
+        .add_request(prompt.to_vec(), params, RequestOptions::default())
+        .unwrap();
+    let (mut tokens, mut cached) = (Vec::new(), 0);
+    while let Some(out) = stream.blocking_next() {
+        let out = out.unwrap();
+        cached = out.num_cached_tokens.max(cached);
+        for d in &out.outputs {
+            tokens.extend_from_slice(&d.token_ids);
+        }
+        if out.finished {
+            break;
+        }
+    }
+    (tokens, cached)
+}
+
+/// Prefix-cache hits on a hybrid model (Qwen2 `max_window_layers`: layer 0
+/// full attention, layers 1-2 windowed, two KV-cache groups): a prompt
+/// seen before is served from the cache, as far as both groups agree (the
+/// windowed group needs only its window's blocks), and gives the tokens the
+/// uncached run gave; a prompt that shares only a long prefix too.
+#[test]
+fn prefix_hits_on_a_hybrid_model_give_the_uncached_tokens() {
+    let h = EngineHandle::start(EngineConfig {
+        model: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models/qwen2_window8_layers_f32"),
+        device: Device::Cpu,
+        max_num_seqs: 2,
+        max_model_len: Some(256),
+        block_size: BLOCK,
+        kv_cache_memory: Some(1 << 20),
+        enable_prefix_caching: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let prompt: Vec<u32> = (0..40u32).map(|i| 3 + i * 11 % 250).collect();
+    let (first, cached0) = run_one(&h, &prompt);
+    assert_eq!(cached0, 0);
+    let (again, cached1) = run_one(&h, &prompt);
+    eprintln!("cached: {cached1} of 40");
+    assert!(cached1 >= 32, "only {cached1} of 40 prompt tokens cached");
+    assert_eq!(again, first, "a prefix hit changed the tokens");
+
+    // Shares 36 tokens, then differs: compare with a cold engine's run.
+    let mut other = prompt[..36].to_vec();
+    other.extend([7, 9, 11, 13, 17]);
+    let (warm, cached2) = run_one(&h, &other);
+    assert!(
+        cached2 >= 32,
+        "only {cached2} of the shared 36 tokens cached"
+    );
+    h.shutdown();
+    let cold = EngineHandle::start(EngineConfig {
+        model: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models/qwen2_window8_layers_f32"),
+        device: Device::Cpu,
+        max_model_len: Some(256),
+        block_size: BLOCK,
+        enable_prefix_caching: false,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let (want, _) = run_one(&cold, &other);
+    cold.shutdown();
+    assert_eq!(warm, want, "a partial prefix hit changed the tokens");
 }
