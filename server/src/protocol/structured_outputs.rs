@@ -240,6 +240,16 @@ mod tests {
         serde_json::from_value(v)
     }
 
+    /// What a request with only this `response_format` asks the engine for.
+    fn params_of_format(v: Value) -> Option<StructuredOutputsParams> {
+        let f = format(v).unwrap();
+        let fields = ConstraintFields {
+            response_format: Some(&f),
+            ..Default::default()
+        };
+        fields.to_params().unwrap()
+    }
+
     #[test]
     fn response_format_types() {
         assert_eq!(
@@ -250,15 +260,9 @@ mod tests {
             format(json!({"type": "json_object"})).unwrap(),
             ResponseFormat::JsonObject
         );
-        let f = format(json!({"type": "json_schema", "json_schema":
-            {"name": "P", "schema": {"type": "object"}, "strict": true}}))
-        .unwrap();
-        let fields = ConstraintFields {
-            response_format: Some(&f),
-            ..Default::default()
-        };
         assert_eq!(
-            fields.to_params().unwrap(),
+            params_of_format(json!({"type": "json_schema", "json_schema":
+                {"name": "P", "schema": {"type": "object"}, "strict": true}})),
             Some(StructuredOutputsParams::Json(json!({"type": "object"})))
         );
         assert!(format(json!({"type": "nonsense"})).is_err());
@@ -339,16 +343,10 @@ mod tests {
             fields.to_params().unwrap(),
             Some(StructuredOutputsParams::StructuralTag(want.clone()))
         );
-        let f = format(json!({"type": "structural_tag",
-            "structures": [{"begin": "<f=a>", "schema": {"type": "object"}, "end": "</f>"}],
-            "triggers": ["<f="]}))
-        .unwrap();
-        let fields = ConstraintFields {
-            response_format: Some(&f),
-            ..Default::default()
-        };
         assert_eq!(
-            fields.to_params().unwrap(),
+            params_of_format(json!({"type": "structural_tag",
+                "structures": [{"begin": "<f=a>", "schema": {"type": "object"}, "end": "</f>"}],
+                "triggers": ["<f="]})),
             Some(StructuredOutputsParams::StructuralTag(want))
         );
         let newer: StructuredOutputsRequest = serde_json::from_value(
