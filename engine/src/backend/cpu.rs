@@ -293,19 +293,6 @@ impl Backend for CpuBackend {
     fn reshape_and_cache(
         &self,
         inputs: &ForwardBatch,
-        k: &Vec<f32>,
-        v: &Vec<f32>,
-        k_cache: &mut cpu::KvBuffer,
-        v_cache: &mut cpu::KvBuffer,
-        num_kv_heads: usize,
-        head_dim: usize,
-    ) {
-        self.reshape_and_cache_group(inputs, 0, k, v, k_cache, v_cache, num_kv_heads, head_dim);
-    }
-
-    fn reshape_and_cache_group(
-        &self,
-        inputs: &ForwardBatch,
         kv_group: usize,
         k: &Vec<f32>,
         v: &Vec<f32>,

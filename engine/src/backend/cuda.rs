@@ -491,6 +491,7 @@ impl Backend for CudaBackend {
     fn reshape_and_cache(
         &self,
         inputs: &CudaInputs,
+        kv_group: usize,
         k: &DeviceBuffer<bf16>,
         v: &DeviceBuffer<bf16>,
         k_cache: &mut DeviceBuffer<bf16>,
@@ -498,6 +499,16 @@ impl Backend for CudaBackend {
         num_kv_heads: usize,
         head_dim: usize,
     ) {
+        if kv_group != 0 {
+            // One slot mapping per step here: the builder refuses layouts
+            // with more groups, so this is a bug, reported, not computed.
+            let message = format!("KV-cache group {kv_group}: the CUDA backend has one group");
+            let err = CudaError::InvalidArgument {
+                op: "reshape_and_cache",
+                message,
+            };
+            return self.record("reshape_and_cache", Err(err));
+        }
         let row = num_kv_heads * head_dim;
         let r = self.kernels.reshape_and_cache(
             k,

@@ -357,22 +357,12 @@ pub trait Backend: Send + 'static {
     fn softcap(&self, _x: &mut Self::Tensor, _len: usize, _cap: f32) {
         unreachable!("softcap is not implemented on {}", self.device_name())
     }
+    /// Writes this step's K and V rows into KV-cache group `kv_group`'s
+    /// slots (`ForwardBatch::group_slot_mapping`). Backends with one block
+    /// table per sequence (CUDA) refuse multi-group layouts at load
+    /// (`engine_builder`), and any other group as an error of the step.
     #[allow(clippy::too_many_arguments)]
     fn reshape_and_cache(
-        &self,
-        inputs: &Self::Inputs,
-        k: &Self::Tensor,
-        v: &Self::Tensor,
-        k_cache: &mut Self::KvCache,
-        v_cache: &mut Self::KvCache,
-        num_kv_heads: usize,
-        head_dim: usize,
-    );
-    /// `reshape_and_cache` into KV-cache group `kv_group`'s slots. Backends
-    /// with one block table per sequence (CUDA) refuse hybrid and windowed
-    /// layouts at load (`engine_builder`), so only group 0 reaches them.
-    #[allow(clippy::too_many_arguments)]
-    fn reshape_and_cache_group(
         &self,
         inputs: &Self::Inputs,
         kv_group: usize,
@@ -382,15 +372,7 @@ pub trait Backend: Send + 'static {
         v_cache: &mut Self::KvCache,
         num_kv_heads: usize,
         head_dim: usize,
-    ) {
-        assert_eq!(
-            kv_group,
-            0,
-            "{} has one KV-cache group only",
-            self.device_name()
-        );
-        self.reshape_and_cache(inputs, k, v, k_cache, v_cache, num_kv_heads, head_dim);
-    }
+    );
     #[allow(clippy::too_many_arguments)]
     fn paged_attention(
         &self,

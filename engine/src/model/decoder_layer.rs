@@ -65,7 +65,7 @@ impl<B: Backend> DecoderModel<B> {
             d.head_dim,
         );
         let (k_cache, v_cache) = kv.layer_mut(i);
-        backend.reshape_and_cache_group(
+        backend.reshape_and_cache(
             inputs,
             kv_group,
             &ws.k,
