@@ -234,29 +234,48 @@ fn moe_fixtures_as_gguf_match_hf_transformers() {
     );
 }
 
-/// A Gemma 2 fixture written as a GGUF file the way llama.cpp's converter
-/// writes it (norms as `1 + w`, Gemma's norm names, soft-caps and window as
-/// metadata): the loader must undo it all and give HF's tokens. The fixture
-/// has `query_pre_attn_scalar == head_dim`, the scale llama.cpp assumes.
+/// Gemma 2/3 and Phi-3 fixtures written as GGUF files the way llama.cpp's
+/// converter writes them (Gemma: norms as `1 + w`, Gemma's norm names,
+/// soft-caps, window and rope scaling as metadata; Phi-3: fused `attn_qkv`
+/// and gate+up `ffn_up`, LongRoPE factors as tensors): the loader must undo
+/// it all and give HF's tokens, over prompts longer than each window. The
+/// Gemma fixtures have `query_pre_attn_scalar == head_dim`, the scale
+/// llama.cpp assumes.
 #[test]
-fn gemma_fixtures_as_gguf_match_hf_transformers() {
+fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
     let tmp = std::env::temp_dir().join(format!("pagoda-gemma-gguf-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let name = "gemma2_legacy_window12_bf16";
-    let model_dir = fixtures().join("models").join(name);
-    let golden: Golden =
-        serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
-            .unwrap();
-    let gguf = tmp.join(format!("{name}.gguf"));
-    gguf_export::convert_gemma2_fixture(&model_dir, &gguf);
-    let handle = engine_for(gguf, CpuMatmul::Exact, KvCacheDtype::Float32);
-    let result = compare(&golden, &handle, &EXACT);
-    handle.shutdown();
-    let _ = std::fs::remove_dir_all(&tmp);
-    if let Err(e) = result {
-        panic!("GGUF: {e}");
+    let mut failures = Vec::new();
+    for name in [
+        "gemma2_legacy_window12_bf16",
+        "gemma3_legacy_window12_bf16",
+        "gemma3_window8_localrope_f32",
+        "phi3_longrope_f32",
+        "phi3_window8_bf16",
+    ] {
+        let model_dir = fixtures().join("models").join(name);
+        let golden: Golden =
+            serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
+                .unwrap();
+        let gguf = tmp.join(format!("{name}.gguf"));
+        if name.starts_with("phi3") {
+            gguf_export::convert_phi3_fixture(&model_dir, &gguf);
+        } else {
+            gguf_export::convert_gemma_fixture(&model_dir, &gguf);
+        }
+        let handle = engine_for(gguf, CpuMatmul::Exact, KvCacheDtype::Float32);
+        match compare(&golden, &handle, &EXACT) {
+            Ok(()) => eprintln!("{name} (GGUF): matches HF"),
+            Err(e) => failures.push(format!("{name} (GGUF): {e}")),
+        }
+        handle.shutdown();
     }
-    eprintln!("{name} (GGUF): matches HF");
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).

@@ -11,7 +11,8 @@ use super::gguf::GgufFile;
 use super::LoadError;
 use crate::config::{Architecture, DType, ModelConfig, RopeScaling};
 
-const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2";
+const SUPPORTED_GGUF_ARCHITECTURES: &str =
+    "llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3";
 
 impl ModelConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self, LoadError> {
@@ -26,6 +27,8 @@ impl ModelConfig {
                 "qwen2" => Architecture::Qwen2,
                 "qwen3" => Architecture::Qwen3,
                 "gemma2" => Architecture::Gemma2,
+                "gemma3" => Architecture::Gemma3,
+                "phi3" => Architecture::Phi3,
                 other => {
                     return Err(LoadError::UnsupportedArchitecture {
                         path: path.to_path_buf(),
@@ -50,11 +53,13 @@ impl ModelConfig {
             None => num_attention_heads,
         };
         // key_length is the true head dim (Qwen3 may differ from hidden/heads);
-        // llama writes rope.dimension_count, which equals it for full rotary.
-        let head_dim = match (
-            g.get_u64(&key("attention.key_length")),
-            g.get_u64(&key("rope.dimension_count")),
-        ) {
+        // llama writes rope.dimension_count, which equals it for full rotary
+        // (Phi-3's may be partial: its heads are hidden/heads).
+        let rotary_dims = match architecture {
+            Architecture::Phi3 => None,
+            _ => g.get_u64(&key("rope.dimension_count")),
+        };
+        let head_dim = match (g.get_u64(&key("attention.key_length")), rotary_dims) {
             (Some(d), _) | (None, Some(d)) => d as usize,
             (None, None) => hidden_size / num_attention_heads.max(1),
         };
@@ -102,7 +107,7 @@ impl ModelConfig {
         let intermediate_size = need("feed_forward_length")?;
         let num_hidden_layers = need("block_count")?;
         let (sliding_window, variant) = match architecture {
-            Architecture::Gemma2 => super::gguf_gemma::gemma_variant(
+            Architecture::Gemma2 | Architecture::Gemma3 => super::gguf_gemma::gemma_variant(
                 g,
                 arch,
                 architecture,
@@ -112,6 +117,13 @@ impl ModelConfig {
                     head_dim,
                     num_hidden_layers,
                 ),
+            )?,
+            Architecture::Phi3 => super::gguf_phi3::phi3_variant(
+                g,
+                arch,
+                head_dim,
+                rope_theta,
+                max_position_embeddings,
             )?,
             _ => (None, Default::default()),
         };
@@ -133,7 +145,10 @@ impl ModelConfig {
             tie_word_embeddings: !has("output.weight"),
             attention_bias,
             o_proj_bias,
-            qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe),
+            qk_norm: matches!(
+                architecture,
+                Architecture::Qwen3 | Architecture::Qwen3Moe | Architecture::Gemma3
+            ),
             dtype,
             bos_token_id: g.get_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids,
@@ -369,11 +384,11 @@ mod tests {
             (c.architecture, c.head_dim, c.qk_norm),
             (Architecture::Qwen3, 32, true)
         );
-        let p = write("gemma.gguf", &as_refs(&base_meta("gemma3")), &[]);
+        let p = write("rwkv.gguf", &as_refs(&base_meta("rwkv6")), &[]);
         let err = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("gemma3") && msg.contains("gemma.gguf"),
+            msg.contains("rwkv6") && msg.contains("rwkv.gguf") && msg.contains("phi3"),
             "{msg}"
         );
         let mut m = base_meta("qwen2");
@@ -412,6 +427,141 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("gemma2.final_logit_softcapping"), "{msg}");
+    }
+
+    #[test]
+    fn gemma3_pattern_local_rope_and_caps() {
+        let mut m = base_meta("gemma3");
+        m[1].1 = GgufValue::U32(12); // block_count
+        m.push(("gemma3.attention.key_length".into(), GgufValue::U32(32)));
+        m.push((
+            "gemma3.attention.sliding_window".into(),
+            GgufValue::U32(512),
+        ));
+        m.push((
+            "gemma3.rope.scaling.type".into(),
+            GgufValue::String("linear".into()),
+        ));
+        m.push(("gemma3.rope.scaling.factor".into(), GgufValue::F32(8.0)));
+        let p = write("gemma3.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        assert!(c.qk_norm && c.variant.gemma_norms && c.variant.scale_embeddings);
+        // llama.cpp's pattern: five local layers, then a global one.
+        let windows: Vec<_> = (0..12).map(|i| c.layer_window(i)).collect();
+        for (i, w) in windows.iter().enumerate() {
+            let want = if i % 6 == 5 { None } else { Some(512) };
+            assert_eq!(*w, want, "layer {i}");
+        }
+        let v = &c.variant;
+        assert_eq!(
+            (v.attn_logit_softcapping, v.final_logit_softcapping),
+            (None, None)
+        );
+        assert_eq!(v.query_pre_attn_scalar, Some(32.0));
+        // Scaling is the global layers'; local layers run base 10000 plain.
+        assert!(matches!(c.rope_scaling, RopeScaling::Linear { factor } if factor == 8.0));
+        assert_eq!(c.rope_theta, 500000.0);
+        assert!(matches!(v.local_rope, Some((t, RopeScaling::Default)) if t == 10000.0));
+
+        // A per-layer pattern, a local base and a final cap when written.
+        let mut m = base_meta("gemma3");
+        m.push(("gemma3.attention.sliding_window".into(), GgufValue::U32(8)));
+        m.push((
+            "gemma3.attention.sliding_window_pattern".into(),
+            GgufValue::Array(vec![GgufValue::Bool(false), GgufValue::Bool(true)]),
+        ));
+        m.push(("gemma3.rope.freq_base_swa".into(), GgufValue::F32(2000.0)));
+        m.push(("gemma3.final_logit_softcapping".into(), GgufValue::F32(8.0)));
+        let p = write("gemma3_pattern.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!((c.layer_window(0), c.layer_window(1)), (None, Some(8)));
+        assert_eq!(c.variant.final_logit_softcapping, Some(8.0));
+        assert!(matches!(c.variant.local_rope, Some((t, _)) if t == 2000.0));
+
+        // No window written: every layer global.
+        let p = write("gemma3_nowin.gguf", &as_refs(&base_meta("gemma3")), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert!(!c.has_sliding_window());
+
+        // A pattern of the wrong length is refused by name.
+        m.push((
+            "gemma3.attention.sliding_window_pattern".into(),
+            GgufValue::Array(vec![GgufValue::Bool(true)]),
+        ));
+        m.retain(|(k, v)| {
+            k != "gemma3.attention.sliding_window_pattern"
+                || matches!(v, GgufValue::Array(a) if a.len() == 1)
+        });
+        let p = write("gemma3_bad.gguf", &as_refs(&m), &[]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("sliding_window_pattern"), "{msg}");
+    }
+
+    fn f32_tensor(name: &str, v: &[f32]) -> super::super::gguf_writer::RawTensor {
+        let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        (name.to_string(), vec![v.len() as u64], 0, bytes)
+    }
+
+    #[test]
+    fn phi3_longrope_window_and_partial_rotary() {
+        let mut m = base_meta("phi3");
+        m.push(("phi3.rope.dimension_count".into(), GgufValue::U32(16)));
+        m.push(("phi3.attention.sliding_window".into(), GgufValue::U32(2047)));
+        m.push((
+            "phi3.rope.scaling.original_context_length".into(),
+            GgufValue::U32(1024),
+        ));
+        let short = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7];
+        let long = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let t = vec![
+            f32_tensor("rope_factors_short.weight", &short),
+            f32_tensor("rope_factors_long.weight", &long),
+        ];
+        let p = write("phi3.gguf", &as_refs(&m), &t);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!(c.architecture, Architecture::Phi3);
+        assert!(c.variant.fused_projections);
+        assert_eq!((c.head_dim, c.layer_window(1)), (16, Some(2047)));
+        let lr = c.variant.long_rope.as_ref().unwrap();
+        assert_eq!(
+            (lr.short_factor.as_slice(), lr.long_factor.as_slice()),
+            (&short[..], &long[..])
+        );
+        assert_eq!(
+            (lr.original_max_position_embeddings, lr.theta),
+            (1024, 500000.0)
+        );
+        // No attn_factor key: transformers' sqrt(1 + ln(4096/1024) / ln(1024)).
+        let want = (1.0 + 4f64.ln() / 1024f64.ln()).sqrt() as f32;
+        assert_eq!(lr.attention_factor, want);
+        assert!(matches!(c.rope_scaling, RopeScaling::Default));
+
+        // Phi-4's zero window is none; only one factor tensor is refused.
+        m.retain(|(k, _)| k != "phi3.attention.sliding_window");
+        m.push(("phi3.attention.sliding_window".into(), GgufValue::U32(0)));
+        let p = write("phi3_one.gguf", &as_refs(&m), &t[..1]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("rope_factors_long.weight"), "{msg}");
+        let p = write("phi4.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert!(!c.has_sliding_window() && c.variant.long_rope.is_none());
+
+        // Phi-4-mini's partial rotary is refused by name.
+        m.retain(|(k, _)| k != "phi3.rope.dimension_count");
+        m.push(("phi3.rope.dimension_count".into(), GgufValue::U32(12)));
+        let p = write("phi4_mini.gguf", &as_refs(&m), &[]);
+        let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("partial rotary") && msg.contains("phi3.rope.dimension_count"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -47,6 +47,48 @@ const GEMMA_LAYER_NAMES: &[(&str, &str)] = &[
     ("post_ffw_norm", "post_feedforward_layernorm"),
 ];
 
+/// Phi-3's fused projections, stored fused by llama.cpp's converter too:
+/// `attn_qkv` (q, k, v rows) and `ffn_up` holding gate and up (gate rows
+/// first), which llama.cpp splits in half at run time. Looked up before
+/// `LAYER_NAMES` for Phi-3 files (where `ffn_up` is not Llama's up_proj).
+const PHI3_LAYER_NAMES: &[(&str, &str)] = &[
+    ("attn_qkv", "self_attn.qkv_proj"),
+    ("ffn_up", "mlp.gate_up_proj"),
+];
+
+/// Which layer names a file uses besides `LAYER_NAMES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameTable {
+    /// Llama, Qwen and the mixtures of experts.
+    #[default]
+    Llama,
+    /// Gemma 2/3: four norms per layer (`GEMMA_LAYER_NAMES`).
+    Gemma,
+    /// Phi-3: fused `attn_qkv` and gate+up `ffn_up` (`PHI3_LAYER_NAMES`).
+    Phi3,
+}
+
+impl NameTable {
+    /// The table a model with this config is stored under.
+    pub fn of(config: &crate::config::ModelConfig) -> Self {
+        if config.variant.gemma_norms {
+            NameTable::Gemma
+        } else if config.variant.fused_projections {
+            NameTable::Phi3
+        } else {
+            NameTable::Llama
+        }
+    }
+
+    fn extra(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            NameTable::Llama => &[],
+            NameTable::Gemma => GEMMA_LAYER_NAMES,
+            NameTable::Phi3 => PHI3_LAYER_NAMES,
+        }
+    }
+}
+
 /// Whole-model tensor stems: (GGUF, HF).
 const GLOBAL_NAMES: &[(&str, &str)] = &[
     ("token_embd", "model.embed_tokens"),
@@ -62,18 +104,17 @@ fn split_suffix(name: &str) -> Option<(&str, &str)> {
 
 /// `model.layers.3.self_attn.q_proj.weight` -> `blk.3.attn_q.weight`.
 pub fn hf_to_gguf_name(hf: &str) -> Option<String> {
-    hf_to_gguf_name_for(hf, false)
+    hf_to_gguf_name_for(hf, NameTable::Llama)
 }
 
 /// `blk.3.attn_q.weight` -> `model.layers.3.self_attn.q_proj.weight`.
 pub fn gguf_to_hf_name(gguf: &str) -> Option<String> {
-    gguf_to_hf_name_for(gguf, false)
+    gguf_to_hf_name_for(gguf, NameTable::Llama)
 }
 
-/// The layer table for a file: Gemma's norms first when `gemma`.
-fn layer_names(gemma: bool) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-    let extra: &[(&str, &str)] = if gemma { GEMMA_LAYER_NAMES } else { &[] };
-    extra.iter().chain(LAYER_NAMES)
+/// The layer table for a file: its own names first.
+fn layer_names(table: NameTable) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    table.extra().iter().chain(LAYER_NAMES)
 }
 
 /// Whether `hf` is a norm weight llama.cpp's converter stored as `1 + w`
@@ -82,8 +123,8 @@ pub fn is_gemma_norm(hf: &str) -> bool {
     hf.ends_with("norm.weight")
 }
 
-/// `hf_to_gguf_name` with Gemma's norm names when `gemma`.
-pub fn hf_to_gguf_name_for(hf: &str, gemma: bool) -> Option<String> {
+/// `hf_to_gguf_name` under `table`'s names.
+pub fn hf_to_gguf_name_for(hf: &str, table: NameTable) -> Option<String> {
     let (stem, suffix) = split_suffix(hf)?;
     if let Some(&(g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == stem) {
         return Some(format!("{g}.{suffix}"));
@@ -91,12 +132,12 @@ pub fn hf_to_gguf_name_for(hf: &str, gemma: bool) -> Option<String> {
     let rest = stem.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(g, _) = layer_names(gemma).find(|(_, h)| *h == part)?;
+    let &(g, _) = layer_names(table).find(|(_, h)| *h == part)?;
     Some(format!("blk.{layer}.{g}.{suffix}"))
 }
 
-/// `gguf_to_hf_name` with Gemma's norm names when `gemma`.
-pub fn gguf_to_hf_name_for(gguf: &str, gemma: bool) -> Option<String> {
+/// `gguf_to_hf_name` under `table`'s names.
+pub fn gguf_to_hf_name_for(gguf: &str, table: NameTable) -> Option<String> {
     let (stem, suffix) = split_suffix(gguf)?;
     if let Some(&(_, h)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == stem) {
         return Some(format!("{h}.{suffix}"));
@@ -104,7 +145,7 @@ pub fn gguf_to_hf_name_for(gguf: &str, gemma: bool) -> Option<String> {
     let rest = stem.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let &(_, h) = layer_names(gemma).find(|(g, _)| *g == part)?;
+    let &(_, h) = layer_names(table).find(|(g, _)| *g == part)?;
     Some(format!("model.layers.{layer}.{h}.{suffix}"))
 }
 
@@ -230,8 +271,8 @@ mod tests {
             ),
             ("output_norm.weight", "model.norm.weight"),
         ] {
-            assert_eq!(gguf_to_hf_name_for(g, true).as_deref(), Some(h));
-            assert_eq!(hf_to_gguf_name_for(h, true).as_deref(), Some(g));
+            assert_eq!(gguf_to_hf_name_for(g, NameTable::Gemma).as_deref(), Some(h));
+            assert_eq!(hf_to_gguf_name_for(h, NameTable::Gemma).as_deref(), Some(g));
             assert!(is_gemma_norm(h));
         }
         // Llama's post_attention_layernorm is still ffn_norm.
@@ -240,6 +281,38 @@ mod tests {
             Some("blk.2.ffn_norm.weight")
         );
         assert!(!is_gemma_norm("model.layers.0.self_attn.q_proj.weight"));
+    }
+
+    #[test]
+    fn phi3_fused_names() {
+        let phi3 = NameTable::Phi3;
+        for (g, h) in [
+            (
+                "blk.1.attn_qkv.weight",
+                "model.layers.1.self_attn.qkv_proj.weight",
+            ),
+            (
+                "blk.1.ffn_up.weight",
+                "model.layers.1.mlp.gate_up_proj.weight",
+            ),
+            (
+                "blk.1.ffn_down.weight",
+                "model.layers.1.mlp.down_proj.weight",
+            ),
+            (
+                "blk.1.ffn_norm.weight",
+                "model.layers.1.post_attention_layernorm.weight",
+            ),
+        ] {
+            assert_eq!(gguf_to_hf_name_for(g, phi3).as_deref(), Some(h));
+            assert_eq!(hf_to_gguf_name_for(h, phi3).as_deref(), Some(g));
+        }
+        // Elsewhere ffn_up is Llama's up_proj, and there is no fused qkv.
+        assert_eq!(
+            gguf_to_hf_name("blk.1.ffn_up.weight").as_deref(),
+            Some("model.layers.1.mlp.up_proj.weight")
+        );
+        assert_eq!(gguf_to_hf_name("blk.1.attn_qkv.weight"), None);
     }
 
     /// llama.cpp's permute, written from its definition, for the round trip.

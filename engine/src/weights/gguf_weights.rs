@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::gguf::{GgmlType, GgufFile};
 use super::gguf_names::{
     gguf_to_hf_name_for, hf_to_gguf_name_for, is_gemma_norm, permuted_heads, unpermute_rows,
+    NameTable,
 };
 use super::{check_shape, HostTensor, LoadError, TensorData, WeightSource};
 use crate::config::ModelConfig;
@@ -17,20 +18,19 @@ pub struct GgufWeights {
     file: Arc<GgufFile>,
     /// (attention heads, kv heads) when Q/K rows must be un-permuted.
     unpermute: Option<(usize, usize)>,
-    /// A Gemma file: Gemma's norm names, and norms stored as `1 + w`
+    /// The file's layer names. Gemma files also store norms as `1 + w`
     /// (llama.cpp's converter adds 1), given back as `w`.
-    gemma: bool,
+    names: NameTable,
 }
 
 impl GgufWeights {
     pub fn new(file: Arc<GgufFile>, config: &ModelConfig) -> Self {
         let unpermute = (file.architecture() == Some("llama"))
             .then_some((config.num_attention_heads, config.num_key_value_heads));
-        let gemma = config.variant.gemma_norms;
         GgufWeights {
             file,
             unpermute,
-            gemma,
+            names: NameTable::of(config),
         }
     }
 
@@ -52,7 +52,7 @@ impl WeightSource for GgufWeights {
             path: path.to_path_buf(),
             tensor,
         };
-        let gguf_name = hf_to_gguf_name_for(name, self.gemma)
+        let gguf_name = hf_to_gguf_name_for(name, self.names)
             .ok_or_else(|| missing(format!("{name} (no GGUF name for it)")))?;
         let label = format!("{name} (GGUF {gguf_name})");
         let info = self
@@ -124,7 +124,7 @@ impl WeightSource for GgufWeights {
             shape: shape.to_vec(),
             data,
         };
-        if !(self.gemma && is_gemma_norm(name)) {
+        if !(self.names == NameTable::Gemma && is_gemma_norm(name)) {
             return Ok(tensor);
         }
         let w = tensor.to_f32().into_iter().map(|v| v - 1.0).collect();
@@ -135,7 +135,7 @@ impl WeightSource for GgufWeights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        hf_to_gguf_name_for(name, self.gemma).is_some_and(|g| self.file.tensor_info(&g).is_some())
+        hf_to_gguf_name_for(name, self.names).is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
 
     fn tensor_names(&self) -> Vec<String> {
@@ -143,7 +143,7 @@ impl WeightSource for GgufWeights {
             .file
             .tensor_infos()
             .iter()
-            .filter_map(|t| gguf_to_hf_name_for(&t.name, self.gemma))
+            .filter_map(|t| gguf_to_hf_name_for(&t.name, self.names))
             .collect();
         names.sort();
         names

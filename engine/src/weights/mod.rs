@@ -21,6 +21,7 @@ pub mod gguf_dequant;
 mod gguf_gemma;
 mod gguf_moe;
 pub mod gguf_names;
+mod gguf_phi3;
 mod gguf_weights;
 #[doc(hidden)]
 pub mod gguf_writer;

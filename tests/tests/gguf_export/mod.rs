@@ -7,7 +7,9 @@
 //! the GGUF must give HF's tokens exactly as the folder does.
 
 mod gemma;
-pub use gemma::convert_gemma2_fixture;
+mod phi3;
+pub use gemma::convert_gemma_fixture;
+pub use phi3::convert_phi3_fixture;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +33,43 @@ fn raw(data: TensorData) -> (u32, Vec<u8>) {
         ),
         TensorData::Quant { .. } => panic!("fixtures are not quantized"),
     }
+}
+
+/// The keys every converter writes: architecture, sizes, norm epsilon,
+/// vocabulary size and the special tokens.
+fn common_meta(arch: &str, config: &ModelConfig) -> Vec<(String, GgufValue)> {
+    let k = |s: &str| format!("{arch}.{s}");
+    let u = |v: usize| GgufValue::U32(v as u32);
+    let mut meta = vec![
+        (
+            "general.architecture".into(),
+            GgufValue::String(arch.into()),
+        ),
+        (k("block_count"), u(config.num_hidden_layers)),
+        (k("context_length"), u(config.max_position_embeddings)),
+        (k("embedding_length"), u(config.hidden_size)),
+        (k("feed_forward_length"), u(config.intermediate_size)),
+        (k("attention.head_count"), u(config.num_attention_heads)),
+        (k("attention.head_count_kv"), u(config.num_key_value_heads)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(config.rms_norm_eps),
+        ),
+        (k("vocab_size"), u(config.vocab_size)),
+    ];
+    if let Some(bos) = config.bos_token_id {
+        meta.push(("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(bos)));
+    }
+    if let Some(&eos) = config.eos_token_ids.first() {
+        meta.push(("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(eos)));
+    }
+    meta
+}
+
+/// Writes `meta` and `tensors` as a GGUF v3 file.
+fn write_gguf(out: &Path, meta: &[(String, GgufValue)], tensors: &[RawTensor]) {
+    let refs: Vec<(&str, GgufValue)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    std::fs::write(out, encode(3, &refs, tensors)).unwrap();
 }
 
 /// llama.cpp's `LlamaModel.permute` of q/k rows: HF row (h, s, i) to GGUF row (h, i, s).
@@ -117,30 +156,16 @@ pub fn convert_moe_fixture(dir: &Path, out: &Path) {
     }
     let k = |s: &str| format!("{arch}.{s}");
     let u = |v: usize| GgufValue::U32(v as u32);
-    let mut meta: Vec<(String, GgufValue)> = vec![
-        (
-            "general.architecture".into(),
-            GgufValue::String(arch.into()),
-        ),
-        (k("block_count"), u(config.num_hidden_layers)),
-        (k("context_length"), u(config.max_position_embeddings)),
-        (k("embedding_length"), u(config.hidden_size)),
-        (k("feed_forward_length"), u(config.intermediate_size)),
-        (k("attention.head_count"), u(config.num_attention_heads)),
-        (k("attention.head_count_kv"), u(config.num_key_value_heads)),
+    let mut meta = common_meta(arch, &config);
+    meta.extend([
         (k("attention.key_length"), u(config.head_dim)),
         (k("attention.value_length"), u(config.head_dim)),
         (k("rope.dimension_count"), u(config.head_dim)),
         (k("rope.freq_base"), GgufValue::F32(config.rope_theta)),
-        (
-            k("attention.layer_norm_rms_epsilon"),
-            GgufValue::F32(config.rms_norm_eps),
-        ),
-        (k("vocab_size"), u(config.vocab_size)),
         (k("expert_count"), u(moe.num_experts)),
         (k("expert_used_count"), u(moe.top_k)),
         (k("expert_weights_norm"), GgufValue::Bool(moe.renormalize)),
-    ];
+    ]);
     if arch != "llama" {
         meta.push((
             k("expert_feed_forward_length"),
@@ -150,12 +175,5 @@ pub fn convert_moe_fixture(dir: &Path, out: &Path) {
     if let Some(s) = moe.shared_expert_intermediate_size {
         meta.push((k("expert_shared_feed_forward_length"), u(s)));
     }
-    if let Some(bos) = config.bos_token_id {
-        meta.push(("tokenizer.ggml.bos_token_id".into(), GgufValue::U32(bos)));
-    }
-    if let Some(&eos) = config.eos_token_ids.first() {
-        meta.push(("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(eos)));
-    }
-    let refs: Vec<(&str, GgufValue)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    std::fs::write(out, encode(3, &refs, &tensors)).unwrap();
+    write_gguf(out, &meta, &tensors);
 }
