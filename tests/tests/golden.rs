@@ -160,14 +160,19 @@ fn tiny_checkpoints_match_hf_transformers() {
         }
         handle.shutdown();
     }
+    assert_no_mismatches(&failures);
+}
+
+mod gguf_export;
+
+/// Fails the test with every collected mismatch, one per line.
+fn assert_no_mismatches(failures: &[String]) {
     assert!(
         failures.is_empty(),
         "golden mismatches:\n{}",
         failures.join("\n")
     );
 }
-
-mod gguf_export;
 
 /// The mixture-of-experts fixtures written as GGUF files (llama.cpp's
 /// `ffn_*_exps` layout, through the engine's GGUF writer), and one loaded
@@ -227,11 +232,7 @@ fn moe_fixtures_as_gguf_match_hf_transformers() {
     }
     handle.shutdown();
     let _ = std::fs::remove_dir_all(&tmp);
-    assert!(
-        failures.is_empty(),
-        "golden mismatches:\n{}",
-        failures.join("\n")
-    );
+    assert_no_mismatches(&failures);
 }
 
 /// Gemma 2/3 and Phi-3 fixtures written as GGUF files the way llama.cpp's
@@ -271,11 +272,7 @@ fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
         handle.shutdown();
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    assert!(
-        failures.is_empty(),
-        "golden mismatches:\n{}",
-        failures.join("\n")
-    );
+    assert_no_mismatches(&failures);
 }
 
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).
