@@ -14,6 +14,9 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
+use super::device_info::missing_unit;
+pub use super::device_info::DeviceInfo;
+use super::emulated::{EmuConfig, EmuDevice};
 use super::error::ensure;
 use super::kernel_cache::{compile_all_cached, KernelCache};
 use super::launch::{LaunchShape, DEFAULT_SMEM_LIMIT};
@@ -22,20 +25,6 @@ use super::nvrtc::{arch_for, nvrtc_version};
 use super::params::KernelParams;
 use super::sources::{compile_units, HEAD_DIMS};
 use super::CudaError;
-
-/// What the device reports, for logs and /metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub ordinal: usize,
-    pub name: String,
-    pub compute_capability: (i32, i32),
-    pub arch: String,
-    pub num_sms: usize,
-    pub total_memory: usize,
-    /// Largest dynamic shared memory a CTA may opt in to.
-    pub max_smem_optin: usize,
-    pub nvrtc_version: (i32, i32),
-}
 
 /// The oldest driver accepted, as `cuDriverGetVersion` reports it (CUDA
 /// 12.0: the first with everything the kernels and cudarc's calls use on
@@ -92,7 +81,7 @@ pub struct CudaKernels {
 pub(crate) enum Device {
     Cuda(CudaDevice),
     #[cfg(feature = "emu")]
-    Emu(super::emulated::EmuDevice),
+    Emu(EmuDevice),
 }
 
 /// One GPU's context, stream, cuBLAS handle and compiled modules.
@@ -207,7 +196,7 @@ impl CudaKernels {
     }
 
     #[cfg(feature = "emu")]
-    pub(crate) fn from_emulated(dev: super::emulated::EmuDevice, info: DeviceInfo) -> Self {
+    pub(crate) fn from_emulated(dev: EmuDevice, info: DeviceInfo) -> Self {
         Self {
             device: Device::Emu(dev),
             info,
@@ -391,14 +380,6 @@ impl CudaKernels {
     }
 }
 
-/// A unit that was not compiled for this device.
-pub(crate) fn missing_unit(unit: &str) -> CudaError {
-    CudaError::invalid(
-        "kernel lookup",
-        format!("module {unit} was not compiled (head size not requested?)"),
-    )
-}
-
 impl CudaDevice {
     fn function(
         &self,
@@ -462,6 +443,25 @@ fn set_blas_workspace(
     }
     drop(_guard);
     Ok(ws)
+}
+
+impl CudaKernels {
+    /// The emulated device with the defaults of [`EmuConfig`].
+    pub fn emulated() -> Result<Self, CudaError> {
+        Self::emulated_with(EmuConfig::default())
+    }
+
+    /// The emulated device as `config` describes it.
+    pub fn emulated_with(config: EmuConfig) -> Result<Self, CudaError> {
+        if let Some(d) = config.head_dims.iter().find(|d| !HEAD_DIMS.contains(d)) {
+            return Err(CudaError::invalid(
+                "CudaKernels",
+                format!("head size {d} has no kernels (have {HEAD_DIMS:?})"),
+            ));
+        }
+        let (dev, info) = EmuDevice::new(config);
+        Ok(Self::from_emulated(dev, info))
+    }
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::DeviceRepr;
 
 use super::buffer::{DeviceBuffer, HostAlloc};
-use super::device::{missing_unit, DeviceInfo};
+use super::device_info::{missing_unit, DeviceInfo};
 use super::emu::{self, ThreadOrder};
 use super::launch::LaunchShape;
 use super::params::KernelParams;
-use super::sources::{compile_units, HEAD_DIMS};
-use super::{CudaDType, CudaError, CudaKernels, Half16};
+use super::sources::compile_units;
+use super::{CudaDType, CudaError, Half16};
 
 /// One recorded operation of a graph.
 pub(crate) type EmuOp = Box<dyn Fn() -> Result<(), CudaError> + Send + Sync>;
@@ -67,20 +67,9 @@ pub(crate) struct EmuDevice {
     units: HashSet<String>,
 }
 
-impl CudaKernels {
-    /// The emulated device with the defaults of [`EmuConfig`].
-    pub fn emulated() -> Result<Self, CudaError> {
-        Self::emulated_with(EmuConfig::default())
-    }
-
-    /// The emulated device as `config` describes it.
-    pub fn emulated_with(config: EmuConfig) -> Result<Self, CudaError> {
-        if let Some(d) = config.head_dims.iter().find(|d| !HEAD_DIMS.contains(d)) {
-            return Err(CudaError::invalid(
-                "CudaKernels",
-                format!("head size {d} has no kernels (have {HEAD_DIMS:?})"),
-            ));
-        }
+impl EmuDevice {
+    /// The device `config` describes, and what it reports.
+    pub(crate) fn new(config: EmuConfig) -> (Self, DeviceInfo) {
         let info = DeviceInfo {
             ordinal: 0,
             name: "emulated on the CPU".into(),
@@ -101,11 +90,9 @@ impl CudaKernels {
                 .map(|u| u.name)
                 .collect(),
         };
-        Ok(Self::from_emulated(dev, info))
+        (dev, info)
     }
-}
 
-impl EmuDevice {
     fn capturing(&self) -> bool {
         self.capture.lock().map(|c| c.is_some()).unwrap_or(false)
     }

@@ -18,6 +18,7 @@ pub mod attention;
 mod buffer;
 pub mod cache;
 mod device;
+mod device_info;
 mod dtype;
 #[cfg(feature = "emu")]
 pub mod emu;
