@@ -19,6 +19,7 @@ use Architecture::{
 mod long_rope;
 mod moe;
 mod variant;
+pub(crate) use long_rope::default_attention_factor;
 pub use long_rope::LongRope;
 pub use moe::{ExpertNames, MoeConfig};
 pub use variant::{DecoderVariant, HiddenAct};

@@ -45,6 +45,18 @@ impl LongRope {
     }
 }
 
+/// transformers' attention factor when a LongRoPE config gives none:
+/// `sqrt(1 + ln(factor) / ln(original))` for a context extended by
+/// `factor > 1` over `original` positions, else 1. The GGUF loader uses
+/// it too, for files without `rope.scaling.attn_factor`.
+pub(crate) fn default_attention_factor(factor: f64, original: usize) -> f64 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+    }
+}
+
 /// The LongRoPE of a Phi-3 config (`rope_scaling` or `rope_parameters`),
 /// `None` for another rope type.
 pub(super) fn long_rope(
@@ -102,8 +114,7 @@ pub(super) fn long_rope(
         .unwrap_or(max_position_embeddings as f64 / original as f64);
     let attention_factor = match p.f64("attention_factor")? {
         Some(a) => a,
-        None if factor <= 1.0 => 1.0,
-        None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+        None => default_attention_factor(factor, original),
     };
     let theta = match p.f64("rope_theta")? {
         Some(t) => t,

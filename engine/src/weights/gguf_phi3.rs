@@ -16,7 +16,7 @@
 
 use super::gguf::GgufFile;
 use super::LoadError;
-use crate::config::{DecoderVariant, LongRope};
+use crate::config::{default_attention_factor, DecoderVariant, LongRope};
 
 const SHORT_FACTORS: &str = "rope_factors_short.weight";
 const LONG_FACTORS: &str = "rope_factors_long.weight";
@@ -110,11 +110,7 @@ fn long_rope(
         }
         None => {
             let factor = max_position_embeddings as f64 / original as f64;
-            if factor <= 1.0 {
-                1.0
-            } else {
-                (1.0 + factor.ln() / (original as f64).ln()).sqrt() as f32
-            }
+            default_attention_factor(factor, original) as f32
         }
     };
     Ok(Some(LongRope {

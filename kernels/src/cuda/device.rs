@@ -16,6 +16,7 @@ use cudarc::nvrtc::Ptx;
 use super::buffer::{DeviceBuffer, DeviceMem, DeviceMemMut};
 use super::device_info::missing_unit;
 pub use super::device_info::DeviceInfo;
+#[cfg(feature = "emu")]
 use super::emulated::{EmuConfig, EmuDevice};
 use super::error::ensure;
 use super::kernel_cache::{compile_all_cached, KernelCache};
@@ -445,6 +446,7 @@ fn set_blas_workspace(
     Ok(ws)
 }
 
+#[cfg(feature = "emu")]
 impl CudaKernels {
     /// The emulated device with the defaults of [`EmuConfig`].
     pub fn emulated() -> Result<Self, CudaError> {

@@ -67,10 +67,10 @@ pub fn convert_gemma_fixture(dir: &Path, out: &Path) {
     }
     if let Some(w) = config.sliding_window {
         meta.push((k("attention.sliding_window"), u(w)));
-        let pattern = (0..config.num_hidden_layers)
-            .map(|i| GgufValue::Bool(config.layer_window(i).is_some()))
-            .collect();
         if arch == "gemma3" {
+            let pattern = (0..config.num_hidden_layers)
+                .map(|i| GgufValue::Bool(config.layer_window(i).is_some()))
+                .collect();
             meta.push((
                 k("attention.sliding_window_pattern"),
                 GgufValue::Array(pattern),
