@@ -16,7 +16,16 @@ trap 'for f in "$backup"/*; do [ -e "$f" ] && cp "$f" "$cu/$(basename "$f")"; do
 mutations=(
   "ldmatrix A address (rows 8-15 read rows 0-7)@@attention_prefill.cu@@q_s + (warp * 16 + (lane & 15)) * STRIDE@@q_s + (warp * 16 + (lane & 7)) * STRIDE"
   "wrong mma B fragment (upper n-tile reuses the lower)@@attention_prefill.cu@@mma_16816<T>(s[2 * np + 1], a, b + 2);@@mma_16816<T>(s[2 * np + 1], a, b);"
-  "off-by-one causal mask (sees one future key)@@attention_prefill.cu@@if (key > qp || key >= num_keys) v = NEG_INF;@@if (key > qp + 1 || key >= num_keys) v = NEG_INF;"
+  "off-by-one causal mask (sees one future key)@@attention_prefill.cu@@if (key > qp || key >= num_keys || (window > 0@@if (key > qp + 1 || key >= num_keys || (window > 0"
+  "prefill window off by one (one key too many)@@attention_prefill.cu@@(window > 0 && key <= qp - window)@@(window > 0 && key < qp - window)"
+  "prefill loads K/V before the CTA's window (freed slots)@@attention_prefill.cu@@if (t >= first_key && t < num_keys && lb < max_blocks_per_seq)@@if (t < num_keys && lb < max_blocks_per_seq)"
+  "prefill skips a key its CTA's first row sees@@attention_prefill.cu@@max(0, pos0 + row0 + 1 - window)@@max(0, pos0 + row0 + 2 - window)"
+  "prefill soft-cap dropped@@attention_prefill.cu@@        if (softcap_log2 > 0.f) v = softcap_log2 * tanhf(v / softcap_log2);
+@@"
+  "decode window off by one (reads a freed slot)@@attention_decode.cu@@const int first = window > 0 ? max(0, ctx - window) : 0;@@const int first = window > 0 ? max(0, ctx - window - 1) : 0;"
+  "decode soft-cap dropped@@attention_decode.cu@@        if (softcap_log2 > 0.f) acc = softcap_log2 * tanhf(acc / softcap_log2);
+@@"
+  "reduce counts partitions from key 0 under a window@@attention_decode.cu@@const int span = window > 0 ? min(ctx, window) : ctx;@@const int span = ctx;"
   "dropped __syncthreads before the next K/V tile@@attention_prefill.cu@@    __syncthreads();  // the previous tile is consumed (and Q is in place)@@    // barrier dropped"
   "wrong GQA head map (prefill)@@attention_prefill.cu@@const int kv_head = head / (num_heads / num_kv_heads);@@const int kv_head = head % num_kv_heads;"
   "split-K reduce weight without the partition's sum@@attention_decode.cu@@const float wi = tmp_sum[base + i] * fast_exp2(tmp_max[base + i] - b);@@const float wi = fast_exp2(tmp_max[base + i] - b);"

@@ -38,11 +38,11 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     let (tokenizer, tokenizer_config) = open_tokenizer(&source);
     let mc = &source.config;
     let dims = ModelDims::from_config(mc);
-    // Sliding windows run on the CPU at any length; their layers form
+    // Sliding windows run at any length on both backends; their layers form
     // KV-cache groups whose blocks behind the window go back to the pool.
     let max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
     let layout = KvCacheLayout::new(mc, max_model_len);
-    let unsupported = cuda_unsupported_features(mc, max_model_len);
+    let unsupported = cuda_unsupported_features(mc);
     let device = choose_device(config.device, &dims, &unsupported)?;
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
@@ -296,14 +296,6 @@ fn build_cuda_runner(
 ) -> Result<(Box<dyn Runner>, Scheduler, ModelInfo), EngineError> {
     use crate::backend::cuda::CudaBackend;
     use pagoda_kernels::cuda::graphs::{cudagraph_capture_sizes, default_max_capture_size};
-    // `cuda_support` already refuses windows a sequence can outgrow, the
-    // only source of more groups; this keeps the one-table assumption explicit.
-    if !plan.layout.is_single_full_group() {
-        return Err(EngineError::load(
-            "the CUDA backend has one block table per sequence and cannot run KV-cache groups \
-             (sliding-window or hybrid models); use --device cpu",
-        ));
-    }
     let max_num_seqs = plan.config.max_num_seqs;
     let capture_sizes = if plan.config.enforce_eager {
         Vec::new()

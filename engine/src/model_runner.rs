@@ -58,6 +58,7 @@ impl<B: Backend> ModelRunner<B> {
             max_tokens: ws.max_tokens,
             max_seqs,
             max_blocks_per_seq: max_model_len.div_ceil(kv.block_size),
+            num_kv_groups: kv.layout.num_groups(),
         })?;
         Ok(Self {
             backend,

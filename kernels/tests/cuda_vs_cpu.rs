@@ -473,6 +473,36 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
     seqs: &[(usize, usize)],
     graph_max_seq_len: Option<usize>,
 ) {
+    let plain = Masking {
+        window: None,
+        softcap: None,
+    };
+    check_attention_masked::<T>(
+        k,
+        seed,
+        (heads, kv_heads, head_dim, block_size),
+        seqs,
+        graph_max_seq_len,
+        plain,
+    );
+}
+
+/// A layer's sliding window and logit soft-cap; slots before each
+/// sequence's first new token's window hold NaN (freed blocks are never read).
+#[derive(Debug, Clone, Copy)]
+struct Masking {
+    window: Option<usize>,
+    softcap: Option<f32>,
+}
+
+fn check_attention_masked<T: CudaDType + pagoda_kernels::cuda::Half16>(
+    k: &CudaKernels,
+    seed: u64,
+    (heads, kv_heads, head_dim, block_size): (usize, usize, usize, usize),
+    seqs: &[(usize, usize)],
+    graph_max_seq_len: Option<usize>,
+    masking: Masking,
+) {
     let mut r = rng(seed);
     let b = make_batch(&mut r, seqs, block_size);
     let tokens = *b.qsl.last().unwrap() as usize;
@@ -483,6 +513,17 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
     let q = round::<T>(&randn(&mut r, tokens * heads * head_dim, 1.0));
     let knew = round::<T>(&randn(&mut r, tokens * kv_heads * head_dim, 1.0));
     let vnew = round::<T>(&randn(&mut r, tokens * kv_heads * head_dim, 1.0));
+    if let Some(w) = masking.window {
+        let row = kv_heads * head_dim;
+        for (s, &(q_len, ctx)) in seqs.iter().enumerate() {
+            for p in 0..(ctx + 1).saturating_sub(q_len + w) {
+                let blk = b.block_tables[s * b.max_blocks + p / block_size] as usize;
+                let slot = blk * block_size + p % block_size;
+                kc[slot * row..(slot + 1) * row].fill(f32::NAN);
+                vc[slot * row..(slot + 1) * row].fill(f32::NAN);
+            }
+        }
+    }
     let (mut kcd, mut vcd) = (up::<T>(k, &kc), up::<T>(k, &vc));
     cpu::reshape_and_cache(
         &knew,
@@ -508,8 +549,9 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
         head_dim,
     )
     .unwrap();
-    assert_eq!(down(k, &kcd), kc, "reshape_and_cache K");
-    assert_eq!(down(k, &vcd), vc, "reshape_and_cache V");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&down(k, &kcd)), bits(&kc), "reshape_and_cache K");
+    assert_eq!(bits(&down(k, &vcd)), bits(&vc), "reshape_and_cache V");
 
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut want = vec![0f32; tokens * heads * head_dim];
@@ -523,8 +565,8 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
         num_kv_heads: kv_heads,
         head_dim,
         scale,
-        sliding_window: None,
-        logit_softcap: None,
+        sliding_window: masking.window,
+        logit_softcap: masking.softcap,
     };
     cpu::paged_attention(
         &q,
@@ -559,6 +601,8 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
         scale,
         q_stride: heads * head_dim,
         out_stride: heads * head_dim,
+        sliding_window: masking.window,
+        logit_softcap: masking.softcap,
     };
     let mut ws = AttentionWorkspace::new(k, seqs.len(), &shape, max_seq_len).unwrap();
     let qd = up::<T>(k, &q);
@@ -566,7 +610,7 @@ fn check_attention<T: CudaDType + pagoda_kernels::cuda::Half16>(
     k.paged_attention(&qd, &kcd, &vcd, &mut out, &meta, &shape, &mut ws)
         .unwrap();
     let what = format!(
-        "attention_{} h{heads}/{kv_heads} d{head_dim} bs{block_size} {seqs:?}",
+        "attention_{} h{heads}/{kv_heads} d{head_dim} bs{block_size} {seqs:?} {masking:?}",
         T::SUFFIX
     );
     assert_close(&what, &down(k, &out), &want, 2.0 * tol::<T>());
@@ -607,6 +651,33 @@ fn attention_matches_cpu() {
     // Batch 1 decode over a long context: the finest split.
     check_attention::<bf16>(&k, 25, 32, 8, 128, 16, &[(1, 30_000)], None);
     check_attention::<bf16>(&k, 26, 64, 8, 128, 16, &[(1, 9000), (1, 3)], None);
+}
+
+/// Sliding windows (narrower than a block, than a key tile, spanning several
+/// decode partitions, wider than the context) and soft-capping, on the
+/// prefill, decode and reduce paths; slots before each window hold NaN.
+#[test]
+fn windowed_and_softcapped_attention_matches_cpu() {
+    let Some(k) = gpu() else { return };
+    let mixed: &[(usize, usize)] = &[(70, 300), (1, 17), (1, 5000), (129, 129), (1, 0), (3, 40)];
+    for (i, (window, softcap)) in [
+        (Some(1), None),
+        (Some(7), Some(2.0)),
+        (Some(100), Some(50.0)),
+        (Some(1024), None),
+        (Some(4096), Some(30.0)),
+        (None, Some(5.0)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = Masking { window, softcap };
+        for d in [64, 128, 256] {
+            let seed = 50 + i as u64;
+            check_attention_masked::<bf16>(&k, seed, (32, 8, d, 16), mixed, None, m);
+            check_attention_masked::<f16>(&k, seed, (12, 1, d, 16), mixed, Some(8192), m);
+        }
+    }
 }
 
 /// CUDA graph replay pads decode batches with rows of seq_len 0 and slot -1:
@@ -687,6 +758,8 @@ fn attention_reads_q_through_a_fused_qkv_view() {
         scale: 0.125,
         q_stride: width,
         out_stride: heads * d,
+        sliding_window: None,
+        logit_softcap: None,
     };
     let mut ws = AttentionWorkspace::new(&k, 2, &shape, 50).unwrap();
     let qkvd = up::<bf16>(&k, &qkv);
@@ -983,6 +1056,12 @@ mod emulated {
         check_attention::<bf16>(&k, 10, 4, 2, 64, 16, mixed, None);
         let padded: &[(usize, usize)] = &[(1, 17), (1, 0), (1, 700), (1, 0)];
         check_attention::<bf16>(&k, 41, 8, 2, 64, 16, padded, Some(4096));
+        // The windowed GPU test's harness (NaN before each window) on one case.
+        let m = Masking {
+            window: Some(7),
+            softcap: Some(2.0),
+        };
+        check_attention_masked::<bf16>(&k, 42, (4, 2, 64, 16), mixed, None, m);
     }
 
     #[test]

@@ -174,6 +174,12 @@ struct AttnCase<'a> {
     graph_max_seq_len: Option<usize>,
     /// The GPU's multiprocessor count the decode split is planned for.
     num_sms: usize,
+    /// Sliding window: K/V slots before each sequence's first new token's
+    /// window hold NaN (the KV manager may have freed those blocks), so a
+    /// kernel that reads one poisons its output.
+    window: Option<usize>,
+    /// Attention logit soft-cap.
+    softcap: Option<f32>,
 }
 
 fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<String> {
@@ -188,6 +194,9 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
     let q = round::<T>(&randn(&mut r, tokens * heads * head_dim, 1.0));
     let knew = round::<T>(&randn(&mut r, tokens * row, 1.0));
     let vnew = round::<T>(&randn(&mut r, tokens * row, 1.0));
+    if let Some(w) = c.window {
+        poison_before_window(&b, c.seqs, w, bs, row, &mut kc, &mut vc);
+    }
     let (mut kcd, mut vcd) = (to_t::<T>(&kc), to_t::<T>(&vc));
     cpu::reshape_and_cache(
         &knew,
@@ -211,8 +220,10 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
     };
     let name = format!("reshape_and_cache_{}", T::SUFFIX);
     run(&name, &reshape_and_cache_shape(tokens, row), order, &p);
-    assert_eq!(to_f32(&kcd), kc, "reshape_and_cache K");
-    assert_eq!(to_f32(&vcd), vc, "reshape_and_cache V");
+    // Bit patterns: the NaN that poisons slots outside a window equals itself.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&to_f32(&kcd)), bits(&kc), "reshape_and_cache K");
+    assert_eq!(bits(&to_f32(&vcd)), bits(&vc), "reshape_and_cache V");
 
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut want = vec![0f32; tokens * heads * head_dim];
@@ -226,8 +237,8 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
         num_kv_heads: kv_heads,
         head_dim,
         scale,
-        sliding_window: None,
-        logit_softcap: None,
+        sliding_window: c.window,
+        logit_softcap: c.softcap,
     };
     cpu::paged_attention(
         &q,
@@ -248,6 +259,8 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
         scale,
         q_stride: heads * head_dim,
         out_stride: heads * head_dim,
+        sliding_window: c.window,
+        logit_softcap: c.softcap,
     };
     let (ws_out, ws_stats) = workspace_len_for(c.seqs.len(), &shape, max_seq_len, c.num_sms);
     let mut tmp_out = vec![f32::NAN; ws_out.max(1)];
@@ -281,12 +294,35 @@ fn check_attention<T: Half16>(c: &AttnCase<'_>, order: ThreadOrder) -> Vec<Strin
         run(&l.kernel, &l.shape, order, &l.params);
     }
     let what = format!(
-        "attention_{} h{heads}/{kv_heads} d{head_dim} bs{bs} {:?} under {order:?}",
+        "attention_{} h{heads}/{kv_heads} d{head_dim} bs{bs} {:?} window {:?} cap {:?} under \
+         {order:?}",
         T::SUFFIX,
-        c.seqs
+        c.seqs,
+        c.window,
+        c.softcap
     );
     assert_close(&what, &to_f32(&out), &want, 2.0 * tol::<T>());
     launches.iter().map(|l| l.kernel.clone()).collect()
+}
+
+/// NaN in every cached K/V slot before the window of each sequence's first
+/// new token (positions `0..ctx - q_len + 1 - window`).
+fn poison_before_window(
+    b: &Batch,
+    seqs: &[(usize, usize)],
+    window: usize,
+    bs: usize,
+    row: usize,
+    kc: &mut [f32],
+    vc: &mut [f32],
+) {
+    for (s, &(q_len, ctx)) in seqs.iter().enumerate() {
+        for p in 0..(ctx + 1).saturating_sub(q_len + window) {
+            let slot = b.block_tables[s * b.max_blocks + p / bs] as usize * bs + p % bs;
+            kc[slot * row..(slot + 1) * row].fill(f32::NAN);
+            vc[slot * row..(slot + 1) * row].fill(f32::NAN);
+        }
+    }
 }
 
 fn attention_both_orders<T: Half16>(c: &AttnCase<'_>) -> Vec<String> {
@@ -313,6 +349,8 @@ fn case<'a>(
         seqs,
         graph_max_seq_len: None,
         num_sms: 132,
+        window: None,
+        softcap: None,
     }
 }
 
@@ -388,6 +426,52 @@ fn decode_and_reduce_every_split_plan() {
             "{want:?} not covered: {partitions:?}"
         );
     }
+}
+
+/// Sliding windows and soft-capping on every path: prefill chunks whose
+/// query tiles start inside and past the window (whole key tiles skipped),
+/// windows narrower than a block, than a key tile and wider than the
+/// context; decodes whose window spans one partition or several
+/// (partitions, and the reduce pass, count from the window's first key);
+/// padded rows. Slots before each window hold NaN.
+#[test]
+fn sliding_window_and_softcap_on_every_path() {
+    let prefill: &[(usize, usize)] = &[(70, 200), (40, 40), (1, 90), (5, 5)];
+    let decode: &[(usize, usize)] = &[(1, 1), (1, 300), (1, 0), (1, 1100), (1, 37)];
+    let mut ran = Vec::new();
+    for (i, (window, softcap, seqs, d, sms)) in [
+        (Some(1), None, prefill, 64, 132),
+        (Some(7), Some(2.0), prefill, 128, 132),
+        (Some(50), None, prefill, 96, 132),
+        (Some(100), Some(5.0), prefill, 256, 132),
+        (Some(1000), None, prefill, 64, 132),
+        (None, Some(1.5), prefill, 80, 132),
+        (Some(20), Some(3.0), decode, 64, 132),
+        (Some(300), None, decode, 128, 1),
+        (Some(700), Some(30.0), decode, 64, 1),
+        (None, Some(0.5), decode, 96, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = AttnCase {
+            window,
+            softcap,
+            num_sms: sms,
+            ..case(600 + i as u64, 4, 2, d, seqs)
+        };
+        ran.extend(attention_both_orders::<bf16>(&c));
+        if i % 3 == 0 {
+            attention_both_orders::<f16>(&AttnCase {
+                seed: 700 + i as u64,
+                ..c
+            });
+        }
+    }
+    assert!(
+        ran.iter().any(|k| k.starts_with("paged_attention_reduce")),
+        "no windowed case split its context: {ran:?}"
+    );
 }
 
 // ---- row-wise kernels ---------------------------------------------------------------

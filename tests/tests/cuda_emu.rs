@@ -27,7 +27,7 @@ struct Golden {
     cases: Vec<Case>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Case {
     prompt_token_ids: Vec<u32>,
     output_token_ids: Vec<u32>,
@@ -99,7 +99,7 @@ fn compare(ci: usize, case: &Case, tokens: &[u32], lps: &[f32]) -> Result<f32, S
                 break;
             }
             return Err(format!(
-                "case {ci} step {step}: token {have}, HF {want} (margin {}); ours {tokens:?}",
+                "case {ci} step {step}: token {have}, reference {want} (margin {}); ours {tokens:?}",
                 case.top2_margin[step]
             ));
         }
@@ -107,7 +107,7 @@ fn compare(ci: usize, case: &Case, tokens: &[u32], lps: &[f32]) -> Result<f32, S
         worst = worst.max(d);
         if d.is_nan() || d > LOGPROB {
             return Err(format!(
-                "case {ci} step {step}: top-1 logprob {}, HF {}",
+                "case {ci} step {step}: top-1 logprob {}, reference {}",
                 lps[step], case.top_logprobs[step][0].1
             ));
         }
@@ -200,6 +200,110 @@ fn seeded_sampling_is_batch_invariant() {
         "seeded draws equal greedy decoding"
     );
     handle.shutdown();
+}
+
+/// The head-size-64 Qwen3 fixture made windowed (`use_sliding_window`,
+/// window 8 on layers `max_window_layers..`), in a fresh folder: 0 makes
+/// every layer windowed (one windowed KV-cache group), 1 a hybrid model
+/// (a full group and a windowed one, with their own block tables).
+fn windowed_fixture(max_window_layers: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pagoda-cuda-emu-window-{max_window_layers}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.safetensors", "generation_config.json"] {
+        std::fs::copy(fixture().join(f), dir.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    let c = config.as_object_mut().unwrap();
+    c.remove("layer_types");
+    c.insert("use_sliding_window".into(), true.into());
+    c.insert("sliding_window".into(), 8.into());
+    c.insert("max_window_layers".into(), max_window_layers.into());
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+/// Greedy tokens, top-1 logprobs and top-2 margins of `prompts` (batched).
+fn greedy_top2(handle: &EngineHandle, prompts: &[Vec<u32>], n: usize) -> Vec<Case> {
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: Some(n),
+        logprobs: Some(2),
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let reqs = prompts
+        .iter()
+        .map(|p| (p.clone(), params.clone()))
+        .collect();
+    generate_all(handle, reqs)
+        .unwrap()
+        .into_iter()
+        .zip(prompts)
+        .map(|(r, p)| {
+            let s = &r.samples[0];
+            Case {
+                prompt_token_ids: p.clone(),
+                output_token_ids: s.token_ids.clone(),
+                top_logprobs: s.logprobs.iter().map(|l| l.top.clone()).collect(),
+                top2_margin: s.logprobs.iter().map(|l| l.top[0].1 - l.top[1].1).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Sliding windows on the CUDA path: the windowed kernels and one block
+/// table per KV-cache group, whose blocks behind the window go back to the
+/// pool as sequences grow. Prompts of 1 to 40 tokens, 12 more generated,
+/// window 8: every sequence outgrows it. The reference is the CPU backend
+/// (HF's tokens on the windowed golden fixtures, tests/tests/golden.rs);
+/// bounds as above. The windowed model must also decode differently from
+/// the plain one, or the window would not be tested at all.
+#[test]
+fn sliding_windows_on_the_emulator_match_the_cpu_backend() {
+    let prompts: Vec<Vec<u32>> = golden()
+        .cases
+        .iter()
+        .map(|c| c.prompt_token_ids.clone())
+        .collect();
+    let plain = greedy_top2(&start(Device::Cpu, true), &prompts, TOKENS);
+    for layers in [0, 1] {
+        let dir = windowed_fixture(layers);
+        let open = |device| {
+            EngineHandle::start(EngineConfig {
+                model: dir.clone(),
+                device,
+                max_num_seqs: 4,
+                max_num_batched_tokens: Some(128),
+                max_model_len: Some(128),
+                ..EngineConfig::default()
+            })
+            .unwrap_or_else(|e| panic!("{}", pagoda_engine::error_chain(&e)))
+        };
+        let cpu = open(Device::Cpu);
+        let want = greedy_top2(&cpu, &prompts, TOKENS);
+        cpu.shutdown();
+        assert!(
+            want.iter()
+                .zip(&plain)
+                .any(|(w, p)| w.output_token_ids != p.output_token_ids),
+            "max_window_layers {layers}: the window changes no token"
+        );
+        let cuda = open(Device::CudaEmu);
+        let cases: Vec<&Case> = want.iter().collect();
+        let got = run(&cuda, &cases);
+        cuda.shutdown();
+        std::fs::remove_dir_all(&dir).ok();
+        for (ci, (case, (tokens, lps))) in want.iter().zip(got).enumerate() {
+            let worst = compare(ci, case, &tokens, &lps)
+                .unwrap_or_else(|e| panic!("max_window_layers {layers}: {e}"));
+            eprintln!("max_window_layers {layers} case {ci}: max top-1 logprob error {worst}");
+        }
+    }
 }
 
 /// What the CUDA path lacks is refused on the emulated device as on a GPU,

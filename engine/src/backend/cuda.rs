@@ -41,7 +41,50 @@ pub struct CudaInputs {
     pub num_decodes: usize,
     /// Bounds every `seq_len` of the step (sizes the decode grid).
     pub max_seq_len: usize,
+    /// KV-cache groups 1.. of a hybrid or windowed layout (group 0 is above).
+    pub kv_groups: Vec<CudaKvGroup>,
     limits: InputLimits,
+}
+
+/// One more KV-cache group's slots and block tables, on the device.
+pub struct CudaKvGroup {
+    pub slot_mapping: DeviceBuffer<i64>,
+    pub block_tables: DeviceBuffer<u32>,
+    pub max_blocks_per_seq: usize,
+}
+
+impl CudaInputs {
+    /// KV-cache group `group`'s slots, or an error naming a group the
+    /// layout does not have.
+    fn group_slots(&self, group: usize) -> Result<&DeviceBuffer<i64>, CudaError> {
+        match group {
+            0 => Ok(&self.slot_mapping),
+            g => self
+                .kv_groups
+                .get(g - 1)
+                .map(|kg| &kg.slot_mapping)
+                .ok_or_else(|| missing_group(g)),
+        }
+    }
+
+    /// KV-cache group `group`'s block tables and their width.
+    fn group_block_tables(&self, group: usize) -> Result<(&DeviceBuffer<u32>, usize), CudaError> {
+        match group {
+            0 => Ok((&self.block_tables, self.max_blocks_per_seq)),
+            g => self
+                .kv_groups
+                .get(g - 1)
+                .map(|kg| (&kg.block_tables, kg.max_blocks_per_seq))
+                .ok_or_else(|| missing_group(g)),
+        }
+    }
+}
+
+fn missing_group(group: usize) -> CudaError {
+    CudaError::InvalidArgument {
+        op: "kv_cache_group",
+        message: format!("KV-cache group {group} is not in this step's inputs"),
+    }
 }
 
 /// The attention workspace and the head layout `(num_heads, num_kv_heads,
@@ -181,6 +224,8 @@ fn attention_shape(dims: &AttentionDims) -> AttentionShape {
         scale: dims.scale,
         q_stride: dims.num_heads * dims.head_dim,
         out_stride: dims.num_heads * dims.head_dim,
+        sliding_window: dims.sliding_window,
+        logit_softcap: dims.logit_softcap,
     }
 }
 
@@ -265,6 +310,15 @@ impl Backend for CudaBackend {
             num_seqs: 0,
             num_decodes: 0,
             max_seq_len: 0,
+            kv_groups: (1..limits.num_kv_groups.max(1))
+                .map(|_| {
+                    Ok(CudaKvGroup {
+                        slot_mapping: self.alloc_meta(t)?,
+                        block_tables: self.alloc_meta(n * limits.max_blocks_per_seq)?,
+                        max_blocks_per_seq: 0,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
             limits,
         })
     }
@@ -286,7 +340,32 @@ impl Backend for CudaBackend {
             batch.num_seqs(),
             batch.max_blocks_per_seq
         );
+        anyhow::ensure!(
+            batch.kv_groups.len() == inputs.kv_groups.len()
+                && batch
+                    .kv_groups
+                    .iter()
+                    .all(|g| g.max_blocks_per_seq <= l.max_blocks_per_seq),
+            "a step with {} more KV-cache groups does not fit the metadata buffers of {}",
+            batch.kv_groups.len(),
+            inputs.kv_groups.len()
+        );
         let k = &self.kernels;
+        for (g, dev) in batch.kv_groups.iter().zip(&mut inputs.kv_groups) {
+            copy_into(
+                k,
+                "group slot_mapping",
+                &g.slot_mapping,
+                &mut dev.slot_mapping,
+            )?;
+            copy_into(
+                k,
+                "group block_tables",
+                &g.block_tables,
+                &mut dev.block_tables,
+            )?;
+            dev.max_blocks_per_seq = g.max_blocks_per_seq;
+        }
         copy_into(k, "token_ids", &batch.token_ids, &mut inputs.token_ids)?;
         copy_into(k, "positions", &batch.positions, &mut inputs.positions)?;
         copy_into(
@@ -499,29 +578,21 @@ impl Backend for CudaBackend {
         num_kv_heads: usize,
         head_dim: usize,
     ) {
-        if kv_group != 0 {
-            // One slot mapping per step here: the builder refuses layouts
-            // with more groups, so this is a bug, reported, not computed.
-            let message = format!("KV-cache group {kv_group}: the CUDA backend has one group");
-            let err = CudaError::InvalidArgument {
-                op: "reshape_and_cache",
-                message,
-            };
-            return self.record("reshape_and_cache", Err(err));
-        }
         let row = num_kv_heads * head_dim;
-        let r = self.kernels.reshape_and_cache(
-            k,
-            row,
-            v,
-            row,
-            k_cache,
-            v_cache,
-            &inputs.slot_mapping,
-            inputs.num_tokens,
-            num_kv_heads,
-            head_dim,
-        );
+        let r = inputs.group_slots(kv_group).and_then(|slots| {
+            self.kernels.reshape_and_cache(
+                k,
+                row,
+                v,
+                row,
+                k_cache,
+                v_cache,
+                slots,
+                inputs.num_tokens,
+                num_kv_heads,
+                head_dim,
+            )
+        });
         self.record("reshape_and_cache", r);
     }
 
@@ -534,20 +605,6 @@ impl Backend for CudaBackend {
         out: &mut DeviceBuffer<bf16>,
         dims: AttentionDims,
     ) {
-        // The engine refuses these at load (`engine_builder`); never compute
-        // them wrong. A window no sequence outgrows changes nothing.
-        let window_bites = dims.sliding_window.is_some_and(|w| inputs.max_seq_len > w);
-        if window_bites || dims.logit_softcap.is_some() {
-            self.record(
-                "paged_attention",
-                Err(CudaError::InvalidArgument {
-                    op: "paged_attention",
-                    message: "sliding windows and logit soft-capping are not implemented on CUDA"
-                        .into(),
-                }),
-            );
-            return;
-        }
         let shape = attention_shape(&dims);
         let mut att = self.attention.lock();
         let heads = (dims.num_heads, dims.num_kv_heads, dims.head_dim);
@@ -565,11 +622,15 @@ impl Backend for CudaBackend {
             );
             return;
         }
+        let (block_tables, max_blocks_per_seq) = match inputs.group_block_tables(dims.kv_group) {
+            Ok(t) => t,
+            Err(e) => return self.record("paged_attention", Err(e)),
+        };
         let meta = AttentionMetadata {
             query_start_loc: &inputs.query_start_loc,
             seq_lens: &inputs.seq_lens,
-            block_tables: &inputs.block_tables,
-            max_blocks_per_seq: inputs.max_blocks_per_seq,
+            block_tables,
+            max_blocks_per_seq,
             num_tokens: inputs.num_tokens,
             num_seqs: inputs.num_seqs,
             num_decodes: inputs.num_decodes,

@@ -35,8 +35,7 @@ pub struct ForwardBatch {
     pub block_tables: Vec<u32>,
     pub max_blocks_per_seq: usize,
     /// KV-cache groups 1.. of a hybrid model (`model::KvCacheLayout`), each
-    /// with its own slots and block tables; empty for one group (the only
-    /// layout the CUDA backend runs).
+    /// with its own slots and block tables; empty for one group.
     pub kv_groups: Vec<KvGroupBatch>,
     /// Bounds every `seq_len` (sizes the GPU's decode grid): the step's
     /// longest sequence, or the model's max length in a graph step, whose
@@ -165,6 +164,9 @@ pub struct InputLimits {
     pub max_tokens: usize,
     pub max_seqs: usize,
     pub max_blocks_per_seq: usize,
+    /// KV-cache groups of the model's layout (1 unless it is hybrid or
+    /// windowed): each has its own slots and block tables.
+    pub num_kv_groups: usize,
 }
 
 /// Shapes of the attention call.
@@ -358,9 +360,7 @@ pub trait Backend: Send + 'static {
         unreachable!("softcap is not implemented on {}", self.device_name())
     }
     /// Writes this step's K and V rows into KV-cache group `kv_group`'s
-    /// slots (`ForwardBatch::group_slot_mapping`). Backends with one block
-    /// table per sequence (CUDA) refuse multi-group layouts at load
-    /// (`engine_builder`), and any other group as an error of the step.
+    /// slots (`ForwardBatch::group_slot_mapping`).
     #[allow(clippy::too_many_arguments)]
     fn reshape_and_cache(
         &self,

@@ -43,6 +43,11 @@ pub struct AttentionShape {
     /// for a packed q, wider for a view into fused qkv).
     pub q_stride: usize,
     pub out_stride: usize,
+    /// The layer's sliding window (keys a token sees, itself included);
+    /// slots before a token's window are never read.
+    pub sliding_window: Option<usize>,
+    /// Gemma 2's `attn_logit_softcapping`: scores become `c·tanh(s / c)`.
+    pub logit_softcap: Option<f32>,
 }
 
 /// The decode path's partial results; allocate once for the largest batch
@@ -138,6 +143,14 @@ pub fn validate_attention(
         },
     )?;
     ensure(s.block_size > 0, op, || "block_size 0".into())?;
+    ensure(s.sliding_window != Some(0), op, || {
+        "sliding window 0".into()
+    })?;
+    ensure(
+        s.logit_softcap.is_none_or(|c| c.is_finite() && c > 0.0),
+        op,
+        || format!("logit soft-cap {:?} must be positive", s.logit_softcap),
+    )?;
     let row = s.num_heads * s.head_dim;
     for (name, stride) in [("q_stride", s.q_stride), ("out_stride", s.out_stride)] {
         ensure(stride >= row && stride.is_multiple_of(8), op, || {
@@ -329,6 +342,11 @@ pub fn attention_launches(
         heads_per_cta: 0,
         partition_size: 0,
         max_partitions: 0,
+        // A window past i32::MAX sees every key the kernels can index.
+        sliding_window: shape
+            .sliding_window
+            .map_or(0, |w| w.min(i32::MAX as usize) as i32),
+        softcap_log2: shape.logit_softcap.map_or(0.0, scale_log2),
     };
     let mut launches = Vec::new();
     if batch.num_tokens == 0 || batch.num_seqs == 0 {
@@ -400,6 +418,8 @@ mod tests {
             scale: 0.125,
             q_stride: 512,
             out_stride: 512,
+            sliding_window: None,
+            logit_softcap: None,
         }
     }
 

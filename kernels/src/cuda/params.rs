@@ -85,6 +85,10 @@ kernel_params! {
         heads_per_cta: i32,
         partition_size: i32,
         max_partitions: i32,
+        // Keys a token sees, itself included; 0: every key.
+        sliding_window: i32,
+        // The attention logit cap times log2(e); 0: no cap.
+        softcap_log2: f32,
     }
 
     /// `reshape_and_cache_*`.

@@ -13,7 +13,9 @@
 //      are summed by a fixed tree in shared memory (deterministic).
 // A sequence with one partition writes `out` directly; otherwise the
 // partition writes its normalized partial output, max and sum, and
-// paged_attention_reduce combines them.
+// paged_attention_reduce combines them. Partitions start at the first key
+// the token sees: key 0, or seq_len - W under a sliding window W (slots
+// before it are never read); a logit cap C maps s to C·tanh(s / C).
 //
 // Grid: x = num_kv_heads * ceil(group / heads_per_cta), y = num_seqs,
 // z = max_partitions. Dynamic shared memory (floats):
@@ -31,7 +33,7 @@ __device__ __forceinline__ void decode_attention(
     const T* __restrict__ v_cache, const u32* __restrict__ block_tables, int max_blocks_per_seq,
     const u32* __restrict__ query_start_loc, const u32* __restrict__ seq_lens, int num_heads,
     int num_kv_heads, int block_size, float scale_log2, int heads_per_cta, int partition_size,
-    int max_partitions) {
+    int max_partitions, int window, float softcap_log2) {
   static_assert(D % 16 == 0, "head size");
   constexpr int NV = D / 16;                   // 16-byte vectors per thread (2 threads per key)
   constexpr int SLOTS = D / 8;                 // 16-byte vectors per row
@@ -60,10 +62,11 @@ __device__ __forceinline__ void decode_attention(
         out[(size_t)q_start * out_stride + h0 * D + i] = from_float<T>(0.f);
     return;
   }
-  const int start = part * partition_size;
+  const int first = window > 0 ? max(0, ctx - window) : 0;
+  const int start = first + part * partition_size;
   if (start >= ctx) return;
   const int end = min(ctx, start + partition_size);
-  const int num_parts = (ctx + partition_size - 1) / partition_size;
+  const int num_parts = (ctx - first + partition_size - 1) / partition_size;
   if (num_parts > max_partitions) return;  // the host sized the grid too small: never read past tmp
   const u32* bt = block_tables + (size_t)seq * max_blocks_per_seq;
 
@@ -101,6 +104,7 @@ __device__ __forceinline__ void decode_attention(
           for (int e = 0; e < 8; ++e) acc += qg[e] * kf[e];
         }
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        if (softcap_log2 > 0.f) acc = softcap_log2 * tanhf(acc / softcap_log2);
         if (t < end && half == 0) work[g * partition_size + (t - start)] = valid ? acc : NEG_INF;
       }
     }
@@ -212,7 +216,7 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
                                               const float* __restrict__ tmp_sum,
                                               const u32* __restrict__ query_start_loc,
                                               const u32* __restrict__ seq_lens, int num_heads,
-                                              int partition_size, int max_partitions) {
+                                              int partition_size, int max_partitions, int window) {
   DYN_SMEM(u8, smem_raw);
   float* w = reinterpret_cast<float*>(smem_raw);
   __shared__ float scratch[32];
@@ -220,7 +224,8 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
   const int q_start = (int)query_start_loc[seq];
   if ((int)query_start_loc[seq + 1] - q_start != 1) return;
   const int ctx = (int)seq_lens[seq];
-  const int num_parts = (ctx + partition_size - 1) / partition_size;
+  const int span = window > 0 ? min(ctx, window) : ctx;  // as decode_attention partitions
+  const int num_parts = (span + partition_size - 1) / partition_size;
   if (num_parts <= 1 || num_parts > max_partitions) return;
   const size_t base = ((size_t)seq * num_heads + h) * max_partitions;
   float mx = NEG_INF;
@@ -249,12 +254,12 @@ __device__ __forceinline__ void decode_reduce(T* __restrict__ out, int out_strid
                            static_cast<const T*>(p.v_cache), p.block_tables, p.max_blocks_per_seq, \
                            p.query_start_loc, p.seq_lens, p.num_heads, p.num_kv_heads,              \
                            p.block_size, p.scale_log2, p.heads_per_cta, p.partition_size,           \
-                           p.max_partitions);                                                       \
+                           p.max_partitions, p.sliding_window, p.softcap_log2);                     \
   }                                                                                                 \
   KERNEL(paged_attention_reduce_##SUFFIX##_d##D, AttentionParams) {                                 \
     decode_reduce<T, D>(static_cast<T*>(p.out), p.out_stride, p.tmp_out, p.tmp_max, p.tmp_sum,      \
                         p.query_start_loc, p.seq_lens, p.num_heads, p.partition_size,               \
-                        p.max_partitions);                                                          \
+                        p.max_partitions, p.sliding_window);                                        \
   }
 
 // The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);

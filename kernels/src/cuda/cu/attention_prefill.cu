@@ -5,7 +5,11 @@
 // the block table into shared memory; S = Q·Kᵀ and O += P·V run on
 // mma.sync.m16n8k16 (bf16 or f16 inputs, f32 accumulators) with an online
 // softmax in the log2 domain. Causal: the query at position p sees keys 0..=p
-// of its own sequence, p = seq_len - query_len + row.
+// of its own sequence, p = seq_len - query_len + row; with a sliding window
+// W only keys p - W + 1..=p (key tiles wholly before the CTA's first window
+// are skipped, and slots before it are never read: the KV manager may have
+// freed their blocks). A logit cap C turns a scaled score s into
+// C·tanh(s / C) before the mask (Gemma 2).
 //
 // Grid: x = num_tokens / 64 + num_seqs (vLLM's varlen tile count, so it
 // depends only on host-known sizes), y = num_heads. CTA x belongs to the last
@@ -39,7 +43,8 @@ __device__ __forceinline__ void prefill_attention(
     const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const u32* __restrict__ block_tables, int max_blocks_per_seq,
     const u32* __restrict__ query_start_loc, const u32* __restrict__ seq_lens, int num_seqs,
-    int num_heads, int num_kv_heads, int block_size, float scale_log2, int skip_decodes) {
+    int num_heads, int num_kv_heads, int block_size, float scale_log2, int skip_decodes,
+    int window, float softcap_log2) {
   static_assert(D % 16 == 0 && BN % 16 == 0, "tile shapes");
   constexpr int STRIDE = D + 8;  // 16-byte row padding: ldmatrix rows hit distinct banks
   constexpr int DV = D / 8;      // 16-byte vectors per row
@@ -59,6 +64,8 @@ __device__ __forceinline__ void prefill_attention(
   if (pos0 < 0) return;          // malformed metadata: nothing sensible to attend to
   const int rows = min(PF_BM, q_len - row0);
   const int num_keys = pos0 + row0 + rows;  // last row attends keys 0..num_keys-1
+  // The CTA's first row sees no key before `first_key`; nor does any later row.
+  const int first_key = window > 0 ? max(0, pos0 + row0 + 1 - window) : 0;
   const int kv_head = head / (num_heads / num_kv_heads);
   const u32* bt = block_tables + (size_t)seq * max_blocks_per_seq;
 
@@ -77,14 +84,14 @@ __device__ __forceinline__ void prefill_attention(
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
 
-  for (int kv0 = 0; kv0 < num_keys; kv0 += BN) {
+  for (int kv0 = first_key / BN * BN; kv0 < num_keys; kv0 += BN) {
     __syncthreads();  // the previous tile is consumed (and Q is in place)
     for (int i = threadIdx.x; i < BN * DV; i += PF_THREADS) {
       const int r = i / DV, c = (i % DV) * 8;
       const int t = kv0 + r;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
       const int lb = t / block_size;
-      if (t < num_keys && lb < max_blocks_per_seq) {
+      if (t >= first_key && t < num_keys && lb < max_blocks_per_seq) {
         const size_t slot = (size_t)bt[lb] * block_size + t % block_size;
         const size_t off = (slot * num_kv_heads + kv_head) * D + c;
         kv = *reinterpret_cast<const uint4*>(k_cache + off);
@@ -112,7 +119,7 @@ __device__ __forceinline__ void prefill_attention(
       }
     }
 
-    // Mask (causal and tile end), then the online softmax update.
+    // Cap, mask (causal, window and tile end), then the online softmax update.
     float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
     for (int nt = 0; nt < BN / 8; ++nt) {
@@ -121,7 +128,8 @@ __device__ __forceinline__ void prefill_attention(
         const int key = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
         const int qp = qpos0 + (e >> 1) * 8;
         float v = s[nt][e] * scale_log2;
-        if (key > qp || key >= num_keys) v = NEG_INF;
+        if (softcap_log2 > 0.f) v = softcap_log2 * tanhf(v / softcap_log2);
+        if (key > qp || key >= num_keys || (window > 0 && key <= qp - window)) v = NEG_INF;
         s[nt][e] = v;
         mx[e >> 1] = fmaxf(mx[e >> 1], v);
       }
@@ -199,7 +207,7 @@ __device__ __forceinline__ void prefill_attention(
                                 static_cast<const T*>(p.v_cache), p.block_tables,                   \
                                 p.max_blocks_per_seq, p.query_start_loc, p.seq_lens, p.num_seqs,    \
                                 p.num_heads, p.num_kv_heads, p.block_size, p.scale_log2,            \
-                                p.skip_decodes);                                                    \
+                                p.skip_decodes, p.sliding_window, p.softcap_log2);                  \
   }
 
 // The host compiles one unit per head size (-DPAGODA_HEAD_DIM=128, ...);

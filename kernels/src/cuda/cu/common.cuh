@@ -153,7 +153,9 @@ __device__ __forceinline__ void ptx_ldmatrix_x4_trans(u32* r, u32 addr) {
 // addresses; `void*` ones point at the kernel instance's element type.
 
 // paged_attention_{prefill,decode,reduce}_*: prefill reads the first group,
-// decode and reduce the workspace and split fields as well.
+// decode and reduce the workspace and split fields as well. sliding_window:
+// keys a token sees, itself included (0: all); softcap_log2: Gemma 2's
+// attention logit cap times log2(e) (0: none), applied to the scaled score.
 struct AttentionParams {
   void* out;
   const void* q;
@@ -177,6 +179,8 @@ struct AttentionParams {
   int heads_per_cta;
   int partition_size;
   int max_partitions;
+  int sliding_window;
+  float softcap_log2;
 };
 struct ReshapeAndCacheParams {
   const u16* key;

@@ -38,6 +38,8 @@ static const PagodaEmuField kFields[] = {
     F(AttentionParams, heads_per_cta)
     F(AttentionParams, partition_size)
     F(AttentionParams, max_partitions)
+    F(AttentionParams, sliding_window)
+    F(AttentionParams, softcap_log2)
     F(ReshapeAndCacheParams, key)
     F(ReshapeAndCacheParams, value)
     F(ReshapeAndCacheParams, k_cache)
