@@ -208,9 +208,6 @@ fn warn_unvalidated_cuda() {
 #[cfg(feature = "cuda")]
 fn open_cuda(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
     use anyhow::Context as _;
-    if let Some(reason) = cuda_unsupported(dims) {
-        anyhow::bail!(reason);
-    }
     pagoda_kernels::cuda::CudaKernels::with_head_dims(0, &[dims.head_dim])
         .map(|k| ChosenDevice::Cuda(Box::new(k)))
         .context("cannot open CUDA device 0")
@@ -221,9 +218,6 @@ fn open_cuda(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
 #[cfg(feature = "cuda-emu")]
 fn open_cuda_emu(dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
     use anyhow::Context as _;
-    if let Some(reason) = cuda_unsupported(dims) {
-        anyhow::bail!(reason);
-    }
     tracing::warn!(
         "--device cuda-emu: the CUDA backend on the CPU emulator, a test device thousands of \
          times slower than --device cpu; not for serving"
@@ -242,19 +236,6 @@ fn open_cuda_emu(_dims: &ModelDims) -> anyhow::Result<ChosenDevice> {
     anyhow::bail!(
         "this build of Pagoda has no emulated CUDA device: it was built without the `cuda-emu` feature"
     )
-}
-
-/// Why the CUDA backend cannot run this model, if it cannot (checked
-/// before the GPU is opened, so `--device auto` falls back to the CPU).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn cuda_unsupported(dims: &ModelDims) -> Option<String> {
-    (dims.num_experts > 0).then(|| {
-        format!(
-            "the model is a mixture of experts ({} experts) and the CUDA backend has no \
-             fused-MoE path yet (routing kernel + grouped GEMMs); the CPU backend runs it",
-            dims.num_experts
-        )
-    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -304,8 +285,14 @@ fn build_cuda_runner(
     };
     let max_seqs = capture_sizes.iter().copied().fold(max_num_seqs, usize::max);
     let attn = plan.dims.attention_dims(plan.block_size);
+    let norm_style = if plan.source.config.variant.gemma_norms {
+        pagoda_kernels::cuda::NormStyle::Gemma
+    } else {
+        pagoda_kernels::cuda::NormStyle::Llama
+    };
     let backend = CudaBackend::new(kernels, attn, max_seqs, plan.max_model_len)
-        .load_context("cannot allocate the CUDA attention workspace")?;
+        .load_context("cannot allocate the CUDA attention workspace")?
+        .with_norm_style(norm_style);
     let utilization = plan.config.gpu_memory_utilization;
     let budget = match plan.config.kv_cache_memory {
         Some(bytes) => KvBudget::Bytes(bytes),
@@ -716,21 +703,6 @@ mod moe_device_tests {
     const MIXTRAL: &str = r#"{"architectures": ["MixtralForCausalLM"], "hidden_size": 32,
         "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
         "num_key_value_heads": 2, "num_local_experts": 4, "vocab_size": 64}"#;
-
-    fn dims(json: &str) -> ModelDims {
-        ModelDims::from_config(&crate::config::ModelConfig::from_hf_json_str(json).unwrap())
-    }
-
-    #[test]
-    fn only_mixtures_of_experts_are_kept_off_cuda() {
-        let why = cuda_unsupported(&dims(MIXTRAL)).unwrap();
-        assert!(
-            why.contains("fused-MoE") && why.contains("4 experts"),
-            "{why}"
-        );
-        let dense = MIXTRAL.replace("MixtralForCausalLM", "MistralForCausalLM");
-        assert!(cuda_unsupported(&dims(&dense)).is_none());
-    }
 
     /// `--device cuda` names the missing path whether or not a GPU is there
     /// (the check comes before the device is opened); `auto` runs on the CPU.

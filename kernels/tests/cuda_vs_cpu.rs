@@ -18,7 +18,7 @@ use pagoda_kernels::cuda::sampling::{bias_row, penalty_row, CsrRows};
 use pagoda_kernels::cuda::sampling_reference;
 use pagoda_kernels::cuda::{
     AttentionMetadata, AttentionShape, AttentionWorkspace, CudaDType, CudaKernels, CudaRope,
-    DeviceBuffer, SamplingTensors,
+    DeviceBuffer, NormStyle, SamplingTensors,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -140,7 +140,13 @@ fn opening_a_device_without_one_is_an_error_not_a_panic() {
     );
 }
 
-fn check_norms<T: CudaDType>(k: &CudaKernels) {
+/// The gain the CPU reference applies for `style` (the kernel gets `w`).
+fn gain(w: &[f32], style: NormStyle) -> Vec<f32> {
+    let offset = if style == NormStyle::Gemma { 1.0 } else { 0.0 };
+    w.iter().map(|&x| offset + x).collect()
+}
+
+fn check_norms<T: CudaDType>(k: &CudaKernels, style: NormStyle) {
     let mut r = rng(1);
     for (rows, dim) in [(1, 64), (7, 576), (33, 4096), (3, 5120)] {
         let x = round::<T>(&randn(&mut r, rows * dim, 2.0));
@@ -149,22 +155,22 @@ fn check_norms<T: CudaDType>(k: &CudaKernels) {
         let eps = 1e-6;
         // rms_norm
         let mut want = vec![0f32; rows * dim];
-        cpu::rms_norm(&x, &w, eps, &mut want);
+        cpu::rms_norm(&x, &gain(&w, style), eps, &mut want);
         let (xd, wd) = (up::<T>(k, &x), up::<T>(k, &w));
         let mut out = poisoned::<T>(k, rows * dim);
-        k.rms_norm(&xd, dim, &wd, &mut out, dim, rows, dim, eps)
+        k.rms_norm(&xd, dim, &wd, &mut out, dim, rows, dim, eps, style)
             .unwrap();
         assert_close(
-            &format!("rms_norm_{} {rows}x{dim}", T::SUFFIX),
+            &format!("rms_norm_{} {rows}x{dim} {style:?}", T::SUFFIX),
             &down(k, &out),
             &want,
             tol::<T>(),
         );
         // fused_add_rms_norm: residual += x; x = norm(residual)
         let (mut xw, mut rw) = (x.clone(), res.clone());
-        cpu::fused_add_rms_norm(&mut xw, &mut rw, &w, eps);
+        cpu::fused_add_rms_norm(&mut xw, &mut rw, &gain(&w, style), eps);
         let (mut xd, mut rd) = (up::<T>(k, &x), up::<T>(k, &res));
-        k.fused_add_rms_norm(&mut xd, &mut rd, &wd, rows, dim, eps)
+        k.fused_add_rms_norm(&mut xd, &mut rd, &wd, rows, dim, eps, style)
             .unwrap();
         assert_close(
             &format!("fused_add residual_{}", T::SUFFIX),
@@ -186,13 +192,14 @@ fn check_norms<T: CudaDType>(k: &CudaKernels) {
         let w = round::<T>(&randn(&mut r, head_dim, 1.0));
         let mut want = x.clone();
         for row in want.chunks_exact_mut(width) {
-            cpu::rms_norm_inplace(&mut row[head_dim..head_dim * (1 + per_row)], &w, 1e-6);
+            let slice = &mut row[head_dim..head_dim * (1 + per_row)];
+            cpu::rms_norm_inplace(slice, &gain(&w, style), 1e-6);
         }
         let mut xd = up::<T>(k, &x);
         let wd = up::<T>(k, &w);
         {
             let mut view = xd.slice_mut(head_dim..);
-            k.rms_norm_heads(&mut view, width, per_row, head_dim, &wd, rows, 1e-6)
+            k.rms_norm_heads(&mut view, width, per_row, head_dim, &wd, rows, 1e-6, style)
                 .unwrap();
         }
         assert_close(
@@ -207,9 +214,11 @@ fn check_norms<T: CudaDType>(k: &CudaKernels) {
 #[test]
 fn norms_match_cpu() {
     let Some(k) = gpu() else { return };
-    check_norms::<bf16>(&k);
-    check_norms::<f16>(&k);
-    check_norms::<f32>(&k);
+    for style in [NormStyle::Llama, NormStyle::Gemma] {
+        check_norms::<bf16>(&k, style);
+        check_norms::<f16>(&k, style);
+        check_norms::<f32>(&k, style);
+    }
 }
 
 fn check_rotary<T: CudaDType>(k: &CudaKernels) {
@@ -296,6 +305,24 @@ fn check_elementwise<T: CudaDType>(k: &CudaKernels) {
             &want,
             tol::<T>(),
         );
+        let mut want = vec![0f32; rows * d];
+        cpu::gelu_tanh_and_mul(&x, &mut want, d);
+        k.gelu_tanh_and_mul(&xd, &mut out, rows, d).unwrap();
+        assert_close(
+            &format!("gelu_tanh_and_mul_{} {rows}x{d}", T::SUFFIX),
+            &down(k, &out),
+            &want,
+            tol::<T>(),
+        );
+        // Gemma's embedding scale and final logit cap, in place.
+        let (mut scaled, mut capped) = (up::<T>(k, &x), up::<T>(k, &x));
+        k.scale(&mut scaled, x.len(), 11.3137).unwrap();
+        k.softcap(&mut capped, x.len(), 3.0).unwrap();
+        let want: Vec<f32> = x.iter().map(|v| v * 11.3137).collect();
+        assert_close("scale", &down(k, &scaled), &want, tol::<T>());
+        let mut want = x.clone();
+        cpu::softcap_inplace(&mut want, 3.0);
+        assert_close("softcap", &down(k, &capped), &want, tol::<T>());
 
         let b = round::<T>(&randn(&mut r, 2 * d, 1.0));
         let mut want = x.clone();
@@ -1020,7 +1047,8 @@ mod emulated {
     fn norms_rotary_and_elementwise_match_cpu() {
         let k = emu();
         assert!(k.is_emulated());
-        check_norms::<bf16>(&k);
+        check_norms::<bf16>(&k, NormStyle::Llama);
+        check_norms::<bf16>(&k, NormStyle::Gemma);
         check_rotary::<bf16>(&k);
         check_elementwise::<bf16>(&k);
         check_elementwise::<f32>(&k);
@@ -1108,7 +1136,8 @@ mod emulated {
         let mut y = k.alloc_zeros::<f32>(rows * n).unwrap();
         let run =
             |x: &DeviceBuffer<bf16>, h: &mut DeviceBuffer<bf16>, y: &mut DeviceBuffer<f32>| {
-                k.rms_norm(x, dim, &w, h, dim, rows, dim, 1e-6).unwrap();
+                k.rms_norm(x, dim, &w, h, dim, rows, dim, 1e-6, NormStyle::Llama)
+                    .unwrap();
                 k.matmul(h, &lin, y, rows, dim, n).unwrap();
             };
         k.begin_capture().unwrap();
@@ -1178,7 +1207,7 @@ mod emulated {
             ..EmuConfig::default()
         })
         .unwrap();
-        check_norms::<bf16>(&k);
+        check_norms::<bf16>(&k, NormStyle::Gemma);
         let mixed: &[(usize, usize)] = &[(5, 5), (1, 17), (1, 700)];
         check_attention::<bf16>(&k, 12, 4, 1, 128, 16, mixed, None);
     }

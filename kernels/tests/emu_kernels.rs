@@ -476,7 +476,13 @@ fn sliding_window_and_softcap_on_every_path() {
 
 // ---- row-wise kernels ---------------------------------------------------------------
 
-fn check_norms<T: CudaDType>(seed: u64) {
+/// The gain the CPU reference applies: `w`, or Gemma's `1 + w` (the kernel
+/// gets `w` and the flag).
+fn gain(w: &[f32], gemma: bool) -> Vec<f32> {
+    w.iter().map(|&x| if gemma { 1.0 + x } else { x }).collect()
+}
+
+fn check_norms<T: CudaDType>(seed: u64, gemma: bool) {
     let mut r = rng(seed);
     for (i, (rows, dim)) in [(1, 64), (3, 576), (2, 1000)].into_iter().enumerate() {
         for order in orders(seed + i as u64) {
@@ -485,7 +491,7 @@ fn check_norms<T: CudaDType>(seed: u64) {
             let w = round::<T>(&randn(&mut r, dim, 1.0));
             let eps = 1e-6;
             let mut want = vec![0f32; rows * dim];
-            cpu::rms_norm(&x, &w, eps, &mut want);
+            cpu::rms_norm(&x, &gain(&w, gemma), eps, &mut want);
             let (xd, wd) = (to_t::<T>(&x), to_t::<T>(&w));
             let mut out = nan::<T>(rows * dim);
             let p = RmsNormParams {
@@ -496,14 +502,15 @@ fn check_norms<T: CudaDType>(seed: u64) {
                 x_stride: dim as i32,
                 dim: dim as i32,
                 eps,
+                gemma: gemma as i32,
             };
             let shape = rows_shape(rows, dim, ROW_THREADS);
             run(&format!("rms_norm_{}", T::SUFFIX), &shape, order, &p);
-            let what = format!("rms_norm_{} {rows}x{dim}", T::SUFFIX);
+            let what = format!("rms_norm_{} {rows}x{dim} gemma {gemma}", T::SUFFIX);
             assert_close(&what, &to_f32(&out), &want, tol::<T>());
 
             let (mut xw, mut rw) = (x.clone(), res.clone());
-            cpu::fused_add_rms_norm(&mut xw, &mut rw, &w, eps);
+            cpu::fused_add_rms_norm(&mut xw, &mut rw, &gain(&w, gemma), eps);
             let (mut xd, mut rd) = (to_t::<T>(&x), to_t::<T>(&res));
             let p = FusedAddRmsNormParams {
                 x: mptr(&mut xd),
@@ -511,6 +518,7 @@ fn check_norms<T: CudaDType>(seed: u64) {
                 weight: ptr(&wd),
                 dim: dim as i32,
                 eps,
+                gemma: gemma as i32,
             };
             run(
                 &format!("fused_add_rms_norm_{}", T::SUFFIX),
@@ -531,7 +539,8 @@ fn check_norms<T: CudaDType>(seed: u64) {
         let w = round::<T>(&randn(&mut r, head_dim, 1.0));
         let mut want = x.clone();
         for row in want.chunks_exact_mut(width) {
-            cpu::rms_norm_inplace(&mut row[head_dim..head_dim * (1 + per_row)], &w, 1e-6);
+            let slice = &mut row[head_dim..head_dim * (1 + per_row)];
+            cpu::rms_norm_inplace(slice, &gain(&w, gemma), 1e-6);
         }
         let (mut xd, wd) = (to_t::<T>(&x), to_t::<T>(&w));
         let p = RmsNormHeadsParams {
@@ -542,6 +551,7 @@ fn check_norms<T: CudaDType>(seed: u64) {
             dim: head_dim as i32,
             num_sub_rows: (rows * per_row) as i32,
             eps: 1e-6,
+            gemma: gemma as i32,
         };
         let name = format!("rms_norm_heads_{}", T::SUFFIX);
         run(&name, &warp_rows_shape(rows * per_row), order, &p);
@@ -551,9 +561,11 @@ fn check_norms<T: CudaDType>(seed: u64) {
 
 #[test]
 fn norms_match_cpu() {
-    check_norms::<bf16>(10);
-    check_norms::<f16>(20);
-    check_norms::<f32>(30);
+    for gemma in [false, true] {
+        check_norms::<bf16>(10, gemma);
+        check_norms::<f16>(20, gemma);
+        check_norms::<f32>(30, gemma);
+    }
 }
 
 fn check_rotary<T: CudaDType>(seed: u64) {
@@ -655,6 +667,32 @@ fn check_elementwise<T: CudaDType>(seed: u64) {
         let name = format!("silu_and_mul_{}", T::SUFFIX);
         run(&name, &rows_shape(rows, d, ROW_THREADS), order, &p);
         assert_close(&name, &to_f32(&out), &want, tol::<T>());
+
+        let mut want = vec![0f32; rows * d];
+        cpu::gelu_tanh_and_mul(&x, &mut want, d);
+        let name = format!("gelu_tanh_and_mul_{}", T::SUFFIX);
+        run(&name, &rows_shape(rows, d, ROW_THREADS), order, &p);
+        assert_close(&name, &to_f32(&out), &want, tol::<T>());
+
+        // Gemma's embedding scale and final logit cap, in place.
+        let n = rows * 2 * d;
+        for (op, value) in [("scale", 11.3137f32), ("softcap", 3.0)] {
+            let mut want = x.clone();
+            if op == "scale" {
+                want.iter_mut().for_each(|v| *v *= value);
+            } else {
+                cpu::softcap_inplace(&mut want, value);
+            }
+            let mut xd = to_t::<T>(&x);
+            let p = ScalarMapParams {
+                x: mptr(&mut xd),
+                n: n as u64,
+                value,
+            };
+            let name = format!("{op}_{}", T::SUFFIX);
+            run(&name, &elementwise_shape(n), order, &p);
+            assert_close(&name, &to_f32(&xd), &want, tol::<T>());
+        }
 
         let bias = round::<T>(&randn(&mut r, 2 * d, 1.0));
         let mut want = x.clone();
@@ -1147,6 +1185,7 @@ fn sanitizer_sees_a_read_past_a_buffer() {
         x_stride: dim as i32,
         dim: dim as i32,
         eps: 1e-6,
+        gemma: 0,
     };
     run(
         "rms_norm_bf16",

@@ -18,8 +18,8 @@ use half::bf16;
 use pagoda_kernels::cpu::RotaryCache;
 use pagoda_kernels::cuda::{
     AttentionMetadata, AttentionShape, AttentionWorkspace, CsrRows, CudaError, CudaKernels,
-    CudaRope, DeviceBuffer, DeviceGraph, DeviceMem, DeviceMemMut, DeviceRepr, SamplingTensors,
-    ValidAsZeroBits,
+    CudaRope, DeviceBuffer, DeviceGraph, DeviceMem, DeviceMemMut, DeviceRepr, NormStyle,
+    SamplingTensors, ValidAsZeroBits,
 };
 use parking_lot::Mutex;
 
@@ -103,6 +103,8 @@ pub struct CudaBackend {
     /// The first failure of an op since the last fallible call, with its
     /// cause.
     error: Mutex<Option<anyhow::Error>>,
+    /// How every RMSNorm of the model applies its gain.
+    norm_style: NormStyle,
 }
 
 impl CudaBackend {
@@ -125,7 +127,17 @@ impl CudaBackend {
             }),
             sampling_logits: Mutex::new(None),
             error: Mutex::new(None),
+            norm_style: NormStyle::Llama,
         })
+    }
+
+    /// The model's RMSNorm gains: Gemma's `1 + w` (added in the kernels, the
+    /// weights loaded as stored) or Llama's `w`.
+    pub fn with_norm_style(self, style: NormStyle) -> Self {
+        Self {
+            norm_style: style,
+            ..self
+        }
     }
 
     pub fn kernels(&self) -> &CudaKernels {
@@ -268,6 +280,24 @@ impl Backend for CudaBackend {
     }
 
     /// Uploaded as bf16 (blocks dequantized on the host first).
+    fn load_norm_weight(
+        &self,
+        tensor: HostTensor,
+        gemma: bool,
+    ) -> anyhow::Result<DeviceBuffer<bf16>> {
+        let want = if gemma {
+            NormStyle::Gemma
+        } else {
+            NormStyle::Llama
+        };
+        anyhow::ensure!(
+            want == self.norm_style,
+            "a {want:?}-style norm weight on a backend built for {:?} norms",
+            self.norm_style
+        );
+        self.load_weight(tensor)
+    }
+
     fn load_matrix(&self, parts: Vec<HostTensor>) -> anyhow::Result<DeviceBuffer<bf16>> {
         self.upload(&HostTensor::concat_rows(parts).to_bf16())
     }
@@ -465,7 +495,7 @@ impl Backend for CudaBackend {
     ) {
         let r = self
             .kernels
-            .rms_norm(x, dim, weight, out, dim, rows, dim, eps);
+            .rms_norm(x, dim, weight, out, dim, rows, dim, eps, self.norm_style);
         self.record("rms_norm", r);
     }
 
@@ -478,9 +508,9 @@ impl Backend for CudaBackend {
         dim: usize,
         eps: f32,
     ) {
-        let r = self
-            .kernels
-            .fused_add_rms_norm(x, residual, weight, rows, dim, eps);
+        let r =
+            self.kernels
+                .fused_add_rms_norm(x, residual, weight, rows, dim, eps, self.norm_style);
         self.record("fused_add_rms_norm", r);
     }
 
@@ -494,7 +524,7 @@ impl Backend for CudaBackend {
     ) {
         let r = self
             .kernels
-            .rms_norm_heads(x, dim, 1, dim, weight, rows, eps);
+            .rms_norm_heads(x, dim, 1, dim, weight, rows, eps, self.norm_style);
         self.record("rms_norm_inplace", r);
     }
 
@@ -546,6 +576,27 @@ impl Backend for CudaBackend {
     ) {
         let r = self.kernels.silu_and_mul(x, out, rows, intermediate);
         self.record("silu_and_mul", r);
+    }
+
+    fn gelu_tanh_and_mul(
+        &self,
+        x: &DeviceBuffer<bf16>,
+        out: &mut DeviceBuffer<bf16>,
+        rows: usize,
+        intermediate: usize,
+    ) {
+        let r = self.kernels.gelu_tanh_and_mul(x, out, rows, intermediate);
+        self.record("gelu_tanh_and_mul", r);
+    }
+
+    fn scale(&self, x: &mut DeviceBuffer<bf16>, len: usize, factor: f32) {
+        let r = self.kernels.scale(x, len, factor);
+        self.record("scale", r);
+    }
+
+    fn softcap(&self, x: &mut DeviceBuffer<bf16>, len: usize, cap: f32) {
+        let r = self.kernels.softcap(x, len, cap);
+        self.record("softcap", r);
     }
 
     /// No fused-MoE kernels yet (`engine_builder` refuses MoE models on

@@ -218,6 +218,21 @@ pub trait Backend: Send + 'static {
 
     /// A small dense tensor (norm weights, biases) in the element type.
     fn load_weight(&self, tensor: HostTensor) -> anyhow::Result<Self::Tensor>;
+    /// An RMSNorm gain. A Gemma checkpoint stores `w` for a gain of
+    /// `1 + w`: by default the sum is taken here, in f32 (exact for the CPU's
+    /// f32 norms); a backend whose norm kernels add the 1 themselves (CUDA,
+    /// so a bf16 `w` keeps its bits) keeps `w`.
+    fn load_norm_weight(&self, tensor: HostTensor, gemma: bool) -> anyhow::Result<Self::Tensor> {
+        if !gemma {
+            return self.load_weight(tensor);
+        }
+        let shape = tensor.shape.clone();
+        let shifted = tensor.to_f32().into_iter().map(|w| 1.0 + w).collect();
+        self.load_weight(HostTensor {
+            shape,
+            data: crate::weights::TensorData::F32(shifted),
+        })
+    }
     /// A weight matrix stacked row-wise from `parts` (q/k/v, gate/up: one
     /// matmul for what the checkpoint stores apart; parts may differ in
     /// format).
@@ -336,29 +351,17 @@ pub trait Backend: Send + 'static {
         intermediate: usize,
     );
     /// `out = gelu_tanh(x[:, :inter]) * x[:, inter:]` (Gemma's GeGLU).
-    /// Backends without it refuse such models at load
-    /// (`engine_builder::cuda_unsupported`), so this default is never reached.
     fn gelu_tanh_and_mul(
         &self,
-        _x: &Self::Tensor,
-        _out: &mut Self::Tensor,
-        _rows: usize,
-        _intermediate: usize,
-    ) {
-        unreachable!(
-            "gelu_tanh_and_mul is not implemented on {}",
-            self.device_name()
-        )
-    }
-    /// `x[..len] *= factor` (Gemma's embedding scale); see `gelu_tanh_and_mul`.
-    fn scale(&self, _x: &mut Self::Tensor, _len: usize, _factor: f32) {
-        unreachable!("scale is not implemented on {}", self.device_name())
-    }
-    /// `x[..len] = cap * tanh(x / cap)` (Gemma 2's final logit
-    /// soft-capping); see `gelu_tanh_and_mul`.
-    fn softcap(&self, _x: &mut Self::Tensor, _len: usize, _cap: f32) {
-        unreachable!("softcap is not implemented on {}", self.device_name())
-    }
+        x: &Self::Tensor,
+        out: &mut Self::Tensor,
+        rows: usize,
+        intermediate: usize,
+    );
+    /// `x[..len] *= factor` (Gemma's embedding scale).
+    fn scale(&self, x: &mut Self::Tensor, len: usize, factor: f32);
+    /// `x[..len] = cap * tanh(x / cap)` (Gemma 2's final logit soft-capping).
+    fn softcap(&self, x: &mut Self::Tensor, len: usize, cap: f32);
     /// Writes this step's K and V rows into KV-cache group `kv_group`'s
     /// slots (`ForwardBatch::group_slot_mapping`).
     #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,7 @@
 //! The Gemma 2/3 parts of the shared decoder that are plain numbers: the
-//! attention scale and the embedding factor. (Norm offsets are applied at
-//! load in `weights.rs`; windows, soft-capping and GeGLU are kernel options.)
+//! attention scale and the embedding factor. (The `1 + w` norm gains are
+//! `Backend::load_norm_weight`'s; windows, soft-capping and GeGLU are
+//! kernel options.)
 
 use crate::config::ModelConfig;
 

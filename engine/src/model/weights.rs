@@ -5,7 +5,7 @@ use super::ModelDims;
 use crate::backend::moe::MoeWeights;
 use crate::backend::Backend;
 use crate::config::{ExpertNames, ModelConfig, MoeConfig};
-use crate::weights::{HostTensor, TensorData, WeightSource};
+use crate::weights::{HostTensor, WeightSource};
 use anyhow::Context;
 
 pub struct LayerWeights<B: Backend> {
@@ -236,27 +236,11 @@ impl<B: Backend> TensorLoader<'_, B> {
         }
     }
 
-    /// An RMSNorm gain: Gemma stores `w` for `norm(x) * (1 + w)`, so its
-    /// gains are shifted to `1 + w` here (in f32, as transformers adds).
+    /// An RMSNorm gain: Gemma stores `w` for `norm(x) * (1 + w)`; the
+    /// backend adds the 1 (`Backend::load_norm_weight`).
     fn upload_norm(&self, suffix: &str, dim: usize, gemma: bool) -> anyhow::Result<B::Tensor> {
-        if !gemma {
-            return self.upload(suffix, &[dim]);
-        }
-        let shifted = self
-            .get(suffix, &[dim])?
-            .to_f32()
-            .into_iter()
-            .map(|w| 1.0 + w)
-            .collect();
-        self.backend.load_weight(HostTensor {
-            shape: vec![dim],
-            data: TensorData::F32(shifted),
-        })
-    }
-
-    /// The tensor `prefix.suffix` on the device.
-    fn upload(&self, suffix: &str, shape: &[usize]) -> anyhow::Result<B::Tensor> {
-        self.backend.load_weight(self.get(suffix, shape)?)
+        self.backend
+            .load_norm_weight(self.get(suffix, &[dim])?, gemma)
     }
 
     /// Stacks bias `parts` (name, shape) into one device tensor, so one add

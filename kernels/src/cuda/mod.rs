@@ -45,6 +45,7 @@ pub use device::{device_count, CudaKernels, DeviceInfo};
 pub use dtype::{kernel_name, CudaDType, Half16};
 pub use error::CudaError;
 pub use graphs::DeviceGraph;
+pub use norm::NormStyle;
 pub use rotary::CudaRope;
 pub use sampling::{CsrRows, SamplingTensors};
 

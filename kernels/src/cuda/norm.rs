@@ -9,6 +9,23 @@ use super::params::{FusedAddRmsNormParams, RmsNormHeadsParams, RmsNormParams};
 use super::sources::{unit_name, NORM};
 use super::{to_i32, CudaDType, CudaError, CudaKernels};
 
+/// How an RMSNorm's gain applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NormStyle {
+    /// `w * T(x·r)`: HF rounds the normalized value before the gain.
+    #[default]
+    Llama,
+    /// `T(x·r·(1 + w))` in f32, one rounding: Gemma's norms, whose
+    /// checkpoints store `w` (kept as is, so a bf16 gain loses nothing).
+    Gemma,
+}
+
+impl NormStyle {
+    fn flag(self) -> i32 {
+        (self == NormStyle::Gemma) as i32
+    }
+}
+
 fn need(
     op: &'static str,
     name: &str,
@@ -30,7 +47,7 @@ fn need(
 }
 
 impl CudaKernels {
-    /// `out[r] = x[r] * rsqrt(mean(x[r]²) + eps) * weight`.
+    /// `out[r] = x[r] * rsqrt(mean(x[r]²) + eps) * weight` (gain per `style`).
     #[allow(clippy::too_many_arguments)]
     pub fn rms_norm<T: CudaDType>(
         &self,
@@ -42,6 +59,7 @@ impl CudaKernels {
         rows: usize,
         dim: usize,
         eps: f32,
+        style: NormStyle,
     ) -> Result<(), CudaError> {
         let op = "rms_norm";
         need(op, "x", x.len(), rows, x_stride, dim)?;
@@ -69,12 +87,14 @@ impl CudaKernels {
             x_stride: xs,
             dim: d,
             eps,
+            gemma: style.flag(),
         };
         self.launch_kernel(&f, &rows_shape(rows, dim, ROW_THREADS), &params)
     }
 
     /// vLLM's fused residual add: `residual += x; x = rms_norm(residual) * weight`
     /// (rows of `dim`, packed).
+    #[allow(clippy::too_many_arguments)]
     pub fn fused_add_rms_norm<T: CudaDType>(
         &self,
         x: &mut impl DeviceMemMut<T>,
@@ -83,6 +103,7 @@ impl CudaKernels {
         rows: usize,
         dim: usize,
         eps: f32,
+        style: NormStyle,
     ) -> Result<(), CudaError> {
         let op = "fused_add_rms_norm";
         need(op, "x", x.len(), rows, dim, dim)?;
@@ -108,6 +129,7 @@ impl CudaKernels {
             weight: w_p,
             dim: d,
             eps,
+            gemma: style.flag(),
         };
         self.launch_kernel(&f, &rows_shape(rows, dim, ROW_THREADS), &params)
     }
@@ -126,6 +148,7 @@ impl CudaKernels {
         weight: &impl DeviceMem<T>,
         rows: usize,
         eps: f32,
+        style: NormStyle,
     ) -> Result<(), CudaError> {
         let op = "rms_norm_heads";
         need(op, "x", x.len(), rows, row_stride, per_row * dim)?;
@@ -157,6 +180,7 @@ impl CudaKernels {
             dim: d,
             num_sub_rows: n,
             eps,
+            gemma: style.flag(),
         };
         self.launch_kernel(&f, &warp_rows_shape(sub_rows), &params)
     }

@@ -112,6 +112,8 @@ kernel_params! {
         x_stride: i32,
         dim: i32,
         eps: f32,
+        // 1: Gemma's gain, T(x * r * (1 + w)).
+        gemma: i32,
     }
 
     /// `fused_add_rms_norm_*`.
@@ -121,6 +123,8 @@ kernel_params! {
         weight: DevPtr,
         dim: i32,
         eps: f32,
+        // 1: Gemma's gain, T(x * r * (1 + w)).
+        gemma: i32,
     }
 
     /// `rms_norm_heads_*`.
@@ -132,6 +136,8 @@ kernel_params! {
         dim: i32,
         num_sub_rows: i32,
         eps: f32,
+        // 1: Gemma's gain, T(x * r * (1 + w)).
+        gemma: i32,
     }
 
     /// `rotary_embedding_*`.
@@ -176,6 +182,13 @@ kernel_params! {
         v: DevPtr,
         q_dim: i32,
         kv_dim: i32,
+    }
+
+    /// `scale_*` (value: the factor), `softcap_*` (value: the cap).
+    pub struct ScalarMapParams {
+        x: DevPtr,
+        n: u64,
+        value: f32,
     }
 
     /// `add_bias_*`.

@@ -200,6 +200,7 @@ struct RmsNormParams {
   int x_stride;
   int dim;
   float eps;
+  int gemma;
 };
 struct FusedAddRmsNormParams {
   void* x;
@@ -207,6 +208,7 @@ struct FusedAddRmsNormParams {
   const void* weight;
   int dim;
   float eps;
+  int gemma;
 };
 struct RmsNormHeadsParams {
   void* x;
@@ -216,6 +218,7 @@ struct RmsNormHeadsParams {
   int dim;
   int num_sub_rows;
   float eps;
+  int gemma;
 };
 struct RotaryParams {
   const u32* positions;
@@ -252,6 +255,12 @@ struct SplitQkvParams {
   u16* v;
   int q_dim;
   int kv_dim;
+};
+// scale_* (value: the factor) and softcap_* (value: the cap), over n elements.
+struct ScalarMapParams {
+  void* x;
+  u64 n;
+  float value;
 };
 struct AddBiasParams {
   void* x;

@@ -4,6 +4,8 @@
 //                       (the normalized value is that of the rounded residual,
 //                       which is what the next layer reads)
 //   rms_norm_heads:     in place over sub-rows of `dim` (Qwen3's per-head q/k norm)
+// With `gemma` set, each applies Gemma's gain instead: T(x * r * (1 + w)), in
+// f32 with one rounding (HF's Gemma RMSNorm; the checkpoint stores w).
 // Grid for the first two: one CTA per row. Reductions have a fixed order.
 #include "common.cuh"
 
@@ -15,8 +17,14 @@ __device__ __forceinline__ T norm_scale(float v, float r, T w) {
 }
 
 template <typename T>
+__device__ __forceinline__ T norm_apply(float v, float r, T w, int gemma) {
+  return gemma ? from_float<T>(v * r * (1.f + to_float(w))) : norm_scale<T>(v, r, w);
+}
+
+template <typename T>
 __device__ __forceinline__ void rms_norm_impl(T* __restrict__ out, int out_stride, const T* __restrict__ x,
-                                              int x_stride, const T* __restrict__ w, float eps, int dim) {
+                                              int x_stride, const T* __restrict__ w, float eps, int dim,
+                                              int gemma) {
   __shared__ float scratch[32];
   const T* xr = x + (size_t)blockIdx.x * x_stride;
   T* orow = out + (size_t)blockIdx.x * out_stride;
@@ -26,12 +34,12 @@ __device__ __forceinline__ void rms_norm_impl(T* __restrict__ out, int out_strid
     ss += v * v;
   }
   const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = norm_scale<T>(to_float(xr[i]), r, w[i]);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = norm_apply<T>(to_float(xr[i]), r, w[i], gemma);
 }
 
 template <typename T>
 __device__ __forceinline__ void fused_add_rms_norm_impl(T* x, T* residual, const T* __restrict__ w, float eps,
-                                                        int dim) {
+                                                        int dim, int gemma) {
   __shared__ float scratch[32];
   T* xr = x + (size_t)blockIdx.x * dim;
   T* rr = residual + (size_t)blockIdx.x * dim;
@@ -44,13 +52,14 @@ __device__ __forceinline__ void fused_add_rms_norm_impl(T* x, T* residual, const
   }
   const float r = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
   // Each thread re-reads only the elements it wrote itself.
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = norm_scale<T>(to_float(rr[i]), r, w[i]);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = norm_apply<T>(to_float(rr[i]), r, w[i], gemma);
 }
 
 // One warp per sub-row: sub-row i is at x + (i / per_row) * row_stride + (i % per_row) * dim.
 template <typename T>
 __device__ __forceinline__ void rms_norm_heads_impl(T* x, int row_stride, int per_row, int dim,
-                                                    const T* __restrict__ w, float eps, int num_sub_rows) {
+                                                    const T* __restrict__ w, float eps, int num_sub_rows,
+                                                    int gemma) {
   const int i = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (i >= num_sub_rows) return;
@@ -61,21 +70,21 @@ __device__ __forceinline__ void rms_norm_heads_impl(T* x, int row_stride, int pe
     ss += v * v;
   }
   const float r = rsqrtf(warp_sum(ss) / (float)dim + eps);
-  for (int e = lane; e < dim; e += WARP_SIZE) p[e] = norm_scale<T>(to_float(p[e]), r, w[e]);
+  for (int e = lane; e < dim; e += WARP_SIZE) p[e] = norm_apply<T>(to_float(p[e]), r, w[e], gemma);
 }
 
 #define NORM_KERNELS(SUFFIX, T)                                                                    \
   KERNEL(rms_norm_##SUFFIX, RmsNormParams) {                                                      \
     rms_norm_impl<T>(static_cast<T*>(p.out), p.out_stride, static_cast<const T*>(p.x), p.x_stride, \
-                     static_cast<const T*>(p.weight), p.eps, p.dim);                             \
+                     static_cast<const T*>(p.weight), p.eps, p.dim, p.gemma);                    \
   }                                                                                              \
   KERNEL(fused_add_rms_norm_##SUFFIX, FusedAddRmsNormParams) {                                    \
     fused_add_rms_norm_impl<T>(static_cast<T*>(p.x), static_cast<T*>(p.residual),                \
-                               static_cast<const T*>(p.weight), p.eps, p.dim);                   \
+                               static_cast<const T*>(p.weight), p.eps, p.dim, p.gemma);          \
   }                                                                                              \
   KERNEL(rms_norm_heads_##SUFFIX, RmsNormHeadsParams) {                                           \
     rms_norm_heads_impl<T>(static_cast<T*>(p.x), p.row_stride, p.per_row, p.dim,                 \
-                           static_cast<const T*>(p.weight), p.eps, p.num_sub_rows);              \
+                           static_cast<const T*>(p.weight), p.eps, p.num_sub_rows, p.gemma);     \
   }
 
 NORM_KERNELS(bf16, bf16_t)
