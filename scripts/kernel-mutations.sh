@@ -31,6 +31,10 @@ mutations=(
   "split-K reduce weight without the partition's sum@@attention_decode.cu@@const float wi = tmp_sum[base + i] * fast_exp2(tmp_max[base + i] - b);@@const float wi = fast_exp2(tmp_max[base + i] - b);"
   "dropped __syncthreads before the decode tree reuses smem@@attention_decode.cu@@  __syncthreads();  // \`work\` is reused below@@  // barrier dropped"
   "decode group offset ignores the KV head@@attention_decode.cu@@const int h0 = kv_head * group + chunk * heads_per_cta;@@const int h0 = chunk * heads_per_cta;"
+  "GeGLU tanh argument without the cubic term@@activation.cu@@return 0.5f * g * (1.f + tanhf(inner));@@return 0.5f * g * (1.f + tanhf(0.7978845608028654f * g));"
+  "final soft-cap without dividing by the cap@@activation.cu@@x[i] = from_float<T>(tanhf(to_float(x[i]) / cap) * cap);@@x[i] = from_float<T>(tanhf(to_float(x[i])) * cap);"
+  "Gemma gain 1 + w rounded to the element type first@@norm.cu@@return gemma ? from_float<T>(v * r * (1.f + to_float(w)))@@return gemma ? norm_scale<T>(v, r, from_float<T>(1.f + to_float(w)))"
+  "Gemma norm rounds before the gain@@norm.cu@@return gemma ? from_float<T>(v * r * (1.f + to_float(w)))@@return gemma ? from_float<T>(to_float(from_float<T>(v * r)) * (1.f + to_float(w)))"
   "reshape_and_cache writes the previous token's slot@@cache.cu@@const i64 slot = slot_mapping[t];@@const i64 slot = slot_mapping[t > 0 ? t - 1 : 0];"
   "decode drops each partition's last key@@attention_decode.cu@@const int end = min(ctx, start + partition_size);@@const int end = min(ctx, start + partition_size) - 1;"
   "RMSNorm mean over dim - 1@@norm.cu@@/ (float)dim + eps);
