@@ -241,7 +241,8 @@ fn moe_fixtures_as_gguf_match_hf_transformers() {
 /// and gate+up `ffn_up`, LongRoPE factors as tensors): the loader must undo
 /// it all and give HF's tokens, over prompts longer than each window. The
 /// Gemma fixtures have `query_pre_attn_scalar == head_dim`, the scale
-/// llama.cpp assumes.
+/// llama.cpp assumes. One is also split in three shards (`gguf-split`'s
+/// layout) and loaded from its first shard and from its folder.
 #[test]
 fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
     let tmp = std::env::temp_dir().join(format!("pagoda-gemma-gguf-{}", std::process::id()));
@@ -264,12 +265,23 @@ fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
         } else {
             gguf_export::convert_gemma_fixture(&model_dir, &gguf);
         }
-        let handle = engine_for(gguf, CpuMatmul::Exact, KvCacheDtype::Float32);
-        match compare(&golden, &handle, &EXACT) {
-            Ok(()) => eprintln!("{name} (GGUF): matches HF"),
-            Err(e) => failures.push(format!("{name} (GGUF): {e}")),
+        let mut paths = vec![("GGUF", gguf.clone())];
+        if name == "phi3_window8_bf16" {
+            // The same file split in three (gguf-split's layout): opened from
+            // its first shard, and from a folder holding only the shards.
+            let shards = tmp.join("split");
+            std::fs::create_dir_all(&shards).unwrap();
+            let first = gguf_export::split_gguf(&gguf, &shards, 3);
+            paths.extend([("split GGUF", first), ("split GGUF folder", shards)]);
         }
-        handle.shutdown();
+        for (what, path) in paths {
+            let handle = engine_for(path, CpuMatmul::Exact, KvCacheDtype::Float32);
+            match compare(&golden, &handle, &EXACT) {
+                Ok(()) => eprintln!("{name} ({what}): matches HF"),
+                Err(e) => failures.push(format!("{name} ({what}): {e}")),
+            }
+            handle.shutdown();
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
     assert_no_mismatches(&failures);

@@ -82,6 +82,16 @@ impl GgmlType {
         }
     }
 
+    /// The type's id in a GGUF tensor info (the inverse of [`Self::from_id`]).
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::Unknown(id) => id,
+            known => (0..64)
+                .find(|&i| GgmlType::from_id(i) == known)
+                .expect("every named type has an id below 64"),
+        }
+    }
+
     /// The name llama.cpp prints.
     pub fn name(self) -> String {
         use GgmlType::*;
@@ -177,5 +187,17 @@ impl GgmlType {
             Q6K => Q::Q6_K,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GgmlType;
+
+    #[test]
+    fn ids_round_trip() {
+        for id in 0..64 {
+            assert_eq!(GgmlType::from_id(id).id(), id);
+        }
     }
 }

@@ -103,8 +103,10 @@ pub struct GgufTensorInfo {
     /// row-major shape).
     pub dims: Vec<usize>,
     pub ggml_type: GgmlType,
-    /// Byte offset from the start of the file (already absolute).
+    /// Byte offset from the start of its file (already absolute).
     pub offset: usize,
+    /// Which file of a split model holds it (0 for a single file).
+    pub shard: usize,
     /// Byte length; None for a type whose layout this build does not know.
     pub nbytes: Option<usize>,
 }
@@ -120,7 +122,9 @@ impl GgufTensorInfo {
     }
 }
 
-/// An opened, parsed, memory-mapped GGUF file.
+/// An opened, parsed, memory-mapped GGUF model: one file, or the shards
+/// of a split one (`-00001-of-0000N.gguf`, llama.cpp's `gguf-split`), whose
+/// first file holds the metadata and every file some of the tensors.
 pub struct GgufFile {
     path: PathBuf,
     version: u32,
@@ -129,7 +133,9 @@ pub struct GgufFile {
     tensors: Vec<GgufTensorInfo>,
     tensor_index: HashMap<String, usize>,
     alignment: usize,
-    mmap: Mmap,
+    /// One map per shard, indexed by `GgufTensorInfo::shard`.
+    mmaps: Vec<Mmap>,
+    shard_paths: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -146,12 +152,60 @@ impl std::fmt::Debug for GgufFile {
 const DEFAULT_ALIGNMENT: usize = 32;
 
 impl GgufFile {
+    /// Opens a GGUF file; for the first shard of a split model, every shard.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let mut first = Self::open_one(path)?;
+        let Some(split) = super::gguf_split::SplitInfo::of(&first)? else {
+            return Ok(first);
+        };
+        for (no, shard_path) in split.shard_paths(path)?.into_iter().enumerate().skip(1) {
+            let shard = Self::open_one(&shard_path)?;
+            split.check_shard(&shard, no)?;
+            first.absorb(shard, no)?;
+        }
+        split.check_tensor_count(&first)?;
+        Ok(first)
+    }
+
+    fn open_one(path: &Path) -> Result<Self, LoadError> {
         let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         // SAFETY: the map is read-only; as with every mmap loader (llama.cpp,
         // safetensors), the file must not be truncated while it is mapped.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
         Self::parse(path, mmap)
+    }
+
+    /// Takes shard `no`'s tensors (its metadata is only the split keys).
+    fn absorb(&mut self, shard: GgufFile, no: usize) -> Result<(), LoadError> {
+        let GgufFile {
+            tensors,
+            mut mmaps,
+            mut shard_paths,
+            ..
+        } = shard;
+        let path = shard_paths.remove(0);
+        for mut info in tensors {
+            info.shard = no;
+            if self
+                .tensor_index
+                .insert(info.name.clone(), self.tensors.len())
+                .is_some()
+            {
+                return Err(LoadError::gguf(
+                    &path,
+                    format!("tensor {:?}: also in an earlier shard", info.name),
+                ));
+            }
+            self.tensors.push(info);
+        }
+        self.mmaps.push(mmaps.remove(0));
+        self.shard_paths.push(path);
+        Ok(())
+    }
+
+    /// The files of the model, first to last (one unless it is split).
+    pub fn shard_paths(&self) -> &[PathBuf] {
+        &self.shard_paths
     }
 
     /// Header, metadata, tensor infos, then each tensor placed in the data
@@ -192,7 +246,8 @@ impl GgufFile {
             tensors,
             tensor_index,
             alignment,
-            mmap,
+            mmaps: vec![mmap],
+            shard_paths: vec![path.to_path_buf()],
         })
     }
 
@@ -294,8 +349,8 @@ impl GgufFile {
             ggml_type: info.ggml_type.name(),
             supported: super::gguf_dequant::SUPPORTED_TYPES,
         })?;
-        // Bounds were checked at open.
-        Ok(&self.mmap[info.offset..info.offset + n])
+        // Bounds were checked at open, against the tensor's own shard.
+        Ok(&self.mmaps[info.shard][info.offset..info.offset + n])
     }
 
     /// The tensor dequantized to f32, in ggml order (= row-major of `shape()`).
@@ -487,6 +542,7 @@ impl RawTensorInfo {
             dims: self.dims,
             ggml_type: self.ggml_type,
             offset,
+            shard: 0,
             nbytes,
         })
     }

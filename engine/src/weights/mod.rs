@@ -22,6 +22,7 @@ mod gguf_gemma;
 mod gguf_moe;
 pub mod gguf_names;
 mod gguf_phi3;
+mod gguf_split;
 mod gguf_weights;
 #[doc(hidden)]
 pub mod gguf_writer;
@@ -267,7 +268,8 @@ impl std::fmt::Debug for ModelSource {
 }
 
 /// Opens a model: `path` is an HF folder (config.json + safetensors), a
-/// `.gguf` file, or a folder holding exactly one `.gguf` (and no config.json).
+/// `.gguf` file (the first shard of a split one), or a folder holding
+/// exactly one `.gguf` or the shards of one split model (and no config.json).
 pub fn open_model(path: &Path, format: LoadFormat) -> Result<ModelSource, LoadError> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
@@ -295,6 +297,9 @@ pub fn open_model(path: &Path, format: LoadFormat) -> Result<ModelSource, LoadEr
         });
     }
     let ggufs = list_ggufs(path)?;
+    if let Some(first) = gguf_split::first_shard_of(&ggufs) {
+        return open_gguf(first, format, name);
+    }
     match ggufs.as_slice() {
         [one] => open_gguf(one, format, name),
         [] => Err(LoadError::NotFound {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pagoda_engine::config::{Architecture, ModelConfig};
+use pagoda_engine::weights::gguf::GgufFile;
 use pagoda_engine::weights::gguf_names::hf_to_gguf_name;
 use pagoda_engine::weights::gguf_writer::{encode, RawTensor};
 use pagoda_engine::weights::{GgufValue, SafetensorsWeights, TensorData, WeightSource};
@@ -70,6 +71,54 @@ fn common_meta(arch: &str, config: &ModelConfig) -> Vec<(String, GgufValue)> {
 fn write_gguf(out: &Path, meta: &[(String, GgufValue)], tensors: &[RawTensor]) {
     let refs: Vec<(&str, GgufValue)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     std::fs::write(out, encode(3, &refs, tensors)).unwrap();
+}
+
+/// Rewrites the GGUF file `single` as `n` shards in `dir`, as llama.cpp's
+/// `gguf-split --split-max-tensors` lays them out: `{stem}-0000k-of-0000n.gguf`,
+/// the model's metadata in the first, `split.no` / `split.count` /
+/// `split.tensors.count` in each, the tensors dealt out in file order.
+/// Returns the first shard's path.
+pub fn split_gguf(single: &Path, dir: &Path, n: usize) -> std::path::PathBuf {
+    let file = GgufFile::open(single).unwrap();
+    let infos = file.tensor_infos();
+    let per = infos.len().div_ceil(n);
+    let stem = single.file_stem().unwrap().to_string_lossy();
+    let mut first = None;
+    for (i, chunk) in infos.chunks(per).enumerate() {
+        let mut meta: Vec<(String, GgufValue)> = if i == 0 {
+            file.metadata_entries()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        meta.extend([
+            ("split.no".to_string(), GgufValue::U16(i as u16)),
+            ("split.count".to_string(), GgufValue::U16(n as u16)),
+            (
+                "split.tensors.count".to_string(),
+                GgufValue::I32(infos.len() as i32),
+            ),
+        ]);
+        let tensors: Vec<RawTensor> = chunk
+            .iter()
+            .map(|t| {
+                let dims = t.dims.iter().map(|&d| d as u64).collect();
+                let bytes = file.tensor_bytes(t).unwrap().to_vec();
+                (t.name.clone(), dims, t.ggml_type.id(), bytes)
+            })
+            .collect();
+        let out = dir.join(format!("{stem}-{:05}-of-{n:05}.gguf", i + 1));
+        write_gguf(&out, &meta, &tensors);
+        first.get_or_insert(out);
+    }
+    assert_eq!(
+        infos.len().div_ceil(per),
+        n,
+        "{n} shards of {} tensors",
+        infos.len()
+    );
+    first.unwrap()
 }
 
 /// llama.cpp's `LlamaModel.permute` of q/k rows: HF row (h, s, i) to GGUF row (h, i, s).
