@@ -335,8 +335,10 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
                 Gemma3 => variant::GEMMA3_MAX_POSITION_EMBEDDINGS,
                 Phi3 => 4096,
             });
+    let partial_rotary_dim = partial_rotary_dim(&k, architecture, head_dim)?;
+    let rotary_dim = partial_rotary_dim.unwrap_or(head_dim);
     let long_rope = match architecture {
-        Phi3 => long_rope::long_rope(&k, max_position_embeddings, head_dim)?,
+        Phi3 => long_rope::long_rope(&k, max_position_embeddings, rotary_dim)?,
         _ => None,
     };
     let (rope_theta, rope_scaling) = match (architecture, &long_rope) {
@@ -357,6 +359,7 @@ fn parse_hf_config(k: Keys) -> Result<ModelConfig, LoadError> {
         sliding_layers,
         fused_projections: architecture == Phi3,
         long_rope,
+        partial_rotary_dim,
         ..DecoderVariant::default()
     };
     if matches!(architecture, Gemma2 | Gemma3) {
@@ -431,12 +434,41 @@ fn check_supported_features(k: &Keys, architecture: Architecture) -> Result<(), 
     if k.bool("mlp_bias")?.unwrap_or(false) {
         return Err(k.error("mlp_bias = true is not supported"));
     }
-    if let Some(f) = k.f64("partial_rotary_factor")? {
-        if f != 1.0 {
-            return Err(k.error(format!("partial_rotary_factor {f} is not supported")));
+    Ok(())
+}
+
+/// The partial rotary dim of a config (`partial_rotary_factor` at the top
+/// level or, in transformers 5's layout, in `rope_parameters`): transformers'
+/// `int(head_dim * factor)`. Only Phi-3 (Phi-4-mini) applies it; elsewhere a
+/// factor other than 1 is refused by name.
+fn partial_rotary_dim(
+    k: &Keys,
+    architecture: Architecture,
+    head_dim: usize,
+) -> Result<Option<usize>, LoadError> {
+    let mut factor = k.f64("partial_rotary_factor")?;
+    for key in ["rope_parameters", "rope_scaling"] {
+        if let Some(Value::Object(obj)) = k.get(key) {
+            let p = Keys { obj, path: k.path };
+            factor = factor.or(p.f64("partial_rotary_factor")?);
         }
     }
-    Ok(())
+    let Some(f) = factor.filter(|&f| f != 1.0) else {
+        return Ok(None);
+    };
+    let dim = (head_dim as f64 * f) as usize;
+    if architecture != Phi3 {
+        return Err(k.error(format!(
+            "partial_rotary_factor {f} is not supported for {architecture:?}"
+        )));
+    }
+    if !(f > 0.0 && f < 1.0) || dim == 0 || dim % 2 == 1 {
+        return Err(k.error(format!(
+            "partial_rotary_factor {f} gives {dim} rotary dims of head_dim {head_dim}: \
+             it must be in (0, 1) and give an even count"
+        )));
+    }
+    Ok(Some(dim))
 }
 
 /// (num_key_value_heads, head_dim), with each config class's defaults.
@@ -540,11 +572,6 @@ fn parse_rope(k: &Keys, max_position_embeddings: usize) -> Result<(f32, RopeScal
         Some(t) => t,
         None => k.f64("rope_theta")?.unwrap_or(10000.0),
     } as f32;
-    if let Some(f) = p.f64("partial_rotary_factor")? {
-        if f != 1.0 {
-            return Err(k.error(format!("partial_rotary_factor {f} is not supported")));
-        }
-    }
     let rope_type = match p.string("rope_type")? {
         Some(t) => t,
         None => p.string("type")?.unwrap_or("default"),
@@ -775,6 +802,15 @@ mod tests {
             (r#"{"num_key_value_heads": 4}"#, "multiple"),
             (r#"{"hidden_act": "gelu"}"#, "gelu"),
             (r#"{"eos_token_id": "x"}"#, "eos_token_id"),
+            // Partial rotary is Phi-3's (Phi-4-mini) only.
+            (
+                r#"{"partial_rotary_factor": 0.5}"#,
+                "partial_rotary_factor 0.5",
+            ),
+            (
+                r#"{"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}"#,
+                "partial_rotary_factor 0.5",
+            ),
         ];
         for (patch, needle) in cases {
             let err = with(SMOLLM2, patch).unwrap_err().to_string();

@@ -617,11 +617,13 @@ fn gemma_norm_rounds_once_from_the_stored_gain() {
 
 fn check_rotary<T: CudaDType>(seed: u64) {
     let mut r = rng(seed);
-    for (i, (heads, kv_heads, head_dim, scaling)) in [
-        (3, 1, 64, cpu::RopeScaling::Default),
+    // (.., rotary dims): the last case is partial (Phi-4-mini's 96 of 128).
+    for (i, (heads, kv_heads, head_dim, rot, scaling)) in [
+        (3, 1, 64, 64, cpu::RopeScaling::Default),
         (
             4,
             2,
+            128,
             128,
             cpu::RopeScaling::Llama3 {
                 factor: 8.0,
@@ -630,7 +632,8 @@ fn check_rotary<T: CudaDType>(seed: u64) {
                 original_max_position_embeddings: 8192,
             },
         ),
-        (2, 2, 80, cpu::RopeScaling::Linear { factor: 2.0 }),
+        (2, 2, 80, 80, cpu::RopeScaling::Linear { factor: 2.0 }),
+        (4, 2, 128, 96, cpu::RopeScaling::Default),
     ]
     .into_iter()
     .enumerate()
@@ -638,10 +641,10 @@ fn check_rotary<T: CudaDType>(seed: u64) {
         let order = orders(seed + i as u64)[i % 2];
         let tokens = 9;
         let max_pos = 4096;
-        let inv = cpu::rope_inv_freq(head_dim, 500_000.0, &scaling);
+        let inv = cpu::rope_inv_freq(rot, 500_000.0, &scaling);
         let cache = cpu::RotaryCache::new(&inv, max_pos, 1.0);
         let (cos, sin) = cache.cos_sin();
-        let half = cache.head_dim() / 2;
+        let half = cache.rotary_dim() / 2;
         let positions: Vec<u32> = (0..tokens)
             .map(|_| r.random_range(0..max_pos as u32))
             .collect();

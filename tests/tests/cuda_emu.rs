@@ -365,6 +365,36 @@ fn gemma_on_the_emulator_matches_the_cpu_backend() {
     }
 }
 
+/// Phi-4-mini's shape on the CUDA path: partial rotary (48 of 64 dims,
+/// `partial_rotary_factor` 0.75) with LongRoPE short factors over those
+/// dims, fused qkv / gate_up, tied embeddings; random bf16 weights, the CPU
+/// backend as reference (its partial rotation is checked against HF's
+/// formula in `cpu::rotary`; no HF fixture of it exists).
+#[test]
+fn partial_rotary_on_the_emulator_matches_the_cpu_backend() {
+    let factors: Vec<String> = (0..24)
+        .map(|i| format!("{}", 1.0 + i as f32 * 0.25))
+        .collect();
+    let factors = factors.join(", ");
+    let config = format!(
+        r#"{{"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 128,
+        "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "partial_rotary_factor": 0.75, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+        "rope_theta": 10000.0, "vocab_size": 256, "tie_word_embeddings": true,
+        "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 255,
+        "rope_scaling": {{"type": "longrope", "short_factor": [{factors}],
+        "long_factor": [{factors}]}}}}"#
+    );
+    let prompts: Vec<Vec<u32>> = [1usize, 6, 20, 45]
+        .iter()
+        .map(|&n| (0..n as u32).map(|i| (i * 53 + 7) % 256).collect())
+        .collect();
+    let dir = random_checkpoint::write_random_checkpoint("phi4-mini-shape", &config, 11);
+    emulator_matches_cpu(&dir, &prompts, "partial rotary");
+    random_checkpoint::remove(&dir);
+}
+
 /// What the CUDA path lacks is refused on the emulated device as on a GPU,
 /// naming it: a head size without kernels, mixture-of-experts layers.
 #[test]

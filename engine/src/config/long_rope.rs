@@ -27,7 +27,7 @@ impl LongRope {
     /// The short-factor inverse frequencies, as transformers computes them
     /// in f32: `1 / (short[i] * theta^(2i / dim))`. Fails when sequences
     /// could outgrow the original context (see the module docs).
-    pub fn inv_freq(&self, head_dim: usize, max_model_len: usize) -> anyhow::Result<Vec<f32>> {
+    pub fn inv_freq(&self, rotary_dim: usize, max_model_len: usize) -> anyhow::Result<Vec<f32>> {
         let original = self.original_max_position_embeddings;
         if max_model_len > original {
             anyhow::bail!(
@@ -35,7 +35,7 @@ impl LongRope {
                  (the long factors): use --max-model-len {original} or less"
             );
         }
-        let dim = head_dim as f32;
+        let dim = rotary_dim as f32;
         Ok(self
             .short_factor
             .iter()
@@ -58,11 +58,12 @@ pub(crate) fn default_attention_factor(factor: f64, original: usize) -> f64 {
 }
 
 /// The LongRoPE of a Phi-3 config (`rope_scaling` or `rope_parameters`),
-/// `None` for another rope type.
+/// `None` for another rope type. `rotary_dim`: the dims each head rotates
+/// (its factors are half as many).
 pub(super) fn long_rope(
     k: &Keys,
     max_position_embeddings: usize,
-    head_dim: usize,
+    rotary_dim: usize,
 ) -> Result<Option<LongRope>, LoadError> {
     let params = match (k.get("rope_scaling"), k.get("rope_parameters")) {
         (Some(Value::Object(m)), _) | (None, Some(Value::Object(m))) => m,
@@ -76,11 +77,6 @@ pub(super) fn long_rope(
     if !matches!(rope_type, Some("longrope" | "su" | "yarn")) {
         return Ok(None);
     }
-    if let Some(f) = p.f64("partial_rotary_factor")? {
-        if f != 1.0 {
-            return Err(k.error(format!("partial_rotary_factor {f} is not supported")));
-        }
-    }
     let factors = |key: &str| -> Result<Vec<f32>, LoadError> {
         let v = p
             .get(key)
@@ -93,10 +89,10 @@ pub(super) fn long_rope(
                     .collect::<Option<Vec<_>>>()
             })
             .ok_or_else(|| p.wrong(key, "a list of numbers", v))?;
-        if list.len() != head_dim / 2 || list.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+        if list.len() != rotary_dim / 2 || list.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
             return Err(p.error(format!(
-                "{key} must be {} positive numbers (head_dim / 2), found {}",
-                head_dim / 2,
+                "{key} must be {} positive numbers (rotary dims / 2), found {}",
+                rotary_dim / 2,
                 list.len()
             )));
         }
@@ -169,10 +165,34 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("short_factor"), "{err}");
-        let err = phi3(r#", "partial_rotary_factor": 0.75"#)
+        // Phi-4-mini: 0.75 of 16 rotates 12 dims; its factors are 6 each,
+        // at the top level or (transformers 5) in rope_parameters.
+        let c = phi3(r#", "partial_rotary_factor": 0.75"#).unwrap();
+        assert_eq!((c.rotary_dim(), c.head_dim), (12, 16));
+        let six = r#""short_factor": [1, 1, 1, 1, 1, 2], "long_factor": [1, 1, 1, 1, 1, 1]"#;
+        let c = phi3(&format!(
+            r#", "rope_parameters": {{"rope_type": "longrope", "partial_rotary_factor": 0.75, {six}}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.rotary_dim(), 12);
+        let inv = c
+            .variant
+            .long_rope
+            .as_ref()
+            .unwrap()
+            .inv_freq(12, 4096)
+            .unwrap();
+        assert_eq!(inv[5], 1.0 / (2.0 * 10000f32.powf(10.0 / 12.0)));
+        let err = phi3(&format!(
+            r#", "partial_rotary_factor": 0.75, "rope_scaling": {{"type": "su", {factors}}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("6 positive numbers"), "{err}");
+        let err = phi3(r#", "partial_rotary_factor": 0.7"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("partial_rotary_factor"), "{err}");
+        assert!(err.contains("even"), "{err}");
         let plain = phi3(r#", "sliding_window": 2047"#).unwrap();
         assert_eq!(plain.variant.long_rope, None);
         assert_eq!(

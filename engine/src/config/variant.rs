@@ -49,9 +49,18 @@ pub struct DecoderVariant {
     pub fused_projections: bool,
     /// Phi-3's LongRoPE (then `ModelConfig::rope_scaling` is `Default`).
     pub long_rope: Option<LongRope>,
+    /// Partial rotary (Phi-4-mini: 96 of 128): only the leading dims of
+    /// each head rotate, the rest pass through (`ModelConfig::rotary_dim`).
+    pub partial_rotary_dim: Option<usize>,
 }
 
 impl ModelConfig {
+    /// Leading dims of each head the rotary embedding turns: the head size
+    /// unless the config says `partial_rotary_factor`.
+    pub fn rotary_dim(&self) -> usize {
+        self.variant.partial_rotary_dim.unwrap_or(self.head_dim)
+    }
+
     /// The sliding window of layer `i`; `None`: full causal attention.
     pub fn layer_window(&self, i: usize) -> Option<usize> {
         let sliding = self.variant.sliding_layers.get(i).copied().unwrap_or(true);

@@ -119,12 +119,12 @@ impl<B: Backend> DecoderWeights<B> {
         };
         let rope = match &config.variant.long_rope {
             Some(lr) => {
-                let inv_freq = lr.inv_freq(d.head_dim, max_position)?;
+                let inv_freq = lr.inv_freq(config.rotary_dim(), max_position)?;
                 backend.rope(&inv_freq, max_position, lr.attention_factor)?
             }
             None => {
                 let inv_freq = pagoda_kernels::cpu::rope_inv_freq(
-                    d.head_dim,
+                    config.rotary_dim(),
                     config.rope_theta,
                     &config.rope_scaling,
                 );
@@ -133,7 +133,8 @@ impl<B: Backend> DecoderWeights<B> {
         };
         let local_rope = match &config.variant.local_rope {
             Some((theta, scaling)) => {
-                let inv_freq = pagoda_kernels::cpu::rope_inv_freq(d.head_dim, *theta, scaling);
+                let inv_freq =
+                    pagoda_kernels::cpu::rope_inv_freq(config.rotary_dim(), *theta, scaling);
                 Some(backend.rope(&inv_freq, max_position, 1.0)?)
             }
             None => None,

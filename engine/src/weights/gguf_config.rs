@@ -549,15 +549,20 @@ mod tests {
         let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
         assert!(!c.has_sliding_window() && c.variant.long_rope.is_none());
 
-        // Phi-4-mini's partial rotary is refused by name.
+        // Phi-4-mini's partial rotary: the leading 12 of 16 dims.
         m.retain(|(k, _)| k != "phi3.rope.dimension_count");
         m.push(("phi3.rope.dimension_count".into(), GgufValue::U32(12)));
         let p = write("phi4_mini.gguf", &as_refs(&m), &[]);
+        let c = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+        assert_eq!((c.rotary_dim(), c.head_dim), (12, 16));
+        m.retain(|(k, _)| k != "phi3.rope.dimension_count");
+        m.push(("phi3.rope.dimension_count".into(), GgufValue::U32(13)));
+        let p = write("phi4_odd.gguf", &as_refs(&m), &[]);
         let msg = ModelConfig::from_gguf(&GgufFile::open(&p).unwrap())
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("partial rotary") && msg.contains("phi3.rope.dimension_count"),
+            msg.contains("phi3.rope.dimension_count") && msg.contains("even"),
             "{msg}"
         );
     }

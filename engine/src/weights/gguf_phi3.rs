@@ -12,7 +12,7 @@
 //!   warning), so on prompts longer than the window llama.cpp differs from
 //!   the checkpoint and Pagoda does not;
 //! - `rope.dimension_count` below the head size is partial rotary
-//!   (Phi-4-mini), not implemented: refused by name.
+//!   (Phi-4-mini: 96 of 128), the LongRoPE factors then half of it.
 
 use super::gguf::GgufFile;
 use super::LoadError;
@@ -32,17 +32,17 @@ pub(super) fn phi3_variant(
 ) -> Result<(Option<usize>, DecoderVariant), LoadError> {
     let path = g.path();
     let key = |k: &str| format!("{arch}.{k}");
-    if let Some(rot) = g.get_u64(&key("rope.dimension_count")) {
-        if rot as usize != head_dim {
-            return Err(LoadError::config(
-                path,
-                format!(
-                    "{} ({rot}) is not the head size ({head_dim}): partial rotary \
-                     (Phi-4-mini) is not supported",
-                    key("rope.dimension_count")
-                ),
-            ));
-        }
+    let rotary_dim = g
+        .get_u64(&key("rope.dimension_count"))
+        .map_or(head_dim, |r| r as usize);
+    if rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 == 1 {
+        return Err(LoadError::config(
+            path,
+            format!(
+                "{} ({rotary_dim}) must be even and at most the head size ({head_dim})",
+                key("rope.dimension_count")
+            ),
+        ));
     }
     let window = match g.get_u64(&key("attention.sliding_window")) {
         None | Some(0) => None,
@@ -50,7 +50,9 @@ pub(super) fn phi3_variant(
     };
     let variant = DecoderVariant {
         fused_projections: true,
-        long_rope: long_rope(g, arch, head_dim, rope_theta, max_position_embeddings)?,
+        long_rope: long_rope(g, arch, rotary_dim, rope_theta, max_position_embeddings)?,
+        // Phi-4-mini's partial rotary: the leading dims of each head.
+        partial_rotary_dim: (rotary_dim < head_dim).then_some(rotary_dim),
         ..DecoderVariant::default()
     };
     Ok((window, variant))
@@ -59,7 +61,7 @@ pub(super) fn phi3_variant(
 fn long_rope(
     g: &GgufFile,
     arch: &str,
-    head_dim: usize,
+    rotary_dim: usize,
     theta: f32,
     max_position_embeddings: usize,
 ) -> Result<Option<LongRope>, LoadError> {
@@ -76,12 +78,12 @@ fn long_rope(
         }
     };
     for (name, f) in [(SHORT_FACTORS, &short), (LONG_FACTORS, &long)] {
-        if f.len() != head_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+        if f.len() != rotary_dim / 2 || f.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
             return Err(LoadError::config(
                 path,
                 format!(
-                    "tensor {name:?} must hold {} positive factors (head_dim / 2), found {}",
-                    head_dim / 2,
+                    "tensor {name:?} must hold {} positive factors (rotary dims / 2), found {}",
+                    rotary_dim / 2,
                     f.len()
                 ),
             ));

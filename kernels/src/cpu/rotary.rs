@@ -107,8 +107,9 @@ impl RotaryCache {
         }
     }
 
-    /// The head dimension this table rotates.
-    pub fn head_dim(&self) -> usize {
+    /// The dims of each head this table rotates (the head size, or less
+    /// for partial rotary).
+    pub fn rotary_dim(&self) -> usize {
         2 * self.half
     }
 
@@ -124,7 +125,9 @@ impl RotaryCache {
 }
 
 /// Rotates every head of `q` (`[tokens, num_heads, head_dim]`) and `k`
-/// (`[tokens, num_kv_heads, head_dim]`) in place by its token's position.
+/// (`[tokens, num_kv_heads, head_dim]`) in place by its token's position:
+/// the table's leading `rotary_dim` dims of each head, HF's `rotate_half`
+/// within them; the rest pass through (partial rotary).
 ///
 /// # Panics
 /// On shape mismatches, and for a position outside the table.
@@ -142,10 +145,10 @@ pub fn rotary_embedding(
         num_heads > 0 && num_kv_heads > 0,
         "rotary_embedding: zero heads"
     );
-    assert_eq!(
-        head_dim,
-        cache.head_dim(),
-        "rotary_embedding: head_dim differs from the table's"
+    assert!(
+        cache.rotary_dim() <= head_dim,
+        "rotary_embedding: the table rotates {} dims of a {head_dim}-dim head",
+        cache.rotary_dim()
     );
     assert_eq!(
         q.len(),
@@ -178,7 +181,7 @@ pub fn rotary_embedding(
             .chunks_exact_mut(head_dim)
             .chain(k.chunks_exact_mut(head_dim))
         {
-            let (x1, x2) = head.split_at_mut(half);
+            let (x1, x2) = head[..2 * half].split_at_mut(half);
             for (((a, b), c), s) in x1.iter_mut().zip(x2.iter_mut()).zip(c).zip(s) {
                 // Separate products and one add each, as torch's eager f32 ops.
                 let (x1v, x2v) = (*a, *b);
@@ -239,7 +242,7 @@ mod tests {
     fn cache_shape_and_scaling() {
         let inv = rope_inv_freq(8, 10000.0, &RopeScaling::Default);
         let c = RotaryCache::new(&inv, 5, 0.5);
-        assert_eq!((c.head_dim(), c.max_position()), (8, 5));
+        assert_eq!((c.rotary_dim(), c.max_position()), (8, 5));
         let (cos, sin) = c.cos_sin();
         assert_eq!((cos.len(), sin.len()), (20, 20));
         assert_eq!((cos[0], sin[0]), (0.5, 0.0));
@@ -248,9 +251,11 @@ mod tests {
         );
     }
 
+    /// HF's rotation of the leading `2 * inv.len()` dims of each head, in
+    /// f64; the other dims pass through.
     fn naive(x: &[f32], positions: &[u32], heads: usize, d: usize, inv: &[f32]) -> Vec<f64> {
-        let mut out = vec![0f64; x.len()];
-        let half = d / 2;
+        let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let half = inv.len();
         for (t, &p) in positions.iter().enumerate() {
             for h in 0..heads {
                 let base = (t * heads + h) * d;
@@ -267,20 +272,23 @@ mod tests {
 
     #[test]
     fn rotation_matches_f64() {
-        for (tokens, heads, kv_heads, d) in [
-            (1, 1, 1, 2),
-            (3, 9, 3, 64),
-            (70, 4, 1, 128),
-            (600, 2, 2, 80),
+        // (.., rotary dims): the last two are partial (Phi-4-mini's 96 of 128).
+        for (tokens, heads, kv_heads, d, rot) in [
+            (1, 1, 1, 2, 2),
+            (3, 9, 3, 64, 64),
+            (70, 4, 1, 128, 128),
+            (600, 2, 2, 80, 80),
+            (9, 4, 2, 128, 96),
+            (5, 3, 1, 64, 16),
         ] {
-            let inv = rope_inv_freq(d, 10000.0, &RopeScaling::Default);
+            let inv = rope_inv_freq(rot, 10000.0, &RopeScaling::Default);
             let cache = RotaryCache::new(&inv, 4096, 1.0);
             let positions: Vec<u32> = (0..tokens as u32).map(|t| (t * 37 + 5) % 4096).collect();
             let q0 = random_vec(tokens * heads * d, 1);
             let k0 = random_vec(tokens * kv_heads * d, 2);
             let (mut q, mut k) = (q0.clone(), k0.clone());
             rotary_embedding(&positions, &mut q, &mut k, heads, kv_heads, d, &cache);
-            let what = format!("t={tokens} h={heads}/{kv_heads} d={d}");
+            let what = format!("t={tokens} h={heads}/{kv_heads} d={d} rot={rot}");
             assert_close(
                 &q,
                 &naive(&q0, &positions, heads, d, &inv),

@@ -26,7 +26,7 @@ impl CudaRope {
         Ok(Self {
             cos: kernels.upload(cos)?,
             sin: kernels.upload(sin)?,
-            half: cache.head_dim() / 2,
+            half: cache.rotary_dim() / 2,
             max_position: cache.max_position(),
         })
     }
