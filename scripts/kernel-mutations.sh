@@ -4,6 +4,8 @@
 # suite (cargo test -p pagoda-kernels --test emu_kernels) on each, and prints
 # a Markdown table of which tests caught it. Every source is restored after
 # each run (and on exit). Needs only g++ and cargo; ~30 s per mutation.
+# The suite is emu_kernels plus cuda_vs_cpu (whose `emulated::` tests run
+# the launchers on the emulator; the MoE kernels are checked there).
 #   usage: scripts/kernel-mutations.sh [NAME_FILTER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +37,10 @@ mutations=(
   "final soft-cap without dividing by the cap@@activation.cu@@x[i] = from_float<T>(tanhf(to_float(x[i]) / cap) * cap);@@x[i] = from_float<T>(tanhf(to_float(x[i])) * cap);"
   "Gemma gain 1 + w rounded to the element type first@@norm.cu@@return gemma ? from_float<T>(v * r * (1.f + to_float(w)))@@return gemma ? norm_scale<T>(v, r, from_float<T>(1.f + to_float(w)))"
   "Gemma norm rounds before the gain@@norm.cu@@return gemma ? from_float<T>(v * r * (1.f + to_float(w)))@@return gemma ? from_float<T>(to_float(from_float<T>(v * r)) * (1.f + to_float(w)))"
+  "MoE top-k keeps the higher id among equals@@moe.cu@@if (best < 0 || pe > best_p) {@@if (best < 0 || pe >= best_p) {"
+  "MoE combine drops the shared expert's gate@@moe.cu@@if (p.shared_out) acc += gate * to_float(@@if (p.shared_out) acc += to_float("
+  "MoE matmul reads the first expert's matrix for every row@@moe.cu@@reinterpret_cast<const T*>(p.weights[p.row_expert[r]])@@reinterpret_cast<const T*>(p.weights[0])"
+  "MoE align maps a gathered row to the wrong token@@moe.cu@@p.row_token[row] = (u32)(i / p.top_k);@@p.row_token[row] = (u32)(i % p.top_k);"
   "reshape_and_cache writes the previous token's slot@@cache.cu@@const i64 slot = slot_mapping[t];@@const i64 slot = slot_mapping[t > 0 ? t - 1 : 0];"
   "decode drops each partition's last key@@attention_decode.cu@@const int end = min(ctx, start + partition_size);@@const int end = min(ctx, start + partition_size) - 1;"
   "RMSNorm mean over dim - 1@@norm.cu@@/ (float)dim + eps);
@@ -51,12 +57,12 @@ mutations=(
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 run_suite() {
-  cargo test -q -p pagoda-kernels --test emu_kernels 2>&1 | grep -E '^    [a-z_]+$' | sed 's/^ *//' | sort -u |
+  cargo test -q -p pagoda-kernels --test emu_kernels --test cuda_vs_cpu 2>&1 | grep -E '^    [a-z_:]+$' | sed 's/^ *//' | sort -u |
     paste -sd, - | sed 's/,/, /g' || true
 }
 
 echo "baseline: building and running the unmutated suite" >&2
-if ! cargo test -q -p pagoda-kernels --test emu_kernels >/dev/null 2>&1; then
+if ! cargo test -q -p pagoda-kernels --test emu_kernels --test cuda_vs_cpu >/dev/null 2>&1; then
   echo "the unmutated suite fails: fix that first" >&2
   exit 1
 fi

@@ -2,7 +2,6 @@
 //! device, size the KV cache, load the weights, build the tokenizer.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::cuda_support::cuda_unsupported_features;
 use crate::backend::Backend;
 use crate::engine_config::{default_cpu_kv_cache_bytes, Device, EngineConfig, KvCacheDtype};
 use crate::engine_error::{error_chain, EngineContext, EngineError};
@@ -42,8 +41,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
     // KV-cache groups whose blocks behind the window go back to the pool.
     let max_model_len = config.max_model_len.unwrap_or(mc.max_position_embeddings);
     let layout = KvCacheLayout::new(mc, max_model_len);
-    let unsupported = cuda_unsupported_features(mc);
-    let device = choose_device(config.device, &dims, &unsupported)?;
+    let device = choose_device(config.device, &dims)?;
     let block_size = config.block_size;
     if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
         return Err(EngineError::load(format!(
@@ -142,23 +140,8 @@ enum ChosenDevice {
 }
 
 /// `--device cuda` opens GPU 0 or fails with the reason; `auto` tries GPU 0
-/// and falls back to the CPU, logging why; `cpu` is the CPU. A model that
-/// needs features the CUDA path lacks (`unsupported`) is the CPU's.
-fn choose_device(
-    device: Device,
-    dims: &ModelDims,
-    unsupported: &[String],
-) -> Result<ChosenDevice, EngineError> {
-    let open_cuda = |dims: &ModelDims| {
-        if unsupported.is_empty() {
-            open_cuda(dims)
-        } else {
-            anyhow::bail!(
-                "the CUDA path does not implement {} (the CPU path does)",
-                unsupported.join(", ")
-            )
-        }
-    };
+/// and falls back to the CPU, logging why; `cpu` is the CPU.
+fn choose_device(device: Device, dims: &ModelDims) -> Result<ChosenDevice, EngineError> {
     match device {
         Device::Cpu => Ok(ChosenDevice::Cpu),
         Device::Cuda => match open_cuda(dims) {
@@ -170,17 +153,8 @@ fn choose_device(
                 Err(reason).device_context("the CUDA engine path cannot start (use --device cpu)")
             }
         },
-        Device::CudaEmu => {
-            if !unsupported.is_empty() {
-                return Err(anyhow::anyhow!(
-                    "the CUDA path does not implement {} (the CPU path does)",
-                    unsupported.join(", ")
-                ))
-                .device_context("the emulated CUDA device cannot start (use --device cpu)");
-            }
-            open_cuda_emu(dims)
-                .device_context("the emulated CUDA device cannot start (use --device cpu)")
-        }
+        Device::CudaEmu => open_cuda_emu(dims)
+            .device_context("the emulated CUDA device cannot start (use --device cpu)"),
         Device::Auto => match open_cuda(dims) {
             Ok(d) => {
                 tracing::info!("--device auto: using CUDA device 0");
@@ -693,45 +667,6 @@ mod error_tests {
         let chain = error_chain(&err);
         assert!(chain.starts_with("Failed to load the model: "), "{chain}");
         assert!(chain.contains("/nonexistent/pagoda-model"), "{chain}");
-    }
-}
-
-#[cfg(test)]
-mod moe_device_tests {
-    use super::*;
-
-    const MIXTRAL: &str = r#"{"architectures": ["MixtralForCausalLM"], "hidden_size": 32,
-        "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "num_local_experts": 4, "vocab_size": 64}"#;
-
-    /// `--device cuda` names the missing path whether or not a GPU is there
-    /// (the check comes before the device is opened); `auto` runs on the CPU.
-    #[cfg(feature = "cuda")]
-    #[test]
-    fn device_cuda_refuses_a_moe_model_and_auto_takes_the_cpu() {
-        let dir = std::env::temp_dir().join(format!("pagoda-moe-device-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), MIXTRAL).unwrap();
-        let config = EngineConfig {
-            model: dir.clone(),
-            load_format: crate::weights::LoadFormat::Dummy,
-            device: Device::Cuda,
-            kv_cache_memory: Some(16 << 20),
-            max_model_len: Some(256),
-            ..EngineConfig::default()
-        };
-        let Err(err) = build_engine(&config) else {
-            panic!("--device cuda must refuse a MoE model");
-        };
-        let chain = error_chain(&err);
-        assert!(chain.contains("fused-MoE"), "{chain}");
-        let auto = EngineConfig {
-            device: Device::Auto,
-            ..config
-        };
-        let built = build_engine(&auto).unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-        assert!(built.engine.model_info().device.starts_with("cpu"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -680,6 +680,154 @@ fn attention_matches_cpu() {
     check_attention::<bf16>(&k, 26, 64, 8, 128, 16, &[(1, 9000), (1, 3)], None);
 }
 
+/// The MoE kernels against the CPU routing: routing and grouping exact
+/// (ids, offsets, gathered rows), weights to f32 rounding; the grouped
+/// matmul and the weighted combine (with and without a shared expert) to
+/// the type's tolerance. Experts of 6 with top-2 (renormalized) and of 16
+/// with top-4 (not), with ties in the logits.
+fn check_moe<T: CudaDType>(k: &CudaKernels) {
+    use pagoda_kernels::cuda::moe::MoeRouting;
+    use pagoda_kernels::cuda::DeviceMem as _;
+    let mut r = rng(7);
+    for (tokens, e, top_k, renormalize, h, n) in [
+        (23, 6, 2, true, 64, 48),
+        (9, 16, 4, false, 32, 96),
+        (1, 8, 8, true, 16, 16),
+    ] {
+        let mut logits = round::<T>(&randn(&mut r, tokens * e, 3.0));
+        if tokens > 1 {
+            logits[e..2 * e].fill(0.5); // a token whose experts all tie
+        }
+        let mut want = cpu::ExpertRouting::default();
+        want.route(&logits, e, top_k, renormalize);
+        let mut routing = MoeRouting::new(k, tokens * top_k, e).unwrap();
+        k.moe_route(
+            &up::<T>(k, &logits),
+            tokens,
+            e,
+            top_k,
+            renormalize,
+            &mut routing,
+        )
+        .unwrap();
+        let what = format!("moe {} t{tokens} e{e} k{top_k}", T::SUFFIX);
+        assert_eq!(
+            k.download(&routing.expert_ids).unwrap(),
+            want.expert_ids,
+            "{what} ids"
+        );
+        let offsets: Vec<usize> = k
+            .download(&routing.expert_offsets)
+            .unwrap()
+            .into_iter()
+            .map(|v| v as usize)
+            .collect();
+        assert_eq!(offsets, want.expert_offsets, "{what} offsets");
+        assert_eq!(
+            k.download(&routing.row_token).unwrap(),
+            want.row_token,
+            "{what} rows"
+        );
+        assert_eq!(
+            k.download(&routing.gathered_row).unwrap(),
+            want.gathered_row,
+            "{what} gathered"
+        );
+        assert_close(
+            &format!("{what} weights"),
+            &k.download(&routing.weights).unwrap(),
+            &want.weights,
+            1e-6,
+        );
+
+        // Grouped matmul over the gathered rows.
+        let pairs = tokens * top_k;
+        let x = round::<T>(&randn(&mut r, tokens * h, 1.0));
+        let mut gathered = vec![0f32; pairs * h];
+        cpu::moe_gather(&x, &want, &mut gathered, h);
+        let ws: Vec<Vec<f32>> = (0..e)
+            .map(|_| round::<T>(&randn(&mut r, n * h, 0.2)))
+            .collect();
+        let wd: Vec<DeviceBuffer<T>> = ws.iter().map(|w| up::<T>(k, w)).collect();
+        let addrs = k
+            .upload(&wd.iter().map(|w| w.addr()).collect::<Vec<_>>())
+            .unwrap();
+        let mut out = poisoned::<T>(k, pairs * n);
+        k.moe_matmul(
+            &up::<T>(k, &gathered),
+            &addrs,
+            &routing,
+            &mut out,
+            pairs,
+            h,
+            n,
+        )
+        .unwrap();
+        let mut want_out = vec![0f32; pairs * n];
+        for (ex, range) in want.active_experts() {
+            for row in range {
+                let xr = &gathered[row * h..(row + 1) * h];
+                let y = &mut want_out[row * n..(row + 1) * n];
+                cpu::matmul_transb(xr, &ws[ex], y, 1, h, n);
+            }
+        }
+        assert_close(
+            &format!("{what} matmul"),
+            &down(k, &out),
+            &want_out,
+            tol::<T>(),
+        );
+
+        // Combine, then with a shared expert.
+        let expert_out = round::<T>(&randn(&mut r, pairs * h, 1.0));
+        let mut want_h = vec![0f32; tokens * h];
+        cpu::moe_scatter_weighted(&expert_out, &want, &mut want_h, h);
+        let eo = up::<T>(k, &expert_out);
+        let mut hidden = poisoned::<T>(k, tokens * h);
+        k.moe_combine(&eo, &routing, None, &mut hidden, tokens, top_k, h)
+            .unwrap();
+        assert_close(
+            &format!("{what} combine"),
+            &down(k, &hidden),
+            &want_h,
+            tol::<T>(),
+        );
+        let shared = round::<T>(&randn(&mut r, tokens * h, 1.0));
+        let gate = round::<T>(&randn(&mut r, tokens, 2.0));
+        for (t, row) in want_h.chunks_exact_mut(h).enumerate() {
+            let g = 1.0 / (1.0 + (-gate[t]).exp());
+            for (o, &v) in row.iter_mut().zip(&shared[t * h..(t + 1) * h]) {
+                *o += g * v;
+            }
+        }
+        let (sd, gd) = (up::<T>(k, &shared), up::<T>(k, &gate));
+        k.moe_combine(
+            &eo,
+            &routing,
+            Some((&sd, &gd)),
+            &mut hidden,
+            tokens,
+            top_k,
+            h,
+        )
+        .unwrap();
+        assert_close(
+            &format!("{what} shared"),
+            &down(k, &hidden),
+            &want_h,
+            tol::<T>(),
+        );
+    }
+}
+
+#[test]
+fn moe_kernels_match_cpu() {
+    let Some(k) = gpu() else { return };
+    check_moe::<bf16>(&k);
+    check_moe::<f16>(&k);
+    check_moe::<f32>(&k);
+}
+
 /// Sliding windows (narrower than a block, than a key tile, spanning several
 /// decode partitions, wider than the context) and soft-capping, on the
 /// prefill, decode and reduce paths; slots before each window hold NaN.
@@ -1090,6 +1238,13 @@ mod emulated {
             softcap: Some(2.0),
         };
         check_attention_masked::<bf16>(&k, 42, (4, 2, 64, 16), mixed, None, m);
+    }
+
+    #[test]
+    fn moe_kernels_match_cpu() {
+        let k = emu();
+        check_moe::<bf16>(&k);
+        check_moe::<f32>(&k);
     }
 
     #[test]

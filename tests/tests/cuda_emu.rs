@@ -395,27 +395,71 @@ fn partial_rotary_on_the_emulator_matches_the_cpu_backend() {
     random_checkpoint::remove(&dir);
 }
 
-/// What the CUDA path lacks is refused on the emulated device as on a GPU,
-/// naming it: a head size without kernels, mixture-of-experts layers.
+/// Mixtures of experts on the CUDA path (routing and grouping kernels,
+/// grouped matmuls, weighted combine; graphs record them): Mixtral (top-2
+/// of 8, renormalized), Qwen2-MoE (top-2 of 4 unnormalized, the gated
+/// shared expert, a dense layer) and Qwen3-MoE (top-4 of 16,
+/// `norm_topk_prob`). Random bf16 checkpoints of head size 64; the CPU
+/// backend (HF's tokens on the MoE golden fixtures) is the reference.
 #[test]
-fn what_cuda_lacks_is_refused_by_name() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
-    for (model, needle) in [
-        ("llama_mha_f32", "head size 16"),
-        ("mixtral_e8_top2_f32", "fused-MoE"),
-    ] {
-        let err = EngineHandle::start(EngineConfig {
-            model: models.join(model),
-            device: Device::CudaEmu,
-            max_model_len: Some(128),
-            ..EngineConfig::default()
-        })
-        .err()
-        .unwrap_or_else(|| panic!("{model} started on cuda-emu"));
-        let msg = pagoda_engine::error_chain(&err);
-        assert!(msg.contains(needle), "{model}: {msg}");
-        assert!(msg.contains("emulated CUDA device"), "{model}: {msg}");
+fn mixtures_of_experts_on_the_emulator_match_the_cpu_backend() {
+    let common = r#""hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 64, "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 512, "vocab_size": 256, "tie_word_embeddings": false,
+        "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 255, "rope_theta": 10000.0"#;
+    let models = [
+        (
+            "mixtral",
+            format!(
+                r#"{{"architectures": ["MixtralForCausalLM"], {common}, "intermediate_size": 96,
+                "num_local_experts": 8, "num_experts_per_tok": 2}}"#
+            ),
+        ),
+        (
+            "qwen2_moe",
+            format!(
+                r#"{{"architectures": ["Qwen2MoeForCausalLM"], {common}, "intermediate_size": 160,
+                "moe_intermediate_size": 64, "shared_expert_intermediate_size": 96,
+                "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": false,
+                "mlp_only_layers": [1]}}"#
+            ),
+        ),
+        (
+            "qwen3_moe",
+            format!(
+                r#"{{"architectures": ["Qwen3MoeForCausalLM"], {common}, "intermediate_size": 160,
+                "moe_intermediate_size": 48, "num_experts": 16, "num_experts_per_tok": 4,
+                "norm_topk_prob": true}}"#
+            ),
+        ),
+    ];
+    let prompts: Vec<Vec<u32>> = [1usize, 6, 20, 45]
+        .iter()
+        .map(|&n| (0..n as u32).map(|i| (i * 29 + 3) % 256).collect())
+        .collect();
+    for (name, config) in models {
+        let dir = random_checkpoint::write_random_checkpoint(name, &config, 5);
+        emulator_matches_cpu(&dir, &prompts, name);
+        random_checkpoint::remove(&dir);
     }
+}
+
+/// A head size without CUDA kernels is refused on the emulated device as on
+/// a GPU, by name.
+#[test]
+fn a_head_size_without_kernels_is_refused_by_name() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/llama_mha_f32");
+    let err = EngineHandle::start(EngineConfig {
+        model,
+        device: Device::CudaEmu,
+        max_model_len: Some(128),
+        ..EngineConfig::default()
+    })
+    .err()
+    .expect("a head size of 16 started on cuda-emu");
+    let msg = pagoda_engine::error_chain(&err);
+    assert!(msg.contains("head size 16"), "{msg}");
+    assert!(msg.contains("emulated CUDA device"), "{msg}");
 }
 
 /// Structured outputs on the CUDA path: the grammar's bitmask is applied

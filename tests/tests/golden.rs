@@ -176,8 +176,8 @@ fn assert_no_mismatches(failures: &[String]) {
 
 /// The mixture-of-experts fixtures written as GGUF files (llama.cpp's
 /// `ffn_*_exps` layout, through the engine's GGUF writer), and one loaded
-/// with `--device auto`, which must fall back to the CPU (no fused-MoE
-/// path on CUDA): the same tokens as HF.
+/// with `--device auto` (the CPU here, no head size of these fixtures has
+/// CUDA kernels): the same tokens as HF.
 #[test]
 fn moe_fixtures_as_gguf_match_hf_transformers() {
     let dir = fixtures().join("models");

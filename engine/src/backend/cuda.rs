@@ -25,6 +25,8 @@ use parking_lot::Mutex;
 
 mod grammar_mask;
 
+use super::cuda_moe::MoeScratch;
+
 /// One step's batch metadata on the device, in buffers sized for the
 /// largest step; the sizes say how much of each the step uses.
 pub struct CudaInputs {
@@ -105,6 +107,8 @@ pub struct CudaBackend {
     error: Mutex<Option<anyhow::Error>>,
     /// How every RMSNorm of the model applies its gain.
     norm_style: NormStyle,
+    /// Mixture-of-experts scratch and expert tables (`cuda_moe.rs`).
+    moe: Mutex<MoeScratch>,
 }
 
 impl CudaBackend {
@@ -128,6 +132,7 @@ impl CudaBackend {
             sampling_logits: Mutex::new(None),
             error: Mutex::new(None),
             norm_style: NormStyle::Llama,
+            moe: Mutex::new(MoeScratch::default()),
         })
     }
 
@@ -599,23 +604,14 @@ impl Backend for CudaBackend {
         self.record("softcap", r);
     }
 
-    /// No fused-MoE kernels yet (`engine_builder` refuses MoE models on
-    /// CUDA before this can run): recorded as the step's error.
     fn fused_moe(
         &self,
-        _hidden: &mut DeviceBuffer<bf16>,
-        _moe: &super::moe::MoeWeights<DeviceBuffer<bf16>>,
-        _rows: usize,
+        hidden: &mut DeviceBuffer<bf16>,
+        moe: &super::moe::MoeWeights<DeviceBuffer<bf16>>,
+        rows: usize,
     ) {
-        self.record(
-            "fused_moe",
-            Err(CudaError::InvalidArgument {
-                op: "fused_moe",
-                message:
-                    "the CUDA backend has no fused-MoE path (routing kernel + grouped GEMMs) yet"
-                        .into(),
-            }),
-        );
+        let r = self.moe.lock().fused_moe(&self.kernels, hidden, moe, rows);
+        self.record("fused_moe", r);
     }
 
     fn reshape_and_cache(

@@ -11,7 +11,8 @@ mod cpu_moe_scratch;
 mod cpu_weight;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod cuda_support;
+#[cfg(feature = "cuda")]
+mod cuda_moe;
 pub mod moe;
 
 use crate::sampler::{Sampled, SamplingRow};

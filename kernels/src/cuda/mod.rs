@@ -32,6 +32,7 @@ pub mod launch;
 pub mod layout;
 pub mod libraries;
 pub mod memory;
+pub mod moe;
 pub mod norm;
 pub mod nvrtc;
 pub mod params;

@@ -184,6 +184,53 @@ kernel_params! {
         kv_dim: i32,
     }
 
+    /// `moe_route_*`.
+    pub struct MoeRouteParams {
+        logits: DevPtr,
+        expert_ids: DevPtr,
+        weights: DevPtr,
+        num_tokens: i32,
+        num_experts: i32,
+        top_k: i32,
+        renormalize: i32,
+    }
+
+    /// `moe_align`.
+    pub struct MoeAlignParams {
+        expert_ids: DevPtr,
+        expert_offsets: DevPtr,
+        row_token: DevPtr,
+        row_expert: DevPtr,
+        gathered_row: DevPtr,
+        num_pairs: i32,
+        num_experts: i32,
+        top_k: i32,
+    }
+
+    /// `moe_matmul_*`.
+    pub struct MoeMatmulParams {
+        out: DevPtr,
+        x: DevPtr,
+        weights: DevPtr,
+        row_expert: DevPtr,
+        rows: i32,
+        k: i32,
+        n: i32,
+    }
+
+    /// `moe_combine_*` (shared_out 0: no shared expert).
+    pub struct MoeCombineParams {
+        hidden: DevPtr,
+        expert_out: DevPtr,
+        gathered_row: DevPtr,
+        weights: DevPtr,
+        shared_out: DevPtr,
+        shared_gate: DevPtr,
+        num_tokens: i32,
+        top_k: i32,
+        dim: i32,
+    }
+
     /// `scale_*` (value: the factor), `softcap_*` (value: the cap).
     pub struct ScalarMapParams {
         x: DevPtr,

@@ -41,13 +41,17 @@ pub const LAYOUT: CudaSource = CudaSource {
     file: "layout.cu",
     code: include_str!("cu/layout.cu"),
 };
+pub const MOE: CudaSource = CudaSource {
+    file: "moe.cu",
+    code: include_str!("cu/moe.cu"),
+};
 pub const SAMPLING: CudaSource = CudaSource {
     file: "sampling.cu",
     code: include_str!("cu/sampling.cu"),
 };
 
 /// Every source file.
-pub const SOURCES: [CudaSource; 8] = [
+pub const SOURCES: [CudaSource; 9] = [
     ATTENTION_PREFILL,
     ATTENTION_DECODE,
     CACHE,
@@ -55,6 +59,7 @@ pub const SOURCES: [CudaSource; 8] = [
     ROTARY,
     ACTIVATION,
     LAYOUT,
+    MOE,
     SAMPLING,
 ];
 
@@ -105,7 +110,7 @@ pub fn compile_units(head_dims: &[usize]) -> Vec<CompileUnit> {
             });
         }
     }
-    for src in [CACHE, NORM, ROTARY, ACTIVATION, LAYOUT, SAMPLING] {
+    for src in [CACHE, NORM, ROTARY, ACTIVATION, LAYOUT, MOE, SAMPLING] {
         units.push(CompileUnit {
             name: unit_name(&src),
             source: src,
@@ -147,7 +152,15 @@ pub fn kernel_names(unit: &str) -> Vec<String> {
         "cache" => typed(&["reshape_and_cache"], &half),
         "norm" => typed(&["rms_norm", "fused_add_rms_norm", "rms_norm_heads"], &all),
         "rotary" => typed(&["rotary_embedding"], &all),
-        "activation" => typed(&["silu_and_mul"], &all),
+        "activation" => typed(
+            &["silu_and_mul", "gelu_tanh_and_mul", "scale", "softcap"],
+            &all,
+        ),
+        "moe" => {
+            let mut v = typed(&["moe_route", "moe_matmul", "moe_combine"], &all);
+            v.push("moe_align".into());
+            v
+        }
         "layout" => {
             let mut v = typed(&["add_bias"], &all);
             v.extend(["gather_rows_b16", "gather_rows_b32", "split_qkv_b16"].map(String::from));
@@ -198,7 +211,7 @@ mod tests {
     #[test]
     fn units_cover_every_source_and_head_dim() {
         let all = compile_units(&[]);
-        assert_eq!(all.len(), 2 * HEAD_DIMS.len() + 6);
+        assert_eq!(all.len(), 2 * HEAD_DIMS.len() + 7);
         for src in SOURCES {
             assert!(
                 all.iter().any(|u| u.source == src),

@@ -256,6 +256,55 @@ struct SplitQkvParams {
   int q_dim;
   int kv_dim;
 };
+// moe_route_*: logits [num_tokens, num_experts] of the kernel's type; out:
+// each token's top_k expert ids (ascending) and weights.
+struct MoeRouteParams {
+  const void* logits;
+  u32* expert_ids;
+  float* weights;
+  int num_tokens;
+  int num_experts;
+  int top_k;
+  int renormalize;
+};
+// moe_align: expert_ids [num_pairs] in; expert_offsets [num_experts + 1],
+// row_token / row_expert [num_pairs] (by gathered row) and gathered_row
+// [num_pairs] (by pair) out.
+struct MoeAlignParams {
+  const u32* expert_ids;
+  u32* expert_offsets;
+  u32* row_token;
+  u32* row_expert;
+  u32* gathered_row;
+  int num_pairs;
+  int num_experts;
+  int top_k;
+};
+// moe_matmul_*: out [rows, n] = x [rows, k] · W_eᵀ, W_e = weights[row_expert[r]]
+// (a device address of an [n, k] matrix of the kernel's type).
+struct MoeMatmulParams {
+  void* out;
+  const void* x;
+  const u64* weights;
+  const u32* row_expert;
+  int rows;
+  int k;
+  int n;
+};
+// moe_combine_*: hidden [num_tokens, dim] = the weighted expert rows (+ the
+// gated shared expert when shared_out is not null; shared_gate: its logit
+// per token).
+struct MoeCombineParams {
+  void* hidden;
+  const void* expert_out;
+  const u32* gathered_row;
+  const float* weights;
+  const void* shared_out;
+  const void* shared_gate;
+  int num_tokens;
+  int top_k;
+  int dim;
+};
 // scale_* (value: the factor) and softcap_* (value: the cap), over n elements.
 struct ScalarMapParams {
   void* x;

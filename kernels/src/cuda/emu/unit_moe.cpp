@@ -1,0 +1,3 @@
+// The emulator build of moe.cu (g++, -DPAGODA_EMU).
+#include "runtime.hpp"
+#include "../cu/moe.cu"
