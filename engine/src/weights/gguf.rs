@@ -152,22 +152,8 @@ impl std::fmt::Debug for GgufFile {
 const DEFAULT_ALIGNMENT: usize = 32;
 
 impl GgufFile {
-    /// Opens a GGUF file; for the first shard of a split model, every shard.
+    /// Opens one GGUF file (a split model's shards: `gguf_split::open_model`).
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let mut first = Self::open_one(path)?;
-        let Some(split) = super::gguf_split::SplitInfo::of(&first)? else {
-            return Ok(first);
-        };
-        for (no, shard_path) in split.shard_paths(path)?.into_iter().enumerate().skip(1) {
-            let shard = Self::open_one(&shard_path)?;
-            split.check_shard(&shard, no)?;
-            first.absorb(shard, no)?;
-        }
-        split.check_tensor_count(&first)?;
-        Ok(first)
-    }
-
-    fn open_one(path: &Path) -> Result<Self, LoadError> {
         let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         // SAFETY: the map is read-only; as with every mmap loader (llama.cpp,
         // safetensors), the file must not be truncated while it is mapped.
@@ -176,7 +162,7 @@ impl GgufFile {
     }
 
     /// Takes shard `no`'s tensors (its metadata is only the split keys).
-    fn absorb(&mut self, shard: GgufFile, no: usize) -> Result<(), LoadError> {
+    pub(crate) fn absorb(&mut self, shard: GgufFile, no: usize) -> Result<(), LoadError> {
         let GgufFile {
             tensors,
             mut mmaps,

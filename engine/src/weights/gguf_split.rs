@@ -2,8 +2,8 @@
 //! `name-00001-of-00003.gguf`, ... The first shard holds the model's
 //! metadata; every shard holds `split.no` (0-based), `split.count`,
 //! `split.tensors.count` (the total) and its share of the tensors.
-//! `GgufFile::open` on the first shard opens them all; a folder holding
-//! only the shards of one model loads as that model.
+//! [`open_model`] on the first shard opens them all; a folder holding only
+//! the shards of one model loads as that model.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,22 @@ use super::LoadError;
 const KEY_NO: &str = "split.no";
 const KEY_COUNT: &str = "split.count";
 const KEY_TENSORS: &str = "split.tensors.count";
+
+/// Opens a GGUF model: one file, or from its first shard every shard of a
+/// split one, each checked against the first's split keys.
+pub fn open_model(path: &Path) -> Result<GgufFile, LoadError> {
+    let mut first = GgufFile::open(path)?;
+    let Some(split) = SplitInfo::of(&first)? else {
+        return Ok(first);
+    };
+    for (no, shard_path) in split.shard_paths(path)?.into_iter().enumerate().skip(1) {
+        let shard = GgufFile::open(&shard_path)?;
+        split.check_shard(&shard, no)?;
+        first.absorb(shard, no)?;
+    }
+    split.check_tensor_count(&first)?;
+    Ok(first)
+}
 
 /// The split keys of a model's first shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +241,7 @@ mod tests {
     fn a_split_model_opens_from_its_first_shard() {
         let dir = write_split("ok", 2, |_, _| {});
         let first = dir.join(shard_file("model", 1, 2));
-        let f = GgufFile::open(&first).unwrap();
+        let f = open_model(&first).unwrap();
         assert_eq!(f.shard_paths().len(), 2);
         assert_eq!(f.architecture(), Some("llama"));
         for t in 0..3 {
@@ -236,7 +252,7 @@ mod tests {
                 .collect();
             assert_eq!(f.tensor_bytes(info).unwrap(), &want[..]);
         }
-        let err = GgufFile::open(&dir.join(shard_file("model", 2, 2)))
+        let err = open_model(&dir.join(shard_file("model", 2, 2)))
             .unwrap_err()
             .to_string();
         assert!(
@@ -250,7 +266,7 @@ mod tests {
     fn broken_splits_are_named() {
         let dir = write_split("missing", 3, |_, _| {});
         std::fs::remove_file(dir.join(shard_file("model", 3, 3))).unwrap();
-        let err = GgufFile::open(&dir.join(shard_file("model", 1, 3)))
+        let err = open_model(&dir.join(shard_file("model", 1, 3)))
             .unwrap_err()
             .to_string();
         assert!(err.contains("model-00003-of-00003.gguf"), "{err}");
@@ -261,7 +277,7 @@ mod tests {
                 meta[2].1 = GgufValue::I32(4);
             }
         });
-        let err = GgufFile::open(&dir.join(shard_file("model", 1, 2)))
+        let err = open_model(&dir.join(shard_file("model", 1, 2)))
             .unwrap_err()
             .to_string();
         assert!(err.contains("split.tensors.count is 4"), "{err}");
@@ -272,7 +288,7 @@ mod tests {
                 meta[0].1 = GgufValue::U16(0);
             }
         });
-        let err = GgufFile::open(&dir.join(shard_file("model", 1, 2)))
+        let err = open_model(&dir.join(shard_file("model", 1, 2)))
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected split.no 1"), "{err}");

@@ -339,7 +339,7 @@ fn list_ggufs(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 fn open_gguf(path: &Path, format: LoadFormat, name: String) -> Result<ModelSource, LoadError> {
-    let file = Arc::new(GgufFile::open(path)?);
+    let file = Arc::new(gguf_split::open_model(path)?);
     let config = ModelConfig::from_gguf(&file)?;
     let weights: Box<dyn WeightSource> = match format {
         LoadFormat::Auto => Box::new(GgufWeights::new(file.clone(), &config)),
