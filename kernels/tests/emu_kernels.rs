@@ -615,6 +615,137 @@ fn gemma_norm_rounds_once_from_the_stored_gain() {
     );
 }
 
+/// The MoE kernels by their raw launches, under both thread orders (and, in
+/// `kernels_under_asan_and_ubsan`, under the sanitizers): routing and
+/// grouping equal the CPU's exactly, the grouped matmul and the combine
+/// (with a gated shared expert) match the CPU to bf16 tolerance.
+#[test]
+fn moe_kernels_match_the_cpu_routing() {
+    let mut r = rng(91);
+    let (tokens, e, top_k, h, n) = (19, 8, 3, 32, 40);
+    let pairs = tokens * top_k;
+    let logits = round::<bf16>(&randn(&mut r, tokens * e, 3.0));
+    let mut want = cpu::ExpertRouting::default();
+    want.route(&logits, e, top_k, true);
+    let x = round::<bf16>(&randn(&mut r, tokens * h, 1.0));
+    let mut gathered = vec![0f32; pairs * h];
+    cpu::moe_gather(&x, &want, &mut gathered, h);
+    let ws: Vec<Vec<f32>> = (0..e)
+        .map(|_| round::<bf16>(&randn(&mut r, n * h, 0.3)))
+        .collect();
+    let wd: Vec<Vec<bf16>> = ws.iter().map(|w| to_t::<bf16>(w)).collect();
+    let addrs: Vec<u64> = wd.iter().map(|w| ptr(w)).collect();
+    let mut want_mm = vec![0f32; pairs * n];
+    for (ex, range) in want.active_experts() {
+        for row in range {
+            let y = &mut want_mm[row * n..(row + 1) * n];
+            cpu::matmul_transb(&gathered[row * h..(row + 1) * h], &ws[ex], y, 1, h, n);
+        }
+    }
+    let expert_out = round::<bf16>(&randn(&mut r, pairs * h, 1.0));
+    let shared = round::<bf16>(&randn(&mut r, tokens * h, 1.0));
+    let gate = round::<bf16>(&randn(&mut r, tokens, 2.0));
+    let mut want_h = vec![0f32; tokens * h];
+    cpu::moe_scatter_weighted(&expert_out, &want, &mut want_h, h);
+    for (t, row) in want_h.chunks_exact_mut(h).enumerate() {
+        let g = 1.0 / (1.0 + (-gate[t]).exp());
+        for (o, &v) in row.iter_mut().zip(&shared[t * h..(t + 1) * h]) {
+            *o += g * v;
+        }
+    }
+    let shape = |grid: (u32, u32), block: u32| LaunchShape {
+        grid: (grid.0, grid.1, 1),
+        block,
+        smem_bytes: 0,
+    };
+    for order in orders(91) {
+        let ld = to_t::<bf16>(&logits);
+        let (mut ids, mut weights) = (vec![u32::MAX; pairs], vec![f32::NAN; pairs]);
+        let p = MoeRouteParams {
+            logits: ptr(&ld),
+            expert_ids: mptr(&mut ids),
+            weights: mptr(&mut weights),
+            num_tokens: tokens as i32,
+            num_experts: e as i32,
+            top_k: top_k as i32,
+            renormalize: 1,
+        };
+        run(
+            "moe_route_bf16",
+            &shape(((tokens as u32).div_ceil(128), 1), 128),
+            order,
+            &p,
+        );
+        assert_eq!(ids, want.expert_ids, "moe_route ids under {order:?}");
+        assert_close("moe_route weights", &weights, &want.weights, 1e-6);
+        let mut offsets = vec![u32::MAX; e + 1];
+        let (mut row_token, mut row_expert, mut gathered_row) = (
+            vec![u32::MAX; pairs],
+            vec![u32::MAX; pairs],
+            vec![u32::MAX; pairs],
+        );
+        let p = MoeAlignParams {
+            expert_ids: ptr(&ids),
+            expert_offsets: mptr(&mut offsets),
+            row_token: mptr(&mut row_token),
+            row_expert: mptr(&mut row_expert),
+            gathered_row: mptr(&mut gathered_row),
+            num_pairs: pairs as i32,
+            num_experts: e as i32,
+            top_k: top_k as i32,
+        };
+        run("moe_align", &shape((1, 1), 256), order, &p);
+        let offsets: Vec<usize> = offsets.iter().map(|&v| v as usize).collect();
+        assert_eq!(offsets, want.expert_offsets, "moe_align offsets");
+        assert_eq!(row_token, want.row_token, "moe_align row_token");
+        assert_eq!(gathered_row, want.gathered_row, "moe_align gathered_row");
+
+        let gd = to_t::<bf16>(&gathered);
+        let mut out = nan::<bf16>(pairs * n);
+        let p = MoeMatmulParams {
+            out: mptr(&mut out),
+            x: ptr(&gd),
+            weights: ptr(&addrs),
+            row_expert: ptr(&row_expert),
+            rows: pairs as i32,
+            k: h as i32,
+            n: n as i32,
+        };
+        run(
+            "moe_matmul_bf16",
+            &shape((pairs as u32, (n as u32).div_ceil(128)), 128),
+            order,
+            &p,
+        );
+        assert_close("moe_matmul_bf16", &to_f32(&out), &want_mm, tol::<bf16>());
+
+        let (eo, sd, gdt) = (
+            to_t::<bf16>(&expert_out),
+            to_t::<bf16>(&shared),
+            to_t::<bf16>(&gate),
+        );
+        let mut hidden = nan::<bf16>(tokens * h);
+        let p = MoeCombineParams {
+            hidden: mptr(&mut hidden),
+            expert_out: ptr(&eo),
+            gathered_row: ptr(&gathered_row),
+            weights: ptr(&weights),
+            shared_out: ptr(&sd),
+            shared_gate: ptr(&gdt),
+            num_tokens: tokens as i32,
+            top_k: top_k as i32,
+            dim: h as i32,
+        };
+        run(
+            "moe_combine_bf16",
+            &rows_shape(tokens, h, ROW_THREADS),
+            order,
+            &p,
+        );
+        assert_close("moe_combine_bf16", &to_f32(&hidden), &want_h, tol::<bf16>());
+    }
+}
+
 fn check_rotary<T: CudaDType>(seed: u64) {
     let mut r = rng(seed);
     // (.., rotary dims): the last case is partial (Phi-4-mini's 96 of 128).
