@@ -287,6 +287,70 @@ fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
     assert_no_mismatches(&failures);
 }
 
+/// LongRoPE's factor set follows `--max-model-len`, as vLLM's does (one set
+/// for every sequence, so no cached key is ever rotated with the other):
+/// at the original context (512) the short factors, HF's tokens in the
+/// golden test above; past it the long factors. The fixture at 1024 must run
+/// exactly as a copy with its short and long factors swapped runs at 512
+/// (the long set through the short path), and differently from itself at
+/// 512.
+#[test]
+fn longrope_factor_set_follows_max_model_len() {
+    let src = fixtures().join("models/phi3_longrope_f32");
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(src.join("golden.json")).unwrap()).unwrap();
+    let swapped = std::env::temp_dir().join(format!("pagoda-longrope-{}", std::process::id()));
+    std::fs::create_dir_all(&swapped).unwrap();
+    for f in ["model.safetensors", "generation_config.json"] {
+        std::fs::copy(src.join(f), swapped.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let rope = config["rope_parameters"].as_object_mut().unwrap();
+    let short = rope["short_factor"].clone();
+    rope["short_factor"] = rope["long_factor"].clone();
+    rope["long_factor"] = short;
+    std::fs::write(swapped.join("config.json"), config.to_string()).unwrap();
+    let run = |model: &Path, max_model_len: usize| {
+        let handle = EngineHandle::start(EngineConfig {
+            model: model.to_path_buf(),
+            device: Device::Cpu,
+            kv_cache_dtype: KvCacheDtype::Float32,
+            kv_cache_memory: Some(64 << 20),
+            max_model_len: Some(max_model_len),
+            ..EngineConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{}", pagoda_engine::error_chain(&e)));
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_tokens: Some(12),
+            logprobs: Some(1),
+            ignore_eos: true,
+            ..SamplingParams::default()
+        };
+        let prompts = golden
+            .cases
+            .iter()
+            .map(|c| (c.prompt_token_ids.clone(), params.clone()))
+            .collect();
+        let out: Vec<(Vec<u32>, Vec<f32>)> = generate_all(&handle, prompts)
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                let s = &o.samples[0];
+                let lps = s.logprobs.iter().map(|l| l.top[0].1).collect();
+                (s.token_ids.clone(), lps)
+            })
+            .collect();
+        handle.shutdown();
+        out
+    };
+    let long = run(&src, 1024);
+    assert_eq!(long, run(&swapped, 512), "the long factors past 512");
+    assert_ne!(long, run(&src, 512), "the factor set changes nothing");
+    std::fs::remove_dir_all(&swapped).ok();
+}
+
 /// The real SmolLM2-135M-Instruct GGUF; CI fetches it (scripts/fetch-smollm2.sh).
 pub fn smollm2_path() -> Option<PathBuf> {
     let p = std::env::var("PAGODA_SMOLLM2_GGUF")

@@ -3,10 +3,15 @@
 //! attention factor on cos/sin.
 //!
 //! transformers switches a sequence to the long factors once it is longer
-//! than `original_max_position_embeddings` (recomputing the whole sequence
-//! in `generate`). Pagoda runs the short factors and refuses a
-//! `max_model_len` past the original length (`inv_freq`), so every sequence
-//! it runs is one transformers computes with the short factors.
+//! than `original_max_position_embeddings`, recomputing the whole sequence
+//! in `generate` (Phi-3's `prepare_inputs_for_generation` drops the cache).
+//! A paged cache shared by many sequences cannot do that per token, so
+//! Pagoda does what vLLM does: the factor set is fixed by `max_model_len`,
+//! the long factors for every sequence when it exceeds the original
+//! context, else the short ones (`factors_for`). So with `--max-model-len`
+//! at most the original context Pagoda equals transformers; above it, a
+//! sequence shorter than the original context gets the long factors where
+//! transformers would use the short ones.
 
 use serde_json::Value;
 
@@ -24,24 +29,27 @@ pub struct LongRope {
 }
 
 impl LongRope {
-    /// The short-factor inverse frequencies, as transformers computes them
-    /// in f32: `1 / (short[i] * theta^(2i / dim))`. Fails when sequences
-    /// could outgrow the original context (see the module docs).
-    pub fn inv_freq(&self, rotary_dim: usize, max_model_len: usize) -> anyhow::Result<Vec<f32>> {
-        let original = self.original_max_position_embeddings;
-        if max_model_len > original {
-            anyhow::bail!(
-                "LongRoPE past original_max_position_embeddings ({original}) is not implemented \
-                 (the long factors): use --max-model-len {original} or less"
-            );
-        }
+    /// The inverse frequencies of one factor set (`short_factor` or
+    /// `long_factor`), as transformers computes them in f32:
+    /// `1 / (factor[i] * theta^(2i / dim))`.
+    pub fn inv_freq(&self, rotary_dim: usize, factors: &[f32]) -> Vec<f32> {
         let dim = rotary_dim as f32;
-        Ok(self
-            .short_factor
+        factors
             .iter()
             .enumerate()
             .map(|(i, f)| 1.0 / (f * self.theta.powf((2 * i) as f32 / dim)))
-            .collect())
+            .collect()
+    }
+
+    /// The factor set every sequence uses under `max_model_len`: the long
+    /// factors when sequences can pass the original context (vLLM's
+    /// `use_long_rope`), else the short ones.
+    pub fn factors_for(&self, max_model_len: usize) -> &[f32] {
+        if max_model_len > self.original_max_position_embeddings {
+            &self.long_factor
+        } else {
+            &self.short_factor
+        }
     }
 }
 
@@ -153,11 +161,14 @@ mod tests {
             let want = (1.0 + (32f64).ln() / (4096f64).ln()).sqrt() as f32;
             assert_eq!(lr.attention_factor, want);
             assert_eq!(lr.short_factor[7], 2.0);
-            let inv = lr.inv_freq(16, 4096).unwrap();
+            let inv = lr.inv_freq(16, &lr.short_factor);
             assert_eq!(inv[0], 1.0);
             assert_eq!(inv[7], 1.0 / (2.0 * 10000f32.powf(14.0 / 16.0)));
-            let err = lr.inv_freq(16, 4097).unwrap_err().to_string();
-            assert!(err.contains("--max-model-len 4096"), "{err}");
+            let long = lr.inv_freq(16, &lr.long_factor);
+            assert_eq!(long[7], 1.0 / (8.0 * 10000f32.powf(14.0 / 16.0)));
+            // A max_model_len past 4096 takes the long factors throughout.
+            assert_eq!(lr.factors_for(4096), &lr.short_factor[..]);
+            assert_eq!(lr.factors_for(4097), &lr.long_factor[..]);
             assert!(c.variant.fused_projections);
         }
         let err =
@@ -180,8 +191,7 @@ mod tests {
             .long_rope
             .as_ref()
             .unwrap()
-            .inv_freq(12, 4096)
-            .unwrap();
+            .inv_freq(12, &[1.0, 1.0, 1.0, 1.0, 1.0, 2.0]);
         assert_eq!(inv[5], 1.0 / (2.0 * 10000f32.powf(10.0 / 12.0)));
         let err = phi3(&format!(
             r#", "partial_rotary_factor": 0.75, "rope_scaling": {{"type": "su", {factors}}}"#

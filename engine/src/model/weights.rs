@@ -119,7 +119,8 @@ impl<B: Backend> DecoderWeights<B> {
         };
         let rope = match &config.variant.long_rope {
             Some(lr) => {
-                let inv_freq = lr.inv_freq(config.rotary_dim(), max_position)?;
+                let factors = lr.factors_for(max_position);
+                let inv_freq = lr.inv_freq(config.rotary_dim(), factors);
                 backend.rope(&inv_freq, max_position, lr.attention_factor)?
             }
             None => {
