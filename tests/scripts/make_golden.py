@@ -315,6 +315,28 @@ MODELS = [
             original_max_position_embeddings=512,
         ),
     },
+    {
+        # Phi-4-mini style: partial rotary (0.75 of head_dim 16: 12 dims turn,
+        # 4 pass through), LongRoPE factors over the rotary dims (6 each;
+        # short factors: Pagoda runs up to original 512), tied embeddings.
+        "name": "phi4mini_partial_rotary_f32",
+        "arch": "Phi3ForCausalLM",
+        "dtype": "float32",
+        "legacy_config": False,
+        "max_positions": 1024,
+        "seed": 1015,
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+            rope_theta=10000.0, tie_word_embeddings=True, original_max_position_embeddings=512,
+            partial_rotary_factor=0.75,
+            rope_scaling={
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.2, 1.5, 2.0, 2.6, 3.3],
+                "long_factor": [1.0, 3.0, 6.0, 12.0, 24.0, 48.0],
+            },
+        ),
+    },
     # Mixtures of experts (issue 10). transformers 5.24 keeps experts as 3D
     # tensors in memory and saves them per expert (the published layout).
     {

@@ -368,8 +368,8 @@ fn gemma_on_the_emulator_matches_the_cpu_backend() {
 /// Phi-4-mini's shape on the CUDA path: partial rotary (48 of 64 dims,
 /// `partial_rotary_factor` 0.75) with LongRoPE short factors over those
 /// dims, fused qkv / gate_up, tied embeddings; random bf16 weights, the CPU
-/// backend as reference (its partial rotation is checked against HF's
-/// formula in `cpu::rotary`; no HF fixture of it exists).
+/// backend as reference (it matches HF on the head-size-16
+/// `phi4mini_partial_rotary_f32` fixture, which the CUDA kernels cannot run).
 #[test]
 fn partial_rotary_on_the_emulator_matches_the_cpu_backend() {
     let factors: Vec<String> = (0..24)

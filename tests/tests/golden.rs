@@ -254,13 +254,14 @@ fn gemma_and_phi3_fixtures_as_gguf_match_hf_transformers() {
         "gemma3_window8_localrope_f32",
         "phi3_longrope_f32",
         "phi3_window8_bf16",
+        "phi4mini_partial_rotary_f32",
     ] {
         let model_dir = fixtures().join("models").join(name);
         let golden: Golden =
             serde_json::from_str(&std::fs::read_to_string(model_dir.join("golden.json")).unwrap())
                 .unwrap();
         let gguf = tmp.join(format!("{name}.gguf"));
-        if name.starts_with("phi3") {
+        if name.starts_with("phi") {
             gguf_export::convert_phi3_fixture(&model_dir, &gguf);
         } else {
             gguf_export::convert_gemma_fixture(&model_dir, &gguf);

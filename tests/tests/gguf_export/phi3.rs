@@ -32,7 +32,7 @@ pub fn convert_phi3_fixture(dir: &Path, out: &Path) {
     let u = |v: usize| GgufValue::U32(v as u32);
     let mut meta = super::common_meta(arch, &config);
     meta.extend([
-        (k("rope.dimension_count"), u(config.head_dim)),
+        (k("rope.dimension_count"), u(config.rotary_dim())),
         (k("rope.freq_base"), GgufValue::F32(config.rope_theta)),
         (
             k("attention.sliding_window"),
