@@ -337,6 +337,37 @@ MODELS = [
             },
         ),
     },
+    # Head size 64 (the smallest the CUDA kernels build), bf16: the CUDA path
+    # on the kernel emulator against HF (tests/tests/cuda_emu.rs), and the CPU.
+    {
+        "name": "gemma2_hd64_window8_bf16",
+        "arch": "Gemma2ForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": False,
+        "norm_offset": True,
+        "seed": 1016,
+        "embed_std": 0.3,
+        "config": dict(
+            vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=64, rms_norm_eps=1e-6,
+            rope_theta=10000.0, tie_word_embeddings=False, query_pre_attn_scalar=64,
+            sliding_window=8, attn_logit_softcapping=5.0, final_logit_softcapping=8.0,
+            hidden_activation="gelu_pytorch_tanh",
+        ),
+    },
+    {
+        "name": "mixtral_hd64_e8_top2_bf16",
+        "arch": "MixtralForCausalLM",
+        "dtype": "bfloat16",
+        "legacy_config": False,
+        "seed": 1405,
+        "config": dict(
+            vocab_size=256, hidden_size=128, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-5,
+            rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None,
+            num_local_experts=8, num_experts_per_tok=2,
+        ),
+    },
     # Mixtures of experts (issue 10). transformers 5.24 keeps experts as 3D
     # tensors in memory and saves them per expert (the published layout).
     {
