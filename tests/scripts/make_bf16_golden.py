@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_golden import golden_json, greedy_reference  # noqa: E402
+from make_golden import golden_json, reference_case  # noqa: E402
 
 
 def main():
@@ -26,20 +26,10 @@ def main():
         folder = root / name
         golden = json.loads((folder / "golden.json").read_text())
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
-        cases = []
-        for case in golden["cases"]:
-            prompt = case["prompt_token_ids"]
-            n = len(case["output_token_ids"])
-            output, tops, margins = greedy_reference(model, prompt, n)
-            cases.append(
-                {
-                    "prompt_token_ids": prompt,
-                    "output_token_ids": output,
-                    "top_logprobs": tops,
-                    "top2_margin": margins,
-                    "finish_reason": "length",
-                }
-            )
+        cases = [
+            reference_case(model, c["prompt_token_ids"], len(c["output_token_ids"]))
+            for c in golden["cases"]
+        ]
         out = {k: v for k, v in golden.items() if k != "cases"}
         out["reference"] = dict(
             out["reference"],

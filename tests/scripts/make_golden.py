@@ -570,6 +570,18 @@ def greedy_reference(model, prompt, max_new_tokens):
     return output, tops, margins
 
 
+def reference_case(model, prompt, max_new_tokens):
+    """One golden case: the prompt and `model`'s greedy run of it."""
+    output, tops, margins = greedy_reference(model, prompt, max_new_tokens)
+    return {
+        "prompt_token_ids": prompt,
+        "output_token_ids": output,
+        "top_logprobs": tops,
+        "top2_margin": margins,
+        "finish_reason": "length",
+    }
+
+
 def load_f32(folder, arch):
     _, model_cls = ARCHS[arch]
     model = model_cls.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
@@ -658,16 +670,7 @@ def build_one(spec, out_root):
     cases = []
     for n in PROMPT_LENS:
         prompt = torch.randint(0, vocab, (n,), generator=gen).tolist()
-        output, tops, margins = greedy_reference(ref, prompt, MAX_NEW_TOKENS)
-        cases.append(
-            {
-                "prompt_token_ids": prompt,
-                "output_token_ids": output,
-                "top_logprobs": tops,
-                "top2_margin": margins,
-                "finish_reason": "length",
-            }
-        )
+        cases.append(reference_case(ref, prompt, MAX_NEW_TOKENS))
 
     # Cross-check the manual loop against HF generate() on the longest prompt.
     last = cases[-1]

@@ -112,41 +112,21 @@ impl MoeScratch {
 
         // The shared expert reads `hidden` before the combine overwrites it
         // (its gate_up and act reuse the routed experts' buffers, done with).
-        let Some(shared) = &moe.shared else {
-            return k.moe_combine(&*expert_out, routing, None, hidden, rows, top_k, h);
+        let shared_rows = match &moe.shared {
+            None => None,
+            Some(shared) => {
+                let si = shared.intermediate;
+                let gate = at_least(k, &mut self.shared_gate, rows)?;
+                k.matmul::<bf16, bf16>(hidden, &shared.gate, gate, rows, h, 1)?;
+                let sgu = at_least(k, &mut self.gate_up, rows * 2 * si)?;
+                k.matmul::<bf16, bf16>(hidden, &shared.mlp.gate_up, sgu, rows, h, 2 * si)?;
+                let sact = at_least(k, &mut self.act, rows * si)?;
+                k.silu_and_mul(&*sgu, sact, rows, si)?;
+                let sout = at_least(k, &mut self.shared_out, rows * h)?;
+                k.matmul::<bf16, bf16>(&*sact, &shared.mlp.down, sout, rows, si, h)?;
+                Some((&*sout, &*gate))
+            }
         };
-        let si = shared.intermediate;
-        let gate = at_least(k, &mut self.shared_gate, rows)?;
-        k.matmul::<bf16, bf16>(hidden, &shared.gate, gate, rows, h, 1)?;
-        let sgu = at_least(k, &mut self.gate_up, rows * 2 * si)?;
-        k.matmul::<bf16, bf16>(hidden, &shared.mlp.gate_up, sgu, rows, h, 2 * si)?;
-        let sact = at_least(k, &mut self.act, rows * si)?;
-        k.silu_and_mul(
-            self.gate_up.as_ref().expect("allocated above"),
-            sact,
-            rows,
-            si,
-        )?;
-        let sout = at_least(k, &mut self.shared_out, rows * h)?;
-        k.matmul::<bf16, bf16>(
-            self.act.as_ref().expect("allocated above"),
-            &shared.mlp.down,
-            sout,
-            rows,
-            si,
-            h,
-        )?;
-        k.moe_combine(
-            self.expert_out.as_ref().expect("allocated above"),
-            self.routing.as_ref().expect("sized above"),
-            Some((
-                self.shared_out.as_ref().expect("allocated above"),
-                self.shared_gate.as_ref().expect("allocated above"),
-            )),
-            hidden,
-            rows,
-            top_k,
-            h,
-        )
+        k.moe_combine(&*expert_out, routing, shared_rows, hidden, rows, top_k, h)
     }
 }
