@@ -1,11 +1,17 @@
 //! x86 integer dot products of weight blocks with 8-bit activation blocks:
 //! AVX2 (`vpmaddubsw` u8·i8 pairs to i16, `vpmaddwd` to i32) or AVX-512
-//! VNNI (`vpdpbusd`, u8·i8 quadruples straight to i32). Each block's i32 sums
-//! are scaled in f32 lanes (8 accumulators per activation row) and reduced
-//! once per output; offsets (Q4_0's 8, Q4_1's and Q4_K's mins, Q6_K's 32)
-//! are applied through the activation blocks' precomputed sums.
+//! VNNI (`vpdpbusd`, u8·i8 quadruples straight to i32).
 //!
-//! A weight block is decoded once and dotted with up to 4 activation rows
+//! Blocks go eight at a time (a K-quant super-block, or eight 32-value
+//! blocks): their eight integer dot products are reduced together into one
+//! vector of eight block sums (`vphaddd`), converted once and scaled by the
+//! eight blocks' `d_w · d_x` in one multiply-add. Scaling each block on its
+//! own (a scalar scale, a broadcast and a multiply-add per 32 values) cost
+//! three times the integer work at batch 1. Offsets (Q4_0's 8, Q4_1's and
+//! Q4_K's mins, Q6_K's 32) go through the activation blocks' precomputed
+//! sums, also eight at a time.
+//!
+//! A weight group is decoded once and dotted with up to 4 activation rows
 //! (`R`), so small batches read and unpack the weights once. Every output's
 //! arithmetic is the same whatever `R`: results do not depend on the batch.
 
@@ -94,10 +100,29 @@ unsafe fn tile_body<const VNNI: bool>(
     }
 }
 
-/// Activation rows `i0..i0 + R` against every weight row of `w`. The
-/// activation rows' slices are taken once here, not per weight row (at one
-/// row per decode step that was 4% of the step), and the format is matched
-/// once per task.
+/// One activation row as raw pointers, taken once per task (the bounds were
+/// checked when the rows were built: `k / 32` blocks, `k` quants).
+#[derive(Clone, Copy)]
+struct XRow {
+    d: *const f32,
+    s: *const f32,
+    qs: *const i8,
+    sums: *const i32,
+}
+
+impl XRow {
+    fn new(x: Q8Row<'_>) -> Self {
+        XRow {
+            d: x.d.as_ptr(),
+            s: x.s.as_ptr(),
+            qs: x.qs.as_ptr(),
+            sums: x.sums.as_ptr(),
+        }
+    }
+}
+
+/// Activation rows `i0..i0 + R` against every weight row of `w`, one loop
+/// per format (a fn pointer would lose the target features).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows<const R: usize, const VNNI: bool>(
@@ -109,13 +134,14 @@ unsafe fn rows<const R: usize, const VNNI: bool>(
     dst: *mut f32,
     ldo: usize,
 ) {
-    let xs: [Q8Row<'_>; R] = std::array::from_fn(|t| x.row(i0 + t));
-    // One loop per format (a fn pointer would lose the target features).
+    let xs: [XRow; R] = std::array::from_fn(|t| XRow::new(x.row(i0 + t)));
+    let nb = x.k / Q8_BLOCK;
     macro_rules! each_row {
-        ($kernel:ident) => {
+        ($kernel:expr) => {
             for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
-                // SAFETY: features per the caller.
-                let out = unsafe { $kernel::<R, VNNI>(wr, &xs) };
+                // SAFETY: features per the caller; `wr` is one row of `nb`
+                // 32-value blocks (or `nb / 8` super-blocks), as `xs`.
+                let out: [f32; R] = unsafe { $kernel(wr.as_ptr(), nb, &xs) };
                 for (t, v) in out.iter().enumerate() {
                     // SAFETY: (i0 + t, j) is inside the caller's output block.
                     unsafe { *dst.add((i0 + t) * ldo + j) = *v };
@@ -124,11 +150,11 @@ unsafe fn rows<const R: usize, const VNNI: bool>(
         };
     }
     match ty {
-        QuantType::Q4_0 => each_row!(q4_0),
-        QuantType::Q4_1 => each_row!(q4_1),
-        QuantType::Q8_0 => each_row!(q8_0),
-        QuantType::Q4_K => each_row!(q4_k),
-        QuantType::Q6_K => each_row!(q6_k),
+        QuantType::Q4_0 => each_row!(blocks32::<R, VNNI, Q4_0>),
+        QuantType::Q4_1 => each_row!(blocks32::<R, VNNI, Q4_1>),
+        QuantType::Q8_0 => each_row!(blocks32::<R, VNNI, Q8_0>),
+        QuantType::Q4_K => each_row!(q4_k::<R, VNNI>),
+        QuantType::Q6_K => each_row!(q6_k::<R, VNNI>),
         other => unreachable!("no integer kernel for {other}"),
     }
 }
@@ -148,38 +174,86 @@ unsafe fn dot_u8_i8<const VNNI: bool>(q: __m256i, x: __m256i) -> __m256i {
     }
 }
 
+/// Eight vectors to the vector of their eight lane sums, in order.
 #[inline(always)]
-unsafe fn f16(b: &[u8], i: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[i], b[i + 1]]);
-    // SAFETY: F16C per the caller.
-    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
+unsafe fn reduce8(p: &[__m256i; 8]) -> __m256i {
+    // SAFETY: AVX2 per the caller.
+    unsafe {
+        let p01 = _mm256_hadd_epi32(p[0], p[1]);
+        let p23 = _mm256_hadd_epi32(p[2], p[3]);
+        let p45 = _mm256_hadd_epi32(p[4], p[5]);
+        let p67 = _mm256_hadd_epi32(p[6], p[7]);
+        // [p0..p3 over lanes 0-3 | p0..p3 over lanes 4-7], same for p4..p7.
+        let lo = _mm256_hadd_epi32(p01, p23);
+        let hi = _mm256_hadd_epi32(p45, p67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(lo, hi, 0x20),
+            _mm256_permute2x128_si256(lo, hi, 0x31),
+        )
+    }
+}
+
+/// Lanes `0..n` all ones.
+#[inline(always)]
+unsafe fn lanes(n: usize) -> __m256i {
+    // SAFETY: AVX2 per the caller.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+}
+
+/// `n <= 8` f32 from `p`, zeros after.
+///
+/// # Safety
+/// `p..p + n` readable.
+#[inline(always)]
+unsafe fn load8(p: *const f32, n: usize) -> __m256 {
+    // SAFETY: masked lanes are not read.
+    unsafe {
+        if n == 8 {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, lanes(n))
+        }
+    }
+}
+
+/// Eight f16 (given as bits) to f32.
+#[inline(always)]
+unsafe fn f16x8(bits: &[u16; 8]) -> __m256 {
+    // SAFETY: F16C per the caller; 16 readable bytes.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i)) }
 }
 
 #[inline(always)]
-unsafe fn load_x(x: &Q8Row<'_>, b: usize) -> __m256i {
-    let q = &x.qs[b * Q8_BLOCK..][..Q8_BLOCK];
-    // SAFETY: 32 readable bytes.
-    unsafe { _mm256_loadu_si256(q.as_ptr() as *const __m256i) }
+unsafe fn u16_at(p: *const u8) -> u16 {
+    // SAFETY: two readable bytes, per the caller.
+    unsafe { u16::from_le_bytes([*p, *p.add(1)]) }
 }
 
 #[inline(always)]
-unsafe fn load32(b: &[u8]) -> __m256i {
-    let b = &b[..32];
-    // SAFETY: 32 readable bytes.
-    unsafe { _mm256_loadu_si256(b.as_ptr() as *const __m256i) }
+unsafe fn f16(p: *const u8) -> f32 {
+    // SAFETY: F16C and two readable bytes, per the caller.
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(p) as i32))) }
+}
+
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    // SAFETY: 32 readable bytes, per the caller.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
 /// 16 bytes of nibbles to 32 values: low nibbles, then high.
 #[inline(always)]
-unsafe fn nibbles(b: &[u8]) -> __m256i {
-    let b = &b[..16];
+unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: 16 readable bytes; AVX2 per the caller.
     unsafe {
-        let v = _mm_loadu_si128(b.as_ptr() as *const __m128i);
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(v, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
-        _mm256_set_m128i(hi, lo)
+        let v = _mm_loadu_si128(p as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
     }
 }
 
@@ -195,122 +269,204 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn fmadd(acc: __m256, p: __m256i, s: f32) -> __m256 {
-    // SAFETY: AVX2 + FMA per the caller.
-    unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s), acc) }
-}
-
-#[inline(always)]
-unsafe fn finish<const R: usize>(acc: [__m256; R], corr: [f32; R]) -> [f32; R] {
+unsafe fn finish<const R: usize>(acc: [__m256; R]) -> [f32; R] {
     // SAFETY: AVX per the caller.
-    std::array::from_fn(|r| unsafe { hsum(acc[r]) } + corr[r])
+    std::array::from_fn(|r| unsafe { hsum(acc[r]) })
 }
 
-#[inline(always)]
-unsafe fn q4_0<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) -> [f32; R] {
-    // SAFETY: features per the caller; every load is of a checked slice.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut corr = [0f32; R];
-        for (b, blk) in w.chunks_exact(18).enumerate() {
-            let d = f16(blk, 0);
-            let q = nibbles(&blk[2..]);
-            for r in 0..R {
-                let s = d * xs[r].d[b];
-                acc[r] = fmadd(acc[r], dot_u8_i8::<VNNI>(q, load_x(&xs[r], b)), s);
-                corr[r] -= s * (8 * (xs[r].sums[2 * b] + xs[r].sums[2 * b + 1])) as f32;
-            }
-        }
-        finish(acc, corr)
+/// A 32-value block format.
+trait Block32 {
+    /// Bytes per block.
+    const SIZE: usize;
+    /// Has an f16 min after its f16 scale (`w = d·q + m`).
+    const MIN: bool;
+    /// `w = d·(q - OFFSET)`.
+    const OFFSET: f32;
+    /// Quants are signed bytes (multiplied through the sign trick).
+    const SIGNED: bool;
+    /// The 32 quants at `blk + 2 (+ 2 with MIN)`.
+    unsafe fn quants(blk: *const u8) -> __m256i;
+}
+
+struct Q4_0;
+struct Q4_1;
+struct Q8_0;
+
+impl Block32 for Q4_0 {
+    const SIZE: usize = 18;
+    const MIN: bool = false;
+    const OFFSET: f32 = 8.0;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(blk: *const u8) -> __m256i {
+        // SAFETY: a whole block, per the caller.
+        unsafe { nibbles(blk.add(2)) }
     }
 }
 
-#[inline(always)]
-unsafe fn q4_1<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) -> [f32; R] {
-    // SAFETY: as in q4_0.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut corr = [0f32; R];
-        for (b, blk) in w.chunks_exact(20).enumerate() {
-            let (d, m) = (f16(blk, 0), f16(blk, 2));
-            let q = nibbles(&blk[4..]);
-            for r in 0..R {
-                let dx = xs[r].d[b];
-                acc[r] = fmadd(acc[r], dot_u8_i8::<VNNI>(q, load_x(&xs[r], b)), d * dx);
-                corr[r] += m * dx * (xs[r].sums[2 * b] + xs[r].sums[2 * b + 1]) as f32;
-            }
-        }
-        finish(acc, corr)
+impl Block32 for Q4_1 {
+    const SIZE: usize = 20;
+    const MIN: bool = true;
+    const OFFSET: f32 = 0.0;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(blk: *const u8) -> __m256i {
+        // SAFETY: as above.
+        unsafe { nibbles(blk.add(4)) }
     }
 }
 
-#[inline(always)]
-unsafe fn q8_0<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) -> [f32; R] {
-    // SAFETY: as in q4_0.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for (b, blk) in w.chunks_exact(34).enumerate() {
-            let d = f16(blk, 0);
-            let wq = load32(&blk[2..]);
-            // |w| as unsigned, its sign moved onto x: u8 x i8 products.
-            let q = _mm256_sign_epi8(wq, wq);
-            for r in 0..R {
-                let xv = _mm256_sign_epi8(load_x(&xs[r], b), wq);
-                acc[r] = fmadd(acc[r], dot_u8_i8::<VNNI>(q, xv), d * xs[r].d[b]);
-            }
-        }
-        finish(acc, [0f32; R])
+impl Block32 for Q8_0 {
+    const SIZE: usize = 34;
+    const MIN: bool = false;
+    const OFFSET: f32 = 0.0;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn quants(blk: *const u8) -> __m256i {
+        // SAFETY: as above.
+        unsafe { load32(blk.add(2)) }
     }
 }
 
+/// One weight row of `nb` 32-value blocks of `B` against `R` activation rows.
+///
+/// # Safety
+/// Features per the caller; `w` is `nb` blocks of `B`, each `xs` row `nb`
+/// activation blocks.
 #[inline(always)]
-unsafe fn q4_k<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) -> [f32; R] {
-    // SAFETY: as in q4_0.
+unsafe fn blocks32<const R: usize, const VNNI: bool, B: Block32>(
+    w: *const u8,
+    nb: usize,
+    xs: &[XRow; R],
+) -> [f32; R] {
+    // SAFETY: every pointer below stays inside the row (blocks < nb).
     unsafe {
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut corr = [0f32; R];
-        let mask = _mm256_set1_epi8(0x0F);
-        for (s, blk) in w.chunks_exact(144).enumerate() {
-            let d = f16(blk, 0);
-            let dmin = f16(blk, 2);
-            let (sc, mn) = super::dequant::k4_scales_mins(&blk[4..16]);
-            for c in 0..4 {
-                let v = load32(&blk[16 + 32 * c..]);
-                let halves = [
-                    _mm256_and_si256(v, mask),
-                    _mm256_and_si256(_mm256_srli_epi16(v, 4), mask),
-                ];
-                for (h, q) in halves.into_iter().enumerate() {
-                    let sb = 2 * c + h;
-                    let b = s * 8 + sb;
-                    let (dsc, mmn) = (d * sc[sb] as f32, dmin * mn[sb] as f32);
-                    for r in 0..R {
-                        let dx = xs[r].d[b];
-                        acc[r] = fmadd(acc[r], dot_u8_i8::<VNNI>(q, load_x(&xs[r], b)), dsc * dx);
-                        corr[r] -= mmn * dx * (xs[r].sums[2 * b] + xs[r].sums[2 * b + 1]) as f32;
-                    }
+        let mut b0 = 0;
+        while b0 < nb {
+            let n = (nb - b0).min(8);
+            let mut q = [_mm256_setzero_si256(); 8];
+            let mut dbits = [0u16; 8];
+            let mut mbits = [0u16; 8];
+            for b in 0..n {
+                let blk = w.add((b0 + b) * B::SIZE);
+                dbits[b] = u16_at(blk);
+                if B::MIN {
+                    mbits[b] = u16_at(blk.add(2));
+                }
+                q[b] = B::quants(blk);
+            }
+            let dw = f16x8(&dbits);
+            let mw = if B::MIN {
+                f16x8(&mbits)
+            } else {
+                _mm256_mul_ps(dw, _mm256_set1_ps(-B::OFFSET))
+            };
+            for r in 0..R {
+                let x = xs[r];
+                let mut p = [_mm256_setzero_si256(); 8];
+                for b in 0..n {
+                    let xv = load32(x.qs.add((b0 + b) * Q8_BLOCK) as *const u8);
+                    p[b] = if B::SIGNED {
+                        // |w| as unsigned, its sign moved onto x.
+                        let uw = _mm256_sign_epi8(q[b], q[b]);
+                        dot_u8_i8::<VNNI>(uw, _mm256_sign_epi8(xv, q[b]))
+                    } else {
+                        dot_u8_i8::<VNNI>(q[b], xv)
+                    };
+                }
+                let sums = _mm256_cvtepi32_ps(reduce8(&p));
+                let dx = load8(x.d.add(b0), n);
+                acc[r] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, dx), acc[r]);
+                if B::MIN || B::OFFSET != 0.0 {
+                    acc[r] = _mm256_fmadd_ps(mw, load8(x.s.add(b0), n), acc[r]);
                 }
             }
+            b0 += n;
         }
-        finish(acc, corr)
+        finish(acc)
     }
 }
 
+/// Q4_K: super-blocks of 8 x 32, 6-bit scales and mins per sub-block.
 #[inline(always)]
-unsafe fn q6_k<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) -> [f32; R] {
-    // SAFETY: as in q4_0.
+unsafe fn q4_k<const R: usize, const VNNI: bool>(
+    w: *const u8,
+    nb: usize,
+    xs: &[XRow; R],
+) -> [f32; R] {
+    // SAFETY: as in blocks32; `nb / 8` super-blocks of 144 bytes.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut corr = [0f32; R];
+        let mask = _mm256_set1_epi8(0x0F);
+        for s in 0..nb / 8 {
+            let blk = w.add(s * 144);
+            let bytes = std::slice::from_raw_parts(blk.add(4), 12);
+            let (sc, mn) = super::dequant::k4_scales_mins(bytes);
+            let to_f32 = |v: [u8; 8]| {
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                    v.as_ptr() as *const __m128i
+                )))
+            };
+            let dsc = _mm256_mul_ps(to_f32(sc), _mm256_set1_ps(f16(blk)));
+            let mmn = _mm256_mul_ps(to_f32(mn), _mm256_set1_ps(-f16(blk.add(2))));
+            let mut q = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                let v = load32(blk.add(16 + 32 * c));
+                q[2 * c] = _mm256_and_si256(v, mask);
+                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            }
+            for r in 0..R {
+                let x = xs[r];
+                let p: [__m256i; 8] = std::array::from_fn(|b| {
+                    dot_u8_i8::<VNNI>(q[b], load32(x.qs.add((s * 8 + b) * Q8_BLOCK) as *const u8))
+                });
+                let sums = _mm256_cvtepi32_ps(reduce8(&p));
+                let dx = _mm256_loadu_ps(x.d.add(s * 8));
+                acc[r] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dsc, dx), acc[r]);
+                acc[r] = _mm256_fmadd_ps(mmn, _mm256_loadu_ps(x.s.add(s * 8)), acc[r]);
+            }
+        }
+        finish(acc)
+    }
+}
+
+/// Q6_K: super-blocks of 16 x 16, 6-bit quants offset by 32, i8 scales.
+/// The dot products are reduced to the 16 half-block sums (a 32-value
+/// block's halves are its vector's two 128-bit lanes), scaled in integers,
+/// then paired into the 8 block sums.
+#[inline(always)]
+unsafe fn q6_k<const R: usize, const VNNI: bool>(
+    w: *const u8,
+    nb: usize,
+    xs: &[XRow; R],
+) -> [f32; R] {
+    // SAFETY: as in blocks32; `nb / 8` super-blocks of 210 bytes.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
         let m4 = _mm256_set1_epi8(0x0F);
         let m2 = _mm256_set1_epi8(0x03);
-        for (s, blk) in w.chunks_exact(210).enumerate() {
-            let scales = &blk[192..208];
-            let d = f16(blk, 208);
+        // Half-block order after the reduction: [0lo 1lo 2lo 3lo | 0hi ..].
+        let order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+        for s in 0..nb / 8 {
+            let blk = w.add(s * 210);
+            let scales = _mm_loadu_si128(blk.add(192) as *const __m128i);
+            // Scales in the sums' pair order, and in the reduction's order.
+            let sc_pairs = [
+                _mm256_cvtepi8_epi32(scales),
+                _mm256_cvtepi8_epi32(_mm_srli_si128(scales, 8)),
+            ];
+            let so = _mm_shuffle_epi8(scales, order);
+            let sc_red = [
+                _mm256_cvtepi8_epi32(so),
+                _mm256_cvtepi8_epi32(_mm_srli_si128(so, 8)),
+            ];
+            let d = _mm256_set1_ps(f16(blk.add(208)));
+            let mut q = [_mm256_setzero_si256(); 8];
             for h in 0..2 {
-                let ql0 = load32(&blk[h * 64..]);
-                let ql1 = load32(&blk[h * 64 + 32..]);
-                let qh = load32(&blk[128 + h * 32..]);
+                let ql0 = load32(blk.add(h * 64));
+                let ql1 = load32(blk.add(h * 64 + 32));
+                let qh = load32(blk.add(128 + h * 32));
                 for k in 0..4 {
                     let ql = if k % 2 == 0 { ql0 } else { ql1 };
                     let low = if k / 2 == 0 {
@@ -324,30 +480,38 @@ unsafe fn q6_k<const R: usize, const VNNI: bool>(w: &[u8], xs: &[Q8Row<'_>; R]) 
                         2 => _mm256_and_si256(_mm256_srli_epi16(qh, 4), m2),
                         _ => _mm256_and_si256(_mm256_srli_epi16(qh, 6), m2),
                     };
-                    let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-                    let sc0 = scales[h * 8 + 2 * k] as i8 as i32;
-                    let sc1 = scales[h * 8 + 2 * k + 1] as i8 as i32;
-                    let b = s * 8 + h * 4 + k;
-                    for r in 0..R {
-                        let xv = load_x(&xs[r], b);
-                        let p = if VNNI {
-                            let sc = _mm256_set_m128i(_mm_set1_epi32(sc1), _mm_set1_epi32(sc0));
-                            _mm256_mullo_epi32(dot_u8_i8::<VNNI>(q, xv), sc)
-                        } else {
-                            let sc = _mm256_set_m128i(
-                                _mm_set1_epi16(sc1 as i16),
-                                _mm_set1_epi16(sc0 as i16),
-                            );
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), sc)
-                        };
-                        let dx = d * xs[r].d[b];
-                        acc[r] = fmadd(acc[r], p, dx);
-                        let offs = sc0 * xs[r].sums[2 * b] + sc1 * xs[r].sums[2 * b + 1];
-                        corr[r] -= dx * (32 * offs) as f32;
-                    }
+                    q[h * 4 + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
                 }
             }
+            for r in 0..R {
+                let x = xs[r];
+                let b0 = s * 8;
+                let p: [__m256i; 8] = std::array::from_fn(|b| {
+                    dot_u8_i8::<VNNI>(q[b], load32(x.qs.add((b0 + b) * Q8_BLOCK) as *const u8))
+                });
+                // [b lo for b in 0..4 | b hi for b in 0..4], then 4..8.
+                let h03 =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                let h47 =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+                let t03 = _mm256_mullo_epi32(h03, sc_red[0]);
+                let t47 = _mm256_mullo_epi32(h47, sc_red[1]);
+                let dots = _mm256_add_epi32(
+                    _mm256_permute2x128_si256(t03, t47, 0x20),
+                    _mm256_permute2x128_si256(t03, t47, 0x31),
+                );
+                // 32 x Σ scale x half-sum of x, per block.
+                let sums = x.sums.add(2 * b0) as *const __m256i;
+                let o = _mm256_hadd_epi32(
+                    _mm256_mullo_epi32(_mm256_loadu_si256(sums), sc_pairs[0]),
+                    _mm256_mullo_epi32(_mm256_loadu_si256(sums.add(1)), sc_pairs[1]),
+                );
+                let offs = _mm256_permute4x64_epi64(o, 0b11_01_10_00);
+                let isum = _mm256_sub_epi32(dots, _mm256_slli_epi32(offs, 5));
+                let dx = _mm256_mul_ps(d, _mm256_loadu_ps(x.d.add(b0)));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dx, acc[r]);
+            }
         }
-        finish(acc, corr)
+        finish(acc)
     }
 }

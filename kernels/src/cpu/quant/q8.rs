@@ -6,7 +6,9 @@
 //! formats with an offset (Q4_0's `q - 8`, Q4_1's `+ m`, Q6_K's `q - 32`) fold
 //! it into one multiply by such a sum instead of a subtraction per value.
 //! Blocks of 32 serve the K-quants too (their sub-blocks are 32 or 16 wide),
-//! with finer scales than llama.cpp's 256-wide Q8_K.
+//! with finer scales than llama.cpp's 256-wide Q8_K. Each block also keeps
+//! `s = d · Σq` (llama.cpp's Q8_1 `s`): a weight format's per-block min
+//! then costs one multiply-add per block, eight blocks to a vector.
 
 use rayon::prelude::*;
 
@@ -23,6 +25,8 @@ pub struct Q8Rows {
     pub qs: Vec<i8>,
     /// `[m, k / 16]` sums of 16 consecutive quants.
     pub sums: Vec<i32>,
+    /// `[m, k / 32]` each block's `d` times the sum of its quants.
+    pub s: Vec<f32>,
 }
 
 /// One row of a [`Q8Rows`].
@@ -31,6 +35,7 @@ pub struct Q8Row<'a> {
     pub d: &'a [f32],
     pub qs: &'a [i8],
     pub sums: &'a [i32],
+    pub s: &'a [f32],
 }
 
 impl Q8Rows {
@@ -45,6 +50,7 @@ impl Q8Rows {
             d: &self.d[i * nb..(i + 1) * nb],
             qs: &self.qs[i * self.k..(i + 1) * self.k],
             sums: &self.sums[i * 2 * nb..(i + 1) * 2 * nb],
+            s: &self.s[i * nb..(i + 1) * nb],
         }
     }
 
@@ -63,15 +69,11 @@ impl Q8Rows {
         self.d.resize(m * nb, 0.0);
         self.qs.resize(m * k, 0);
         self.sums.resize(m * 2 * nb, 0);
-        let work = |((xb, d), (qs, sums)): BlockRefs<'_>| quantize_block(xb, d, qs, sums);
-        let blocks = x.chunks_exact(Q8_BLOCK).zip(self.d.iter_mut()).zip(
-            self.qs
-                .chunks_exact_mut(Q8_BLOCK)
-                .zip(self.sums.chunks_exact_mut(2)),
-        );
+        self.s.resize(m * nb, 0.0);
+        let work = |((xb, (d, s)), (qs, sums)): BlockRefs<'_>| quantize_block(xb, d, s, qs, sums);
         if m * k >= 1 << 16 {
             x.par_chunks_exact(Q8_BLOCK)
-                .zip(self.d.par_iter_mut())
+                .zip(self.d.par_iter_mut().zip(self.s.par_iter_mut()))
                 .zip(
                     self.qs
                         .par_chunks_exact_mut(Q8_BLOCK)
@@ -80,17 +82,27 @@ impl Q8Rows {
                 .with_min_len(256)
                 .for_each(work);
         } else {
-            blocks.for_each(work);
+            x.chunks_exact(Q8_BLOCK)
+                .zip(self.d.iter_mut().zip(self.s.iter_mut()))
+                .zip(
+                    self.qs
+                        .chunks_exact_mut(Q8_BLOCK)
+                        .zip(self.sums.chunks_exact_mut(2)),
+                )
+                .for_each(work);
         }
     }
 }
 
-/// One block's input, scale, quants and half sums.
-type BlockRefs<'a> = ((&'a [f32], &'a mut f32), (&'a mut [i8], &'a mut [i32]));
+/// One block's input, scale and `s`, quants and half sums.
+type BlockRefs<'a> = (
+    (&'a [f32], (&'a mut f32, &'a mut f32)),
+    (&'a mut [i8], &'a mut [i32]),
+);
 
-/// One block: scale, quants rounded half away from zero, half sums.
+/// One block: scale, quants rounded half away from zero, half sums, `s`.
 #[inline]
-fn quantize_block(x: &[f32], d: &mut f32, qs: &mut [i8], sums: &mut [i32]) {
+fn quantize_block(x: &[f32], d: &mut f32, s: &mut f32, qs: &mut [i8], sums: &mut [i32]) {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let scale = amax / 127.0;
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
@@ -101,4 +113,5 @@ fn quantize_block(x: &[f32], d: &mut f32, qs: &mut [i8], sums: &mut [i32]) {
     }
     sums[0] = qs[..16].iter().map(|&q| q as i32).sum();
     sums[1] = qs[16..].iter().map(|&q| q as i32).sum();
+    *s = scale * (sums[0] + sums[1]) as f32;
 }
