@@ -16,7 +16,7 @@ pub(crate) const LANES: usize = 16;
 pub enum Isa {
     /// Baseline x86-64 (SSE2) or any non-x86 target.
     Baseline,
-    /// AVX2 with FMA (x86-64-v3).
+    /// AVX2 with FMA and F16C (x86-64-v3).
     Avx2,
     /// AVX-512 F/VL/BW/DQ (x86-64-v4).
     Avx512,
@@ -37,9 +37,10 @@ pub(crate) fn usable(requested: Isa) -> Isa {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
     use std::arch::is_x86_feature_detected as has;
-    if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") && has!("fma") {
+    let v3 = has!("avx2") && has!("fma") && has!("f16c");
+    if v3 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
         Isa::Avx512
-    } else if has!("avx2") && has!("fma") {
+    } else if v3 {
         Isa::Avx2
     } else {
         Isa::Baseline
@@ -79,11 +80,11 @@ macro_rules! dispatch {
         $vis fn $with(isa: $crate::cpu::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $body::<{ $crate::cpu::simd::LEVEL_AVX512 }>($($arg),*)
                 }
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,f16c")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body::<{ $crate::cpu::simd::LEVEL_AVX2 }>($($arg),*)
                 }

@@ -339,52 +339,73 @@ unsafe fn blocks32<const R: usize, const VNNI: bool, B: Block32>(
     nb: usize,
     xs: &[XRow; R],
 ) -> [f32; R] {
-    // SAFETY: every pointer below stays inside the row (blocks < nb).
+    // SAFETY: groups stay inside the row (b0 + n <= nb).
     unsafe {
         let mut acc = [_mm256_setzero_ps(); R];
         let mut b0 = 0;
-        while b0 < nb {
-            let n = (nb - b0).min(8);
-            let mut q = [_mm256_setzero_si256(); 8];
-            let mut dbits = [0u16; 8];
-            let mut mbits = [0u16; 8];
-            for b in 0..n {
-                let blk = w.add((b0 + b) * B::SIZE);
-                dbits[b] = u16_at(blk);
-                if B::MIN {
-                    mbits[b] = u16_at(blk.add(2));
-                }
-                q[b] = B::quants(blk);
-            }
-            let dw = f16x8(&dbits);
-            let mw = if B::MIN {
-                f16x8(&mbits)
-            } else {
-                _mm256_mul_ps(dw, _mm256_set1_ps(-B::OFFSET))
-            };
-            for r in 0..R {
-                let x = xs[r];
-                let mut p = [_mm256_setzero_si256(); 8];
-                for b in 0..n {
-                    let xv = load32(x.qs.add((b0 + b) * Q8_BLOCK) as *const u8);
-                    p[b] = if B::SIGNED {
-                        // |w| as unsigned, its sign moved onto x.
-                        let uw = _mm256_sign_epi8(q[b], q[b]);
-                        dot_u8_i8::<VNNI>(uw, _mm256_sign_epi8(xv, q[b]))
-                    } else {
-                        dot_u8_i8::<VNNI>(q[b], xv)
-                    };
-                }
-                let sums = _mm256_cvtepi32_ps(reduce8(&p));
-                let dx = load8(x.d.add(b0), n);
-                acc[r] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, dx), acc[r]);
-                if B::MIN || B::OFFSET != 0.0 {
-                    acc[r] = _mm256_fmadd_ps(mw, load8(x.s.add(b0), n), acc[r]);
-                }
-            }
-            b0 += n;
+        // A literal 8 here lets the compiler keep a whole group in registers.
+        while b0 + 8 <= nb {
+            group32::<R, VNNI, B>(w, b0, 8, xs, &mut acc);
+            b0 += 8;
+        }
+        if b0 < nb {
+            group32::<R, VNNI, B>(w, b0, nb - b0, xs, &mut acc);
         }
         finish(acc)
+    }
+}
+
+/// Blocks `b0..b0 + n` (`n <= 8`) of one weight row into `acc`.
+///
+/// # Safety
+/// As [`blocks32`], with `b0 + n <= nb`.
+#[inline(always)]
+unsafe fn group32<const R: usize, const VNNI: bool, B: Block32>(
+    w: *const u8,
+    b0: usize,
+    n: usize,
+    xs: &[XRow; R],
+    acc: &mut [__m256; R],
+) {
+    // SAFETY: every pointer below stays inside the row (blocks < b0 + n).
+    unsafe {
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut dbits = [0u16; 8];
+        let mut mbits = [0u16; 8];
+        for b in 0..n {
+            let blk = w.add((b0 + b) * B::SIZE);
+            dbits[b] = u16_at(blk);
+            if B::MIN {
+                mbits[b] = u16_at(blk.add(2));
+            }
+            q[b] = B::quants(blk);
+        }
+        let dw = f16x8(&dbits);
+        let mw = if B::MIN {
+            f16x8(&mbits)
+        } else {
+            _mm256_mul_ps(dw, _mm256_set1_ps(-B::OFFSET))
+        };
+        for r in 0..R {
+            let x = xs[r];
+            let mut p = [_mm256_setzero_si256(); 8];
+            for b in 0..n {
+                let xv = load32(x.qs.add((b0 + b) * Q8_BLOCK) as *const u8);
+                p[b] = if B::SIGNED {
+                    // |w| as unsigned, its sign moved onto x.
+                    let uw = _mm256_sign_epi8(q[b], q[b]);
+                    dot_u8_i8::<VNNI>(uw, _mm256_sign_epi8(xv, q[b]))
+                } else {
+                    dot_u8_i8::<VNNI>(q[b], xv)
+                };
+            }
+            let sums = _mm256_cvtepi32_ps(reduce8(&p));
+            let dx = load8(x.d.add(b0), n);
+            acc[r] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, dx), acc[r]);
+            if B::MIN || B::OFFSET != 0.0 {
+                acc[r] = _mm256_fmadd_ps(mw, load8(x.s.add(b0), n), acc[r]);
+            }
+        }
     }
 }
 

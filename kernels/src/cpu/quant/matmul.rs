@@ -91,7 +91,7 @@ pub fn quant_matmul_with(
             Ok(b) => &mut **b,
             Err(_) => &mut fresh,
         };
-        xq.quantize(x, m, k);
+        xq.quantize_with(isa, x, m, k);
         let xq = &*xq;
         let dst = OutPtr(out.as_mut_ptr());
         let rows_per_task = if m * n * k < PAR_MIN_MACS {

@@ -270,3 +270,34 @@ fn quantized_activations_round_trip_within_half_a_step() {
     assert_eq!(q.d, vec![0.0]);
     assert!(q.qs.iter().all(|&v| v == 0));
 }
+
+#[test]
+fn activation_quantization_gives_the_same_bits_on_every_path() {
+    // Random rows, rows with exact ties (v / d = n + 0.5 with d = 1:
+    // amax 127 makes d exactly 1), a NaN, an all-zero block, -0.0.
+    let mut x = random_vec(4 * 96, 21);
+    for (p, v) in x[96..192].iter_mut().enumerate() {
+        *v = if p % 32 == 0 {
+            127.0
+        } else {
+            (p % 50) as f32 - 24.5
+        };
+    }
+    x[200] = f32::NAN;
+    x[288..320].fill(0.0);
+    x[320] = -0.0;
+    let mut want = Q8Rows::default();
+    want.quantize_with(QuantIsa::Scalar, &x, 4, 96);
+    // Ties round to even: 0.5 -> 0, 1.5 -> 2, -24.5 -> -24.
+    assert_eq!(want.row(1).qs[1..4], [-24, -22, -22]);
+    assert_eq!(want.row(2).qs[200 - 192], 0, "NaN quantizes to 0");
+    for isa in QuantIsa::ALL.into_iter().filter(|i| supported(*i)) {
+        let mut got = Q8Rows::default();
+        got.quantize_with(isa, &x, 4, 96);
+        let bits =
+            |q: &Q8Rows| -> Vec<u32> { q.d.iter().chain(&q.s).map(|v| v.to_bits()).collect() };
+        assert_eq!(bits(&got), bits(&want), "{isa:?}: scales");
+        assert_eq!(got.qs, want.qs, "{isa:?}: quants");
+        assert_eq!(got.sums, want.sums, "{isa:?}: sums");
+    }
+}
