@@ -12,6 +12,8 @@ pub(crate) fn dot_row(ty: QuantType, w: &[u8], x: Q8Row<'_>) -> f32 {
     match ty {
         QuantType::Q4_0 => q4_0(w, x),
         QuantType::Q4_1 => q4_1(w, x),
+        QuantType::Q5_0 => q5(w, x, 22, false),
+        QuantType::Q5_1 => q5(w, x, 24, true),
         QuantType::Q8_0 => q8_0(w, x),
         QuantType::Q4_K => q4_k(w, x),
         QuantType::Q6_K => q6_k(w, x),
@@ -54,6 +56,29 @@ fn q4_1(w: &[u8], x: Q8Row<'_>) -> f32 {
         let sum_x = x.sums[2 * b] + x.sums[2 * b + 1];
         let isum = dot32(&nibbles(&blk[4..20]), xq);
         acc += f16_at(blk, 0) * x.d[b] * isum as f32 + f16_at(blk, 2) * x.d[b] * sum_x as f32;
+    }
+    acc
+}
+
+/// Q5_0 (`w = d·(q - 16)`) and Q5_1 (`w = d·q + m`): nibbles plus a fifth
+/// bit per value from a u32 (bit `i` for value `i`).
+fn q5(w: &[u8], x: Q8Row<'_>, size: usize, min: bool) -> f32 {
+    let at = if min { 4 } else { 2 };
+    let mut acc = 0f32;
+    for (b, blk) in w.chunks_exact(size).enumerate() {
+        let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+        let mut q = nibbles(&blk[at + 4..at + 20]);
+        for (i, v) in q.iter_mut().enumerate() {
+            *v |= (((qh >> i) & 1) << 4) as u8;
+        }
+        let xq = &x.qs[b * Q8_BLOCK..][..Q8_BLOCK];
+        let sum_x = x.sums[2 * b] + x.sums[2 * b + 1];
+        let d = f16_at(blk, 0) * x.d[b];
+        acc += if min {
+            d * dot32(&q, xq) as f32 + f16_at(blk, 2) * x.d[b] * sum_x as f32
+        } else {
+            d * (dot32(&q, xq) - 16 * sum_x) as f32
+        };
     }
     acc
 }

@@ -7,8 +7,8 @@
 //! vector of eight block sums (`vphaddd`), converted once and scaled by the
 //! eight blocks' `d_w · d_x` in one multiply-add. Scaling each block on its
 //! own (a scalar scale, a broadcast and a multiply-add per 32 values) cost
-//! three times the integer work at batch 1. Offsets (Q4_0's 8, Q4_1's and
-//! Q4_K's mins, Q6_K's 32) go through the activation blocks' precomputed
+//! three times the integer work at batch 1. Offsets (Q4_0's 8, Q5_0's 16,
+//! Q4_1's, Q5_1's and Q4_K's mins, Q6_K's 32) go through the activation blocks' precomputed
 //! sums, also eight at a time.
 //!
 //! A weight group is decoded once and dotted with up to 4 activation rows
@@ -152,6 +152,8 @@ unsafe fn rows<const R: usize, const VNNI: bool>(
     match ty {
         QuantType::Q4_0 => each_row!(blocks32::<R, VNNI, Q4_0>),
         QuantType::Q4_1 => each_row!(blocks32::<R, VNNI, Q4_1>),
+        QuantType::Q5_0 => each_row!(blocks32::<R, VNNI, Q5_0>),
+        QuantType::Q5_1 => each_row!(blocks32::<R, VNNI, Q5_1>),
         QuantType::Q8_0 => each_row!(blocks32::<R, VNNI, Q8_0>),
         QuantType::Q4_K => each_row!(q4_k::<R, VNNI>),
         QuantType::Q6_K => each_row!(q6_k::<R, VNNI>),
@@ -290,7 +292,33 @@ trait Block32 {
 
 struct Q4_0;
 struct Q4_1;
+struct Q5_0;
+struct Q5_1;
 struct Q8_0;
+
+/// Nibbles at `qs` with fifth bits from the u32 at `qh` (bit `i` for value
+/// `i`): each set bit's byte becomes 0xFF, masked to 0x10.
+#[inline(always)]
+unsafe fn nibbles5(qs: *const u8, qh: *const u8) -> __m256i {
+    // SAFETY: 16 + 4 readable bytes; AVX2 per the caller.
+    unsafe {
+        let bits = u32::from_le_bytes([*qh, *qh.add(1), *qh.add(2), *qh.add(3)]);
+        // Byte i holds byte i / 8 of the bits...
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        // ...and is all ones iff its bit i % 8 is set.
+        let all = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+        let high = _mm256_cmpeq_epi8(all, _mm256_set1_epi64x(-1));
+        _mm256_or_si256(nibbles(qs), _mm256_and_si256(high, _mm256_set1_epi8(0x10)))
+    }
+}
 
 impl Block32 for Q4_0 {
     const SIZE: usize = 18;
@@ -313,6 +341,30 @@ impl Block32 for Q4_1 {
     unsafe fn quants(blk: *const u8) -> __m256i {
         // SAFETY: as above.
         unsafe { nibbles(blk.add(4)) }
+    }
+}
+
+impl Block32 for Q5_0 {
+    const SIZE: usize = 22;
+    const MIN: bool = false;
+    const OFFSET: f32 = 16.0;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(blk: *const u8) -> __m256i {
+        // SAFETY: as above.
+        unsafe { nibbles5(blk.add(6), blk.add(2)) }
+    }
+}
+
+impl Block32 for Q5_1 {
+    const SIZE: usize = 24;
+    const MIN: bool = true;
+    const OFFSET: f32 = 0.0;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(blk: *const u8) -> __m256i {
+        // SAFETY: as above.
+        unsafe { nibbles5(blk.add(8), blk.add(4)) }
     }
 }
 
