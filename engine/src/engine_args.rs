@@ -129,14 +129,14 @@ pub struct EngineArgs {
 
     /// On CPU, how GGUF block-quantized weights (Q4_K, Q8_0, ...) are
     /// multiplied: `fast` quantizes activations to 8 bits and uses integer
-    /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q8_0/Q4_K/Q6_K, other
-    /// block types as `exact`); `exact` dequantizes weight tiles to f32 in
-    /// the GEMM (HF transformers' values). f32/bf16/f16 weights are exact
-    /// either way. Weights stay in their format in memory in both. `fast`
-    /// is llama.cpp's arithmetic (perplexity within 0.5% of `exact` and 0.7%
-    /// of llama.cpp on SmolLM2 Q4_1); `exact` is the default because it is
-    /// HF transformers' (token for token).
-    #[arg(long, value_enum, default_value_t = CpuMatmul::Exact)]
+    /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K,
+    /// other block types as `exact`); `exact` dequantizes weight tiles to
+    /// f32 in the GEMM (HF transformers' values, token for token, ~5x slower
+    /// at batch 1). f32/bf16/f16 weights are exact in every mode; weights
+    /// stay in their format in memory in all. `auto` (default): `fast` for
+    /// GGUF weights (perplexity within 0.5% of `exact` and 0.7% of llama.cpp
+    /// on SmolLM2 Q4_1), `exact` otherwise.
+    #[arg(long, value_enum, default_value_t = CpuMatmul::Auto)]
     pub cpu_matmul: CpuMatmul,
 
     /// Element type of the KV cache. `auto`: the checkpoint's dtype (bf16 or

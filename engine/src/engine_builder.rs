@@ -63,7 +63,7 @@ pub fn build_engine(config: &EngineConfig) -> Result<BuiltEngine, EngineError> {
                 .unwrap_or_else(default_cpu_kv_cache_bytes);
             let kv_dtype = cpu_kv_cache_dtype(config.kv_cache_dtype, &source);
             build_runner(
-                CpuBackend::with_matmul_mode(config.cpu_matmul.into())
+                CpuBackend::with_matmul_mode(cpu_matmul_mode(config, &source))
                     .with_kv_cache_dtype(kv_dtype),
                 &plan,
                 2048,
@@ -130,6 +130,17 @@ fn cpu_kv_cache_dtype(asked: KvCacheDtype, source: &ModelSource) -> cpu::KvCache
             (false, DType::F32) => cpu::KvCacheDtype::F32,
         },
     }
+}
+
+/// `--cpu-matmul`, `auto` resolved: integer kernels for GGUF blocks.
+fn cpu_matmul_mode(config: &EngineConfig, source: &ModelSource) -> pagoda_kernels::cpu::MatmulMode {
+    let quantized = source.gguf.is_some() || config.quantization.is_some();
+    let mode = config.cpu_matmul.resolve(quantized);
+    tracing::info!(
+        "CPU matmul: {mode:?} (--cpu-matmul {:?})",
+        config.cpu_matmul
+    );
+    mode
 }
 
 /// The device the engine runs on.

@@ -38,28 +38,36 @@ impl std::str::FromStr for Device {
 }
 
 /// How the CPU multiplies by GGUF block-quantized weights (`--cpu-matmul`).
-/// f32 and 16-bit weights are multiplied exactly in either mode (16-bit
+/// f32 and 16-bit weights are multiplied exactly in every mode (16-bit
 /// converts to f32 without rounding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CpuMatmul {
+    /// `fast` for GGUF block-quantized weights (a GGUF file, or dummy
+    /// weights made with `--quantization`): what llama.cpp computes on the
+    /// same file, and what its users expect of a GGUF. `exact` for
+    /// everything else (where the two modes are the same anyway).
+    #[default]
+    Auto,
     /// Activations quantized per row to 8-bit blocks, integer dot products
-    /// against the weight blocks (as llama.cpp) for Q4_0, Q4_1, Q8_0, Q4_K
-    /// and Q6_K; other block types are dequantized per tile, as `exact`.
-    /// Not the default: HF transformers computes with f32 activations, and
-    /// rounding them moves single logprobs by up to ~0.15 (perplexity by
-    /// 0.5%, BENCHMARKS.md).
+    /// against the weight blocks (as llama.cpp) for Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q8_0, Q4_K and Q6_K; other block types are dequantized per tile, as
+    /// `exact`. Rounding the activations moves single logprobs by up to
+    /// ~0.15 against HF transformers (perplexity by 0.5%, BENCHMARKS.md).
     Fast,
     /// Weights dequantized per tile to f32 inside the GEMM, f32 activations:
-    /// the values of HF transformers on the dequantized file.
-    #[default]
+    /// the values of HF transformers on the dequantized file (what the
+    /// golden tests hold token for token), at ~5x the batch-1 decode time.
     Exact,
 }
 
-impl From<CpuMatmul> for pagoda_kernels::cpu::MatmulMode {
-    fn from(m: CpuMatmul) -> Self {
-        match m {
-            CpuMatmul::Fast => pagoda_kernels::cpu::MatmulMode::Fast,
-            CpuMatmul::Exact => pagoda_kernels::cpu::MatmulMode::Exact,
+impl CpuMatmul {
+    /// The mode `Auto` stands for, given whether the weights are GGUF blocks.
+    pub fn resolve(self, quantized: bool) -> pagoda_kernels::cpu::MatmulMode {
+        use pagoda_kernels::cpu::MatmulMode;
+        match self {
+            CpuMatmul::Auto if quantized => MatmulMode::Fast,
+            CpuMatmul::Auto | CpuMatmul::Exact => MatmulMode::Exact,
+            CpuMatmul::Fast => MatmulMode::Fast,
         }
     }
 }
@@ -131,7 +139,7 @@ impl Default for EngineConfig {
             enforce_eager: false,
             seed: 0,
             served_model_name: None,
-            cpu_matmul: CpuMatmul::Exact,
+            cpu_matmul: CpuMatmul::Auto,
             kv_cache_dtype: KvCacheDtype::Auto,
             quantization: None,
         }
@@ -167,5 +175,15 @@ mod tests {
     fn default_kv_cache_is_bounded() {
         let b = default_cpu_kv_cache_bytes();
         assert!((256 << 20..=8 << 30).contains(&b));
+    }
+
+    #[test]
+    fn auto_matmul_is_fast_for_gguf_blocks_only() {
+        use pagoda_kernels::cpu::MatmulMode;
+        assert_eq!(EngineConfig::default().cpu_matmul, CpuMatmul::Auto);
+        assert_eq!(CpuMatmul::Auto.resolve(true), MatmulMode::Fast);
+        assert_eq!(CpuMatmul::Auto.resolve(false), MatmulMode::Exact);
+        assert_eq!(CpuMatmul::Exact.resolve(true), MatmulMode::Exact);
+        assert_eq!(CpuMatmul::Fast.resolve(false), MatmulMode::Fast);
     }
 }

@@ -23,6 +23,9 @@ fn generate(args: &[&str]) -> (bool, String, String) {
             "1024",
             "--kv-cache-memory",
             "256MiB",
+            // HF transformers' answers ("Paris"), as `small_server_args`.
+            "--cpu-matmul",
+            "exact",
         ])
         .args(args)
         .output()

@@ -191,6 +191,9 @@ fn generate(model: &str, max_tokens: u32) -> (Vec<u64>, Vec<u64>, Vec<f64>) {
             PROMPT,
             "--temperature",
             "0",
+            // The server's mode (`small_server_args`).
+            "--cpu-matmul",
+            "exact",
         ])
         .args([
             "--max-tokens",

@@ -168,13 +168,20 @@ pub struct TestServer {
     pub client: reqwest::blocking::Client,
 }
 
-/// The flags every test server gets: small and quick on 2 cores.
+/// The flags every test server gets: small and quick on 2 cores, and
+/// `--cpu-matmul exact`: the checks read the answers HF transformers gives
+/// (SmolLM2 says "Paris"); under `auto`'s 8-bit activations its greedy
+/// chat answer is llama.cpp's on the same file ("L'Étoile, la ..."; the two
+/// first tokens are 0.1 nats apart). The default path is held by
+/// `perplexity.rs`, `golden.rs`'s fast check and `batch_invariance.rs`.
 pub fn small_server_args(model: &Path) -> Vec<String> {
     [
         "--model",
         &model.display().to_string(),
         "--device",
         "cpu",
+        "--cpu-matmul",
+        "exact",
         "--max-model-len",
         "1024",
         "--kv-cache-memory",
