@@ -56,7 +56,8 @@ pub enum CpuMatmul {
     Fast,
     /// Weights dequantized per tile to f32 inside the GEMM, f32 activations:
     /// the values of HF transformers on the dequantized file (what the
-    /// golden tests hold token for token), at ~5x the batch-1 decode time.
+    /// golden tests hold token for token), at 6-8x the batch-1 decode
+    /// time (SmolLM2, BENCHMARKS.md).
     Exact,
 }
 
