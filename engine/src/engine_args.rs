@@ -132,8 +132,8 @@ pub struct EngineArgs {
     /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K,
     /// other block types as `exact`); `exact` dequantizes weight tiles to
     /// f32 in the GEMM (HF transformers' values, token for token, 6-8x
-    /// slower at batch 1 on SmolLM2). f32/bf16/f16 weights are exact in every mode; weights
-    /// stay in their format in memory in all. `auto` (default): `fast` for
+    /// slower at batch 1 on SmolLM2). f32/bf16/f16 weights are exact in
+    /// every mode; weights stay in their format in memory in all. `auto` (default): `fast` for
     /// GGUF weights (perplexity within 0.5% of `exact` and 0.7% of llama.cpp
     /// on SmolLM2 Q4_1), `exact` otherwise.
     #[arg(long, value_enum, default_value_t = CpuMatmul::Auto)]

@@ -264,34 +264,33 @@ mod tests {
 
     #[test]
     fn broken_splits_are_named() {
+        // Opens the first of `count` shards; the error's text, folder removed.
+        let error_of = |dir: std::path::PathBuf, count| {
+            let err = open_model(&dir.join(shard_file("model", 1, count)))
+                .unwrap_err()
+                .to_string();
+            std::fs::remove_dir_all(&dir).ok();
+            err
+        };
         let dir = write_split("missing", 3, |_, _| {});
         std::fs::remove_file(dir.join(shard_file("model", 3, 3))).unwrap();
-        let err = open_model(&dir.join(shard_file("model", 1, 3)))
-            .unwrap_err()
-            .to_string();
+        let err = error_of(dir, 3);
         assert!(err.contains("model-00003-of-00003.gguf"), "{err}");
-        std::fs::remove_dir_all(&dir).ok();
 
         let dir = write_split("count", 2, |i, meta| {
             if i == 0 {
                 meta[2].1 = GgufValue::I32(4);
             }
         });
-        let err = open_model(&dir.join(shard_file("model", 1, 2)))
-            .unwrap_err()
-            .to_string();
+        let err = error_of(dir, 2);
         assert!(err.contains("split.tensors.count is 4"), "{err}");
-        std::fs::remove_dir_all(&dir).ok();
 
         let dir = write_split("number", 2, |i, meta| {
             if i == 1 {
                 meta[0].1 = GgufValue::U16(0);
             }
         });
-        let err = open_model(&dir.join(shard_file("model", 1, 2)))
-            .unwrap_err()
-            .to_string();
+        let err = error_of(dir, 2);
         assert!(err.contains("expected split.no 1"), "{err}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -8,8 +8,8 @@
 //! eight blocks' `d_w · d_x` in one multiply-add. Scaling each block on its
 //! own (a scalar scale, a broadcast and a multiply-add per 32 values) cost
 //! three times the integer work at batch 1. Offsets (Q4_0's 8, Q5_0's 16,
-//! Q4_1's, Q5_1's and Q4_K's mins, Q6_K's 32) go through the activation blocks' precomputed
-//! sums, also eight at a time.
+//! Q4_1's, Q5_1's and Q4_K's mins, Q6_K's 32) go through the activation
+//! blocks' precomputed sums, also eight at a time.
 //!
 //! A weight group is decoded once and dotted with up to 4 activation rows
 //! (`R`), so small batches read and unpack the weights once. Every output's
@@ -286,7 +286,7 @@ trait Block32 {
     const OFFSET: f32;
     /// Quants are signed bytes (multiplied through the sign trick).
     const SIGNED: bool;
-    /// The 32 quants at `blk + 2 (+ 2 with MIN)`.
+    /// The block's 32 quants, in value order (unsigned unless `SIGNED`).
     unsafe fn quants(blk: *const u8) -> __m256i;
 }
 
@@ -422,6 +422,7 @@ unsafe fn group32<const R: usize, const VNNI: bool, B: Block32>(
     // SAFETY: every pointer below stays inside the row (blocks < b0 + n).
     unsafe {
         let mut q = [_mm256_setzero_si256(); 8];
+        let mut sign = [_mm256_setzero_si256(); 8];
         let mut dbits = [0u16; 8];
         let mut mbits = [0u16; 8];
         for b in 0..n {
@@ -431,6 +432,11 @@ unsafe fn group32<const R: usize, const VNNI: bool, B: Block32>(
                 mbits[b] = u16_at(blk.add(2));
             }
             q[b] = B::quants(blk);
+            if B::SIGNED {
+                // |w| as unsigned; its sign goes onto x below.
+                sign[b] = q[b];
+                q[b] = _mm256_sign_epi8(q[b], q[b]);
+            }
         }
         let dw = f16x8(&dbits);
         let mw = if B::MIN {
@@ -443,13 +449,12 @@ unsafe fn group32<const R: usize, const VNNI: bool, B: Block32>(
             let mut p = [_mm256_setzero_si256(); 8];
             for b in 0..n {
                 let xv = load32(x.qs.add((b0 + b) * Q8_BLOCK) as *const u8);
-                p[b] = if B::SIGNED {
-                    // |w| as unsigned, its sign moved onto x.
-                    let uw = _mm256_sign_epi8(q[b], q[b]);
-                    dot_u8_i8::<VNNI>(uw, _mm256_sign_epi8(xv, q[b]))
+                let xv = if B::SIGNED {
+                    _mm256_sign_epi8(xv, sign[b])
                 } else {
-                    dot_u8_i8::<VNNI>(q[b], xv)
+                    xv
                 };
+                p[b] = dot_u8_i8::<VNNI>(q[b], xv);
             }
             let sums = _mm256_cvtepi32_ps(reduce8(&p));
             let dx = load8(x.d.add(b0), n);

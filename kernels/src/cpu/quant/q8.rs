@@ -88,26 +88,18 @@ impl Q8Rows {
             let _ = simd;
             quantize_block(xb, d, s, qs, sums)
         };
-        if m * k >= 1 << 16 {
-            x.par_chunks_exact(Q8_BLOCK)
-                .zip(self.d.par_iter_mut().zip(self.s.par_iter_mut()))
-                .zip(
-                    self.qs
-                        .par_chunks_exact_mut(Q8_BLOCK)
-                        .zip(self.sums.par_chunks_exact_mut(2)),
-                )
-                .with_min_len(256)
-                .for_each(work);
-        } else {
-            x.chunks_exact(Q8_BLOCK)
-                .zip(self.d.iter_mut().zip(self.s.iter_mut()))
-                .zip(
-                    self.qs
-                        .chunks_exact_mut(Q8_BLOCK)
-                        .zip(self.sums.chunks_exact_mut(2)),
-                )
-                .for_each(work);
-        }
+        // Small inputs stay on the calling thread (no split below the
+        // whole length), large ones go over the pool in runs of 256 blocks.
+        let min_len = if m * k >= 1 << 16 { 256 } else { usize::MAX };
+        x.par_chunks_exact(Q8_BLOCK)
+            .zip(self.d.par_iter_mut().zip(self.s.par_iter_mut()))
+            .zip(
+                self.qs
+                    .par_chunks_exact_mut(Q8_BLOCK)
+                    .zip(self.sums.par_chunks_exact_mut(2)),
+            )
+            .with_min_len(min_len)
+            .for_each(work);
     }
 }
 
