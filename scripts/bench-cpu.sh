@@ -48,7 +48,7 @@ if [ "$only" = all ] || [ "$only" = serve ]; then
   done
   kill -INT $pid; wait $pid || true
   if [ -n "${LLAMA_SERVER:-}" ]; then
-    "$LLAMA_SERVER" -m "$gguf" --port 8012 -np 32 -cb -c 8192 -t 2 --log-disable >/dev/null 2>&1 & lpid=$!
+    "$LLAMA_SERVER" -m "$gguf" --port 8012 -np 32 -cb -c 16384 -t 2 --log-disable >/dev/null 2>&1 & lpid=$!
     wait_up 8012
     for c in 1 8 32; do
       n=$([ $c = 1 ] && echo 16 || echo 64)

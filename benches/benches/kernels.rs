@@ -85,6 +85,8 @@ fn quant_matmul(c: &mut Criterion) {
                 continue;
             }
             let w = quant_rows(ty, n, k);
+            // As the engine keeps it: eight rows interleaved, where it can.
+            let x8 = cpu::quant::repack::repack_x8(ty, &w, n, k);
             for &m in ms {
                 let x = values(m * k, 2);
                 let mut out = vec![0f32; m * n];
@@ -96,6 +98,16 @@ fn quant_matmul(c: &mut Criterion) {
                     g.bench_function(id, |b| {
                         b.iter(|| {
                             let wr = cpu::WeightRef::Quant(ty, black_box(&w));
+                            cpu::linear(black_box(&x), wr, &mut out, m, k, n, n, mode)
+                        })
+                    });
+                }
+                if let Some(x8) = &x8 {
+                    let id = BenchmarkId::new(format!("{ty}/FastX8/{name}"), format!("m={m}"));
+                    g.bench_function(id, |b| {
+                        b.iter(|| {
+                            let wr = cpu::WeightRef::QuantX8(ty, black_box(x8));
+                            let mode = cpu::MatmulMode::Fast;
                             cpu::linear(black_box(&x), wr, &mut out, m, k, n, n, mode)
                         })
                     });

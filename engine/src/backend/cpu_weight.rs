@@ -6,11 +6,26 @@
 //! A fused matrix (q/k/v, gate/up) whose parts differ in format (a Q4_K_M
 //! file's v_proj is often Q6_K while q/k are Q4_K) is a list of row ranges,
 //! each multiplied into its own columns of the output.
+//!
+//! A Q4_0, Q4_1 or Q8_0 segment of whole groups of eight rows is
+//! interleaved at load (`quant::repack`: the same bytes, reordered) so the
+//! integer kernels put eight weight rows in a vector's lanes.
 
 use half::{bf16, f16};
+use pagoda_kernels::cpu::quant::repack::repack_x8;
 use pagoda_kernels::cpu::{self, MatmulMode, QuantType, WeightRef};
 
 use crate::weights::{HostTensor, TensorData};
+
+/// The load log's name for an interleaved format.
+fn x8_name(ty: QuantType) -> &'static str {
+    match ty {
+        QuantType::Q4_0 => "Q4_0x8",
+        QuantType::Q4_1 => "Q4_1x8",
+        QuantType::Q8_0 => "Q8_0x8",
+        _ => ty.name(),
+    }
+}
 
 /// Rows of one format.
 #[derive(Debug)]
@@ -19,6 +34,8 @@ enum Storage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     Quant(QuantType, Vec<u8>),
+    /// Blocks with rows interleaved eight to a group (`quant::repack`).
+    QuantX8(QuantType, Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -34,6 +51,7 @@ impl Segment {
             Storage::F16(v) => WeightRef::F16(v),
             Storage::BF16(v) => WeightRef::BF16(v),
             Storage::Quant(ty, b) => WeightRef::Quant(*ty, b),
+            Storage::QuantX8(ty, b) => WeightRef::QuantX8(*ty, b),
         }
     }
 
@@ -43,6 +61,7 @@ impl Segment {
             Storage::F16(v) => ("F16", 2 * v.len()),
             Storage::BF16(v) => ("BF16", 2 * v.len()),
             Storage::Quant(ty, b) => (ty.name(), b.len()),
+            Storage::QuantX8(ty, b) => (x8_name(*ty), b.len()),
         }
     }
 }
@@ -104,6 +123,13 @@ impl CpuWeight {
                     *r += rows;
                 }
                 (_, data) => segments.push(Segment { rows, data }),
+            }
+        }
+        for s in &mut segments {
+            if let Storage::Quant(ty, bytes) = &s.data {
+                if let Some(packed) = repack_x8(*ty, bytes, s.rows, cols) {
+                    s.data = Storage::QuantX8(*ty, packed);
+                }
             }
         }
         Ok(CpuWeight { segments, cols })
@@ -193,5 +219,34 @@ mod tests {
         assert!(w.decode_row(5, &mut row));
         assert_eq!(row, dense[5 * 32..]);
         assert!(!w.decode_row(6, &mut row));
+    }
+
+    #[test]
+    fn whole_groups_of_eight_rows_are_interleaved_and_multiply_the_same() {
+        let (a, b) = (quant_rows(16, 3), quant_rows(8, 5));
+        let dense: Vec<f32> = [a.clone(), b.clone()]
+            .into_iter()
+            .flat_map(|t| t.to_f32())
+            .collect();
+        let w = CpuWeight::from_parts(vec![a, b]).unwrap();
+        assert_eq!(w.formats(), vec![("Q8_0x8", 24 * 34)]);
+        let x: Vec<f32> = (0..3 * 32).map(|i| (i as f32 * 0.21).cos()).collect();
+        for mode in [MatmulMode::Exact, MatmulMode::Fast] {
+            let mut got = vec![0f32; 3 * 24];
+            w.matmul(&x, &mut got, 3, mode);
+            for i in 0..3 {
+                for j in 0..24 {
+                    let want: f32 = (0..32).map(|p| x[i * 32 + p] * dense[j * 32 + p]).sum();
+                    // Fast: activations rounded to 8 bits (|x| <= 1, |w| <= 8).
+                    let tol = if mode == MatmulMode::Fast { 0.5 } else { 1e-4 };
+                    assert!((got[i * 24 + j] - want).abs() < tol, "{mode:?} {i},{j}");
+                }
+            }
+        }
+        let mut row = vec![0f32; 32];
+        for r in [0, 7, 13, 23] {
+            assert!(w.decode_row(r, &mut row));
+            assert_eq!(row, dense[r * 32..(r + 1) * 32], "row {r}");
+        }
     }
 }

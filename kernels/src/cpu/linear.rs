@@ -26,6 +26,8 @@ pub enum WeightRef<'a> {
     BF16(&'a [bf16]),
     /// `n` rows of `k / block_size` blocks.
     Quant(QuantType, &'a [u8]),
+    /// `n / 8` groups of eight rows, interleaved ([`quant::repack`]).
+    QuantX8(QuantType, &'a [u8]),
 }
 
 impl WeightRef<'_> {
@@ -34,7 +36,7 @@ impl WeightRef<'_> {
         match self {
             WeightRef::F32(_) => 4 * k,
             WeightRef::F16(_) | WeightRef::BF16(_) => 2 * k,
-            WeightRef::Quant(ty, _) => ty.row_bytes(k),
+            WeightRef::Quant(ty, _) | WeightRef::QuantX8(ty, _) => ty.row_bytes(k),
         }
     }
 
@@ -44,7 +46,7 @@ impl WeightRef<'_> {
             WeightRef::F32(v) => 4 * v.len(),
             WeightRef::F16(v) => 2 * v.len(),
             WeightRef::BF16(v) => 2 * v.len(),
-            WeightRef::Quant(_, b) => b.len(),
+            WeightRef::Quant(_, b) | WeightRef::QuantX8(_, b) => b.len(),
         }
     }
 
@@ -61,6 +63,9 @@ impl WeightRef<'_> {
                 let rb = ty.row_bytes(k);
                 let rows = out.len() / k;
                 quant::dequantize_row(*ty, &bytes[j0 * rb..(j0 + rows) * rb], out);
+            }
+            WeightRef::QuantX8(ty, bytes) => {
+                quant::repack::dequantize_rows_x8(*ty, bytes, k, j0, out)
             }
         }
     }
@@ -83,7 +88,7 @@ pub fn linear(
     mode: MatmulMode,
 ) {
     assert_eq!(x.len(), m * k, "linear: x is not [m={m}, k={k}]");
-    if let WeightRef::Quant(ty, _) = w {
+    if let WeightRef::Quant(ty, _) | WeightRef::QuantX8(ty, _) = w {
         assert!(
             k.is_multiple_of(ty.block_size()),
             "linear: k={k} is not whole {ty} blocks"
@@ -104,6 +109,9 @@ pub fn linear(
         WeightRef::F32(w) if ldo == n => matmul_transb(x, w, &mut out[..m * n], m, k, n),
         WeightRef::Quant(ty, bytes) if mode == MatmulMode::Fast && ty.has_int8_kernel() => {
             quant::quant_matmul(ty, x, bytes, out, m, k, n, ldo)
+        }
+        WeightRef::QuantX8(ty, bytes) if mode == MatmulMode::Fast => {
+            quant::quant_matmul_x8_with(quant::quant_isa(), ty, x, bytes, out, m, k, n, ldo)
         }
         _ => tiled(x, w, out, m, k, n, ldo),
     }

@@ -10,7 +10,8 @@
 use rayon::prelude::*;
 
 use super::isa::{quant_isa, QuantIsa};
-use super::q8::{Q8Rows, Q8_BLOCK};
+use super::q8::{Q8Row, Q8Rows, Q8_BLOCK};
+use super::repack::{self, has_x8, X8};
 use super::{dot_scalar, QuantType};
 use crate::cpu::gemm::OutPtr;
 use crate::cpu::num_threads;
@@ -84,21 +85,9 @@ pub fn quant_matmul_with(
         "quant_matmul: out too short"
     );
     let isa = isa.min(quant_isa());
-    XQ.with(|cell| {
-        let mut fresh = Q8Rows::default();
-        let mut held = cell.try_borrow_mut();
-        let xq = match held.as_mut() {
-            Ok(b) => &mut **b,
-            Err(_) => &mut fresh,
-        };
-        xq.quantize_with(isa, x, m, k);
-        let xq = &*xq;
+    with_quantized(isa, x, m, k, |xq| {
         let dst = OutPtr(out.as_mut_ptr());
-        let rows_per_task = if m * n * k < PAR_MIN_MACS {
-            n
-        } else {
-            n.div_ceil(num_threads() * TASKS_PER_THREAD).max(4)
-        };
+        let rows_per_task = rows_per_task(m, k, n, 4);
         let run = |(t, wt): (usize, &[u8])| {
             let j0 = t * rows_per_task;
             // SAFETY: task t writes columns j0..j0 + wt.len() / rb of rows
@@ -112,6 +101,113 @@ pub fn quant_matmul_with(
             w.par_chunks(rows_per_task * rb).enumerate().for_each(run);
         }
     });
+}
+
+/// [`quant_matmul`] for a weight interleaved eight rows to a group
+/// ([`super::repack`]), on a chosen path (lowered to what the CPU supports).
+///
+/// # Panics
+/// As [`quant_matmul`], and if `ty` has no interleaved layout or `n` is not
+/// whole groups.
+#[allow(clippy::too_many_arguments)]
+pub fn quant_matmul_x8_with(
+    isa: QuantIsa,
+    ty: QuantType,
+    x: &[f32],
+    w: &[u8],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ldo: usize,
+) {
+    assert!(
+        has_x8(ty),
+        "quant_matmul_x8: no interleaved layout for {ty}"
+    );
+    assert!(
+        k.is_multiple_of(ty.block_size()) && n.is_multiple_of(X8),
+        "quant_matmul_x8: [n={n}, k={k}] is not whole {ty} blocks and groups of {X8}"
+    );
+    let rb = ty.row_bytes(k);
+    assert_eq!(
+        w.len(),
+        n * rb,
+        "quant_matmul_x8: w is not [n={n}, k={k}] of {ty}"
+    );
+    assert_eq!(x.len(), m * k, "quant_matmul_x8: x is not [m={m}, k={k}]");
+    assert!(ldo >= n, "quant_matmul_x8: ldo={ldo} < n={n}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        out.len() >= (m - 1) * ldo + n,
+        "quant_matmul_x8: out too short"
+    );
+    let isa = isa.min(quant_isa());
+    with_quantized(isa, x, m, k, |xq| {
+        let rows: Vec<Q8Row<'_>> = (0..m).map(|i| xq.row(i)).collect();
+        let dst = OutPtr(out.as_mut_ptr());
+        let rows_per_task = rows_per_task(m, k, n, X8);
+        let run = |(t, wt): (usize, &[u8])| {
+            let j0 = t * rows_per_task;
+            // SAFETY: as in `quant_matmul_with`: disjoint columns per task.
+            unsafe { tile_x8(isa, ty, wt, k, &rows, dst.get().add(j0), ldo) };
+        };
+        if rows_per_task >= n {
+            run((0, w));
+        } else {
+            w.par_chunks(rows_per_task * rb).enumerate().for_each(run);
+        }
+    });
+}
+
+/// Weight rows per task: all of them for small calls, else a multiple of
+/// `align` giving each thread [`TASKS_PER_THREAD`] tasks.
+fn rows_per_task(m: usize, k: usize, n: usize, align: usize) -> usize {
+    if m * n * k < PAR_MIN_MACS {
+        n
+    } else {
+        n.div_ceil(num_threads() * TASKS_PER_THREAD)
+            .next_multiple_of(align)
+    }
+}
+
+/// Runs `f` on `x` quantized into this thread's reused buffer.
+fn with_quantized(isa: QuantIsa, x: &[f32], m: usize, k: usize, f: impl FnOnce(&Q8Rows)) {
+    XQ.with(|cell| {
+        let mut fresh = Q8Rows::default();
+        let mut held = cell.try_borrow_mut();
+        let xq = match held.as_mut() {
+            Ok(b) => &mut **b,
+            Err(_) => &mut fresh,
+        };
+        xq.quantize_with(isa, x, m, k);
+        f(xq)
+    })
+}
+
+/// One task's groups on `isa`.
+///
+/// # Safety
+/// `dst` must address the task's `m x nr` outputs at row stride `ldo`.
+unsafe fn tile_x8(
+    isa: QuantIsa,
+    ty: QuantType,
+    w: &[u8],
+    k: usize,
+    x: &[Q8Row<'_>],
+    dst: *mut f32,
+    ldo: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= QuantIsa::Avx2 {
+        // SAFETY: `isa` was lowered to what CPUID reports; the rest is ours.
+        return unsafe { super::x8_x86::tile(isa == QuantIsa::Avx512Vnni, ty, w, k, x, dst, ldo) };
+    }
+    let _ = isa;
+    // SAFETY: forwarded.
+    unsafe { repack::tile_scalar(ty, w, k, x, dst, ldo) }
 }
 
 /// One task's rows on `isa`.

@@ -19,10 +19,13 @@ mod dot_x86;
 pub mod isa;
 mod matmul;
 pub mod q8;
+pub mod repack;
+#[cfg(target_arch = "x86_64")]
+mod x8_x86;
 
 pub use dequant::{dequantize_block, dequantize_row};
-pub use isa::QuantIsa;
-pub use matmul::{quant_matmul, quant_matmul_with};
+pub use isa::{quant_isa, QuantIsa};
+pub use matmul::{quant_matmul, quant_matmul_with, quant_matmul_x8_with};
 
 /// The GGUF block types this crate keeps in memory as blocks.
 #[allow(non_camel_case_types)]

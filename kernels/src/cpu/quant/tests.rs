@@ -116,29 +116,110 @@ fn integer_kernels_match_f64_on_every_path() {
                 quant_matmul_with(isa, ty, &x, &wb, &mut out, m, k, n, ldo);
                 let got: Vec<f32> = (0..m * n).map(|e| out[e / n * ldo + e % n]).collect();
                 let what = format!("{ty} {isa:?} m={m} k={k} n={n}");
-                // Same activation quantization: only f32 rounding differs.
-                let want = naive(&requantized(&x, m, k), &w, m, k, n);
-                check(&got, &want, 1e-5, 1e-5, &what);
-                // Against the f32 activations: within the bound of the
-                // activations' rounding, half a step (d / 2) per value.
-                let exact = naive(&x, &w, m, k, n);
-                let xq = quantized(&x, m, k);
-                for i in 0..m {
-                    let row = xq.row(i);
-                    for j in 0..n {
-                        let bound: f64 = (0..k)
-                            .map(|p| (w[j * k + p] as f64).abs() * row.d[p / 32] as f64 / 2.0)
-                            .sum();
-                        let err = (got[i * n + j] as f64 - exact[i * n + j]).abs();
-                        assert!(
-                            err <= bound * 1.001 + 1e-5,
-                            "{what}: ({i},{j}) error {err} > {bound}"
-                        );
-                    }
-                }
+                check_fast(&got, &x, &w, m, k, n, &what);
                 for i in 0..m {
                     assert!(out[i * ldo + n..(i + 1) * ldo].iter().all(|v| v.is_nan()));
                 }
+            }
+        }
+    }
+}
+
+/// A fast-path result against f64: within f32 rounding of the same
+/// quantized activations, and within the activations' rounding (half a step,
+/// `d / 2`, per value) of the f32 ones.
+#[allow(clippy::too_many_arguments)]
+fn check_fast(got: &[f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usize, what: &str) {
+    let want = naive(&requantized(x, m, k), w, m, k, n);
+    check(got, &want, 1e-5, 1e-5, what);
+    let exact = naive(x, w, m, k, n);
+    let xq = quantized(x, m, k);
+    for i in 0..m {
+        let row = xq.row(i);
+        for j in 0..n {
+            let bound: f64 = (0..k)
+                .map(|p| (w[j * k + p] as f64).abs() * row.d[p / 32] as f64 / 2.0)
+                .sum();
+            let err = (got[i * n + j] as f64 - exact[i * n + j]).abs();
+            assert!(
+                err <= bound * 1.001 + 1e-5,
+                "{what}: ({i},{j}) error {err} > {bound}"
+            );
+        }
+    }
+}
+
+/// (m, k, n) for the interleaved kernels: `n` whole groups of eight, `m`
+/// covering every count of activation rows per pass (1 to 4) and a rest.
+const X8_SHAPES: [(usize, usize, usize); 7] = [
+    (1, 96, 8),
+    (2, 576, 16),
+    (3, 224, 24),
+    (4, 256, 64),
+    (5, 512, 40),
+    (9, 576, 8),
+    (37, 256, 136),
+];
+
+#[test]
+fn interleaved_kernels_match_f64_on_every_path() {
+    for ty in QuantType::ALL.into_iter().filter(|t| repack::has_x8(*t)) {
+        for isa in QuantIsa::ALL.into_iter().filter(|i| supported(*i)) {
+            for (s, &(m, k, n)) in X8_SHAPES.iter().enumerate() {
+                let x = random_vec(m * k, 300 + s as u64);
+                let wb = random_blocks(ty, n, k, 400 + s as u64);
+                let w = dequant(ty, &wb, n * k);
+                let packed = repack::repack_x8(ty, &wb, n, k).unwrap();
+                let ldo = n + 3;
+                let mut out = vec![f32::NAN; m * ldo];
+                quant_matmul_x8_with(isa, ty, &x, &packed, &mut out, m, k, n, ldo);
+                let got: Vec<f32> = (0..m * n).map(|e| out[e / n * ldo + e % n]).collect();
+                check_fast(
+                    &got,
+                    &x,
+                    &w,
+                    m,
+                    k,
+                    n,
+                    &format!("{ty}x8 {isa:?} m={m} k={k} n={n}"),
+                );
+                for i in 0..m {
+                    assert!(out[i * ldo + n..(i + 1) * ldo].iter().all(|v| v.is_nan()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn interleaved_results_do_not_depend_on_batch_size_and_exact_mode_matches_row_major() {
+    let n = 304;
+    for ty in QuantType::ALL.into_iter().filter(|t| repack::has_x8(*t)) {
+        for k in [512, 576] {
+            let x = random_vec(9 * k, 17);
+            let wb = random_blocks(ty, n, k, 18);
+            let packed = repack::repack_x8(ty, &wb, n, k).unwrap();
+            for isa in QuantIsa::ALL.into_iter().filter(|i| supported(*i)) {
+                let mut all = vec![0f32; 9 * n];
+                quant_matmul_x8_with(isa, ty, &x, &packed, &mut all, 9, k, n, n);
+                for m in 1..9 {
+                    let mut part = vec![0f32; m * n];
+                    quant_matmul_x8_with(isa, ty, &x[..m * k], &packed, &mut part, m, k, n, n);
+                    assert_eq!(part, all[..m * n], "{ty}x8 {isa:?}: {m} rows differ from 9");
+                }
+            }
+            for m in [1, 3, 70] {
+                let x = random_vec(m * k, 19);
+                let run = |w: WeightRef<'_>| {
+                    let mut out = vec![0f32; m * n];
+                    linear(&x, w, &mut out, m, k, n, n, MatmulMode::Exact);
+                    out
+                };
+                assert_eq!(
+                    run(WeightRef::QuantX8(ty, &packed)),
+                    run(WeightRef::Quant(ty, &wb)),
+                    "{ty}x8 exact m={m}"
+                );
             }
         }
     }
