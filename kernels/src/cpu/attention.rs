@@ -524,8 +524,10 @@ fn online_softmax<const ISA: u8>(
 }
 
 /// `o[r] += Σ_j p[r, j] · V[j]` for `R` rows over the block's first `nv`
-/// keys, 32 output values at a time held in registers; each output value is
-/// one FMA chain over `j` in order, whatever rows share the call.
+/// keys, 16 output values at a time held in registers; each output value is
+/// one FMA chain over `j` in order, whatever rows share the call. (At 32
+/// values, `R = 4` rows needed all sixteen AVX2 registers and LLVM fell back
+/// to scalar FMAs through the stack: two thirds of attention's time.)
 #[inline(always)]
 fn pv<const ISA: u8, const R: usize>(
     p: &[f32],
@@ -535,7 +537,7 @@ fn pv<const ISA: u8, const R: usize>(
     slot_stride: usize,
     o: &mut [f32],
 ) {
-    const W: usize = 2 * LANES;
+    const W: usize = LANES;
     let d = o.len() / R;
     let p_rows: [&[f32]; R] = std::array::from_fn(|r| &p[r * kc..][..nv]);
     let mut d0 = 0;
