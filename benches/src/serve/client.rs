@@ -84,25 +84,46 @@ pub async fn send_request(
     if let Some(id) = &input.request_id {
         request = request.header("x-request-id", id);
     }
-    let st = Instant::now();
+    let mut st = Instant::now();
     output.start_time = st.duration_since(clock).as_secs_f64();
-    if let Err(e) = stream_response(request, kind, st, &mut output).await {
+    // A pooled keep-alive connection the server has just closed (llama-server
+    // closes them between requests) fails the send before the server reads
+    // a byte: resent once on a fresh connection, timed from the resend.
+    let retry = request.try_clone();
+    let mut sent = request.send().await;
+    if let (Err(e), Some(again)) = (&sent, retry) {
+        if e.is_request() && !e.is_timeout() && !e.is_body() {
+            st = Instant::now();
+            sent = again.send().await;
+        }
+    }
+    if let Err(e) = stream_response(sent, kind, st, &mut output).await {
         output.success = false;
         output.error = e;
     }
     output
 }
 
+/// An error and its causes ("error sending request" alone hides whether
+/// the server reset the connection, refused it or timed out).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 async fn stream_response(
-    request: reqwest::RequestBuilder,
+    sent: reqwest::Result<reqwest::Response>,
     kind: EndpointKind,
     st: Instant,
     output: &mut RequestFuncOutput,
 ) -> Result<(), String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    let response = sent.map_err(|e| format!("request failed: {}", error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();

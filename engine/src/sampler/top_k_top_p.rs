@@ -29,7 +29,9 @@ struct Kept {
 
 fn kept(logits: &[f32], top_k: i32, top_p: f32, min_p: f32) -> Kept {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let total: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    // The whole vocabulary's mass, needed only to judge top-p's prefix: one
+    // `exp` per token, as much as the draw itself, so not computed otherwise.
+    let total = || -> f32 { logits.iter().map(|&l| (l - max).exp()).sum() };
     let mut cand: Vec<u32> = (0..logits.len() as u32)
         .filter(|&i| logits[i as usize] > f32::NEG_INFINITY)
         .collect();
@@ -62,7 +64,7 @@ fn kept(logits: &[f32], top_k: i32, top_p: f32, min_p: f32) -> Kept {
                 .iter()
                 .map(|&i| (logits[i as usize] - max).exp())
                 .sum::<f32>()
-                / total;
+                / total();
             if mass < top_p {
                 head = select_sorted(&cand, logits, k);
             }
