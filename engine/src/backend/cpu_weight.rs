@@ -7,7 +7,7 @@
 //! file's v_proj is often Q6_K while q/k are Q4_K) is a list of row ranges,
 //! each multiplied into its own columns of the output.
 //!
-//! A Q4_0, Q4_1 or Q8_0 segment of whole groups of eight rows is
+//! A Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 segment of whole groups of eight rows is
 //! interleaved at load (`quant::repack`: the same bytes, reordered) so the
 //! integer kernels put eight weight rows in a vector's lanes.
 
@@ -22,6 +22,8 @@ fn x8_name(ty: QuantType) -> &'static str {
     match ty {
         QuantType::Q4_0 => "Q4_0x8",
         QuantType::Q4_1 => "Q4_1x8",
+        QuantType::Q5_0 => "Q5_0x8",
+        QuantType::Q5_1 => "Q5_1x8",
         QuantType::Q8_0 => "Q8_0x8",
         _ => ty.name(),
     }

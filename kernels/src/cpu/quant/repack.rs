@@ -13,9 +13,11 @@
 //! 32`), [`x8_block_bytes`] bytes, groups one after another and a group's
 //! blocks in order:
 //! - the eight rows' f16 scales `d` (Q4_1: then their eight f16 mins `m`);
-//! - the quants as 4-byte words, word `c` of each of the eight rows in turn:
-//!   byte `32c + 4r + e` is byte `4c + e` of row `r`'s original quants. For
-//!   Q4 that byte holds values `4c + e` (low nibble) and `16 + 4c + e` (high
+//! - the rest of each row's block as 4-byte words, word `c` of each of the
+//!   eight rows in turn: byte `32c + 4r + e` is byte `4c + e` of what follows
+//!   row `r`'s header. For Q5 word 0 is the row's 32 fifth bits (`qh`), so
+//!   the group's `qh` come as one vector of eight lanes; for Q4/Q5 a quant
+//!   byte holds values `4c + e` (low nibble) and `16 + 4c + e` (high
 //!   nibble): ggml's own nibble order, so no nibble moves.
 //!
 //! The bytes are the same as the row-major blocks', only reordered: the
@@ -29,13 +31,14 @@ pub const X8: usize = 8;
 
 /// Whether `ty` has an interleaved layout and kernels.
 pub fn has_x8(ty: QuantType) -> bool {
-    matches!(ty, QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q8_0)
+    use QuantType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
 }
 
 /// Header bytes of one row's block (its f16 scale, and min).
 fn header(ty: QuantType) -> usize {
     match ty {
-        QuantType::Q4_1 => 4,
+        QuantType::Q4_1 | QuantType::Q5_1 => 4,
         _ => 2,
     }
 }

@@ -102,14 +102,22 @@ unsafe fn groups<const VNNI: bool>(
                 let out = dst.add(i * ldo + g * X8);
                 let p = gw.as_ptr();
                 match (ty, r) {
-                    (QuantType::Q4_0, 1) => q4::<1, VNNI, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, 2) => q4::<2, VNNI, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, 3) => q4::<3, VNNI, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, _) => q4::<4, VNNI, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 1) => q4::<1, VNNI, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 2) => q4::<2, VNNI, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 3) => q4::<3, VNNI, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, _) => q4::<4, VNNI, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_0, 1) => q4::<1, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_0, 2) => q4::<2, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_0, 3) => q4::<3, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_0, _) => q4::<4, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_1, 1) => q4::<1, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_1, 2) => q4::<2, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_1, 3) => q4::<3, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q4_1, _) => q4::<4, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_0, 1) => q4::<1, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_0, 2) => q4::<2, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_0, 3) => q4::<3, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_0, _) => q4::<4, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_1, 1) => q4::<1, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_1, 2) => q4::<2, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_1, 3) => q4::<3, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
+                    (QuantType::Q5_1, _) => q4::<4, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
                     (QuantType::Q8_0, 1) => q8_0::<1, VNNI>(p, nb, &xs[i..], out, ldo),
                     (QuantType::Q8_0, 2) => q8_0::<2, VNNI>(p, nb, &xs[i..], out, ldo),
                     (QuantType::Q8_0, 3) => q8_0::<3, VNNI>(p, nb, &xs[i..], out, ldo),
@@ -155,21 +163,50 @@ unsafe fn widen<const VNNI: bool>(acc: __m256i) -> __m256i {
     }
 }
 
-/// Q4_0 (`w = d·(q - 8)`) or, with `MIN`, Q4_1 (`w = d·q + m`).
+/// The fifth bits of one word of eight Q5 rows, as 0x10 per byte: byte
+/// `e` of lane `r` gets bit `8 * byte + e + 4 * upper` of row `r`'s `qh`
+/// (lane `r` of `qh`).
 #[inline(always)]
-unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool>(
+unsafe fn fifth_bits(qh: __m256i, byte: i8, upper: bool) -> __m256i {
+    // SAFETY: AVX2 per the caller.
+    unsafe {
+        // Each lane's byte `byte`, copied to its four bytes...
+        let idx = _mm256_add_epi8(
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8,
+                8, 8, 12, 12, 12, 12,
+            ),
+            _mm256_set1_epi8(byte),
+        );
+        let spread = _mm256_shuffle_epi8(qh, idx);
+        // ...then byte e keeps bit e (or e + 4), all ones where it is set.
+        let bits = _mm256_set1_epi32(if upper { 0x8040_2010u32 as i32 } else { 0x0804_0201 });
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// Q4_0 (`w = d·(q - 8)`), Q4_1 (`MIN`: `w = d·q + m`), Q5_0 (`FIVE`: `w =
+/// d·(q - 16)`) or Q5_1 (both). A Q5 block's `qh` words come first (lane
+/// `r` = row `r`'s 32 fifth bits), then the nibble words.
+#[inline(always)]
+unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool, const FIVE: bool>(
     w: *const u8,
     nb: usize,
     xs: &[XRow],
     out: *mut f32,
     ldo: usize,
 ) {
-    let bytes = x8_block_bytes(if MIN {
-        QuantType::Q4_1
-    } else {
-        QuantType::Q4_0
-    });
+    let ty = match (MIN, FIVE) {
+        (false, false) => QuantType::Q4_0,
+        (true, false) => QuantType::Q4_1,
+        (false, true) => QuantType::Q5_0,
+        (true, true) => QuantType::Q5_1,
+    };
+    let bytes = x8_block_bytes(ty);
     let head = if MIN { 32 } else { 16 };
+    let quants = head + if FIVE { 32 } else { 0 };
+    let offset = if FIVE { 16.0 } else { 8.0 };
     let xs: [XRow; R] = std::array::from_fn(|t| xs[t]);
     // SAFETY: AVX2/FMA/F16C per the caller; every read is inside block `b`
     // of the group or of an activation row, per the caller.
@@ -178,19 +215,44 @@ unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool>(
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let blk = w.add(b * bytes);
+            let qh = if FIVE {
+                _mm256_loadu_si256(blk.add(head) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
             let mut isum = [_mm256_setzero_si256(); R];
+            // Q5 on AVX2: i16 holds four products of 31 · 127 pairs, not
+            // eight, so the pairs are widened halfway through the block.
+            let mut wide = [_mm256_setzero_si256(); R];
             for c in 0..4 {
-                let v = _mm256_loadu_si256(blk.add(head + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(v, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                let v = _mm256_loadu_si256(blk.add(quants + 32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(v, low);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                if FIVE {
+                    // Values 4c..4c + 4 and 16 + 4c..: bits in byte c / 2
+                    // and 2 + c / 2 of qh, upper half for odd c.
+                    let (byte, upper) = ((c / 2) as i8, c % 2 == 1);
+                    lo = _mm256_or_si256(lo, fifth_bits(qh, byte, upper));
+                    hi = _mm256_or_si256(hi, fifth_bits(qh, byte + 2, upper));
+                }
                 for t in 0..R {
                     isum[t] = dot_acc::<VNNI>(isum[t], lo, word(xs[t], b, 4 * c));
                     isum[t] = dot_acc::<VNNI>(isum[t], hi, word(xs[t], b, 16 + 4 * c));
                 }
+                if FIVE && !VNNI && c == 1 {
+                    for t in 0..R {
+                        wide[t] = widen::<VNNI>(isum[t]);
+                        isum[t] = _mm256_setzero_si256();
+                    }
+                }
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
             for t in 0..R {
-                let f = _mm256_cvtepi32_ps(widen::<VNNI>(isum[t]));
+                let mut i32s = widen::<VNNI>(isum[t]);
+                if FIVE && !VNNI {
+                    i32s = _mm256_add_epi32(i32s, wide[t]);
+                }
+                let f = _mm256_cvtepi32_ps(i32s);
                 let dx = _mm256_set1_ps(*xs[t].d.add(b));
                 let sx = *xs[t].s.add(b);
                 if MIN {
@@ -198,8 +260,8 @@ unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool>(
                     acc[t] = _mm256_fmadd_ps(dw, _mm256_mul_ps(f, dx), acc[t]);
                     acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sx), acc[t]);
                 } else {
-                    let t8 = _mm256_fmsub_ps(f, dx, _mm256_set1_ps(8.0 * sx));
-                    acc[t] = _mm256_fmadd_ps(dw, t8, acc[t]);
+                    let off = _mm256_fmsub_ps(f, dx, _mm256_set1_ps(offset * sx));
+                    acc[t] = _mm256_fmadd_ps(dw, off, acc[t]);
                 }
             }
         }
