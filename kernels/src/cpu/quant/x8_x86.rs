@@ -180,7 +180,11 @@ unsafe fn fifth_bits(qh: __m256i, byte: i8, upper: bool) -> __m256i {
         );
         let spread = _mm256_shuffle_epi8(qh, idx);
         // ...then byte e keeps bit e (or e + 4), all ones where it is set.
-        let bits = _mm256_set1_epi32(if upper { 0x8040_2010u32 as i32 } else { 0x0804_0201 });
+        let bits = _mm256_set1_epi32(if upper {
+            0x8040_2010u32 as i32
+        } else {
+            0x0804_0201
+        });
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
         _mm256_and_si256(set, _mm256_set1_epi8(0x10))
     }
