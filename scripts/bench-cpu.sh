@@ -30,10 +30,13 @@ if [ "$only" = all ] || [ "$only" = throughput ]; then
   done
 fi
 
+# Each concurrency level gets its own prompts (seed = streams): with one
+# seed, a level would find the previous level's prompts in the prefix cache
+# (Pagoda's and llama-server's alike) and measure cached prefills.
 serve_bench() { # name port concurrency prompts
   $pagoda bench serve --port "$2" --endpoint /v1/completions --dataset-name random \
     --random-input-len 128 --random-output-len 128 --num-prompts "$4" --max-concurrency "$3" \
-    --ignore-eos --seed 0 --tokenizer "$gguf" --disable-tqdm --save-result --result-dir "$out" \
+    --ignore-eos --seed "$3" --tokenizer "$gguf" --disable-tqdm --save-result --result-dir "$out" \
     --result-filename "serve-$1-c$3.json" 2>&1 | grep -E "Output token throughput|Mean TTFT|P99 TTFT|Mean TPOT|Successful"
 }
 wait_up() { for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$1/v1/models" >/dev/null && return 0; sleep 0.5; done; return 1; }

@@ -129,7 +129,7 @@ pub struct EngineArgs {
 
     /// On CPU, how GGUF block-quantized weights (Q4_K, Q8_0, ...) are
     /// multiplied: `fast` quantizes activations to 8 bits and uses integer
-    /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K,
+    /// dot products (llama.cpp's scheme; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K,
     /// other block types as `exact`); `exact` dequantizes weight tiles to
     /// f32 in the GEMM (HF transformers' values, token for token, 6-8x
     /// slower at batch 1 on SmolLM2). f32/bf16/f16 weights are exact in

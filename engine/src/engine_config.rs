@@ -50,7 +50,7 @@ pub enum CpuMatmul {
     Auto,
     /// Activations quantized per row to 8-bit blocks, integer dot products
     /// against the weight blocks (as llama.cpp) for Q4_0, Q4_1, Q5_0, Q5_1,
-    /// Q8_0, Q4_K and Q6_K; other block types are dequantized per tile, as
+    /// Q8_0, Q4_K, Q5_K and Q6_K; other block types are dequantized per tile, as
     /// `exact`. Rounding the activations moves single logprobs by up to
     /// ~0.15 against HF transformers (perplexity by 0.5%, BENCHMARKS.md).
     Fast,

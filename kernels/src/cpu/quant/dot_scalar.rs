@@ -15,7 +15,8 @@ pub(crate) fn dot_row(ty: QuantType, w: &[u8], x: Q8Row<'_>) -> f32 {
         QuantType::Q5_0 => q5(w, x, 22, false),
         QuantType::Q5_1 => q5(w, x, 24, true),
         QuantType::Q8_0 => q8_0(w, x),
-        QuantType::Q4_K => q4_k(w, x),
+        QuantType::Q4_K => q4_k(w, x, false),
+        QuantType::Q5_K => q4_k(w, x, true),
         QuantType::Q6_K => q6_k(w, x),
         other => unreachable!("no integer kernel for {other}"),
     }
@@ -97,20 +98,26 @@ fn q8_0(w: &[u8], x: Q8Row<'_>) -> f32 {
     acc
 }
 
-fn q4_k(w: &[u8], x: Q8Row<'_>) -> f32 {
+/// Q4_K, or Q5_K (`five`): the same plus 32 bytes of fifth bits before the
+/// nibbles, bit `sb` of `qh[l]` for value `l` of sub-block `sb`.
+fn q4_k(w: &[u8], x: Q8Row<'_>, five: bool) -> f32 {
+    let (size, qs) = if five { (176, 48) } else { (144, 16) };
     let mut acc = 0f32;
-    for (s, blk) in w.chunks_exact(144).enumerate() {
+    for (s, blk) in w.chunks_exact(size).enumerate() {
         let d = f16_at(blk, 0);
         let dmin = f16_at(blk, 2);
         let (sc, mn) = k4_scales_mins(&blk[4..16]);
         for c in 0..4 {
-            let bytes = &blk[16 + 32 * c..][..32];
+            let bytes = &blk[qs + 32 * c..][..32];
             for half in 0..2 {
                 let sb = 2 * c + half;
                 let b = s * 8 + sb;
                 let mut q = [0u8; 32];
-                for (v, &byte) in q.iter_mut().zip(bytes) {
+                for (l, (v, &byte)) in q.iter_mut().zip(bytes).enumerate() {
                     *v = (byte >> (4 * half)) & 0x0F;
+                    if five {
+                        *v |= ((blk[16 + l] >> sb) & 1) << 4;
+                    }
                 }
                 let isum = dot32(&q, &x.qs[b * Q8_BLOCK..][..Q8_BLOCK]);
                 let sum_x = x.sums[2 * b] + x.sums[2 * b + 1];

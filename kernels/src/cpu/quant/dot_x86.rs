@@ -155,7 +155,8 @@ unsafe fn rows<const R: usize, const VNNI: bool>(
         QuantType::Q5_0 => each_row!(blocks32::<R, VNNI, Q5_0>),
         QuantType::Q5_1 => each_row!(blocks32::<R, VNNI, Q5_1>),
         QuantType::Q8_0 => each_row!(blocks32::<R, VNNI, Q8_0>),
-        QuantType::Q4_K => each_row!(q4_k::<R, VNNI>),
+        QuantType::Q4_K => each_row!(q4_k::<R, VNNI, false>),
+        QuantType::Q5_K => each_row!(q4_k::<R, VNNI, true>),
         QuantType::Q6_K => each_row!(q6_k::<R, VNNI>),
         other => unreachable!("no integer kernel for {other}"),
     }
@@ -466,19 +467,23 @@ unsafe fn group32<const R: usize, const VNNI: bool, B: Block32>(
     }
 }
 
-/// Q4_K: super-blocks of 8 x 32, 6-bit scales and mins per sub-block.
+/// Q4_K: super-blocks of 8 x 32, 6-bit scales and mins per sub-block; Q5_K
+/// (`FIVE`): the same with 32 bytes of fifth bits before the nibbles (bit
+/// `sb` of byte `l` for value `l` of sub-block `sb`).
 #[inline(always)]
-unsafe fn q4_k<const R: usize, const VNNI: bool>(
+unsafe fn q4_k<const R: usize, const VNNI: bool, const FIVE: bool>(
     w: *const u8,
     nb: usize,
     xs: &[XRow; R],
 ) -> [f32; R] {
-    // SAFETY: as in blocks32; `nb / 8` super-blocks of 144 bytes.
+    let (size, qs) = if FIVE { (176, 48) } else { (144, 16) };
+    // SAFETY: as in blocks32; `nb / 8` super-blocks of `size` bytes.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); R];
         let mask = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
         for s in 0..nb / 8 {
-            let blk = w.add(s * 144);
+            let blk = w.add(s * size);
             let bytes = std::slice::from_raw_parts(blk.add(4), 12);
             let (sc, mn) = super::dequant::k4_scales_mins(bytes);
             let to_f32 = |v: [u8; 8]| {
@@ -490,9 +495,19 @@ unsafe fn q4_k<const R: usize, const VNNI: bool>(
             let mmn = _mm256_mul_ps(to_f32(mn), _mm256_set1_ps(-f16(blk.add(2))));
             let mut q = [_mm256_setzero_si256(); 8];
             for c in 0..4 {
-                let v = load32(blk.add(16 + 32 * c));
+                let v = load32(blk.add(qs + 32 * c));
                 q[2 * c] = _mm256_and_si256(v, mask);
                 q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            }
+            if FIVE {
+                // Bit sb of each byte to bit 4 (a 16-bit shift moves no
+                // bit across a byte boundary once masked to bit 0).
+                let qh = load32(blk.add(16));
+                for (sb, qv) in q.iter_mut().enumerate() {
+                    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(sb as i32));
+                    let bit = _mm256_slli_epi16(_mm256_and_si256(h, one), 4);
+                    *qv = _mm256_or_si256(*qv, bit);
+                }
             }
             for r in 0..R {
                 let x = xs[r];

@@ -99,7 +99,7 @@ impl QuantType {
     /// (the others are dequantized per tile in either mode).
     pub fn has_int8_kernel(self) -> bool {
         use QuantType::*;
-        matches!(self, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q6_K)
+        matches!(self, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
     }
 
     pub const ALL: [QuantType; 10] = {
