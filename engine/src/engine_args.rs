@@ -134,7 +134,7 @@ pub struct EngineArgs {
     /// f32 in the GEMM (HF transformers' values, token for token, 6-8x
     /// slower at batch 1 on SmolLM2). f32/bf16/f16 weights are exact in
     /// every mode; weights stay in their format in memory in all. `auto` (default): `fast` for
-    /// GGUF weights (perplexity within 0.5% of `exact` and 0.7% of llama.cpp
+    /// GGUF weights (perplexity within 0.5% of `exact` and 1% of llama.cpp
     /// on SmolLM2 Q4_1), `exact` otherwise.
     #[arg(long, value_enum, default_value_t = CpuMatmul::Auto)]
     pub cpu_matmul: CpuMatmul,
