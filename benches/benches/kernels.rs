@@ -118,7 +118,8 @@ fn quant_matmul(c: &mut Criterion) {
     g.finish();
 }
 
-/// Decode at context 1024 with SmolLM2's attention (9 heads, 3 KV heads, head_dim 64, block 16).
+/// Decode at context 1024 with SmolLM2's attention (9 heads, 3 KV heads, head_dim 64, block 16),
+/// on an f32 cache and on f16 (the default for GGUF models).
 fn attention_decode(c: &mut Criterion) {
     let (heads, kv_heads, d, bs, ctx) = (9usize, 3usize, 64usize, 16usize, 1024usize);
     let mut g = c.benchmark_group("paged_attention_decode_ctx1024");
@@ -163,6 +164,22 @@ fn attention_decode(c: &mut Criterion) {
                 )
             })
         });
+        let k16: Vec<half::f16> = k_cache.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let v16: Vec<half::f16> = v_cache.iter().map(|&v| half::f16::from_f32(v)).collect();
+        g.bench_function(
+            BenchmarkId::new("smollm2_f16", format!("batch={batch}")),
+            |b| {
+                b.iter(|| {
+                    cpu::paged_attention(
+                        black_box(&q),
+                        cpu::KvSlice::F16(&k16),
+                        cpu::KvSlice::F16(&v16),
+                        &params,
+                        &mut out,
+                    )
+                })
+            },
+        );
     }
     g.finish();
 }

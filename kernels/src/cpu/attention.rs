@@ -17,10 +17,18 @@
 //! only the KV heads an item reads, into a per-item f32 buffer; an f32 cache
 //! is read in place.
 //!
+//! Long contexts are also split along the keys (flash-decoding): the blocks
+//! of a sequence go in spans of [`KV_SPLIT_TOKENS`] positions, each span an
+//! item of its own with an unnormalized output, running max and sum per row,
+//! merged afterwards span by span in order. One decode of a long sequence
+//! then spreads over every thread, and each span's 16-bit K/V is widened
+//! once for the heads that share it instead of once per head.
+//!
 //! A query row's arithmetic depends only on its own query, its position and
-//! the KV cache, never on which other rows share its item: the result for a
-//! token is bit-identical whether it is decoded alone, batched, or part of a
-//! prefill chunk of any size.
+//! the KV cache, never on which other rows share its item: the spans are
+//! fixed by position, and merged in order, so the result for a token is
+//! bit-identical whether it is decoded alone, batched, or part of a prefill
+//! chunk of any size.
 
 use rayon::prelude::*;
 
@@ -56,6 +64,10 @@ pub struct PagedAttentionParams<'a> {
 /// K/V block, few enough to stay in L1/L2 and give the pool many items.
 const TARGET_ROWS: usize = 32;
 
+/// Key positions per span of a long context (a whole number of blocks;
+/// fixed, so a row's spans never depend on the batch).
+const KV_SPLIT_TOKENS: usize = 512;
+
 /// `out = softmax(q · Kᵀ · scale) · V` per query head, causal, over the paged
 /// cache (`[num_blocks, block_size, num_kv_heads, head_dim]` each).
 /// `q` and `out` are `[num_tokens, num_heads, head_dim]`.
@@ -85,14 +97,6 @@ fn paged_attention_with(
     validate(q, key_cache.len(), value_cache.len(), params, out);
     let p = params;
     let d = p.head_dim;
-    // Padding rows (vLLM's padded decode batches: `seq_len` 0) attend to
-    // nothing and read nothing; their output is zero.
-    for (seq, w) in p.query_start_loc.windows(2).enumerate() {
-        if p.seq_lens[seq] == 0 {
-            let row = p.num_heads * d;
-            out[w[0] as usize * row..w[1] as usize * row].fill(0.0);
-        }
-    }
     let group = p.num_heads / p.num_kv_heads;
     // Widest items first (every head of a token: a block's K/V slots are then
     // read as one contiguous run); narrower ones while the pool would idle.
@@ -105,26 +109,69 @@ fn paged_attention_with(
             items = plan(p, heads_per_item);
         }
     }
-    let results: Vec<Vec<f32>> = items
+    let results: Vec<Partial> = items
         .par_iter()
         .with_max_len(1)
         .map(|item| {
-            let mut o = Vec::new();
-            attend_with(isa, q, key_cache, value_cache, p, item, &mut o);
-            o
+            let mut part = Partial::default();
+            attend_with(isa, q, key_cache, value_cache, p, item, &mut part);
+            part
         })
         .collect();
-    for (item, o) in items.iter().zip(&results) {
+    // Merge every row's spans in span order into `out` (unnormalized), then
+    // divide by the sums. A row with one span gets exactly `o · (1 / l)`.
+    // Padding rows (vLLM's padded decode batches: `seq_len` 0) attend to
+    // nothing and read nothing; their output is zero.
+    out.fill(0.0);
+    let rows = out.len() / d;
+    let mut row_max = vec![f32::NEG_INFINITY; rows];
+    let mut row_sum = vec![0f32; rows];
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].kb0);
+    for i in order {
+        let (item, part) = (&items[i], &results[i]);
         let heads = item.h1 - item.h0;
-        for (ti, rows) in o.chunks_exact(heads * d).enumerate() {
-            let t = item.t0 + ti;
-            out[(t * p.num_heads + item.h0) * d..][..heads * d].copy_from_slice(rows);
+        for ti in 0..item.t1 - item.t0 {
+            for hi in 0..heads {
+                let (r, pr) = ((item.t0 + ti) * p.num_heads + item.h0 + hi, ti * heads + hi);
+                let l = part.sum[pr];
+                if l == 0.0 {
+                    continue; // the row sees no key of this span
+                }
+                let m = part.max[pr];
+                let m_new = row_max[r].max(m);
+                let (a, b) = ((row_max[r] - m_new).exp(), (m - m_new).exp());
+                row_sum[r] = row_sum[r] * a + l * b;
+                row_max[r] = m_new;
+                let src = &part.o[pr * d..][..d];
+                for (v, &o) in out[r * d..][..d].iter_mut().zip(src) {
+                    *v = *v * a + o * b;
+                }
+            }
+        }
+    }
+    for (orow, &l) in out.chunks_exact_mut(d).zip(&row_sum) {
+        if l > 0.0 {
+            let inv = 1.0 / l;
+            for v in orow.iter_mut() {
+                *v *= inv;
+            }
         }
     }
 }
 
+/// An item's rows over its span: outputs not yet divided by their sums,
+/// with the running max and sum of each row (`[tokens, heads]`).
+#[derive(Default)]
+struct Partial {
+    o: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
 /// One unit of parallel work: tokens `t0..t1` (flat indices) of sequence
-/// `seq`, query heads `h0..h1`, a run of whole KV-head groups or part of one.
+/// `seq`, query heads `h0..h1`, a run of whole KV-head groups or part of one,
+/// against the sequence's blocks `kb0..kb1` (one span).
 #[derive(Debug, Clone, Copy)]
 struct WorkItem {
     seq: usize,
@@ -134,10 +181,14 @@ struct WorkItem {
     h1: usize,
     /// Position of token `t0`.
     pos0: usize,
+    kb0: usize,
+    kb1: usize,
 }
 
 fn plan(p: &PagedAttentionParams<'_>, heads_per_item: usize) -> Vec<WorkItem> {
     let tokens_per_item = (TARGET_ROWS / heads_per_item).max(1);
+    // Blocks per span (first-key block rounded down to a span start).
+    let span = (KV_SPLIT_TOKENS / p.block_size).max(1);
     let mut items = Vec::new();
     for (seq, w) in p.query_start_loc.windows(2).enumerate() {
         let (start, end) = (w[0] as usize, w[1] as usize);
@@ -147,20 +198,37 @@ fn plan(p: &PagedAttentionParams<'_>, heads_per_item: usize) -> Vec<WorkItem> {
         let pos_start = p.seq_lens[seq] as usize - (end - start);
         for h0 in (0..p.num_heads).step_by(heads_per_item) {
             for t0 in (start..end).step_by(tokens_per_item) {
-                items.push(WorkItem {
-                    seq,
-                    t0,
-                    t1: (t0 + tokens_per_item).min(end),
-                    h0,
-                    h1: h0 + heads_per_item,
-                    pos0: pos_start + (t0 - start),
-                });
+                let t1 = (t0 + tokens_per_item).min(end);
+                let pos0 = pos_start + (t0 - start);
+                let last_pos = pos0 + (t1 - t0) - 1;
+                // Spans from the first row's window (if any) to the last row.
+                let first = first_key(p, pos0) / p.block_size / span * span;
+                for kb0 in (first..last_pos / p.block_size + 1).step_by(span) {
+                    items.push(WorkItem {
+                        seq,
+                        t0,
+                        t1,
+                        h0,
+                        h1: h0 + heads_per_item,
+                        pos0,
+                        kb0,
+                        kb1: kb0 + span,
+                    });
+                }
             }
         }
     }
-    // Longest contexts first, so the pool does not end on a straggler.
-    items.sort_by_key(|it| std::cmp::Reverse(it.pos0 + it.t1 - it.t0));
+    // Most keys first, so the pool does not end on a straggler.
+    items.sort_by_key(|it| {
+        let keys = (it.pos0 + it.t1 - it.t0).min(it.kb1 * p.block_size);
+        std::cmp::Reverse(keys - (it.kb0 * p.block_size).min(keys))
+    });
     items
+}
+
+/// First key position a token at `pos` sees (its sliding window).
+fn first_key(p: &PagedAttentionParams<'_>, pos: usize) -> usize {
+    p.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w))
 }
 
 fn validate(
@@ -241,14 +309,15 @@ fn validate(
 }
 
 dispatch! {
-    /// Computes one item into `o` (`[tokens, heads, head_dim]` of the item, padded rows after).
+    /// Computes one item's span into `part` (`[tokens, heads, head_dim]` of
+    /// the item, not yet divided by the sums).
     fn attend / attend_with(
         q: &[f32],
         key_cache: KvSlice<'_>,
         value_cache: KvSlice<'_>,
         p: &PagedAttentionParams<'_>,
         item: &WorkItem,
-        o: &mut Vec<f32>,
+        part: &mut Partial,
     ) = attend_body;
 }
 
@@ -259,7 +328,7 @@ fn attend_body<const ISA: u8>(
     value_cache: KvSlice<'_>,
     p: &PagedAttentionParams<'_>,
     item: &WorkItem,
-    o: &mut Vec<f32>,
+    part: &mut Partial,
 ) {
     let d = p.head_dim;
     let bs = p.block_size;
@@ -280,12 +349,19 @@ fn attend_body<const ISA: u8>(
             *dst = src * p.scale;
         }
     }
+    let Partial {
+        o,
+        max: row_max,
+        sum: row_sum,
+    } = part;
     o.clear();
     o.resize(rows * d, 0.0);
+    row_max.clear();
+    row_max.resize(rows, f32::NEG_INFINITY);
+    row_sum.clear();
+    row_sum.resize(rows, 0.0);
     // Probabilities of the current block, one row of `kc` per query row.
     let mut s = vec![0f32; rows * kc];
-    let mut row_max = vec![f32::NEG_INFINITY; rows];
-    let mut row_sum = vec![0f32; rows];
     // A 16-bit cache's current block, widened: the item's KV heads only.
     let widen = !matches!((key_cache, value_cache), (KvSlice::F32(_), KvSlice::F32(_)));
     let (mut kbuf, mut vbuf) = if widen {
@@ -296,12 +372,11 @@ fn attend_body<const ISA: u8>(
     let kv_heads = item.h0 / group..(item.h1 - 1) / group + 1;
 
     let last_pos = item.pos0 + tokens - 1;
-    let n_blocks = last_pos / bs + 1;
-    // First key position a token at `pos` sees.
-    let first_key = |pos: usize| p.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let n_blocks = (last_pos / bs + 1).min(item.kb1);
+    let first_key = |pos: usize| first_key(p, pos);
     let table = &p.block_tables[item.seq * p.max_blocks_per_seq..][..n_blocks];
     // Blocks before the first row's window are read by no row of the item.
-    let skip = first_key(item.pos0) / bs;
+    let skip = (first_key(item.pos0) / bs).max(item.kb0);
     for (bi, &block) in table.iter().enumerate().skip(skip) {
         let start = bi * bs;
         // Keys of this block that the item's last row sees.
@@ -374,12 +449,6 @@ fn attend_body<const ISA: u8>(
                 }
                 h += g;
             }
-        }
-    }
-    for (orow, l) in o.chunks_exact_mut(d).zip(&row_sum) {
-        let inv = 1.0 / l;
-        for v in orow.iter_mut() {
-            *v *= inv;
         }
     }
 }
@@ -868,6 +937,43 @@ mod tests {
             let alone_out = alone.run(Isa::Avx512);
             assert_eq!(alone_out, big_out[last * row..][..row], "sequence {s}");
         }
+    }
+
+    /// Contexts over several key spans (the flash-decoding split): decodes
+    /// just under, at and over a span boundary, prefill chunks that cross
+    /// one, odd block sizes (a span of 510 positions), windows that start
+    /// mid-span (the keys before a window are NaN: never read).
+    #[test]
+    fn long_contexts_split_over_key_spans() {
+        let seqs = [(1, 1300), (1, 513), (1, 512), (40, 1100), (3, 530), (1, 20)];
+        for bs in [16, 5] {
+            check(
+                &Case::new(9, 3, 64, bs, &seqs, 21),
+                &format!("spans bs {bs}"),
+            );
+            for window in [100, 700] {
+                let case = Case::new(6, 2, 32, bs, &seqs, 22).windowed(window, None);
+                check(&case, &format!("spans bs {bs} window {window}"));
+            }
+        }
+    }
+
+    /// A long sequence's last token gives the same bits alone as at the end
+    /// of a prefill chunk that crosses span boundaries.
+    #[test]
+    fn long_contexts_are_batch_invariant_bit_for_bit() {
+        let (heads, kv, d, bs) = (9, 3, 64, 16);
+        let big = Case::new(heads, kv, d, bs, &[(700, 1200), (1, 900)], 31);
+        let big_out = big.run(Isa::Avx512);
+        let row = heads * d;
+        let last = (big.qsl[1] - 1) as usize;
+        let mut alone = Case::new(heads, kv, d, bs, &[(1, 1200)], 31);
+        alone.k_cache.clone_from(&big.k_cache);
+        alone.v_cache.clone_from(&big.v_cache);
+        alone.max_blocks = big.max_blocks;
+        alone.tables = big.tables[..big.max_blocks].to_vec();
+        alone.q = big.q[last * row..][..row].to_vec();
+        assert_eq!(alone.run(Isa::Avx512), big_out[last * row..][..row]);
     }
 
     /// Windows smaller than, equal to and larger than a block, in decodes
