@@ -70,20 +70,9 @@ pub fn quant_matmul_with(
         "quant_matmul: k={k} is not whole {ty} blocks"
     );
     let rb = ty.row_bytes(k);
-    assert_eq!(
-        w.len(),
-        n * rb,
-        "quant_matmul: w is not [n={n}, k={k}] of {ty}"
-    );
-    assert_eq!(x.len(), m * k, "quant_matmul: x is not [m={m}, k={k}]");
-    assert!(ldo >= n, "quant_matmul: ldo={ldo} < n={n}");
-    if m == 0 || n == 0 {
+    if !check_shapes("quant_matmul", ty, x, w, out, [m, k, n, ldo]) {
         return;
     }
-    assert!(
-        out.len() >= (m - 1) * ldo + n,
-        "quant_matmul: out too short"
-    );
     let isa = isa.min(quant_isa());
     with_quantized(isa, x, m, k, |xq| {
         let dst = OutPtr(out.as_mut_ptr());
@@ -130,20 +119,9 @@ pub fn quant_matmul_x8_with(
         "quant_matmul_x8: [n={n}, k={k}] is not whole {ty} blocks and groups of {X8}"
     );
     let rb = ty.row_bytes(k);
-    assert_eq!(
-        w.len(),
-        n * rb,
-        "quant_matmul_x8: w is not [n={n}, k={k}] of {ty}"
-    );
-    assert_eq!(x.len(), m * k, "quant_matmul_x8: x is not [m={m}, k={k}]");
-    assert!(ldo >= n, "quant_matmul_x8: ldo={ldo} < n={n}");
-    if m == 0 || n == 0 {
+    if !check_shapes("quant_matmul_x8", ty, x, w, out, [m, k, n, ldo]) {
         return;
     }
-    assert!(
-        out.len() >= (m - 1) * ldo + n,
-        "quant_matmul_x8: out too short"
-    );
     let isa = isa.min(quant_isa());
     with_quantized(isa, x, m, k, |xq| {
         let rows: Vec<Q8Row<'_>> = (0..m).map(|i| xq.row(i)).collect();
@@ -238,4 +216,32 @@ unsafe fn tile(
             unsafe { *dst.add(i * ldo + j) = dot_scalar::dot_row(ty, wr, x.row(i)) };
         }
     }
+}
+
+/// The buffer checks both entry points share; false when there is nothing
+/// to compute (`m` or `n` zero).
+///
+/// # Panics
+/// If `w`, `x` or `out` does not hold `[n, k]` blocks of `ty`, `[m, k]`
+/// values and `m` rows of `ldo >= n` outputs.
+fn check_shapes(
+    name: &str,
+    ty: QuantType,
+    x: &[f32],
+    w: &[u8],
+    out: &[f32],
+    [m, k, n, ldo]: [usize; 4],
+) -> bool {
+    assert_eq!(
+        w.len(),
+        n * ty.row_bytes(k),
+        "{name}: w is not [n={n}, k={k}] of {ty}"
+    );
+    assert_eq!(x.len(), m * k, "{name}: x is not [m={m}, k={k}]");
+    assert!(ldo >= n, "{name}: ldo={ldo} < n={n}");
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(out.len() >= (m - 1) * ldo + n, "{name}: out too short");
+    true
 }
