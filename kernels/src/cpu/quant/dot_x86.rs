@@ -102,16 +102,17 @@ unsafe fn tile_body<const VNNI: bool>(
 
 /// One activation row as raw pointers, taken once per task (the bounds were
 /// checked when the rows were built: `k / 32` blocks, `k` quants).
+/// The interleaved kernels (`x8_x86`) read rows through it too.
 #[derive(Clone, Copy)]
-struct XRow {
-    d: *const f32,
-    s: *const f32,
-    qs: *const i8,
+pub(super) struct XRow {
+    pub(super) d: *const f32,
+    pub(super) s: *const f32,
+    pub(super) qs: *const i8,
     sums: *const i32,
 }
 
 impl XRow {
-    fn new(x: Q8Row<'_>) -> Self {
+    pub(super) fn new(x: Q8Row<'_>) -> Self {
         XRow {
             d: x.d.as_ptr(),
             s: x.s.as_ptr(),

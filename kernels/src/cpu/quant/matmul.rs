@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::isa::{quant_isa, QuantIsa};
-use super::q8::{Q8Row, Q8Rows, Q8_BLOCK};
+use super::q8::{Q8Rows, Q8_BLOCK};
 use super::repack::{self, has_x8, X8};
 use super::{dot_scalar, QuantType};
 use crate::cpu::gemm::OutPtr;
@@ -124,13 +124,12 @@ pub fn quant_matmul_x8_with(
     }
     let isa = isa.min(quant_isa());
     with_quantized(isa, x, m, k, |xq| {
-        let rows: Vec<Q8Row<'_>> = (0..m).map(|i| xq.row(i)).collect();
         let dst = OutPtr(out.as_mut_ptr());
         let rows_per_task = rows_per_task(m, k, n, X8);
         let run = |(t, wt): (usize, &[u8])| {
             let j0 = t * rows_per_task;
             // SAFETY: as in `quant_matmul_with`: disjoint columns per task.
-            unsafe { tile_x8(isa, ty, wt, k, &rows, dst.get().add(j0), ldo) };
+            unsafe { tile_x8(isa, ty, wt, k, xq, dst.get().add(j0), ldo) };
         };
         if rows_per_task >= n {
             run((0, w));
@@ -174,7 +173,7 @@ unsafe fn tile_x8(
     ty: QuantType,
     w: &[u8],
     k: usize,
-    x: &[Q8Row<'_>],
+    x: &Q8Rows,
     dst: *mut f32,
     ldo: usize,
 ) {

@@ -23,7 +23,7 @@
 //! The bytes are the same as the row-major blocks', only reordered: the
 //! weight takes no more memory.
 
-use super::q8::Q8Row;
+use super::q8::Q8Rows;
 use super::{dequantize_block, dot_scalar, QuantType};
 
 /// Rows per group.
@@ -126,13 +126,13 @@ pub fn dequantize_rows_x8(ty: QuantType, bytes: &[u8], k: usize, j0: usize, out:
 /// blocks. `out[i * ldo + j]` for the groups in `w` and the rows of `x`.
 ///
 /// # Safety
-/// `dst` must address `x.len() x (w.len() / row_bytes)` outputs at stride
+/// `dst` must address `x.rows() x (w.len() / row_bytes)` outputs at stride
 /// `ldo`, written by no one else.
 pub(crate) unsafe fn tile_scalar(
     ty: QuantType,
     w: &[u8],
     k: usize,
-    x: &[Q8Row<'_>],
+    x: &Q8Rows,
     dst: *mut f32,
     ldo: usize,
 ) {
@@ -140,9 +140,9 @@ pub(crate) unsafe fn tile_scalar(
     let mut row = vec![0u8; rb];
     for j in 0..w.len() / rb {
         unpack_row(ty, w, k, j, &mut row);
-        for (i, xr) in x.iter().enumerate() {
+        for i in 0..x.rows() {
             // SAFETY: (i, j) is inside the caller's output block.
-            unsafe { *dst.add(i * ldo + j) = dot_scalar::dot_row(ty, &row, *xr) };
+            unsafe { *dst.add(i * ldo + j) = dot_scalar::dot_row(ty, &row, x.row(i)) };
         }
     }
 }

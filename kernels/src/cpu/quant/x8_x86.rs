@@ -14,7 +14,8 @@
 
 use std::arch::x86_64::*;
 
-use super::q8::Q8Row;
+use super::dot_x86::XRow;
+use super::q8::Q8Rows;
 use super::repack::{x8_block_bytes, X8};
 use super::QuantType;
 
@@ -24,14 +25,14 @@ use super::QuantType;
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C (and AVX-512 F/VL/BW/VNNI when
 /// `vnni`); `ty` must have an interleaved layout, `w` be whole groups of
-/// `k`-value rows and every `x` row `k` values; `dst` must address the `x.len()
+/// `k`-value rows and every `x` row `k` values; `dst` must address the `x.rows()
 /// x rows` outputs at stride `ldo`, written by no one else.
 pub(crate) unsafe fn tile(
     vnni: bool,
     ty: QuantType,
     w: &[u8],
     k: usize,
-    x: &[Q8Row<'_>],
+    x: &Q8Rows,
     dst: *mut f32,
     ldo: usize,
 ) {
@@ -40,7 +41,7 @@ pub(crate) unsafe fn tile(
         w.len().is_multiple_of(group_bytes),
         "x8 tile: not whole groups"
     );
-    assert!(x.iter().all(|r| r.qs.len() == k), "x8 tile: row width");
+    assert_eq!(x.k, k, "x8 tile: row width");
     // SAFETY: forwarded from the caller.
     unsafe {
         if vnni {
@@ -52,23 +53,15 @@ pub(crate) unsafe fn tile(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2(ty: QuantType, w: &[u8], k: usize, x: &[Q8Row<'_>], dst: *mut f32, ldo: usize) {
+unsafe fn tile_avx2(ty: QuantType, w: &[u8], k: usize, x: &Q8Rows, dst: *mut f32, ldo: usize) {
     // SAFETY: the features are enabled; the rest is the caller's contract.
     unsafe { groups::<false>(ty, w, k, x, dst, ldo) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn tile_vnni(ty: QuantType, w: &[u8], k: usize, x: &[Q8Row<'_>], dst: *mut f32, ldo: usize) {
+unsafe fn tile_vnni(ty: QuantType, w: &[u8], k: usize, x: &Q8Rows, dst: *mut f32, ldo: usize) {
     // SAFETY: as above.
     unsafe { groups::<true>(ty, w, k, x, dst, ldo) }
-}
-
-/// One activation row as raw pointers (lengths checked by `tile`).
-#[derive(Clone, Copy)]
-struct XRow {
-    d: *const f32,
-    s: *const f32,
-    qs: *const i8,
 }
 
 /// Each group against the activation rows, four at a time: the group's
@@ -78,56 +71,51 @@ unsafe fn groups<const VNNI: bool>(
     ty: QuantType,
     w: &[u8],
     k: usize,
-    x: &[Q8Row<'_>],
+    x: &Q8Rows,
     dst: *mut f32,
     ldo: usize,
 ) {
-    let xs: Vec<XRow> = x
-        .iter()
-        .map(|r| XRow {
-            d: r.d.as_ptr(),
-            s: r.s.as_ptr(),
-            qs: r.qs.as_ptr(),
-        })
-        .collect();
     let nb = k / 32;
     let group_bytes = X8 * ty.row_bytes(k);
     for (g, gw) in w.chunks_exact(group_bytes).enumerate() {
         let mut i = 0;
-        while i < xs.len() {
-            let r = (xs.len() - i).min(4);
-            // SAFETY: features per the caller; `gw` is `nb` group blocks,
-            // each row of `xs` `nb` blocks; outputs inside the caller's.
-            unsafe {
-                let out = dst.add(i * ldo + g * X8);
-                let p = gw.as_ptr();
-                match (ty, r) {
-                    (QuantType::Q4_0, 1) => q4::<1, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, 2) => q4::<2, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, 3) => q4::<3, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_0, _) => q4::<4, VNNI, false, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 1) => q4::<1, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 2) => q4::<2, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, 3) => q4::<3, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q4_1, _) => q4::<4, VNNI, true, false>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_0, 1) => q4::<1, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_0, 2) => q4::<2, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_0, 3) => q4::<3, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_0, _) => q4::<4, VNNI, false, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_1, 1) => q4::<1, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_1, 2) => q4::<2, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_1, 3) => q4::<3, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q5_1, _) => q4::<4, VNNI, true, true>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q8_0, 1) => q8_0::<1, VNNI>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q8_0, 2) => q8_0::<2, VNNI>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q8_0, 3) => q8_0::<3, VNNI>(p, nb, &xs[i..], out, ldo),
-                    (QuantType::Q8_0, _) => q8_0::<4, VNNI>(p, nb, &xs[i..], out, ldo),
-                    (other, _) => unreachable!("no interleaved kernel for {other}"),
-                }
+        while i < x.rows() {
+            let r = (x.rows() - i).min(4);
+            let (p, out) = (gw.as_ptr(), dst.wrapping_add(i * ldo + g * X8));
+            // `kernel::<R, VNNI, flags..>` on rows `i..i + r` (a fn pointer
+            // would lose the target features).
+            macro_rules! by_rows {
+                ($kernel:ident $(, $flag:literal)*) => {
+                    // SAFETY: features per the caller; `gw` is `nb` group
+                    // blocks, each row of `x` `nb` blocks (checked by
+                    // `tile`); outputs inside the caller's.
+                    unsafe {
+                        match r {
+                            1 => $kernel::<1, VNNI $(, $flag)*>(p, nb, &rows(x, i), out, ldo),
+                            2 => $kernel::<2, VNNI $(, $flag)*>(p, nb, &rows(x, i), out, ldo),
+                            3 => $kernel::<3, VNNI $(, $flag)*>(p, nb, &rows(x, i), out, ldo),
+                            _ => $kernel::<4, VNNI $(, $flag)*>(p, nb, &rows(x, i), out, ldo),
+                        }
+                    }
+                };
+            }
+            match ty {
+                QuantType::Q4_0 => by_rows!(q4, false, false),
+                QuantType::Q4_1 => by_rows!(q4, true, false),
+                QuantType::Q5_0 => by_rows!(q4, false, true),
+                QuantType::Q5_1 => by_rows!(q4, true, true),
+                QuantType::Q8_0 => by_rows!(q8_0),
+                other => unreachable!("no interleaved kernel for {other}"),
             }
             i += r;
         }
     }
+}
+
+/// Rows `i..i + R` of `x` as raw pointers (no allocation per task).
+#[inline(always)]
+fn rows<const R: usize>(x: &Q8Rows, i: usize) -> [XRow; R] {
+    std::array::from_fn(|t| XRow::new(x.row(i + t)))
 }
 
 /// The activation word `x[b * 32 + at..][..4]` in every lane.
@@ -197,7 +185,7 @@ unsafe fn fifth_bits(qh: __m256i, byte: i8, upper: bool) -> __m256i {
 unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool, const FIVE: bool>(
     w: *const u8,
     nb: usize,
-    xs: &[XRow],
+    xs: &[XRow; R],
     out: *mut f32,
     ldo: usize,
 ) {
@@ -211,7 +199,6 @@ unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool, const FIVE: bool
     let head = if MIN { 32 } else { 16 };
     let quants = head + if FIVE { 32 } else { 0 };
     let offset = if FIVE { 16.0 } else { 8.0 };
-    let xs: [XRow; R] = std::array::from_fn(|t| xs[t]);
     // SAFETY: AVX2/FMA/F16C per the caller; every read is inside block `b`
     // of the group or of an activation row, per the caller.
     unsafe {
@@ -282,12 +269,11 @@ unsafe fn q4<const R: usize, const VNNI: bool, const MIN: bool, const FIVE: bool
 unsafe fn q8_0<const R: usize, const VNNI: bool>(
     w: *const u8,
     nb: usize,
-    xs: &[XRow],
+    xs: &[XRow; R],
     out: *mut f32,
     ldo: usize,
 ) {
     let bytes = x8_block_bytes(QuantType::Q8_0);
-    let xs: [XRow; R] = std::array::from_fn(|t| xs[t]);
     // SAFETY: as in `q4`.
     unsafe {
         let ones = _mm256_set1_epi16(1);
